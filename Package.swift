@@ -1,0 +1,35 @@
+// swift-tools-version: 6.0
+//
+// The food-ordering platform: three gRPC services on our own HTTP/2 gRPC layer (libnghttp2),
+// protobuf-c message codecs and a Redis module (hiredis). Modules, bottom to top:
+//   C shims (CNGHTTP2, CProtobufC, CHiredis, CSystem) and protoc-c output (CPlatformProtos)
+//   RPCCore          transport-agnostic gRPC types: status, metadata, methods, routes
+//   PlatformProtos   generated Swift messages, method tables, providers and clients
+//   EventLoop        epoll loop thread, sockets, timers: the only place that polls
+//   GRPCHTTP2        gRPC server and client over HTTP/2 on libnghttp2
+//   RedisClient      commands, transactions, scripts and Pub/Sub on hiredis
+//   *Logic           one library per service; the executables are thin mains
+import PackageDescription
+
+let package = Package(
+    name: "food-platform",
+    platforms: [.macOS(.v15)],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+    ],
+    targets: [
+        .systemLibrary(name: "CNGHTTP2", providers: [.apt(["libnghttp2-dev"])]),
+        .systemLibrary(name: "CProtobufC", providers: [.apt(["libprotobuf-c-dev"])]),
+        .systemLibrary(name: "CHiredis", providers: [.apt(["libhiredis-dev"])]),
+        .systemLibrary(name: "CSystem"),
+        // protoc-c output is plain C that includes <protobuf-c/protobuf-c.h> itself, so the link is explicit.
+        .target(name: "CPlatformProtos", dependencies: ["CProtobufC"], linkerSettings: [.linkedLibrary("protobuf-c")]),
+        .target(name: "RPCCore"),
+        .target(name: "PlatformProtos", dependencies: ["CPlatformProtos", "RPCCore"]),
+        .target(name: "EventLoop", dependencies: ["CSystem"]),
+        .testTarget(name: "EventLoopTests", dependencies: ["EventLoop"]),
+        .testTarget(name: "PlatformProtosTests", dependencies: ["PlatformProtos"]),
+    ],
+    swiftLanguageModes: [.v6]
+)

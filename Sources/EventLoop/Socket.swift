@@ -1,0 +1,163 @@
+// Thin, non-blocking TCP socket calls over Glibc, so the layers above never touch sockaddr or
+// errno. Every descriptor made here is non-blocking and close-on-exec; sends use MSG_NOSIGNAL, so
+// a peer that vanished is an error result, never a SIGPIPE.
+import CSystem
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A failed socket call, with the errno text.
+public struct SocketError: Error, Sendable, CustomStringConvertible {
+    public let operation: String
+    public let code: Int32
+    public init(_ operation: String, code: Int32 = errno) {
+        self.operation = operation
+        self.code = code
+    }
+    public var description: String { "\(operation): \(String(cString: strerror(code)))" }
+}
+
+/// The outcome of a non-blocking read or write.
+public enum IOResult: Equatable {
+    case transferred(Int)
+    case wouldBlock
+    case closed
+    case failed(Int32)
+}
+
+/// Non-blocking TCP socket operations.
+public enum Socket {
+    /// Binds and listens on `host:port` (IPv4 or IPv6, port 0 picks a free one).
+    /// Returns the descriptor and the port actually bound.
+    public static func listen(host: String, port: Int, backlog: Int32 = 1024) throws(SocketError) -> (fd: Int32, port: Int) {
+        let addresses = try resolve(host: host, port: port, passive: true)
+        var lastError = SocketError("bind \(host):\(port)", code: EADDRNOTAVAIL)
+        for address in addresses {
+            let fd = socket(address.family, Int32(SOCK_STREAM.rawValue | SOCK_NONBLOCK.rawValue | SOCK_CLOEXEC.rawValue), 0)
+            guard fd >= 0 else { lastError = SocketError("socket"); continue }
+            var one: Int32 = 1
+            setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+            let bound = address.bytes.withUnsafeBytes {
+                bind(fd, $0.baseAddress!.assumingMemoryBound(to: sockaddr.self), socklen_t($0.count))
+            }
+            if bound != 0 || Glibc.listen(fd, backlog) != 0 {
+                lastError = SocketError("bind \(host):\(port)")
+                Glibc.close(fd)
+                continue
+            }
+            return (fd, localPort(fd))
+        }
+        throw lastError
+    }
+
+    /// Accepts one pending connection as a non-blocking socket with TCP_NODELAY, or nil if none.
+    public static func accept(_ listener: Int32) -> Int32? {
+        let fd = Glibc.accept(listener, nil, nil)
+        guard fd >= 0 else { return nil }
+        configureConnected(fd)
+        return fd
+    }
+
+    /// Starts a non-blocking connect to the first address of `host:port` that accepts a socket.
+    /// Completion is signalled by writability; `connectResult` then tells success or failure.
+    public static func connect(host: String, port: Int) throws(SocketError) -> Int32 {
+        let addresses = try resolve(host: host, port: port, passive: false)
+        var lastError = SocketError("connect \(host):\(port)", code: ECONNREFUSED)
+        for address in addresses {
+            let fd = socket(address.family, Int32(SOCK_STREAM.rawValue | SOCK_NONBLOCK.rawValue | SOCK_CLOEXEC.rawValue), 0)
+            guard fd >= 0 else { lastError = SocketError("socket"); continue }
+            let result = address.bytes.withUnsafeBytes {
+                Glibc.connect(fd, $0.baseAddress!.assumingMemoryBound(to: sockaddr.self), socklen_t($0.count))
+            }
+            if result == 0 || errno == EINPROGRESS {
+                configureConnected(fd)
+                return fd
+            }
+            lastError = SocketError("connect \(host):\(port)")
+            Glibc.close(fd)
+        }
+        throw lastError
+    }
+
+    /// After a non-blocking connect signalled writability: nil on success, else the error.
+    public static func connectResult(_ fd: Int32) -> SocketError? {
+        var code: Int32 = 0
+        var length = socklen_t(MemoryLayout<Int32>.size)
+        getsockopt(fd, SOL_SOCKET, SO_ERROR, &code, &length)
+        return code == 0 ? nil : SocketError("connect", code: code)
+    }
+
+    public static func read(_ fd: Int32, into buffer: UnsafeMutableRawBufferPointer) -> IOResult {
+        let count = Glibc.read(fd, buffer.baseAddress, buffer.count)
+        if count > 0 { return .transferred(count) }
+        if count == 0 { return .closed }
+        return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ? .wouldBlock : .failed(errno)
+    }
+
+    public static func write(_ fd: Int32, from buffer: UnsafeRawBufferPointer) -> IOResult {
+        let count = send(fd, buffer.baseAddress, buffer.count, Int32(MSG_NOSIGNAL))
+        if count >= 0 { return .transferred(count) }
+        return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ? .wouldBlock : .failed(errno)
+    }
+
+    public static func close(_ fd: Int32) {
+        _ = Glibc.close(fd)
+    }
+
+    /// Stops further sends (the peer sees end of stream) while reads may continue.
+    public static func shutdownWrite(_ fd: Int32) {
+        _ = shutdown(fd, Int32(SHUT_WR))
+    }
+
+    public static func localPort(_ fd: Int32) -> Int {
+        var storage = sockaddr_storage()
+        var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
+        _ = withUnsafeMutablePointer(to: &storage) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
+        }
+        return withUnsafeBytes(of: &storage) { raw -> Int in
+            // sin_port and sin6_port sit at the same offset, in network byte order.
+            Int(UInt16(raw[2]) << 8 | UInt16(raw[3]))
+        }
+    }
+
+    private static func configureConnected(_ fd: Int32) {
+        let flags = fcntl(fd, F_GETFL)
+        _ = fcntl(fd, F_SETFL, flags | O_NONBLOCK)
+        _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
+        var one: Int32 = 1
+        setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
+    }
+
+    private struct ResolvedAddress {
+        let family: Int32
+        let bytes: [UInt8]
+    }
+
+    private static func resolve(host: String, port: Int, passive: Bool) throws(SocketError) -> [ResolvedAddress] {
+        var hints = addrinfo()
+        hints.ai_family = AF_UNSPEC
+        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+        hints.ai_flags = passive ? AI_PASSIVE : 0
+        var list: UnsafeMutablePointer<addrinfo>?
+        let name = host.isEmpty ? nil : host
+        let status = getaddrinfo(name, String(port), &hints, &list)
+        guard status == 0, let list else {
+            throw SocketError("resolve \(host): \(String(cString: gai_strerror(status)))", code: EHOSTUNREACH)
+        }
+        defer { freeaddrinfo(list) }
+        var result: [ResolvedAddress] = []
+        var cursor: UnsafeMutablePointer<addrinfo>? = list
+        while let entry = cursor {
+            let bytes = UnsafeRawBufferPointer(start: entry.pointee.ai_addr, count: Int(entry.pointee.ai_addrlen))
+            result.append(ResolvedAddress(family: entry.pointee.ai_family, bytes: Array(bytes)))
+            cursor = entry.pointee.ai_next
+        }
+        return result
+    }
+}
+
+/// Makes a vanished peer a write error instead of a process-killing signal.
+public func ignoreSIGPIPE() {
+    signal(SIGPIPE, SIG_IGN)
+}

@@ -1,0 +1,96 @@
+// The bridge between Swift values and protobuf-c structs, used by the generated codecs.
+//
+// Encoding fills a protobuf-c struct whose strings, arrays and sub-messages are allocated in a
+// `CArena` and freed together once `pack` has copied them into the output bytes. Decoding lets
+// protobuf-c unpack into its own heap struct, copies the fields out into Swift values, and frees
+// it. All unsafe pointer work of the codecs lives in this file and the generated code.
+import CPlatformProtos
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Allocations that live while one message is packed.
+final class CArena {
+    private var allocations: [UnsafeMutableRawPointer] = []
+
+    func release() {
+        for pointer in allocations { free(pointer) }
+        allocations.removeAll()
+    }
+
+    func cString(_ text: String) -> UnsafeMutablePointer<CChar> {
+        let pointer = text.withCString { strdup($0)! }
+        allocations.append(pointer)
+        return pointer
+    }
+
+    func cStrings(_ texts: [String]) -> UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>? {
+        guard !texts.isEmpty else { return nil }
+        let array = allocate(UnsafeMutablePointer<CChar>?.self, count: texts.count)
+        for (index, text) in texts.enumerated() { array[index] = cString(text) }
+        return array
+    }
+
+    func values<T>(_ values: [T]) -> UnsafeMutablePointer<T>? {
+        guard !values.isEmpty else { return nil }
+        let array = allocate(T.self, count: values.count)
+        for (index, value) in values.enumerated() { (array + index).initialize(to: value) }
+        return array
+    }
+
+    func message<M, C>(_ value: M, as: C.Type, fill: (M, inout C) -> Void) -> UnsafeMutablePointer<C> {
+        let pointer = allocate(C.self, count: 1)
+        // protobuf-c structs are plain C data: zeroed memory is a valid starting point for `init`.
+        UnsafeMutableRawPointer(pointer).initializeMemory(as: UInt8.self, repeating: 0, count: MemoryLayout<C>.size)
+        fill(value, &pointer.pointee)
+        return pointer
+    }
+
+    func messages<M, C>(_ values: [M], as type: C.Type, fill: (M, inout C) -> Void) -> UnsafeMutablePointer<UnsafeMutablePointer<C>?>? {
+        guard !values.isEmpty else { return nil }
+        let array = allocate(UnsafeMutablePointer<C>?.self, count: values.count)
+        for (index, value) in values.enumerated() { array[index] = message(value, as: type, fill: fill) }
+        return array
+    }
+
+    private func allocate<T>(_ type: T.Type, count: Int) -> UnsafeMutablePointer<T> {
+        let raw = malloc(max(1, MemoryLayout<T>.stride * count))!
+        allocations.append(raw)
+        return raw.bindMemory(to: T.self, capacity: count)
+    }
+
+    // MARK: - Helpers for decoding and packing
+
+    static func string(_ pointer: UnsafeMutablePointer<CChar>?) -> String {
+        pointer.map { String(cString: $0) } ?? ""
+    }
+
+    static func buffer<T>(_ pointer: UnsafeMutablePointer<T>?, count: Int) -> UnsafeBufferPointer<T> {
+        UnsafeBufferPointer(start: pointer, count: pointer == nil ? 0 : count)
+    }
+
+    static func pack<C>(
+        _ message: inout C,
+        size: (UnsafePointer<C>) -> Int,
+        pack: (UnsafePointer<C>, UnsafeMutablePointer<UInt8>) -> Int
+    ) -> [UInt8] {
+        withUnsafePointer(to: &message) { pointer in
+            let length = size(pointer)
+            return [UInt8](unsafeUninitializedCapacity: length) { buffer, initialized in
+                initialized = length == 0 ? 0 : pack(pointer, buffer.baseAddress!)
+            }
+        }
+    }
+
+    static func unpack<C, M>(
+        _ bytes: [UInt8],
+        unpack: (UnsafeMutablePointer<ProtobufCAllocator>?, Int, UnsafePointer<UInt8>?) -> UnsafeMutablePointer<C>?,
+        free: (UnsafeMutablePointer<C>?, UnsafeMutablePointer<ProtobufCAllocator>?) -> Void,
+        convert: (C) -> M
+    ) throws(MessageDecodingError) -> M {
+        let message = bytes.withUnsafeBufferPointer { unpack(nil, $0.count, $0.baseAddress) }
+        guard let message else { throw MessageDecodingError(messageType: String(describing: M.self)) }
+        defer { free(message, nil) }
+        return convert(message.pointee)
+    }
+}
