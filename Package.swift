@@ -14,6 +14,9 @@ import PackageDescription
 let package = Package(
     name: "food-platform",
     platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "grpc-bench-server", targets: ["grpc-bench-server"]),
+    ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
@@ -28,6 +31,12 @@ let package = Package(
         .target(name: "RPCCore"),
         .target(name: "PlatformProtos", dependencies: ["CPlatformProtos", "RPCCore"]),
         .target(name: "EventLoop", dependencies: ["CSystem"]),
+        .target(name: "GRPCHTTP2", dependencies: [
+            "CNGHTTP2", "EventLoop", "RPCCore", "PlatformProtos", .product(name: "Logging", package: "swift-log"),
+        ]),
+        .executableTarget(name: "grpc-bench-server", dependencies: [
+            "GRPCHTTP2", "PlatformProtos", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
         .testTarget(name: "EventLoopTests", dependencies: ["EventLoop"]),
         .testTarget(name: "PlatformProtosTests", dependencies: ["PlatformProtos"]),
     ],

@@ -1,0 +1,183 @@
+// The client's public face: a channel to one target, shared by any number of tasks.
+//
+// All state lives on one event loop. The channel keeps one HTTP/2 connection and multiplexes
+// every call over it; it connects lazily on the first call, queues calls while connecting, and
+// after the connection is lost or the server sent GOAWAY the next call opens a new one. Callers
+// await a continuation resumed from the loop; cancelling the awaiting task resets the stream.
+import CNGHTTP2
+import EventLoop
+import RPCCore
+import Synchronization
+
+/// Client settings.
+public struct ClientConfiguration: Sendable {
+    public var connectTimeout: Duration = .seconds(5)
+    /// Largest response message accepted.
+    public var maxResponseSize = 4 * 1024 * 1024
+
+    public init() {}
+}
+
+/// A multiplexed gRPC client connection to `host:port`; safe to share between tasks.
+public final class GRPCChannel: UnaryTransport, Sendable {
+    public let host: String
+    public let port: Int
+    private let loop: EventLoop
+    private let ownsLoop: Bool
+    private let state: LoopBound<ChannelState>
+    private let nextCallID = Atomic<UInt64>(0)
+
+    /// Uses `eventLoop` if given, else a loop of its own (stopped by `close`).
+    public init(host: String, port: Int, configuration: ClientConfiguration = ClientConfiguration(), eventLoop: EventLoop? = nil) {
+        self.host = host
+        self.port = port
+        ownsLoop = eventLoop == nil
+        loop = eventLoop ?? EventLoop(name: "grpc-client-\(host):\(port)")
+        state = LoopBound(ChannelState(loop: loop, host: host, port: port, configuration: configuration), loop: loop)
+        ignoreSIGPIPE()
+    }
+
+    /// "host:port", as errors name it.
+    public var target: String { "\(host):\(port)" }
+
+    public func unary(path: String, request: [UInt8], options: CallOptions) async throws(RPCError) -> UnaryResponse {
+        let id = nextCallID.add(1, ordering: .relaxed).newValue
+        let state = self.state
+        let result = await withTaskCancellationHandler {
+            await withCheckedContinuation { (continuation: CheckedContinuation<Result<UnaryResponse, RPCError>, Never>) in
+                state.loop.execute {
+                    state.value.start(id: id, path: path, request: request, options: options, continuation: continuation)
+                }
+            }
+        } onCancel: {
+            state.loop.execute { state.value.cancel(id: id) }
+        }
+        return try result.get()
+    }
+
+    /// Closes the connection; calls in flight fail with UNAVAILABLE.
+    public func close() {
+        let state = self.state
+        if loop.inEventLoop {
+            state.value.close()
+        } else {
+            loop.execute { state.value.close() }
+        }
+        if ownsLoop, !loop.inEventLoop { loop.shutdownGracefully() }
+    }
+}
+
+/// The channel's loop-confined state: the current connection and the calls in flight.
+final class ChannelState {
+    private let loop: EventLoop
+    private let host: String
+    private let port: Int
+    private let configuration: ClientConfiguration
+    private var connection: ClientConnection?
+    private var waiting: [ClientCall] = []
+    private var calls: [UInt64: ClientCall] = [:]
+    private var connectTimer: TimerID?
+    private var closed = false
+
+    init(loop: EventLoop, host: String, port: Int, configuration: ClientConfiguration) {
+        self.loop = loop
+        self.host = host
+        self.port = port
+        self.configuration = configuration
+    }
+
+    private var authority: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
+
+    func start(id: UInt64, path: String, request: [UInt8], options: CallOptions,
+               continuation: CheckedContinuation<Result<UnaryResponse, RPCError>, Never>) {
+        let call = ClientCall(id: id, path: path, request: request, options: options,
+                              maxResponseSize: configuration.maxResponseSize, continuation: continuation)
+        guard !closed else {
+            call.finish(.failure(RPCError(.unavailable, "the channel to \(authority) is closed")))
+            return
+        }
+        calls[id] = call
+        call.onFinish = { [weak self] id in self?.calls[id] = nil }
+        dispatch(call)
+    }
+
+    private func dispatch(_ call: ClientCall) {
+        if let connection, connection.isReady {
+            connection.startCall(call)
+            return
+        }
+        waiting.append(call)
+        if connection == nil || connection!.goingAway || connection!.isClosed { connect() }
+    }
+
+    private func connect() {
+        let previous = connection
+        connection = nil
+        _ = previous  // a going-away connection finishes its own streams and closes itself
+        let fd: Int32
+        do {
+            fd = try Socket.connect(host: host, port: port)
+        } catch {
+            failWaiting(RPCError(.unavailable, "cannot connect to \(authority): \(error)"))
+            return
+        }
+        let fresh = ClientConnection(
+            loop: loop, fd: fd, authority: authority,
+            onConnected: { [weak self] connection in self?.connected(connection) },
+            onClosed: { [weak self] connection in self?.connectionClosed(connection) },
+            onRefused: { [weak self] call in self?.retry(call) })
+        connection = fresh
+        fresh.start(awaitingConnect: true)
+        connectTimer = loop.schedule(after: configuration.connectTimeout) { [weak self, weak fresh] in
+            guard let self, let fresh, self.connection === fresh, !fresh.isReady else { return }
+            self.failWaiting(RPCError(.unavailable, "timed out connecting to \(self.authority)"))
+            fresh.close()
+        }
+    }
+
+    private func connected(_ connection: ClientConnection) {
+        guard connection === self.connection else { return }
+        if let connectTimer { loop.cancel(connectTimer) }
+        let ready = waiting
+        waiting = []
+        for call in ready { connection.startCall(call) }
+    }
+
+    private func connectionClosed(_ closedConnection: ClientConnection) {
+        // Its calls were answered UNAVAILABLE by the connection itself.
+        guard closedConnection === connection else { return }
+        connection = nil
+        if let connectTimer { loop.cancel(connectTimer) }
+        // Calls queued behind a failed connect fail with the connect error, said once.
+        failWaiting(RPCError(.unavailable, "cannot connect to \(authority): connection closed"))
+    }
+
+    private func retry(_ call: ClientCall) {
+        guard !call.isFinished else { return }
+        dispatch(call)
+    }
+
+    func cancel(id: UInt64) {
+        guard let call = calls[id] else { return }
+        if let index = waiting.firstIndex(where: { $0 === call }) { waiting.remove(at: index) }
+        let error = RPCError(.cancelled, "the call was cancelled")
+        if let connection = call.connection {
+            connection.abandon(call, error)
+        } else {
+            call.finish(.failure(error))
+        }
+    }
+
+    func close() {
+        closed = true
+        failWaiting(RPCError(.unavailable, "the channel to \(authority) is closed"))
+        connection?.close()
+        connection = nil
+    }
+
+    private func failWaiting(_ error: RPCError) {
+        let failed = waiting
+        waiting = []
+        for call in failed { call.finish(.failure(error)) }
+    }
+}

@@ -1,0 +1,350 @@
+// The HTTP/2 plumbing that the server and the client share: one socket, one nghttp2 session, all
+// on one event loop thread (nghttp2's own examples drive a session the same way).
+//
+// Reading: bytes from the socket go straight into `nghttp2_session_mem_recv`, whose callbacks
+// reach the subclass through the overridable `did…` methods. Writing: `nghttp2_session_mem_send`
+// hands out frames, which are written to the socket directly; only what the socket refuses is
+// copied into `pendingOutput`, and while anything is pending the connection stops reading. That
+// is the backpressure: a peer that does not read its responses stops being served, and the memory
+// a connection holds stays bounded by one chunk of output plus its open streams.
+//
+// A response body is handed to nghttp2 through a data provider that reads from `outgoingBodies`;
+// when a body carries trailers (gRPC's status), the provider ends DATA without END_STREAM and
+// submits them as a trailing HEADERS frame.
+//
+// Callbacks never close the connection themselves: they mark it, and the I/O path closes it once
+// nghttp2 has returned, so the session is never freed under its own feet.
+import CNGHTTP2
+import EventLoop
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// One header field to submit.
+typealias HeaderField = (name: String, value: String)
+
+/// A body queued for sending, with the trailers that end its stream (nil: END_STREAM on DATA).
+struct OutgoingBody {
+    var bytes: [UInt8]
+    var offset = 0
+    var trailers: [HeaderField]?
+}
+
+class HTTP2Connection: IOHandler {
+    let loop: EventLoop
+    let fd: Int32
+    private(set) var session: OpaquePointer?
+    private var pendingOutput: [UInt8] = []
+    private var watching: IOEvents = []
+    private let readBuffer: UnsafeMutableRawBufferPointer
+    /// Set by callbacks or the subclass to ask for the connection to close once I/O returns.
+    var closeRequested = false
+    private(set) var isClosed = false
+    var outgoingBodies: [Int32: OutgoingBody] = [:]
+
+    static let readBufferSize = 32 * 1024
+    /// Above this much refused output, stop producing frames until the socket drains.
+    static let outputHighWater = 256 * 1024
+
+    init(loop: EventLoop, fd: Int32, server: Bool, settings: [(nghttp2_settings_id, UInt32)]) {
+        self.loop = loop
+        self.fd = fd
+        readBuffer = .allocate(byteCount: Self.readBufferSize, alignment: 16)
+        var callbacks: OpaquePointer?
+        nghttp2_session_callbacks_new(&callbacks)
+        Self.installCallbacks(callbacks)
+        var options: OpaquePointer?
+        nghttp2_option_new(&options)
+        // Let nghttp2 refuse a flood of unanswered control frames (PING/SETTINGS) on its own.
+        nghttp2_option_set_max_outbound_ack(options, 1000)
+        let user = Unmanaged.passUnretained(self).toOpaque()
+        var created: OpaquePointer?
+        if server {
+            nghttp2_session_server_new2(&created, callbacks, user, options)
+        } else {
+            nghttp2_session_client_new2(&created, callbacks, user, options)
+        }
+        nghttp2_option_del(options)
+        nghttp2_session_callbacks_del(callbacks)
+        session = created
+        let entries = settings.map { nghttp2_settings_entry(settings_id: Int32($0.0.rawValue), value: $0.1) }
+        nghttp2_submit_settings(created, UInt8(NGHTTP2_FLAG_NONE.rawValue), entries, entries.count)
+    }
+
+    deinit {
+        if let session { nghttp2_session_del(session) }
+        readBuffer.deallocate()
+    }
+
+    /// Starts watching the socket. Call once, on the loop. A client whose connect is still in
+    /// progress watches for writability first and calls `flush()` once connected.
+    func start(awaitingConnect: Bool = false) {
+        watching = awaitingConnect ? .write : .read
+        loop.register(fd, for: watching, handler: self)
+        if !awaitingConnect { flush() }
+    }
+
+    // MARK: - Overridden by the server and the client
+
+    func didBeginHeaders(stream: Int32) {}
+    /// Returns false to reset the stream (the header was refused).
+    func didReceiveHeader(stream: Int32, name: String, value: String) -> Bool { true }
+    func didReceiveHeaders(stream: Int32, endStream: Bool) {}
+    func didReceiveData(stream: Int32, bytes: UnsafeRawBufferPointer) {}
+    func didReceiveEndOfData(stream: Int32) {}
+    func didReceiveGoAway(lastStreamID: Int32) {}
+    func streamDidClose(stream: Int32, errorCode: UInt32) {}
+    func connectionDidClose() {}
+
+    // MARK: - I/O
+
+    func handleIO(_ events: IOEvents) {
+        if events.contains(.write) { flush() }
+        if !isClosed, events.contains(.read) || !events.isDisjoint(with: .hangup) { readAvailable() }
+    }
+
+    private func readAvailable() {
+        // A bounded number of reads per wake-up keeps one busy peer from starving the others.
+        for _ in 0..<8 {
+            guard !isClosed, pendingOutput.isEmpty else { break }
+            switch Socket.read(fd, into: readBuffer) {
+            case .transferred(let count):
+                let consumed = nghttp2_session_mem_recv(session, readBuffer.baseAddress!.assumingMemoryBound(to: UInt8.self), count)
+                if consumed < 0 {
+                    // A protocol error (bad preface, garbage): nghttp2 has queued a GOAWAY; send it, then close.
+                    closeRequested = true
+                }
+            case .wouldBlock:
+                flush()
+                return
+            case .closed, .failed:
+                close()
+                return
+            }
+            if closeRequested { break }
+        }
+        flush()
+    }
+
+    /// Writes what nghttp2 has to send; closes when the session is done or a close was asked for.
+    func flush() {
+        guard !isClosed else { return }
+        if !pendingOutput.isEmpty {
+            guard writePending() else { return }
+        }
+        while pendingOutput.count < Self.outputHighWater, nghttp2_session_want_write(session) != 0 {
+            var chunk: UnsafePointer<UInt8>?
+            let length = nghttp2_session_mem_send(session, &chunk)
+            if length < 0 { close(); return }
+            if length == 0 { break }
+            let buffer = UnsafeRawBufferPointer(start: chunk, count: length)
+            if pendingOutput.isEmpty {
+                switch Socket.write(fd, from: buffer) {
+                case .transferred(let written) where written == length:
+                    continue
+                case .transferred(let written):
+                    pendingOutput.append(contentsOf: buffer[written...])
+                case .wouldBlock:
+                    pendingOutput.append(contentsOf: buffer)
+                case .closed, .failed:
+                    close()
+                    return
+                }
+            } else {
+                pendingOutput.append(contentsOf: buffer)
+            }
+        }
+        let done = nghttp2_session_want_read(session) == 0 && nghttp2_session_want_write(session) == 0
+        if pendingOutput.isEmpty && (closeRequested || done) {
+            close()
+            return
+        }
+        updateInterest()
+    }
+
+    /// Returns true when everything pending went out.
+    private func writePending() -> Bool {
+        let result = pendingOutput.withUnsafeBytes { Socket.write(fd, from: $0) }
+        switch result {
+        case .transferred(let written):
+            pendingOutput.removeFirst(written)
+        case .wouldBlock:
+            break
+        case .closed, .failed:
+            close()
+            return false
+        }
+        updateInterest()
+        return pendingOutput.isEmpty
+    }
+
+    private func updateInterest() {
+        let wanted: IOEvents = pendingOutput.isEmpty ? .read : .write
+        if wanted != watching {
+            watching = wanted
+            loop.modify(fd, for: wanted)
+        }
+    }
+
+    func close() {
+        guard !isClosed else { return }
+        isClosed = true
+        loop.deregister(fd)
+        Socket.close(fd)
+        outgoingBodies.removeAll()
+        pendingOutput = []
+        connectionDidClose()
+        // The session goes last: connectionDidClose may still look at stream state, never at nghttp2.
+        if let session { nghttp2_session_del(session) }
+        session = nil
+    }
+
+    // MARK: - Submitting frames
+
+    /// Submits a HEADERS frame, with `body` (and its trailers) to follow, or END_STREAM if nil.
+    func submitResponse(stream: Int32, headers: [HeaderField], body: OutgoingBody?) {
+        guard let session else { return }
+        HeaderBlock(headers).withNV { nv, count in
+            if let body {
+                outgoingBodies[stream] = body
+                var provider = Self.bodyProvider
+                _ = nghttp2_submit_response(session, stream, nv, count, &provider)
+            } else {
+                _ = nghttp2_submit_response(session, stream, nv, count, nil)
+            }
+        }
+    }
+
+    /// Submits a request; returns its stream id, or a negative nghttp2 error.
+    func submitRequest(headers: [HeaderField], body: OutgoingBody) -> Int32 {
+        guard let session else { return -1 }
+        return HeaderBlock(headers).withNV { nv, count in
+            var provider = Self.bodyProvider
+            let stream = nghttp2_submit_request(session, nil, nv, count, &provider, nil)
+            if stream > 0 { outgoingBodies[stream] = body }
+            return stream
+        }
+    }
+
+    func submitReset(stream: Int32, errorCode: nghttp2_error_code) {
+        guard let session else { return }
+        nghttp2_submit_rst_stream(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), stream, errorCode.rawValue)
+    }
+
+    /// Sends GOAWAY naming the last stream this side processed: streams after it were not.
+    func submitGoAway(errorCode: nghttp2_error_code = NGHTTP2_NO_ERROR) {
+        guard let session else { return }
+        let last = nghttp2_session_get_last_proc_stream_id(session)
+        nghttp2_submit_goaway(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), last, errorCode.rawValue, nil, 0)
+    }
+
+    /// Streams nghttp2 still counts as open on this connection.
+    var isIdle: Bool { outgoingBodies.isEmpty }
+
+    // MARK: - nghttp2 callbacks (nonisolated C functions: they find the connection in user_data)
+
+    private static func connection(_ user: UnsafeMutableRawPointer?) -> HTTP2Connection {
+        Unmanaged<HTTP2Connection>.fromOpaque(user!).takeUnretainedValue()
+    }
+
+    private static let bodyProvider = nghttp2_data_provider(
+        source: nghttp2_data_source(fd: 0),
+        read_callback: { _, stream, buffer, length, flags, _, user -> Int in
+            let connection = HTTP2Connection.connection(user)
+            guard var body = connection.outgoingBodies[stream] else {
+                flags!.pointee |= NGHTTP2_DATA_FLAG_EOF.rawValue
+                return 0
+            }
+            let count = min(length, body.bytes.count - body.offset)
+            body.bytes.withUnsafeBytes { source in
+                UnsafeMutableRawPointer(buffer!).copyMemory(from: source.baseAddress! + body.offset, byteCount: count)
+            }
+            body.offset += count
+            if body.offset < body.bytes.count {
+                connection.outgoingBodies[stream] = body
+                return count
+            }
+            connection.outgoingBodies[stream] = nil
+            flags!.pointee |= NGHTTP2_DATA_FLAG_EOF.rawValue
+            if let trailers = body.trailers {
+                flags!.pointee |= NGHTTP2_DATA_FLAG_NO_END_STREAM.rawValue
+                HeaderBlock(trailers).withNV { nv, nvCount in
+                    _ = nghttp2_submit_trailer(connection.session, stream, nv, nvCount)
+                }
+            }
+            return count
+        })
+
+    private static func installCallbacks(_ callbacks: OpaquePointer?) {
+        nghttp2_session_callbacks_set_on_begin_headers_callback(callbacks) { _, frame, user in
+            if frame!.pointee.hd.type == UInt8(NGHTTP2_HEADERS.rawValue) {
+                HTTP2Connection.connection(user).didBeginHeaders(stream: frame!.pointee.hd.stream_id)
+            }
+            return 0
+        }
+        nghttp2_session_callbacks_set_on_header_callback(callbacks) { _, frame, name, nameLength, value, valueLength, _, user in
+            let nameText = String(decoding: UnsafeBufferPointer(start: name, count: nameLength), as: UTF8.self)
+            let valueText = String(decoding: UnsafeBufferPointer(start: value, count: valueLength), as: UTF8.self)
+            let accepted = HTTP2Connection.connection(user).didReceiveHeader(
+                stream: frame!.pointee.hd.stream_id, name: nameText, value: valueText)
+            return accepted ? 0 : NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE.rawValue
+        }
+        nghttp2_session_callbacks_set_on_frame_recv_callback(callbacks) { _, frame, user in
+            let connection = HTTP2Connection.connection(user)
+            let header = frame!.pointee.hd
+            let endStream = header.flags & UInt8(NGHTTP2_FLAG_END_STREAM.rawValue) != 0
+            switch Int(header.type) {
+            case Int(NGHTTP2_HEADERS.rawValue):
+                connection.didReceiveHeaders(stream: header.stream_id, endStream: endStream)
+            case Int(NGHTTP2_DATA.rawValue) where endStream:
+                connection.didReceiveEndOfData(stream: header.stream_id)
+            case Int(NGHTTP2_GOAWAY.rawValue):
+                connection.didReceiveGoAway(lastStreamID: frame!.pointee.goaway.last_stream_id)
+            default:
+                break
+            }
+            return 0
+        }
+        nghttp2_session_callbacks_set_on_data_chunk_recv_callback(callbacks) { _, _, stream, data, length, user in
+            HTTP2Connection.connection(user).didReceiveData(stream: stream, bytes: UnsafeRawBufferPointer(start: data, count: length))
+            return 0
+        }
+        nghttp2_session_callbacks_set_on_stream_close_callback(callbacks) { _, stream, errorCode, user in
+            let connection = HTTP2Connection.connection(user)
+            connection.outgoingBodies[stream] = nil
+            connection.streamDidClose(stream: stream, errorCode: errorCode)
+            return 0
+        }
+    }
+}
+
+/// Header fields laid out in one buffer so nghttp2 gets stable pointers for the submit call
+/// (it copies them, so they only need to live that long).
+struct HeaderBlock {
+    private var bytes: [UInt8] = []
+    private var spans: [(name: Range<Int>, value: Range<Int>)] = []
+
+    init(_ fields: [HeaderField]) {
+        for field in fields {
+            let nameStart = bytes.count
+            bytes.append(contentsOf: field.name.utf8)
+            let valueStart = bytes.count
+            bytes.append(contentsOf: field.value.utf8)
+            spans.append((nameStart..<valueStart, valueStart..<bytes.count))
+        }
+    }
+
+    func withNV<T>(_ body: (UnsafePointer<nghttp2_nv>, Int) -> T) -> T {
+        var storage = bytes
+        if storage.isEmpty { storage.append(0) }
+        return storage.withUnsafeMutableBufferPointer { buffer in
+            let base = buffer.baseAddress!
+            let nv = spans.map { span in
+                nghttp2_nv(name: base + span.name.lowerBound, value: base + span.value.lowerBound,
+                           namelen: span.name.count, valuelen: span.value.count,
+                           flags: UInt8(NGHTTP2_NV_FLAG_NONE.rawValue))
+            }
+            return nv.withUnsafeBufferPointer { body($0.baseAddress!, $0.count) }
+        }
+    }
+}

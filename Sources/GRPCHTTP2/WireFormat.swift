@@ -1,0 +1,237 @@
+// The parts of the "gRPC over HTTP/2" spec that are pure text and bytes, shared by the server and
+// the client: length-prefixed message framing, `grpc-timeout`, the percent-encoding of
+// `grpc-message`, base64 for `-bin` metadata, and the HTTP-status fallback mapping.
+import RPCCore
+
+/// Length-prefixed message framing: 1 byte compressed flag, 4 bytes big-endian length, payload.
+enum MessageFraming {
+    static let prefixLength = 5
+
+    static func frame(_ message: [UInt8]) -> [UInt8] {
+        var framed = [UInt8]()
+        framed.reserveCapacity(prefixLength + message.count)
+        let length = UInt32(message.count)
+        framed.append(0)
+        framed.append(UInt8(truncatingIfNeeded: length >> 24))
+        framed.append(UInt8(truncatingIfNeeded: length >> 16))
+        framed.append(UInt8(truncatingIfNeeded: length >> 8))
+        framed.append(UInt8(truncatingIfNeeded: length))
+        framed.append(contentsOf: message)
+        return framed
+    }
+
+    /// The declared length of the message starting at `offset`, if its prefix has arrived.
+    static func declaredLength(_ bytes: [UInt8], at offset: Int) -> (compressed: Bool, length: Int)? {
+        guard bytes.count - offset >= prefixLength else { return nil }
+        let length = Int(bytes[offset + 1]) << 24 | Int(bytes[offset + 2]) << 16
+            | Int(bytes[offset + 3]) << 8 | Int(bytes[offset + 4])
+        return (bytes[offset] != 0, length)
+    }
+}
+
+/// Collects the length-prefixed messages of one stream as DATA arrives, enforcing the size limit
+/// as soon as a prefix declares it (before the payload is buffered).
+struct MessageAssembler {
+    enum Failure: Error {
+        case tooLarge(Int)
+        case compressed
+    }
+
+    let maxMessageSize: Int
+    private(set) var buffer: [UInt8] = []
+    private(set) var messages: [[UInt8]] = []
+
+    init(maxMessageSize: Int) { self.maxMessageSize = maxMessageSize }
+
+    /// True when bytes of an unfinished message are still buffered.
+    var hasPartialMessage: Bool { !buffer.isEmpty }
+
+    mutating func append(_ bytes: UnsafeRawBufferPointer) throws(Failure) {
+        buffer.append(contentsOf: bytes)
+        while let (compressed, length) = MessageFraming.declaredLength(buffer, at: 0) {
+            if length > maxMessageSize { throw .tooLarge(length) }
+            if compressed { throw .compressed }
+            guard buffer.count >= MessageFraming.prefixLength + length else { return }
+            if buffer.count == MessageFraming.prefixLength + length {
+                messages.append(Array(buffer[MessageFraming.prefixLength...]))
+                buffer.removeAll(keepingCapacity: false)
+            } else {
+                messages.append(Array(buffer[MessageFraming.prefixLength..<MessageFraming.prefixLength + length]))
+                buffer.removeFirst(MessageFraming.prefixLength + length)
+            }
+        }
+    }
+}
+
+/// `grpc-timeout`: up to 8 digits and a unit (H, M, S, m, u, n).
+enum GRPCTimeout {
+    static func parse(_ text: String) -> Duration? {
+        let utf8 = Array(text.utf8)
+        guard utf8.count >= 2, utf8.count <= 9, let unit = utf8.last else { return nil }
+        var value: Int64 = 0
+        for digit in utf8.dropLast() {
+            guard digit >= UInt8(ascii: "0"), digit <= UInt8(ascii: "9") else { return nil }
+            value = value * 10 + Int64(digit - UInt8(ascii: "0"))
+        }
+        switch unit {
+        case UInt8(ascii: "H"): return .seconds(value * 3600)
+        case UInt8(ascii: "M"): return .seconds(value * 60)
+        case UInt8(ascii: "S"): return .seconds(value)
+        case UInt8(ascii: "m"): return .milliseconds(value)
+        case UInt8(ascii: "u"): return .microseconds(value)
+        case UInt8(ascii: "n"): return .nanoseconds(value)
+        default: return nil
+        }
+    }
+
+    /// The most precise unit whose value fits in 8 digits.
+    static func encode(_ duration: Duration) -> String {
+        let nanoseconds = max(Int64(0), Int64(clamping: Int64(duration.components.seconds) &* 1_000_000_000
+            &+ duration.components.attoseconds / 1_000_000_000))
+        let units: [(Int64, Character)] = [(1, "n"), (1000, "u"), (1_000_000, "m"), (1_000_000_000, "S"),
+                                           (60_000_000_000, "M"), (3_600_000_000_000, "H")]
+        for (scale, unit) in units {
+            // Round up so the server never sees a shorter deadline than the client's.
+            let value = (nanoseconds + scale - 1) / scale
+            if value < 100_000_000 { return "\(value)\(unit)" }
+        }
+        return "99999999H"
+    }
+}
+
+/// Percent-encoding of `grpc-message`: printable ASCII except `%` passes, the rest is `%XX` of UTF-8.
+enum StatusMessageEncoding {
+    static func encode(_ message: String) -> String {
+        var out = ""
+        out.unicodeScalars.reserveCapacity(message.utf8.count)
+        for byte in message.utf8 {
+            if byte >= 0x20, byte <= 0x7E, byte != UInt8(ascii: "%") {
+                out.unicodeScalars.append(Unicode.Scalar(byte))
+            } else {
+                out += "%" + String(byte >> 4, radix: 16, uppercase: true) + String(byte & 0xF, radix: 16, uppercase: true)
+            }
+        }
+        return out
+    }
+
+    /// Decodes leniently: a malformed escape is kept as it is, as the spec asks.
+    static func decode(_ text: String) -> String {
+        let bytes = Array(text.utf8)
+        var out: [UInt8] = []
+        out.reserveCapacity(bytes.count)
+        var index = 0
+        while index < bytes.count {
+            if bytes[index] == UInt8(ascii: "%"), index + 2 < bytes.count,
+               let high = hexValue(bytes[index + 1]), let low = hexValue(bytes[index + 2]) {
+                out.append(high << 4 | low)
+                index += 3
+            } else {
+                out.append(bytes[index])
+                index += 1
+            }
+        }
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    private static func hexValue(_ byte: UInt8) -> UInt8? {
+        switch byte {
+        case UInt8(ascii: "0")...UInt8(ascii: "9"): byte - UInt8(ascii: "0")
+        case UInt8(ascii: "a")...UInt8(ascii: "f"): byte - UInt8(ascii: "a") + 10
+        case UInt8(ascii: "A")...UInt8(ascii: "F"): byte - UInt8(ascii: "A") + 10
+        default: nil
+        }
+    }
+}
+
+/// Base64 for `-bin` metadata values: sent padded, accepted padded or not.
+enum Base64 {
+    private static let alphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/".utf8)
+
+    static func encode(_ bytes: [UInt8]) -> String {
+        var out: [UInt8] = []
+        out.reserveCapacity((bytes.count + 2) / 3 * 4)
+        var index = 0
+        while index < bytes.count {
+            let chunk = bytes[index..<min(index + 3, bytes.count)]
+            var value = UInt32(0)
+            for (offset, byte) in chunk.enumerated() { value |= UInt32(byte) << (16 - 8 * offset) }
+            for position in 0..<4 {
+                if position <= chunk.count {
+                    out.append(alphabet[Int(value >> (18 - 6 * position) & 0x3F)])
+                } else {
+                    out.append(UInt8(ascii: "="))
+                }
+            }
+            index += 3
+        }
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    static func decode(_ text: String) -> [UInt8]? {
+        var out: [UInt8] = []
+        var value = UInt32(0)
+        var bits = 0
+        for char in text.utf8 where char != UInt8(ascii: "=") {
+            let digit: UInt8
+            switch char {
+            case UInt8(ascii: "A")...UInt8(ascii: "Z"): digit = char - UInt8(ascii: "A")
+            case UInt8(ascii: "a")...UInt8(ascii: "z"): digit = char - UInt8(ascii: "a") + 26
+            case UInt8(ascii: "0")...UInt8(ascii: "9"): digit = char - UInt8(ascii: "0") + 52
+            case UInt8(ascii: "+"), UInt8(ascii: "-"): digit = 62
+            case UInt8(ascii: "/"), UInt8(ascii: "_"): digit = 63
+            default: return nil
+            }
+            value = value << 6 | UInt32(digit)
+            bits += 6
+            if bits >= 8 {
+                bits -= 8
+                out.append(UInt8(truncatingIfNeeded: value >> UInt32(bits)))
+            }
+        }
+        return out
+    }
+}
+
+extension Metadata {
+    /// Adds a received header, decoding `-bin` values. Returns false for an undecodable value.
+    mutating func addWireValue(name: String, value: String) -> Bool {
+        if name.hasSuffix("-bin") {
+            guard let bytes = Base64.decode(value) else { return false }
+            add(name, bytes: bytes)
+        } else {
+            add(name, value)
+        }
+        return true
+    }
+
+    /// The entries as they go on the wire (`-bin` values base64-encoded).
+    var wireHeaders: [(String, String)] {
+        entries.map { entry in
+            switch entry.value {
+            case .string(let text): (entry.name, text)
+            case .binary(let bytes): (entry.name, Base64.encode(bytes))
+            }
+        }
+    }
+
+    /// Whether a header name is the transport's, not the application's metadata.
+    static func isReserved(_ name: String) -> Bool {
+        name.hasPrefix(":") || name == "content-type" || name == "te" || name == "user-agent"
+            || name == "grpc-timeout" || name == "grpc-encoding" || name == "grpc-accept-encoding"
+            || name == "grpc-status" || name == "grpc-message" || name == "content-length"
+    }
+}
+
+extension StatusCode {
+    /// The gRPC code for an HTTP response that carries no `grpc-status` (spec: HTTP to gRPC mapping).
+    init(httpStatus: Int) {
+        switch httpStatus {
+        case 400: self = .internal
+        case 401: self = .unauthenticated
+        case 403: self = .permissionDenied
+        case 404: self = .unimplemented
+        case 429, 502, 503, 504: self = .unavailable
+        default: self = .unknown
+        }
+    }
+}
