@@ -34,9 +34,14 @@ let package = Package(
         .target(name: "GRPCHTTP2", dependencies: [
             "CNGHTTP2", "EventLoop", "RPCCore", "PlatformProtos", .product(name: "Logging", package: "swift-log"),
         ]),
+        .target(name: "InMemoryOrders", dependencies: ["PlatformProtos"]),
         .executableTarget(name: "grpc-bench-server", dependencies: [
-            "GRPCHTTP2", "PlatformProtos", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            "GRPCHTTP2", "InMemoryOrders", .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
+        .executableTarget(name: "grpc-interop-server", dependencies: [
+            "GRPCHTTP2", "InMemoryOrders", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+        .testTarget(name: "GRPCHTTP2Tests", dependencies: ["GRPCHTTP2", "PlatformProtos"]),
         .testTarget(name: "EventLoopTests", dependencies: ["EventLoop"]),
         .testTarget(name: "PlatformProtosTests", dependencies: ["PlatformProtos"]),
     ],
