@@ -40,6 +40,9 @@ class HTTP2Connection: IOHandler {
     /// Set by callbacks or the subclass to ask for the connection to close once I/O returns.
     var closeRequested = false
     private(set) var isClosed = false
+    /// True while nghttp2 is parsing input: frames may be submitted then, but not sent
+    /// (nghttp2 forbids mem_send from its callbacks); `readAvailable` flushes afterwards.
+    private var processingInput = false
     var outgoingBodies: [Int32: OutgoingBody] = [:]
 
     static let readBufferSize = 32 * 1024
@@ -109,7 +112,9 @@ class HTTP2Connection: IOHandler {
             guard !isClosed, pendingOutput.isEmpty else { break }
             switch Socket.read(fd, into: readBuffer) {
             case .transferred(let count):
+                processingInput = true
                 let consumed = nghttp2_session_mem_recv(session, readBuffer.baseAddress!.assumingMemoryBound(to: UInt8.self), count)
+                processingInput = false
                 if consumed < 0 {
                     // A protocol error (bad preface, garbage): nghttp2 has queued a GOAWAY; send it, then close.
                     closeRequested = true
@@ -128,7 +133,7 @@ class HTTP2Connection: IOHandler {
 
     /// Writes what nghttp2 has to send; closes when the session is done or a close was asked for.
     func flush() {
-        guard !isClosed else { return }
+        guard !isClosed, !processingInput else { return }
         if !pendingOutput.isEmpty {
             guard writePending() else { return }
         }

@@ -31,6 +31,7 @@ final class ServerConnection: HTTP2Connection {
         var headerBytes = 0
         var headersDone = false
         var responded = false
+        var dispatched = false
         var assembler: MessageAssembler
         var task: Task<Void, Never>?
         var deadlineTimer: TimerID?
@@ -134,7 +135,8 @@ final class ServerConnection: HTTP2Connection {
     }
 
     private func requestComplete(_ id: Int32, _ stream: RequestStream) {
-        guard !stream.responded, stream.task == nil else { return }
+        guard !stream.responded, !stream.dispatched else { return }
+        stream.dispatched = true
         if stream.assembler.hasPartialMessage {
             respond(id, stream, .failure(RPCError(.internal, "request ended inside a message")))
             return
@@ -147,15 +149,20 @@ final class ServerConnection: HTTP2Connection {
         let deadline = stream.timeout.map { stream.started + $0 }
         let context = ServerContext(path: stream.path, requestMetadata: stream.metadata, deadline: deadline)
         let connection = LoopBound(self, loop: loop)
-        stream.task = Task {
+        // The handler starts right here on the loop thread and runs until its first suspension:
+        // one that never suspends (a cache hit, a validation error) answers without any thread
+        // hop. One that awaits (Redis) resumes on Swift's pool, and its result hops back.
+        stream.task = Task.immediate {
             let result: Result<[UInt8], RPCError>
             do throws(RPCError) {
                 result = .success(try await route.handle(message, context))
             } catch {
                 result = .failure(error)
             }
-            connection.loop.execute {
+            if connection.loop.inEventLoop {
                 connection.value.handlerFinished(id, result, context)
+            } else {
+                connection.loop.execute { connection.value.handlerFinished(id, result, context) }
             }
         }
     }
