@@ -29,6 +29,10 @@ let package = Package(
         .target(name: "PlatformProtos", dependencies: ["CPlatformProtos", "RPCCore"]),
         .target(name: "EventLoop", dependencies: ["CSystem"]),
         .testTarget(name: "EventLoopTests", dependencies: ["EventLoop"]),
+        .target(name: "RedisClient", dependencies: ["CHiredis", "EventLoop"]),
+        .target(name: "TestSupport", dependencies: [], path: "Tests/TestSupport"),
+        .testTarget(name: "RedisClientTests", dependencies: ["RedisClient", "TestSupport"]),
+        .executableTarget(name: "redis-bench", dependencies: ["RedisClient"]),
         .testTarget(name: "PlatformProtosTests", dependencies: ["PlatformProtos"]),
     ],
     swiftLanguageModes: [.v6]
