@@ -43,6 +43,10 @@ let package = Package(
         ]),
         .testTarget(name: "GRPCHTTP2Tests", dependencies: ["GRPCHTTP2", "PlatformProtos"]),
         .testTarget(name: "EventLoopTests", dependencies: ["EventLoop"]),
+        .target(name: "RedisClient", dependencies: ["CHiredis", "EventLoop"]),
+        .target(name: "TestSupport", dependencies: [], path: "Tests/TestSupport"),
+        .testTarget(name: "RedisClientTests", dependencies: ["RedisClient", "TestSupport"]),
+        .executableTarget(name: "redis-bench", dependencies: ["RedisClient"]),
         .testTarget(name: "PlatformProtosTests", dependencies: ["PlatformProtos"]),
     ],
     swiftLanguageModes: [.v6]
