@@ -168,3 +168,15 @@ import TestSupport
         #expect(try recovered.get() == .status("PONG"))
     }
 }
+
+@Suite struct LifecycleTests {
+    @Test func aClosedClientFailsAtOnce() async throws {
+        let server = try RedisServer()
+        let client = makeClient(server)
+        #expect(try await client.send(["PING"]) == .status("PONG"))
+        client.close()
+        client.close()
+        #expect(await error { () throws(RedisError) in try await client.send(["PING"]) }?.kind == .unavailable)
+        #expect(await error { () throws(RedisError) in try await client.subscribe(to: ["x"]) }?.kind == .unavailable)
+    }
+}
