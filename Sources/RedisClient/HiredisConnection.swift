@@ -58,6 +58,7 @@ final class HiredisConnection: IOHandler {
         }
         context = ac
         fd = ac.pointee.c.fd
+        loop.register(fd, for: [], handler: self)
         ac.pointee.ev.data = Unmanaged.passRetained(self).toOpaque()
         ac.pointee.ev.addRead = { HiredisConnection.from($0).setInterest(adding: .read) }
         ac.pointee.ev.delRead = { HiredisConnection.from($0).setInterest(removing: .read) }
@@ -66,6 +67,8 @@ final class HiredisConnection: IOHandler {
         ac.pointee.ev.cleanup = { data in
             Unmanaged<HiredisConnection>.fromOpaque(data!).takeRetainedValue().contextFreed()
         }
+        // This also asks for a write event (through addWrite): 0.14 notices a finished connect
+        // only on one.
         redisAsyncSetConnectCallback(ac) { ac, status in
             let connection = HiredisConnection.from(ac!.pointee.ev.data)
             if status == REDIS_OK {
@@ -76,9 +79,6 @@ final class HiredisConnection: IOHandler {
                 connection.closeReason = String(cString: ac!.pointee.errstr)
             }
         }
-        loop.register(fd, for: [], handler: self)
-        // 0.14 notices a finished connect only on a write event, so ask for one.
-        setInterest(adding: .write)
         return nil
     }
 

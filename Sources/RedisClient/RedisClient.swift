@@ -28,6 +28,8 @@ public final class RedisClient: Sendable {
     private let watchConnection: LoopBound<ConnectionManager>
     private let transactionGate: LoopBound<TransactionGate>
     private let scriptHashes = Mutex<[String: String]>([:])
+    /// Set by `close()`: an owned loop stops, and work queued on a stopped loop never runs.
+    private let isClosed = Atomic<Bool>(false)
 
     /// Starts connecting at once. Without `loop`, the client runs (and owns) a loop of its own.
     public init(configuration: RedisConfiguration = RedisConfiguration(), loop: EventLoop? = nil) {
@@ -44,6 +46,7 @@ public final class RedisClient: Sendable {
     /// Fails pending and later commands with `.unavailable`, closes every connection of this
     /// client except subscriptions (close those yourself) and stops the client's own loop.
     public func close() {
+        guard !isClosed.exchange(true, ordering: .acquiringAndReleasing) else { return }
         let (commands, watchConnection) = (self.commands, self.watchConnection)
         loop.execute {
             commands.value.close()
@@ -100,6 +103,7 @@ public final class RedisClient: Sendable {
         watching keys: [String],
         _ body: (WatchedConnection) async throws(RedisError) -> [[String]]?
     ) async throws(RedisError) -> RedisTransactionOutcome {
+        if isClosed.load(ordering: .acquiring) { throw closedError }
         let gate = transactionGate
         let watchConnection = self.watchConnection
         await withUnsafeContinuation { (entered: UnsafeContinuation<Void, Never>) in
@@ -179,13 +183,19 @@ public final class RedisClient: Sendable {
     /// every channel, so a message published afterwards is received. Fails fast with
     /// `.unavailable` when Redis cannot be reached now; later drops are healed in the background.
     public func subscribe(to channels: [String]) async throws(RedisError) -> RedisSubscription {
-        try await RedisSubscription.open(channels: channels, configuration: configuration, loop: loop)
+        if isClosed.load(ordering: .acquiring) { throw closedError }
+        return try await RedisSubscription.open(channels: channels, configuration: configuration, loop: loop)
     }
 
     // MARK: - Plumbing
 
+    private var closedError: RedisError {
+        RedisError(.unavailable, endpoint: configuration.endpoint, detail: "client closed")
+    }
+
     private func submit(_ arguments: [[UInt8]], on connection: LoopBound<ConnectionManager>, generation: Int? = nil) async -> Result<RedisReply, RedisError> {
-        await withUnsafeContinuation { continuation in
+        if isClosed.load(ordering: .acquiring) { return .failure(closedError) }
+        return await withUnsafeContinuation { continuation in
             connection.loop.execute {
                 connection.value.send(arguments, PendingCommand(.caller(continuation)), generation: generation)
             }
@@ -196,6 +206,7 @@ public final class RedisClient: Sendable {
     private func submitTransaction(_ commands: [[String]], on connection: LoopBound<ConnectionManager>, generation: Int?) async -> Result<RedisReply, RedisError> {
         let batch = [["MULTI"]] + commands + [["EXEC"]]
         let arguments = batch.map(Self.argv)
+        if isClosed.load(ordering: .acquiring) { return .failure(closedError) }
         return await withUnsafeContinuation { continuation in
             connection.loop.execute {
                 let replies = arguments.dropLast().map { _ in PendingCommand(.discard) } + [PendingCommand(.caller(continuation))]

@@ -1,0 +1,198 @@
+// A real redis-server for tests, one per fixture, on a free port of 127.0.0.1.
+//
+// Design: the port is found by binding port 0 and closing the socket, which leaves a window for
+// another process to grab it, so `init` retries with a new port when the server exits at start.
+// `stop()` and `start()` keep the port, so a test can take Redis away under a client and bring
+// it back where the client expects it. Nothing is persisted (`--save "" --appendonly no`) and
+// the working directory is a temporary one, removed in deinit. Readiness is "answers PING"
+// (with a password, the NOAUTH error counts as an answer). The child is started with
+// posix_spawn and reaped with waitpid: Foundation's `Process.waitUntilExit` spins a run loop
+// forever when called from a Swift concurrency thread, which is where tests run.
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A redis-server child process for tests.
+public final class RedisServer: @unchecked Sendable {
+    public enum Failure: Error, CustomStringConvertible {
+        case notFound
+        case didNotStart(String)
+        public var description: String {
+            switch self {
+            case .notFound: "redis-server not found (apt-get install redis-server)"
+            case .didNotStart(let detail): "redis-server did not start: \(detail)"
+            }
+        }
+    }
+
+    public let port: Int
+    public let password: String?
+    public let directory: URL
+    private let lock = NSLock()
+    private var pid: pid_t?
+
+    /// Starts a server on a free port; `password` sets `requirepass`.
+    public init(password: String? = nil) throws {
+        self.password = password
+        directory = FileManager.default.temporaryDirectory.appendingPathComponent("redis-test-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        var lastError: Error = Failure.didNotStart("no free port")
+        for _ in 0..<5 {
+            let candidate = try Self.freePort()
+            do {
+                pid = try Self.launch(port: candidate, password: password, directory: directory)
+                port = candidate
+                return
+            } catch {
+                lastError = error
+            }
+        }
+        try? FileManager.default.removeItem(at: directory)
+        throw lastError
+    }
+
+    deinit {
+        stop()
+        try? FileManager.default.removeItem(at: directory)
+    }
+
+    /// "127.0.0.1".
+    public var host: String { "127.0.0.1" }
+
+    public var isRunning: Bool { lock.withLock { pid != nil } }
+
+    /// Terminates the server (SIGTERM) and waits for it to exit. No-op when stopped.
+    public func stop() { end(with: SIGTERM) }
+
+    /// Kills the server (SIGKILL), as a crash would, and waits for it to exit.
+    public func kill() { end(with: SIGKILL) }
+
+    private func end(with signal: Int32) {
+        let running = lock.withLock { () -> pid_t? in
+            defer { pid = nil }
+            return pid
+        }
+        guard let running else { return }
+        Glibc.kill(running, signal)
+        Self.reap(running)
+    }
+
+    /// Starts the server again on the same port (after `stop()`); waits until it answers.
+    public func start() throws {
+        guard !isRunning else { return }
+        var lastError: Error = Failure.didNotStart("port \(port) busy")
+        for _ in 0..<20 {
+            do {
+                let started = try Self.launch(port: port, password: password, directory: directory)
+                lock.withLock { pid = started }
+                return
+            } catch {
+                lastError = error
+                usleep(100_000)
+            }
+        }
+        throw lastError
+    }
+
+    // MARK: - Process and port
+
+    private static func launch(port: Int, password: String?, directory: URL) throws -> pid_t {
+        guard let executable = ["/usr/bin/redis-server", "/usr/local/bin/redis-server"].first(where: {
+            FileManager.default.isExecutableFile(atPath: $0)
+        }) else { throw Failure.notFound }
+        var arguments = [executable, "--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                         "--dir", directory.path, "--daemonize", "no", "--logfile", "redis-\(port).log"]
+        if let password { arguments += ["--requirepass", password] }
+        let pid = try spawn(arguments)
+        let deadline = Date().addingTimeInterval(10)
+        while Date() < deadline {
+            var status: Int32 = 0
+            if waitpid(pid, &status, WNOHANG) == pid {
+                throw Failure.didNotStart("exited with status \(status) on port \(port)")
+            }
+            if answersPing(port: port) { return pid }
+            usleep(20_000)
+        }
+        Glibc.kill(pid, SIGKILL)
+        reap(pid)
+        throw Failure.didNotStart("no answer to PING on port \(port) within 10 s")
+    }
+
+    /// Starts `arguments[0]` with stdin, stdout and stderr on /dev/null, and with no signal
+    /// blocked (the child would inherit the mask of a dispatch thread, which blocks SIGTERM).
+    private static func spawn(_ arguments: [String]) throws -> pid_t {
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        var noSignals = sigset_t()
+        sigemptyset(&noSignals)
+        posix_spawnattr_setsigmask(&attributes, &noSignals)
+        var allSignals = sigset_t()
+        sigfillset(&allSignals)
+        posix_spawnattr_setsigdefault(&attributes, &allSignals)
+        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        for fd in Int32(0)...2 {
+            posix_spawn_file_actions_addopen(&actions, fd, "/dev/null", fd == 0 ? O_RDONLY : O_WRONLY, 0)
+        }
+        let cArguments = arguments.map { strdup($0) } + [nil]
+        defer { cArguments.forEach { free($0) } }
+        var pid: pid_t = 0
+        let result = posix_spawn(&pid, arguments[0], &actions, &attributes, cArguments, environ)
+        guard result == 0 else { throw Failure.didNotStart("posix_spawn: \(String(cString: strerror(result)))") }
+        return pid
+    }
+
+    private static func reap(_ pid: pid_t) {
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) == -1, errno == EINTR {}
+    }
+
+    /// Connects, sends PING and reads one reply line, with short blocking timeouts.
+    private static func answersPing(port: Int) -> Bool {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { return false }
+        defer { close(fd) }
+        var timeout = timeval(tv_sec: 0, tv_usec: 500_000)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        var address = loopback(port: port)
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard connected == 0 else { return false }
+        let ping = Array("*1\r\n$4\r\nPING\r\n".utf8)
+        guard send(fd, ping, ping.count, Int32(MSG_NOSIGNAL)) == ping.count else { return false }
+        var buffer = [UInt8](repeating: 0, count: 64)
+        let count = recv(fd, &buffer, buffer.count, 0)
+        return count > 0 && (buffer[0] == UInt8(ascii: "+") || buffer[0] == UInt8(ascii: "-"))
+    }
+
+    /// A port nobody listens on right now (bind port 0, read it, close).
+    public static func freePort() throws -> Int {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { throw Failure.didNotStart("socket: errno \(errno)") }
+        defer { close(fd) }
+        var address = loopback(port: 0)
+        let bound = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard bound == 0 else { throw Failure.didNotStart("bind: errno \(errno)") }
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
+        }
+        return Int(UInt16(bigEndian: address.sin_port))
+    }
+
+    private static func loopback(port: Int) -> sockaddr_in {
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = UInt16(port).bigEndian
+        address.sin_addr.s_addr = UInt32(0x7F00_0001).bigEndian
+        return address
+    }
+}
