@@ -15,6 +15,9 @@ let package = Package(
     name: "food-platform",
     platforms: [.macOS(.v15)],
     products: [
+        .executable(name: "order-service", targets: ["order-service"]),
+        .executable(name: "restaurant-service", targets: ["restaurant-service"]),
+        .executable(name: "delivery-service", targets: ["delivery-service"]),
         .executable(name: "grpc-bench-server", targets: ["grpc-bench-server"]),
     ],
     dependencies: [
@@ -47,6 +50,19 @@ let package = Package(
         .target(name: "TestSupport", dependencies: [], path: "Tests/TestSupport"),
         .testTarget(name: "RedisClientTests", dependencies: ["RedisClient", "TestSupport"]),
         .executableTarget(name: "redis-bench", dependencies: ["RedisClient"]),
+        .target(name: "PlatformCommon", dependencies: [
+            "RPCCore", "RedisClient", .product(name: "Logging", package: "swift-log"),
+        ]),
+        .target(name: "OrderLogic", dependencies: ["PlatformCommon", "PlatformProtos"]),
+        .target(name: "RestaurantLogic", dependencies: ["PlatformCommon", "PlatformProtos"]),
+        .target(name: "DeliveryLogic", dependencies: ["PlatformCommon", "PlatformProtos"]),
+        .target(name: "ServiceRuntime", dependencies: [
+            "GRPCHTTP2", "RedisClient", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        .executableTarget(name: "order-service", dependencies: ["OrderLogic", "ServiceRuntime"]),
+        .executableTarget(name: "restaurant-service", dependencies: ["RestaurantLogic", "ServiceRuntime"]),
+        .executableTarget(name: "delivery-service", dependencies: ["DeliveryLogic", "ServiceRuntime"]),
         .testTarget(name: "PlatformProtosTests", dependencies: ["PlatformProtos"]),
     ],
     swiftLanguageModes: [.v6]

@@ -69,6 +69,7 @@ public final class GRPCServer: Sendable {
     private let group: EventLoopGroup
     private let listeners = Mutex<[LoopBound<Listener>]>([])
     private let boundPort = Atomic<Int>(0)
+    private let listenFD = Atomic<Int32>(-1)
 
     /// `services` are served next to `grpc.health.v1.Health`, which reports each of them.
     public init(configuration: ServerConfiguration, services: [ServiceDefinition], logger: Logger = Logger(label: "grpc")) {
@@ -87,6 +88,7 @@ public final class GRPCServer: Sendable {
         ignoreSIGPIPE()
         let (fd, port) = try Socket.listen(host: core.configuration.host, port: core.configuration.port)
         boundPort.store(port, ordering: .relaxed)
+        listenFD.store(fd, ordering: .relaxed)
         let bound = group.loops.map { loop in
             let listener = LoopBound(Listener(loop: loop, fd: fd, core: core), loop: loop)
             loop.execute { listener.value.start() }
@@ -103,7 +105,16 @@ public final class GRPCServer: Sendable {
         guard core.shuttingDown.set() else { return }
         let grace = gracePeriod ?? core.configuration.shutdownGracePeriod
         let all = listeners.withLock { $0 }
-        for listener in all { listener.loop.execute { listener.value.stopAccepting(drain: true) } }
+        // Every loop stops watching the socket; then it is closed, so new connections are
+        // refused by the kernel instead of queueing where nobody will serve them.
+        for listener in all {
+            await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
+                listener.loop.execute { listener.value.stopAccepting(); done.resume() }
+            }
+        }
+        let fd = listenFD.exchange(-1, ordering: .relaxed)
+        if fd >= 0 { Socket.close(fd) }
+        for listener in all { listener.loop.execute { listener.value.drainConnections() } }
         let deadline = ContinuousClock.now + grace
         while core.connectionCount.load(ordering: .relaxed) > 0, ContinuousClock.now < deadline {
             try? await Task.sleep(for: .milliseconds(10))
@@ -112,7 +123,6 @@ public final class GRPCServer: Sendable {
         while core.connectionCount.load(ordering: .relaxed) > 0 {
             try? await Task.sleep(for: .milliseconds(5))
         }
-        if let first = all.first { first.loop.execute { Socket.close(first.value.fd) } }
         let group = self.group
         await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
             // Joining loop threads blocks: keep that off the cooperative pool.
@@ -169,12 +179,14 @@ final class Listener: IOHandler {
         }
     }
 
-    func stopAccepting(drain: Bool) {
-        if accepting {
-            accepting = false
-            loop.deregister(fd)
-        }
-        if drain { for connection in connections.values { connection.drain() } }
+    func stopAccepting() {
+        guard accepting else { return }
+        accepting = false
+        loop.deregister(fd)
+    }
+
+    func drainConnections() {
+        for connection in connections.values { connection.drain() }
     }
 
     func forceCloseAll() {

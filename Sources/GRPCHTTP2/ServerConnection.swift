@@ -194,7 +194,9 @@ final class ServerConnection: HTTP2Connection {
             let trailers = [("grpc-status", "0")] + metadata.trailers.wireHeaders
             submitResponse(stream: id, headers: headers, body: OutgoingBody(bytes: MessageFraming.frame(message), trailers: trailers))
             status = RPCError(.ok)
-        case .failure(let error):
+        case .failure(var error):
+            // A handler cannot fail with OK: a unary success needs a message.
+            if error.code == .ok { error = RPCError(.unknown, "the handler failed without a status") }
             headers.append(("grpc-status", String(error.code.rawValue)))
             if !error.message.isEmpty { headers.append(("grpc-message", StatusMessageEncoding.encode(error.message))) }
             headers += metadata.trailers.wireHeaders + error.metadata.wireHeaders

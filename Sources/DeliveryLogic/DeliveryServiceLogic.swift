@@ -1,0 +1,156 @@
+// DeliveryService: drivers and assignments in Redis, every change an atomic Lua script.
+//
+// Keys: `delivery:assignment:<id>` (hash: order_id, driver_id, status), `delivery:order:<id>`
+// (hash: accepted, auto_assigned, assignment = the active one), `delivery:driver:<id>:assignments`
+// (list, oldest first) and `delivery:driver:<id>:active` (open assignments, for least-loaded).
+// The service learns of accepted orders from ORDER_ACCEPTED events (EventConsumer) and assigns a
+// driver automatically; the script marks the order `auto_assigned` in the same step, so replays,
+// restarts and a second replica never assign twice. Every assignment and stage change appends
+// DRIVER_ASSIGNED / DELIVERY_STATUS to the event stream and publishes it in that same step.
+import Logging
+import PlatformCommon
+import PlatformProtos
+import RedisClient
+
+/// The DeliveryService implementation.
+public struct DeliveryServiceLogic: DeliveryServiceProvider {
+    /// Who gets automatic assignments when no pool is configured.
+    public static let defaultDriver = "driver_auto"
+
+    private let redis: RedisClient
+    private let events: EventConsumer
+    private let logger: Logger
+
+    /// `drivers`: the pool automatic assignments choose from (least loaded first).
+    public init(redis: RedisClient, drivers: [String], logger: Logger) {
+        self.redis = redis
+        self.logger = logger
+        let pool = drivers.isEmpty ? [Self.defaultDriver] : drivers
+        events = EventConsumer(name: "delivery_service", redis: redis, logger: logger) { event throws(RPCError) in
+            guard event.kind == .orderAccepted else { return }
+            let reply = try await redis.script(Scripts.assign, arguments: [event.orderID, "", "auto"] + pool)
+            if let fields = reply.array, fields.count == 2 {
+                logger.info("driver assigned automatically", metadata: [
+                    "order": "\(event.orderID)", "assignment": "\(fields[0].string ?? "")", "driver": "\(fields[1].string ?? "")",
+                ])
+            }
+        }
+    }
+
+    /// Starts following ORDER_ACCEPTED events.
+    public func start() async { await events.start() }
+    public func stop() async { await events.stop() }
+
+    public func assignDriver(_ request: AssignDriverRequest, context: ServerContext) async throws -> AssignDriverResponse {
+        try Identifier.validate(request.orderId, field: "order_id")
+        try Identifier.validate(request.driverId, field: "driver_id")
+        // An order accepted a moment ago must be known here before we judge it.
+        try await events.catchUp()
+        let reply = try scriptOutcome(await redis.script(Scripts.assign, arguments: [request.orderId, request.driverId, "manual"]))
+        guard let fields = reply.array, fields.count == 2, let assignment = fields[0].string else {
+            throw RPCError(.internal, "unexpected reply assigning a driver")
+        }
+        return AssignDriverResponse(assignmentId: assignment, status: DeliveryStatus.assigned.rawValue)
+    }
+
+    public func updateDeliveryStatus(_ request: UpdateDeliveryStatusRequest, context: ServerContext) async throws -> UpdateDeliveryStatusResponse {
+        try Identifier.validate(request.orderId, field: "order_id")
+        guard let status = DeliveryStatus(rawValue: request.status) else {
+            throw RPCError(.invalidArgument, "status must be one of \(DeliveryStatus.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+        try await events.catchUp()
+        let reply = try scriptOutcome(await redis.script(Scripts.update, arguments: [request.orderId, status.rawValue]))
+        return UpdateDeliveryStatusResponse(orderId: request.orderId, status: reply.string ?? status.rawValue)
+    }
+
+    public func getDriverAssignments(_ request: GetDriverAssignmentsRequest, context: ServerContext) async throws -> GetDriverAssignmentsResponse {
+        try Identifier.validate(request.driverId, field: "driver_id")
+        try await events.catchUp()
+        let flat = try await redis.script(Scripts.list, arguments: [request.driverId]).array ?? []
+        let assignments = stride(from: 0, to: flat.count - 2, by: 3).map { index in
+            DeliveryAssignment(assignmentId: flat[index].string ?? "", orderId: flat[index + 1].string ?? "",
+                               status: flat[index + 2].string ?? "")
+        }
+        return GetDriverAssignmentsResponse(assignments: assignments)
+    }
+}
+
+enum Scripts {
+    /// ARGV: order id, driver id ('' for auto), 'auto' or 'manual', then the pool for auto.
+    /// Returns {assignment id, driver id}; for 'auto' on an order already auto-assigned, the
+    /// existing pair (idempotent).
+    static let assign = """
+        local order = ARGV[1]
+        local okey = 'delivery:order:' .. order
+        local driver = ARGV[2]
+        if ARGV[3] == 'auto' then
+            if redis.call('HGET', okey, 'auto_assigned') then
+                local current = redis.call('HGET', okey, 'assignment')
+                return {current, redis.call('HGET', 'delivery:assignment:' .. current, 'driver_id')}
+            end
+            local best = nil
+            for i = 4, #ARGV do
+                local load = tonumber(redis.call('GET', 'delivery:driver:' .. ARGV[i] .. ':active') or '0')
+                if best == nil or load < best then best = load; driver = ARGV[i] end
+            end
+            redis.call('HSET', okey, 'accepted', '1', 'auto_assigned', '1')
+        elseif not redis.call('HGET', okey, 'accepted') then
+            local status = redis.call('HGET', '\(OrderKeys.prefix)' .. order, 'status')
+            if not status then return {'ERR', 'NOT_FOUND:order ' .. order .. ' not found'} end
+            return {'ERR', 'FAILED_PRECONDITION:order ' .. order .. ' is ' .. status .. ', not accepted'}
+        end
+        local current = redis.call('HGET', okey, 'assignment')
+        if current then
+            local ckey = 'delivery:assignment:' .. current
+            local fields = redis.call('HMGET', ckey, 'status', 'driver_id')
+            if fields[1] == 'DELIVERED' then
+                return {'ERR', 'FAILED_PRECONDITION:order ' .. order .. ' is already delivered'}
+            end
+            if fields[1] ~= 'FAILED' then
+                redis.call('HSET', ckey, 'status', 'REASSIGNED')
+                redis.call('DECR', 'delivery:driver:' .. fields[2] .. ':active')
+            end
+        end
+        local id = 'assignment_' .. redis.call('INCR', 'delivery:assignment:seq')
+        redis.call('HSET', 'delivery:assignment:' .. id, 'order_id', order, 'driver_id', driver, 'status', 'ASSIGNED')
+        redis.call('RPUSH', 'delivery:driver:' .. driver .. ':assignments', id)
+        redis.call('INCR', 'delivery:driver:' .. driver .. ':active')
+        redis.call('HSET', okey, 'assignment', id)
+        local event = 'DRIVER_ASSIGNED:' .. order .. ':' .. driver
+        \(publishEventLua)
+        return {id, driver}
+        """
+
+    /// ARGV: order id, new status. DELIVERED is final; FAILED and DELIVERED free the driver.
+    static let update = """
+        local order = ARGV[1]
+        local current = redis.call('HGET', 'delivery:order:' .. order, 'assignment')
+        if not current then return {'ERR', 'NOT_FOUND:order ' .. order .. ' has no driver assigned'} end
+        local akey = 'delivery:assignment:' .. current
+        local fields = redis.call('HMGET', akey, 'status', 'driver_id')
+        if fields[1] == 'DELIVERED' then
+            return {'ERR', 'FAILED_PRECONDITION:order ' .. order .. ' is already delivered'}
+        end
+        local wasOpen = fields[1] ~= 'FAILED'
+        local isOpen = ARGV[2] ~= 'FAILED' and ARGV[2] ~= 'DELIVERED'
+        redis.call('HSET', akey, 'status', ARGV[2])
+        local active = 'delivery:driver:' .. fields[2] .. ':active'
+        if wasOpen and not isOpen then redis.call('DECR', active) end
+        if isOpen and not wasOpen then redis.call('INCR', active) end
+        local event = 'DELIVERY_STATUS:' .. order .. ':' .. ARGV[2]
+        \(publishEventLua)
+        return ARGV[2]
+        """
+
+    /// ARGV: driver id. Returns a flat list: id, order id, status per assignment, oldest first.
+    static let list = """
+        local out = {}
+        for _, id in ipairs(redis.call('LRANGE', 'delivery:driver:' .. ARGV[1] .. ':assignments', 0, -1)) do
+            local fields = redis.call('HMGET', 'delivery:assignment:' .. id, 'order_id', 'status')
+            out[#out + 1] = id
+            out[#out + 1] = fields[1] or ''
+            out[#out + 1] = fields[2] or ''
+        end
+        return out
+        """
+}

@@ -1,0 +1,137 @@
+// Applies the platform's events to one service's state: every event once at least, in stream
+// order, whatever was missed while the service or Redis was down.
+//
+// The stream (PlatformEvents.stream) is the source of truth; Pub/Sub only rings the bell. A
+// consumer keeps its position (the last stream id it applied) in Redis under its own name, so a
+// restarted service, or a second replica, continues where the service left off. Catching up reads
+// the stream after that position in batches, applies each event, then saves the position; an
+// event applied twice (a crash between apply and save, two replicas) is harmless because every
+// apply is idempotent.
+//
+// Catch-ups are coalesced: whoever asks while one runs waits for the next one, which starts after
+// the request and so sees every event written before it. Services use that for read-your-writes:
+// the order service catches up before answering GetOrderStatus.
+import Logging
+import RedisClient
+import RPCCore
+
+/// Reads the event stream from a saved position and hands each event to `apply`.
+public actor EventConsumer {
+    public typealias Apply = @Sendable (PlatformEvent) async throws(RPCError) -> Void
+
+    private let redis: RedisClient
+    private let positionKey: String
+    private let apply: Apply
+    private let logger: Logger
+    private var position: String?
+    private var requested = 0
+    private var completed = 0
+    private var waiters: [(ticket: Int, continuation: CheckedContinuation<Result<Void, RPCError>, Never>)] = []
+    private var working = false
+    private var listener: Task<Void, Never>?
+
+    /// `name` identifies the consumer's saved position; replicas of one service share it.
+    public init(name: String, redis: RedisClient, logger: Logger, apply: @escaping Apply) {
+        self.redis = redis
+        self.positionKey = "consumer:\(name):position"
+        self.apply = apply
+        self.logger = logger
+    }
+
+    /// Subscribes to the channel (retrying until Redis answers) and catches up on start, on every
+    /// message and after every resubscription, until `stop`.
+    public func start() {
+        guard listener == nil else { return }
+        listener = Task { [redis, logger] in
+            var delay: Duration = .milliseconds(50)
+            while !Task.isCancelled {
+                let subscription: RedisSubscription
+                do {
+                    subscription = try await redis.subscribe(to: [PlatformEvents.channel])
+                } catch {
+                    logger.warning("cannot subscribe to \(PlatformEvents.channel), retrying", metadata: ["error": "\(error)"])
+                    try? await Task.sleep(for: delay)
+                    delay = min(delay * 2, .seconds(2))
+                    continue
+                }
+                try? await self.catchUp()
+                for await event in subscription {
+                    switch event {
+                    case .message, .resubscribed:
+                        try? await self.catchUp()
+                    case .connectionLost(let error):
+                        logger.warning("event subscription lost, will catch up after resubscribing", metadata: ["error": "\(error)"])
+                    }
+                }
+                subscription.close()
+            }
+        }
+    }
+
+    public func stop() {
+        listener?.cancel()
+        listener = nil
+    }
+
+    /// Applies every event written before this call. Throws UNAVAILABLE when Redis is down.
+    public func catchUp() async throws(RPCError) {
+        requested += 1
+        let ticket = requested
+        if !working {
+            working = true
+            Task { await self.work() }
+        }
+        let result = await withCheckedContinuation { continuation in
+            waiters.append((ticket, continuation))
+        }
+        try result.get()
+    }
+
+    private func work() async {
+        while completed < requested {
+            let target = requested
+            let result: Result<Void, RPCError>
+            do throws(RPCError) {
+                try await readStream()
+                result = .success(())
+            } catch {
+                logger.warning("catching up on events failed", metadata: ["error": "\(error)"])
+                result = .failure(error)
+            }
+            completed = target
+            let done = waiters.filter { $0.ticket <= target }
+            waiters.removeAll { $0.ticket <= target }
+            for waiter in done { waiter.continuation.resume(returning: result) }
+        }
+        working = false
+    }
+
+    private func readStream() async throws(RPCError) {
+        if position == nil {
+            position = try await redis.command(["GET", positionKey]).string ?? "0"
+        }
+        while true {
+            let start = position == "0" ? "-" : "(\(position!)"
+            let reply = try await redis.command(["XRANGE", PlatformEvents.stream, start, "+", "COUNT", "256"])
+            guard let entries = reply.array, !entries.isEmpty else { return }
+            for entry in entries {
+                guard let parts = entry.array, parts.count == 2, let id = parts[0].string else { continue }
+                let fields = parts[1].array ?? []
+                if let index = fields.firstIndex(where: { $0.string == "event" }), index + 1 < fields.count,
+                   let text = fields[index + 1].string, let event = PlatformEvent(text: text) {
+                    try await apply(event)
+                }
+                position = id
+            }
+            _ = try await redis.command(["SET", positionKey, position!])
+        }
+    }
+}
+
+/// Lua that appends an event to the stream and publishes it: the tail of every script that
+/// changes state, so the change, the durable event and the notification are one atomic step.
+/// Expects the event text in the local `event`.
+public let publishEventLua = """
+    redis.call('XADD', '\(PlatformEvents.stream)', 'MAXLEN', '~', '\(PlatformEvents.streamMaxLength)', '*', 'event', event)
+    redis.call('PUBLISH', '\(PlatformEvents.channel)', event)
+    """

@@ -1,0 +1,50 @@
+// How a storage failure looks to a gRPC client: Redis down or slow is UNAVAILABLE (retry later);
+// anything else Redis says is a bug on our side, INTERNAL. The detail goes to the log, not the client.
+import RedisClient
+import RPCCore
+
+extension RPCError {
+    public init(storage error: RedisError) {
+        if error.isTransient {
+            self.init(.unavailable, "storage is unavailable, try again")
+        } else {
+            self.init(.internal, "storage error")
+        }
+    }
+}
+
+extension RedisClient {
+    /// Runs a script, mapping Redis failures to the status a client should see.
+    public func script(_ script: String, keys: [String] = [], arguments: [String] = []) async throws(RPCError) -> RedisReply {
+        do {
+            return try await eval(script, keys: keys, arguments: arguments)
+        } catch {
+            throw RPCError(storage: error)
+        }
+    }
+
+    /// Sends a command, mapping Redis failures to the status a client should see.
+    public func command(_ arguments: [String]) async throws(RPCError) -> RedisReply {
+        do {
+            return try await send(arguments)
+        } catch {
+            throw RPCError(storage: error)
+        }
+    }
+}
+
+/// Scripts report a domain outcome as an error reply `CODE:message`, e.g. `NOT_FOUND:order x`;
+/// this turns such a reply into the matching status.
+public func scriptOutcome(_ reply: RedisReply) throws(RPCError) -> RedisReply {
+    guard case .array(let items) = reply, items.count == 2, items[0].string == "ERR",
+          let text = items[1].string else { return reply }
+    let parts = text.split(separator: ":", maxSplits: 1)
+    let code: StatusCode = switch parts.first {
+    case "NOT_FOUND": .notFound
+    case "FAILED_PRECONDITION": .failedPrecondition
+    case "PERMISSION_DENIED": .permissionDenied
+    case "INVALID_ARGUMENT": .invalidArgument
+    default: .internal
+    }
+    throw RPCError(code, parts.count == 2 ? String(parts[1]) : text)
+}

@@ -1,0 +1,125 @@
+// RestaurantService: menus in Redis; decisions on orders through the order service.
+//
+// A menu is a hash `restaurant:<id>:menu` (item_id -> JSON of name, price, description, encoded
+// by Redis's cjson inside the script) plus a list `restaurant:<id>:menu:order` that keeps items
+// in the order they were first added; upserting both is one script, so readers never see half an
+// update. Accepting or rejecting goes through OrderService.RecordRestaurantDecision, which
+// changes the order's status, records the event and publishes ORDER_ACCEPTED / ORDER_REJECTED in
+// one atomic step: an order that is canceled, unknown or another restaurant's cannot be accepted,
+// and when the order service is down nothing is published.
+import Logging
+import PlatformCommon
+import PlatformProtos
+import RedisClient
+
+/// The RestaurantService implementation.
+public struct RestaurantServiceLogic: RestaurantServiceProvider {
+    public static let maxMenuItems = 1000
+    public static let maxTextLength = 1024
+
+    private let redis: RedisClient
+    private let orders: OrderServiceClient
+    private let logger: Logger
+
+    /// `orders` reaches the order service (its transport is the caller's choice).
+    public init(redis: RedisClient, orders: OrderServiceClient, logger: Logger) {
+        self.redis = redis
+        self.orders = orders
+        self.logger = logger
+    }
+
+    public func updateMenu(_ request: UpdateMenuRequest, context: ServerContext) async throws -> UpdateMenuResponse {
+        try Identifier.validate(request.restaurantId, field: "restaurant_id")
+        guard !request.items.isEmpty else { throw RPCError(.invalidArgument, "a menu update needs at least one item") }
+        guard request.items.count <= Self.maxMenuItems else {
+            throw RPCError(.invalidArgument, "a menu has at most \(Self.maxMenuItems) items")
+        }
+        var arguments = [request.restaurantId]
+        for item in request.items {
+            try Identifier.validate(item.itemId, field: "item_id")
+            guard !item.name.isEmpty, item.name.utf8.count <= Self.maxTextLength else {
+                throw RPCError(.invalidArgument, "item \(item.itemId): name must be 1 to \(Self.maxTextLength) bytes")
+            }
+            guard item.description.utf8.count <= Self.maxTextLength else {
+                throw RPCError(.invalidArgument, "item \(item.itemId): description is longer than \(Self.maxTextLength) bytes")
+            }
+            try validateAmount(item.price, field: "item \(item.itemId): price")
+            arguments += [item.itemId, item.name, "\(item.price)", item.description]
+        }
+        _ = try await redis.script(Scripts.updateMenu, arguments: arguments)
+        return UpdateMenuResponse(status: "SUCCESS")
+    }
+
+    public func getMenu(_ request: GetMenuRequest, context: ServerContext) async throws -> GetMenuResponse {
+        try Identifier.validate(request.restaurantId, field: "restaurant_id")
+        let flat = try await redis.script(Scripts.getMenu, arguments: [request.restaurantId]).array ?? []
+        guard !flat.isEmpty else { throw RPCError(.notFound, "restaurant \(request.restaurantId) has no menu") }
+        let items = stride(from: 0, to: flat.count - 3, by: 4).map { index in
+            MenuItem(itemId: flat[index].string ?? "", name: flat[index + 1].string ?? "",
+                     price: flat[index + 2].string.flatMap(Double.init) ?? 0, description: flat[index + 3].string ?? "")
+        }
+        return GetMenuResponse(restaurantId: request.restaurantId, items: items)
+    }
+
+    public func acceptOrder(_ request: AcceptOrderRequest, context: ServerContext) async throws -> AcceptOrderResponse {
+        let status = try await decide(orderID: request.orderId, restaurantID: request.restaurantId, .accepted, context)
+        return AcceptOrderResponse(orderId: request.orderId, status: status)
+    }
+
+    public func rejectOrder(_ request: RejectOrderRequest, context: ServerContext) async throws -> RejectOrderResponse {
+        let status = try await decide(orderID: request.orderId, restaurantID: request.restaurantId, .rejected, context)
+        return RejectOrderResponse(orderId: request.orderId, status: status)
+    }
+
+    private func decide(orderID: String, restaurantID: String, _ decision: OrderStatus, _ context: ServerContext) async throws(RPCError) -> String {
+        try Identifier.validate(restaurantID, field: "restaurant_id")
+        try Identifier.validate(orderID, field: "order_id")
+        // The caller's deadline bounds our call to the order service too.
+        let timeout = context.deadline.map { $0 - .now } ?? .seconds(10)
+        do {
+            let response = try await orders.recordRestaurantDecision(
+                RecordRestaurantDecisionRequest(orderId: orderID, restaurantId: restaurantID, decision: decision.rawValue),
+                options: CallOptions(timeout: timeout))
+            return response.status
+        } catch {
+            switch error.code {
+            case .unavailable, .deadlineExceeded:
+                logger.error("order service unreachable", metadata: ["error": "\(error)"])
+                throw RPCError(.unavailable, "the order service is unavailable: \(error.message)")
+            case .notFound, .failedPrecondition, .permissionDenied, .invalidArgument:
+                throw error
+            default:
+                logger.error("order service failed", metadata: ["error": "\(error)"])
+                throw RPCError(.internal, "the order service failed: \(error)")
+            }
+        }
+    }
+}
+
+enum Scripts {
+    /// ARGV: restaurant id, then item id, name, price, description per item.
+    static let updateMenu = """
+        local menu = 'restaurant:' .. ARGV[1] .. ':menu'
+        for i = 2, #ARGV, 4 do
+            if redis.call('HEXISTS', menu, ARGV[i]) == 0 then
+                redis.call('RPUSH', menu .. ':order', ARGV[i])
+            end
+            redis.call('HSET', menu, ARGV[i], cjson.encode({ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]}))
+        end
+        return 'SUCCESS'
+        """
+
+    /// ARGV: restaurant id. Returns a flat list: id, name, price, description per item.
+    static let getMenu = """
+        local menu = 'restaurant:' .. ARGV[1] .. ':menu'
+        local out = {}
+        for _, id in ipairs(redis.call('LRANGE', menu .. ':order', 0, -1)) do
+            local item = cjson.decode(redis.call('HGET', menu, id))
+            out[#out + 1] = id
+            out[#out + 1] = item[1]
+            out[#out + 1] = item[2]
+            out[#out + 1] = item[3]
+        end
+        return out
+        """
+}

@@ -1,0 +1,99 @@
+// What the three service executables share: their common flags and environment variables, logging
+// set-up, the Redis client, and serving until SIGTERM/SIGINT with a graceful shutdown. Each
+// executable is then a thin main that builds its service's logic and hands it over.
+//
+// Configuration precedence: a flag wins over its environment variable, which wins over the default.
+import ArgumentParser
+import GRPCHTTP2
+import Logging
+import RedisClient
+import RPCCore
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Flags every service takes, each with the environment variable a container sets.
+public struct ServiceOptions: ParsableArguments, Sendable {
+    @Option(help: "Address to listen on (env HOST, default 0.0.0.0).") public var host: String?
+    @Option(help: "Port to listen on (env PORT).") public var port: Int?
+    @Option(help: "Redis host (env REDIS_HOST, default localhost).") public var redisHost: String?
+    @Option(help: "Redis port (env REDIS_PORT, default 6379).") public var redisPort: Int?
+    @Option(help: "Redis password (env REDIS_PASSWORD).") public var redisPassword: String?
+    @Option(help: "trace, debug, info, notice, warning, error or critical (env LOG_LEVEL, default info).")
+    public var logLevel: String?
+
+    public init() {}
+
+    /// A flag, else the environment variable, else nil.
+    public static func setting(_ flag: String?, env name: String) -> String? {
+        if let flag { return flag }
+        guard let value = getenv(name) else { return nil }
+        let text = String(cString: value)
+        return text.isEmpty ? nil : text
+    }
+
+    public func serverConfiguration(defaultPort: Int) throws -> ServerConfiguration {
+        let host = Self.setting(host, env: "HOST") ?? "0.0.0.0"
+        let portText = Self.setting(port.map(String.init), env: "PORT")
+        guard let port = portText.map(Int.init) ?? defaultPort, (0...65535).contains(port) else {
+            throw ValidationError("PORT must be a port number, got \(portText ?? "")")
+        }
+        return ServerConfiguration(host: host, port: port)
+    }
+
+    public func redisConfiguration() throws -> RedisConfiguration {
+        let portText = Self.setting(redisPort.map(String.init), env: "REDIS_PORT")
+        guard let port = portText.map(Int.init) ?? 6379, (1...65535).contains(port) else {
+            throw ValidationError("REDIS_PORT must be a port number, got \(portText ?? "")")
+        }
+        return RedisConfiguration(host: Self.setting(redisHost, env: "REDIS_HOST") ?? "localhost", port: port,
+                                  password: Self.setting(redisPassword, env: "REDIS_PASSWORD"))
+    }
+
+    /// Sets up swift-log on standard error at the configured level and returns the service's logger.
+    public func bootstrapLogging(label: String) throws -> Logger {
+        let text = Self.setting(logLevel, env: "LOG_LEVEL") ?? "info"
+        guard let level = Logger.Level(rawValue: text.lowercased()) else {
+            throw ValidationError("LOG_LEVEL must be one of \(Logger.Level.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        return Logger(label: label)
+    }
+}
+
+/// Parses `host:port` (IPv6 in brackets), as ORDER_SERVICE_ADDR is written.
+public func parseAddress(_ text: String) throws -> (host: String, port: Int) {
+    let hostPart: Substring
+    let portPart: Substring
+    if text.hasPrefix("["), let close = text.firstIndex(of: "]") {
+        hostPart = text[text.index(after: text.startIndex)..<close]
+        portPart = text[text.index(after: close)...].dropFirst()
+    } else if let colon = text.lastIndex(of: ":") {
+        hostPart = text[..<colon]
+        portPart = text[text.index(after: colon)...]
+    } else {
+        throw ValidationError("address must be host:port, got \(text)")
+    }
+    guard !hostPart.isEmpty, let port = Int(portPart), (1...65535).contains(port) else {
+        throw ValidationError("address must be host:port, got \(text)")
+    }
+    return (String(hostPart), port)
+}
+
+/// Serves `services` until SIGTERM or SIGINT, then shuts down gracefully and runs `stop`.
+public func serve(_ services: [ServiceDefinition], configuration: ServerConfiguration, logger: Logger,
+                  stop: @Sendable () async -> Void = {}) async throws {
+    let server = GRPCServer(configuration: configuration, services: services, logger: logger)
+    do {
+        try server.start()
+    } catch {
+        logger.critical("cannot listen", metadata: ["address": "\(configuration.host):\(configuration.port)", "error": "\(error)"])
+        throw ExitCode.failure
+    }
+    await server.runUntilTerminated()
+    await stop()
+}

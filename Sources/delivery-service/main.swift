@@ -1,0 +1,31 @@
+// delivery-service: DeliveryService on port 50053 (see DeliveryLogic for what it does).
+import ArgumentParser
+import DeliveryLogic
+import PlatformCommon
+import RedisClient
+import ServiceRuntime
+
+@main
+struct DeliveryServiceCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "delivery-service", abstract: "Serves delivery_service.DeliveryService.")
+
+    @OptionGroup var options: ServiceOptions
+    @Option(help: "Drivers for automatic assignment, comma-separated (env DRIVERS, default driver_auto).")
+    var drivers: String?
+
+    func run() async throws {
+        let logger = try options.bootstrapLogging(label: "delivery-service")
+        let pool = (ServiceOptions.setting(drivers, env: "DRIVERS") ?? "")
+            .split(separator: ",").map { String($0.filter { $0 != " " }) }.filter { !$0.isEmpty }
+        if let bad = pool.first(where: { !Identifier.isValid($0) }) {
+            throw ValidationError("DRIVERS: \(bad) is not a valid driver id")
+        }
+        let redis = RedisClient(configuration: try options.redisConfiguration())
+        let logic = DeliveryServiceLogic(redis: redis, drivers: pool, logger: logger)
+        await logic.start()
+        try await serve([logic.service], configuration: try options.serverConfiguration(defaultPort: 50053), logger: logger) {
+            await logic.stop()
+            redis.close()
+        }
+    }
+}

@@ -1,0 +1,28 @@
+// restaurant-service: RestaurantService on port 50052 (see RestaurantLogic for what it does).
+import ArgumentParser
+import GRPCHTTP2
+import PlatformProtos
+import RedisClient
+import RestaurantLogic
+import ServiceRuntime
+
+@main
+struct RestaurantServiceCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "restaurant-service", abstract: "Serves restaurant_service.RestaurantService.")
+
+    @OptionGroup var options: ServiceOptions
+    @Option(help: "The order service, host:port (env ORDER_SERVICE_ADDR, default localhost:50051).")
+    var orderServiceAddr: String?
+
+    func run() async throws {
+        let logger = try options.bootstrapLogging(label: "restaurant-service")
+        let address = try parseAddress(ServiceOptions.setting(orderServiceAddr, env: "ORDER_SERVICE_ADDR") ?? "localhost:50051")
+        let orderChannel = GRPCChannel(host: address.host, port: address.port)
+        let redis = RedisClient(configuration: try options.redisConfiguration())
+        let logic = RestaurantServiceLogic(redis: redis, orders: OrderServiceClient(transport: orderChannel), logger: logger)
+        try await serve([logic.service], configuration: try options.serverConfiguration(defaultPort: 50052), logger: logger) {
+            orderChannel.close()
+            redis.close()
+        }
+    }
+}
