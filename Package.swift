@@ -41,10 +41,13 @@ let package = Package(
         .executableTarget(name: "grpc-bench-server", dependencies: [
             "GRPCHTTP2", "InMemoryOrders", .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
+        .executableTarget(name: "grpc-bench-client", dependencies: [
+            "GRPCHTTP2", "PlatformProtos", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
         .executableTarget(name: "grpc-interop-server", dependencies: [
             "GRPCHTTP2", "InMemoryOrders", .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
-        .testTarget(name: "GRPCHTTP2Tests", dependencies: ["GRPCHTTP2", "PlatformProtos"]),
+        .testTarget(name: "GRPCHTTP2Tests", dependencies: ["GRPCHTTP2", "PlatformProtos", "TestSupport"]),
         .testTarget(name: "EventLoopTests", dependencies: ["EventLoop"]),
         .target(name: "RedisClient", dependencies: ["CHiredis", "EventLoop"]),
         .target(name: "TestSupport", dependencies: [], path: "Tests/TestSupport"),

@@ -57,6 +57,17 @@ struct Harness {
         await harness.stop()
     }
 
+    @Test func servesIPv6() async throws {
+        let server = GRPCServer(configuration: ServerConfiguration(host: "::1", port: 0, loopCount: 1),
+                                services: [ScriptedOrderService().service])
+        try server.start()
+        let channel = GRPCChannel(host: "::1", port: server.port)
+        let response = try await OrderServiceClient(transport: channel).placeOrder(PlaceOrderRequest(customerId: "v6"))
+        #expect(response.orderId == "order_for_v6")
+        channel.close()
+        await server.shutdown(gracePeriod: .milliseconds(100))
+    }
+
     @Test func errorsArriveWithCodeAndExactMessage() async throws {
         let harness = try Harness()
         await #expect(throws: RPCError(.notFound, "order 'café ✓ 100%' not found")) {

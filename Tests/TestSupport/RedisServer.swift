@@ -5,9 +5,7 @@
 // `stop()` and `start()` keep the port, so a test can take Redis away under a client and bring
 // it back where the client expects it. Nothing is persisted (`--save "" --appendonly no`) and
 // the working directory is a temporary one, removed in deinit. Readiness is "answers PING"
-// (with a password, the NOAUTH error counts as an answer). The child is started with
-// posix_spawn and reaped with waitpid: Foundation's `Process.waitUntilExit` spins a run loop
-// forever when called from a Swift concurrency thread, which is where tests run.
+// (with a password, the NOAUTH error counts as an answer). The child is a ChildProcess.
 import Foundation
 #if canImport(Glibc)
 import Glibc
@@ -75,7 +73,7 @@ public final class RedisServer: @unchecked Sendable {
         }
         guard let running else { return }
         Glibc.kill(running, signal)
-        Self.reap(running)
+        ChildProcess.reap(running)
     }
 
     /// Starts the server again on the same port (after `stop()`); waits until it answers.
@@ -104,7 +102,7 @@ public final class RedisServer: @unchecked Sendable {
         var arguments = [executable, "--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
                          "--dir", directory.path, "--daemonize", "no", "--logfile", "redis-\(port).log"]
         if let password { arguments += ["--requirepass", password] }
-        let pid = try spawn(arguments)
+        let pid = try ChildProcess.spawn(arguments).pid
         let deadline = Date().addingTimeInterval(10)
         while Date() < deadline {
             var status: Int32 = 0
@@ -115,40 +113,8 @@ public final class RedisServer: @unchecked Sendable {
             usleep(20_000)
         }
         Glibc.kill(pid, SIGKILL)
-        reap(pid)
+        ChildProcess.reap(pid)
         throw Failure.didNotStart("no answer to PING on port \(port) within 10 s")
-    }
-
-    /// Starts `arguments[0]` with stdin, stdout and stderr on /dev/null, and with no signal
-    /// blocked (the child would inherit the mask of a dispatch thread, which blocks SIGTERM).
-    private static func spawn(_ arguments: [String]) throws -> pid_t {
-        var attributes = posix_spawnattr_t()
-        posix_spawnattr_init(&attributes)
-        defer { posix_spawnattr_destroy(&attributes) }
-        var noSignals = sigset_t()
-        sigemptyset(&noSignals)
-        posix_spawnattr_setsigmask(&attributes, &noSignals)
-        var allSignals = sigset_t()
-        sigfillset(&allSignals)
-        posix_spawnattr_setsigdefault(&attributes, &allSignals)
-        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        for fd in Int32(0)...2 {
-            posix_spawn_file_actions_addopen(&actions, fd, "/dev/null", fd == 0 ? O_RDONLY : O_WRONLY, 0)
-        }
-        let cArguments = arguments.map { strdup($0) } + [nil]
-        defer { cArguments.forEach { free($0) } }
-        var pid: pid_t = 0
-        let result = posix_spawn(&pid, arguments[0], &actions, &attributes, cArguments, environ)
-        guard result == 0 else { throw Failure.didNotStart("posix_spawn: \(String(cString: strerror(result)))") }
-        return pid
-    }
-
-    private static func reap(_ pid: pid_t) {
-        var status: Int32 = 0
-        while waitpid(pid, &status, 0) == -1, errno == EINTR {}
     }
 
     /// Connects, sends PING and reads one reply line, with short blocking timeouts.

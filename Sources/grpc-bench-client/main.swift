@@ -1,0 +1,121 @@
+// grpc-bench-client: measures our gRPC client, and writes the request bodies h2load sends.
+//
+//   grpc-bench-client bodies DIR               gRPC-framed PlaceOrder/GetOrderStatus/CancelOrder
+//                                               requests (the same messages as the peers' bodies)
+//   grpc-bench-client latency --port P          unary GetOrderStatus one at a time: p50/p90/p99
+//   grpc-bench-client throughput --port P       many concurrent calls on one channel: calls/s
+// The server is any OrderService with the peers' semantics (grpc-bench-server, or a peer).
+import ArgumentParser
+import GRPCHTTP2
+import PlatformProtos
+#if canImport(Glibc)
+import Glibc
+#endif
+
+@main
+struct BenchClient: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "grpc-bench-client",
+        abstract: "Benchmarks our gRPC client and writes h2load request bodies.",
+        subcommands: [Bodies.self, Latency.self, Throughput.self])
+}
+
+struct Target: ParsableArguments {
+    @Option(help: "Server host.") var host = "127.0.0.1"
+    @Option(help: "Server port.") var port = 60051
+
+    /// A channel with one order placed, so GetOrderStatus of `orderID` succeeds.
+    func prepare() async throws -> (OrderServiceClient, GRPCChannel, String) {
+        let channel = GRPCChannel(host: host, port: port)
+        let client = OrderServiceClient(transport: channel)
+        let placed = try await client.placeOrder(BenchRequests.place)
+        return (client, channel, placed.orderId)
+    }
+}
+
+/// The peers' benchmark messages: customer_1, [burger, fries, cola], 12.5; order_1.
+enum BenchRequests {
+    static let place = PlaceOrderRequest(customerId: "customer_1", items: ["burger", "fries", "cola"], totalPrice: 12.5)
+    static let status = GetOrderStatusRequest(orderId: "order_1")
+    static let cancel = CancelOrderRequest(orderId: "order_1")
+
+    static func framed(_ message: some GRPCMessage) -> [UInt8] {
+        let bytes = message.serializedBytes()
+        let length = UInt32(bytes.count)
+        return [0, UInt8(length >> 24), UInt8(length >> 16 & 0xFF), UInt8(length >> 8 & 0xFF), UInt8(length & 0xFF)] + bytes
+    }
+}
+
+struct Bodies: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Write gRPC-framed request bodies for h2load.")
+    @Argument(help: "Output directory (must exist).") var directory: String
+
+    func run() throws {
+        for (name, bytes) in [("place_order.bin", BenchRequests.framed(BenchRequests.place)),
+                              ("get_order_status.bin", BenchRequests.framed(BenchRequests.status)),
+                              ("cancel_order.bin", BenchRequests.framed(BenchRequests.cancel))] {
+            let path = "\(directory)/\(name)"
+            guard let file = fopen(path, "wb") else { throw ValidationError("cannot write \(path)") }
+            _ = bytes.withUnsafeBytes { fwrite($0.baseAddress, 1, $0.count, file) }
+            fclose(file)
+        }
+    }
+}
+
+struct Latency: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Unary calls one at a time; prints latency percentiles.")
+    @OptionGroup var target: Target
+    @Option(help: "Measured calls (after a warm-up of a tenth as many).") var count = 20000
+
+    func run() async throws {
+        let (client, channel, orderID) = try await target.prepare()
+        defer { channel.close() }
+        let request = GetOrderStatusRequest(orderId: orderID)
+        for _ in 0..<(count / 10) { _ = try await client.getOrderStatus(request) }
+        var samples: [Duration] = []
+        samples.reserveCapacity(count)
+        let clock = ContinuousClock()
+        let started = clock.now
+        for _ in 0..<count {
+            let begin = clock.now
+            _ = try await client.getOrderStatus(request)
+            samples.append(clock.now - begin)
+        }
+        let elapsed = clock.now - started
+        samples.sort()
+        func percentile(_ p: Double) -> String {
+            let sample = samples[min(samples.count - 1, Int(Double(samples.count) * p))]
+            let microseconds = Int((sample.seconds * 1_000_000).rounded())
+            return "\(microseconds / 1000).\(String(repeating: "0", count: 3 - String(microseconds % 1000).count))\(microseconds % 1000)"
+        }
+        print("calls=\(count) rps=\(Int(Double(count) / elapsed.seconds)) p50_ms=\(percentile(0.5)) p90_ms=\(percentile(0.9)) p99_ms=\(percentile(0.99)) max_ms=\(percentile(1))")
+    }
+}
+
+struct Throughput: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Concurrent unary calls on one channel; prints calls/s.")
+    @OptionGroup var target: Target
+    @Option(help: "Calls in flight at once.") var concurrency = 128
+    @Option(help: "Total calls.") var count = 200_000
+
+    func run() async throws {
+        let (client, channel, orderID) = try await target.prepare()
+        defer { channel.close() }
+        let request = GetOrderStatusRequest(orderId: orderID)
+        let perTask = count / concurrency
+        let clock = ContinuousClock()
+        let started = clock.now
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for _ in 0..<concurrency {
+                group.addTask { for _ in 0..<perTask { _ = try await client.getOrderStatus(request) } }
+            }
+            try await group.waitForAll()
+        }
+        let elapsed = clock.now - started
+        print("calls=\(perTask * concurrency) concurrency=\(concurrency) rps=\(Int(Double(perTask * concurrency) / elapsed.seconds))")
+    }
+}
+
+extension Duration {
+    var seconds: Double { Double(components.seconds) + Double(components.attoseconds) / 1e18 }
+}
