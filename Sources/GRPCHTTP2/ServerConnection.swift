@@ -203,10 +203,16 @@ final class ServerConnection: HTTP2Connection {
             submitResponse(stream: id, headers: headers, body: nil)
             status = error
         }
-        core.logger.debug("rpc", metadata: [
-            "path": "\(stream.path)", "status": "\(status.code)",
-            "ms": "\((ContinuousClock.now - stream.started).milliseconds)",
-        ])
+        switch status.code {
+        case .internal, .unknown, .unavailable, .dataLoss:
+            // Failures on our side (or a dependency's) are worth an operator's attention.
+            core.logger.error("rpc failed", metadata: ["path": "\(stream.path)", "status": "\(status)"])
+        default:
+            core.logger.debug("rpc", metadata: [
+                "path": "\(stream.path)", "status": "\(status.code)",
+                "ms": "\((ContinuousClock.now - stream.started).milliseconds)",
+            ])
+        }
         flush()
     }
 

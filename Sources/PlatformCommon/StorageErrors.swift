@@ -1,14 +1,15 @@
 // How a storage failure looks to a gRPC client: Redis down or slow is UNAVAILABLE (retry later);
-// anything else Redis says is a bug on our side, INTERNAL. The detail goes to the log, not the client.
+// anything else Redis says is a bug on our side, INTERNAL. The message carries Redis's own
+// words, so the server's log line for the failed RPC says what went wrong.
 import RedisClient
 import RPCCore
 
 extension RPCError {
     public init(storage error: RedisError) {
         if error.isTransient {
-            self.init(.unavailable, "storage is unavailable, try again")
+            self.init(.unavailable, "storage is unavailable, try again (\(error))")
         } else {
-            self.init(.internal, "storage error")
+            self.init(.internal, "storage error (\(error))")
         }
     }
 }
