@@ -52,10 +52,84 @@ import Testing
         }
     }
 
+    @Test(arguments: [0.0, -0.0, 1.5, -273.15, 0.1, 1e-300, 1.7976931348623157e308, -Double.infinity, Double.infinity])
+    func doublesRoundTripExactly(value: Double) throws {
+        let decoded = try GetOrderStatusResponse(serializedBytes: GetOrderStatusResponse(totalPrice: value).serializedBytes())
+        #expect(decoded.totalPrice.bitPattern == value.bitPattern || (decoded.totalPrice == 0 && value == 0))
+    }
+
+    @Test func everyMessageRoundTrips() throws {
+        func roundTrip<M: GRPCMessage & Equatable>(_ message: M) throws {
+            #expect(try M(serializedBytes: message.serializedBytes()) == message)
+            #expect(try M(serializedBytes: M().serializedBytes()) == M())
+        }
+        try roundTrip(PlaceOrderRequest(customerId: "ü", items: ["", "x"], totalPrice: 0.5, restaurantId: "r"))
+        try roundTrip(PlaceOrderResponse(orderId: "order_1", status: "PLACED"))
+        try roundTrip(GetOrderStatusRequest(orderId: "o"))
+        try roundTrip(GetOrderStatusResponse(orderId: "o", status: "DELIVERED", items: Array(repeating: "é", count: 500), totalPrice: -1))
+        try roundTrip(CancelOrderRequest(orderId: "o"))
+        try roundTrip(CancelOrderResponse(orderId: "o", status: "CANCELED"))
+        try roundTrip(RecordRestaurantDecisionRequest(orderId: "o", restaurantId: "r", decision: "ACCEPTED"))
+        try roundTrip(RecordRestaurantDecisionResponse(orderId: "o", status: "ACCEPTED"))
+        try roundTrip(UpdateMenuRequest(restaurantId: "r", items: (0..<300).map { MenuItem(itemId: "i\($0)", name: "n", price: Double($0) / 3) }))
+        try roundTrip(UpdateMenuResponse(status: "SUCCESS"))
+        try roundTrip(AcceptOrderRequest(restaurantId: "r", orderId: "o"))
+        try roundTrip(AcceptOrderResponse(orderId: "o", status: "ACCEPTED"))
+        try roundTrip(RejectOrderRequest(restaurantId: "r", orderId: "o"))
+        try roundTrip(RejectOrderResponse(orderId: "o", status: "REJECTED"))
+        try roundTrip(GetMenuRequest(restaurantId: "r"))
+        try roundTrip(GetMenuResponse(restaurantId: "r", items: [MenuItem(itemId: "i", name: "日本", price: 0, description: "d")]))
+        try roundTrip(AssignDriverRequest(orderId: "o", driverId: "d"))
+        try roundTrip(AssignDriverResponse(assignmentId: "assignment_1", status: "ASSIGNED"))
+        try roundTrip(UpdateDeliveryStatusRequest(orderId: "o", status: "PICKED_UP"))
+        try roundTrip(UpdateDeliveryStatusResponse(orderId: "o", status: "PICKED_UP"))
+        try roundTrip(GetDriverAssignmentsRequest(driverId: "d"))
+        try roundTrip(GetDriverAssignmentsResponse(assignments: [DeliveryAssignment(assignmentId: "a", orderId: "o", status: "s")]))
+        try roundTrip(DeliveryAssignment(assignmentId: "a", orderId: "o", status: "s"))
+        try roundTrip(HealthCheckRequest(service: "order_service.OrderService"))
+        try roundTrip(HealthCheckResponse(status: .serving))
+    }
+
+    @Test func truncationsOfAValidMessageNeverCrash() throws {
+        let bytes = UpdateMenuRequest(restaurantId: "r1", items: [MenuItem(itemId: "i1", name: "Burger", price: 9.5, description: "d")])
+            .serializedBytes()
+        for length in 0..<bytes.count {
+            // A cut may land on a field boundary (a valid shorter message) or inside one (an error).
+            _ = try? UpdateMenuRequest(serializedBytes: Array(bytes[..<length]))
+        }
+        #expect(throws: MessageDecodingError.self) { try UpdateMenuRequest(serializedBytes: Array(bytes.dropLast())) }
+    }
+
+    @Test func randomInputNeverCrashes() {
+        var generator = SplitMix64(seed: 0x5EED)
+        var decoded = 0
+        for _ in 0..<20_000 {
+            let length = Int(generator.next() % 64)
+            let bytes = (0..<length).map { _ in UInt8(truncatingIfNeeded: generator.next()) }
+            if (try? UpdateMenuRequest(serializedBytes: bytes)) != nil { decoded += 1 }
+            _ = try? GetDriverAssignmentsResponse(serializedBytes: bytes)
+            _ = try? PlaceOrderRequest(serializedBytes: bytes)
+        }
+        #expect(decoded < 20_000)  // most random inputs are rejected, none crashed the process
+    }
+
     @Test func methodPathsFollowTheGRPCConvention() {
         #expect(OrderServiceMethods.placeOrder.path == "/order_service.OrderService/PlaceOrder")
         #expect(RestaurantServiceMethods.acceptOrder.path == "/restaurant_service.RestaurantService/AcceptOrder")
         #expect(DeliveryServiceMethods.getDriverAssignments.path == "/delivery_service.DeliveryService/GetDriverAssignments")
         #expect(HealthMethods.check.path == "/grpc.health.v1.Health/Check")
+    }
+}
+
+/// A small deterministic generator, so a failing random input can be reproduced.
+struct SplitMix64: RandomNumberGenerator {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
     }
 }
