@@ -44,6 +44,7 @@ let package = Package(
         .executableTarget(name: "grpc-bench-client", dependencies: [
             "GRPCHTTP2", "PlatformProtos", .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
+        .executableTarget(name: "codec-bench", dependencies: ["PlatformProtos"]),
         .executableTarget(name: "grpc-interop-server", dependencies: [
             "GRPCHTTP2", "InMemoryOrders", .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),

@@ -9,19 +9,32 @@ import CPlatformProtos
 import Glibc
 #endif
 
-/// Allocations that live while one message is packed.
+/// Allocations that live while one message is packed: a bump allocator over one block (grown by
+/// whole extra blocks when a message needs more), so a message costs one malloc, not one per field.
 final class CArena {
-    private var allocations: [UnsafeMutableRawPointer] = []
+    private static let blockSize = 4096
+    private var block: UnsafeMutableRawPointer?
+    private var used = 0
+    private var capacity = 0
+    private var retired: [UnsafeMutableRawPointer] = []
 
     func release() {
-        for pointer in allocations { free(pointer) }
-        allocations.removeAll()
+        if let block { free(block) }
+        for pointer in retired { free(pointer) }
+        block = nil
+        retired.removeAll()
+        used = 0
+        capacity = 0
     }
 
     func cString(_ text: String) -> UnsafeMutablePointer<CChar> {
-        let pointer = text.withCString { strdup($0)! }
-        allocations.append(pointer)
-        return pointer
+        var text = text
+        return text.withUTF8 { utf8 in
+            let pointer = allocate(UInt8.self, count: utf8.count + 1)
+            if let base = utf8.baseAddress { pointer.initialize(from: base, count: utf8.count) }
+            pointer[utf8.count] = 0
+            return UnsafeMutableRawPointer(pointer).assumingMemoryBound(to: CChar.self)
+        }
     }
 
     func cStrings(_ texts: [String]) -> UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>? {
@@ -54,9 +67,17 @@ final class CArena {
     }
 
     private func allocate<T>(_ type: T.Type, count: Int) -> UnsafeMutablePointer<T> {
-        let raw = malloc(max(1, MemoryLayout<T>.stride * count))!
-        allocations.append(raw)
-        return raw.bindMemory(to: T.self, capacity: count)
+        let size = max(1, MemoryLayout<T>.stride * count)
+        let alignment = MemoryLayout<T>.alignment
+        var offset = (used + alignment - 1) & ~(alignment - 1)
+        if block == nil || offset + size > capacity {
+            if let block { retired.append(block) }
+            capacity = max(Self.blockSize, size)
+            block = malloc(capacity)!
+            offset = 0
+        }
+        used = offset + size
+        return (block! + offset).bindMemory(to: T.self, capacity: count)
     }
 
     // MARK: - Helpers for decoding and packing
