@@ -45,6 +45,9 @@ let package = Package(
             "GRPCHTTP2", "PlatformProtos", .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .executableTarget(name: "codec-bench", dependencies: ["PlatformProtos"]),
+        .executableTarget(name: "platform-bench", dependencies: [
+            "GRPCHTTP2", "PlatformProtos", "RedisClient", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
         .executableTarget(name: "grpc-interop-server", dependencies: [
             "GRPCHTTP2", "InMemoryOrders", .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
