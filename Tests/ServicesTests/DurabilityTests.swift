@@ -1,5 +1,6 @@
 // Nothing lost, nothing doubled: the delivery service catching up after a restart, replaying the
-// whole stream, running as two replicas; state surviving an order service restart; ids unique
+// whole stream, running as two replicas, starting while Redis is down; the order service catching
+// up on stages it missed; state surviving an order service restart; ids unique
 // across two order service instances; and Redis going away (UNAVAILABLE, never INTERNAL) and
 // coming back.
 import PlatformProtos
@@ -80,6 +81,36 @@ import Testing
             _ = try await platform.redis.send(["DEL", "consumer:order_service:position"])
             try await platform.restartOrderService()
             #expect(try await platform.orderStatus(delivered) == "DELIVERED")
+        }
+    }
+
+    @Test func orderServiceCatchesUpOnDeliveryStagesItMissed() async throws {
+        try await withPlatform { platform in
+            let id = try await platform.placeAcceptedOrder()
+            _ = try await platform.deliveries.assignDriver(AssignDriverRequest(orderId: id, driverId: "d1"))
+            await platform.stopOrderService()
+            _ = try await platform.deliveries.updateDeliveryStatus(UpdateDeliveryStatusRequest(orderId: id, status: "OUT_FOR_DELIVERY"))
+            try await platform.restartOrderService()
+            await eventually("order \(id) out for delivery") {
+                try await platform.redis.send(["HGET", "order:\(id)", "status"]).string == "OUT_FOR_DELIVERY"
+            }
+            #expect(try await platform.orderStatus(id) == "OUT_FOR_DELIVERY")
+        }
+    }
+
+    /// A delivery instance that starts while Redis is down subscribes once it is back and
+    /// catches up on what was accepted before (the snapshot keeps the stream across the restart).
+    @Test func deliveryStartedWhileRedisIsDownCatchesUpWhenItReturns() async throws {
+        try await withPlatform { platform in
+            await platform.stopDeliveryServices()
+            var ids: [String] = []
+            for _ in 0..<3 { ids.append(try await platform.placeAcceptedOrder()) }
+            _ = try await platform.redis.send(["SAVE"])
+            platform.redisServer.kill()
+            try await platform.startDeliveryService()
+            #expect(await statusCode { try await platform.deliveries.getDriverAssignments(GetDriverAssignmentsRequest(driverId: "driver_auto")) } == .unavailable)
+            try platform.redisServer.start()
+            try await expectOneAssignmentEach(ids, on: platform)
         }
     }
 
