@@ -71,6 +71,10 @@ let package = Package(
         .executableTarget(name: "restaurant-service", dependencies: ["RestaurantLogic", "ServiceRuntime"]),
         .executableTarget(name: "delivery-service", dependencies: ["DeliveryLogic", "ServiceRuntime"]),
         .testTarget(name: "PlatformProtosTests", dependencies: ["PlatformProtos"]),
+        .testTarget(name: "ServicesTests", dependencies: [
+            "OrderLogic", "RestaurantLogic", "DeliveryLogic", "GRPCHTTP2", "PlatformProtos", "RedisClient", "TestSupport",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
     ],
     swiftLanguageModes: [.v6]
 )

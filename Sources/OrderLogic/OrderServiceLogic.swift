@@ -1,7 +1,7 @@
 // OrderService: orders in Redis, every change an atomic Lua script.
 //
 // An order is a hash `order:<id>` plus a list `order:<id>:items`; ids come from INCR on
-// `order:seq`, so replicas never collide. Status changes are check-and-set scripts: cancelling
+// `orders:seq`, so replicas never collide. Status changes are check-and-set scripts: cancelling
 // and the restaurant's decision test the current status and change it in one step, and the
 // decision appends ORDER_ACCEPTED/ORDER_REJECTED to the event stream and publishes it in that same
 // step. Delivery stages arrive as events (DRIVER_ASSIGNED, DELIVERY_STATUS) through an

@@ -41,6 +41,7 @@ public enum OrderKeys {
     public static let prefix = "order:"
     /// List of the order's items, at `order:<id>:items`.
     public static let itemsSuffix = ":items"
-    /// Counter behind `order_<n>`.
-    public static let sequence = "order:seq"
+    /// Counter behind `order_<n>`. Outside the `order:<id>` names on purpose: "seq" is a valid
+    /// order id a client may ask for, and must read as an unknown order, not as this counter.
+    public static let sequence = "orders:seq"
 }

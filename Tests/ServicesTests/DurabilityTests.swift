@@ -1,0 +1,160 @@
+// Nothing lost, nothing doubled: the delivery service catching up after a restart, replaying the
+// whole stream, running as two replicas, starting while Redis is down; the order service catching
+// up on stages it missed; state surviving an order service restart; ids unique
+// across two order service instances; and Redis going away (UNAVAILABLE, never INTERNAL) and
+// coming back.
+import PlatformProtos
+import Testing
+
+@Suite struct DurabilityTests {
+    /// Every order has exactly one automatic assignment, and shows ASSIGNED.
+    private func expectOneAssignmentEach(_ ids: [String], on platform: Platform) async throws {
+        await eventually("\(ids.count) assignments") { try await platform.allAssignments().count >= ids.count }
+        let assignments = try await platform.allAssignments()
+        #expect(assignments.count == ids.count, "\(assignments)")
+        #expect(assignments.map(\.orderId).sorted() == ids.sorted())
+        for id in ids {
+            await eventually("order \(id) assigned") { try await platform.orderStatus(id) == "ASSIGNED" }
+        }
+    }
+
+    @Test func restartedDeliveryServiceAssignsWhatItMissed() async throws {
+        try await withPlatform(drivers: ["d1", "d2"]) { platform in
+            let before = try await platform.placeAcceptedOrder()
+            await eventually("order \(before) assigned") { try await platform.orderStatus(before) == "ASSIGNED" }
+            await platform.stopDeliveryServices()
+            var missed: [String] = []
+            for _ in 0..<5 { missed.append(try await platform.placeAcceptedOrder()) }
+            for id in missed { #expect(try await platform.orderStatus(id) == "ACCEPTED", "nobody assigns while delivery is down") }
+            try await platform.startDeliveryService()
+            try await expectOneAssignmentEach([before] + missed, on: platform)
+        }
+    }
+
+    @Test func replayingTheWholeStreamAssignsNothingTwice() async throws {
+        try await withPlatform(drivers: ["d1", "d2", "d3"]) { platform in
+            var ids: [String] = []
+            for _ in 0..<6 { ids.append(try await platform.placeAcceptedOrder()) }
+            try await expectOneAssignmentEach(ids, on: platform)
+            await platform.stopDeliveryServices()
+            #expect(try await platform.redis.send(["DEL", "consumer:delivery_service:position"]).int == 1)
+            let replica = try await platform.startDeliveryService()
+            // Wait until the new instance has read the whole stream again and saved its position.
+            let streamEnd = try await platform.redis.send(["XREVRANGE", "order_events:stream", "+", "-", "COUNT", "1"]).array?.first?.array?.first?.string
+            _ = try await platform.deliveries(of: replica).getDriverAssignments(GetDriverAssignmentsRequest(driverId: "d1"))
+            #expect(try await platform.redis.send(["GET", "consumer:delivery_service:position"]).string == streamEnd)
+            try await expectOneAssignmentEach(ids, on: platform)
+        }
+    }
+
+    @Test func twoReplicasAssignEachOrderOnce() async throws {
+        try await withPlatform(drivers: ["d1", "d2", "d3"]) { platform in
+            try await platform.startDeliveryService()
+            let restaurants = platform.restaurants
+            var ids: [String] = []
+            for _ in 0..<20 { ids.append(try await platform.placeOrder(restaurant: "r1")) }
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for id in ids {
+                    group.addTask { _ = try await restaurants.acceptOrder(AcceptOrderRequest(restaurantId: "r1", orderId: id)) }
+                }
+                try await group.waitForAll()
+            }
+            try await expectOneAssignmentEach(ids, on: platform)
+            // Spread over the pool: with one event at a time, least loaded gives 7/7/6.
+            for driver in platform.drivers {
+                let count = try await platform.deliveries.getDriverAssignments(GetDriverAssignmentsRequest(driverId: driver)).assignments.count
+                #expect((6...7).contains(count), "\(driver): \(count)")
+            }
+        }
+    }
+
+    @Test func ordersSurviveAnOrderServiceRestart() async throws {
+        try await withPlatform { platform in
+            let placed = try await platform.placeOrder(items: ["soup", "bread"], total: 7.5)
+            let delivered = try await platform.placeAcceptedOrder()
+            _ = try await platform.deliveries.updateDeliveryStatus(UpdateDeliveryStatusRequest(orderId: delivered, status: "DELIVERED"))
+            try await platform.restartOrderService()
+            #expect(try await platform.orders.getOrderStatus(GetOrderStatusRequest(orderId: placed)) == GetOrderStatusResponse(orderId: placed, status: "PLACED", items: ["soup", "bread"], totalPrice: 7.5))
+            #expect(try await platform.orderStatus(delivered) == "DELIVERED")
+            #expect(try await platform.placeOrder() == "order_3")
+            // Replaying every delivery event from the start does not move a delivered order back.
+            _ = try await platform.redis.send(["DEL", "consumer:order_service:position"])
+            try await platform.restartOrderService()
+            #expect(try await platform.orderStatus(delivered) == "DELIVERED")
+        }
+    }
+
+    @Test func orderServiceCatchesUpOnDeliveryStagesItMissed() async throws {
+        try await withPlatform { platform in
+            let id = try await platform.placeAcceptedOrder()
+            _ = try await platform.deliveries.assignDriver(AssignDriverRequest(orderId: id, driverId: "d1"))
+            await platform.stopOrderService()
+            _ = try await platform.deliveries.updateDeliveryStatus(UpdateDeliveryStatusRequest(orderId: id, status: "OUT_FOR_DELIVERY"))
+            try await platform.restartOrderService()
+            await eventually("order \(id) out for delivery") {
+                try await platform.redis.send(["HGET", "order:\(id)", "status"]).string == "OUT_FOR_DELIVERY"
+            }
+            #expect(try await platform.orderStatus(id) == "OUT_FOR_DELIVERY")
+        }
+    }
+
+    /// A delivery instance that starts while Redis is down subscribes once it is back and
+    /// catches up on what was accepted before (the snapshot keeps the stream across the restart).
+    @Test func deliveryStartedWhileRedisIsDownCatchesUpWhenItReturns() async throws {
+        try await withPlatform { platform in
+            await platform.stopDeliveryServices()
+            var ids: [String] = []
+            for _ in 0..<3 { ids.append(try await platform.placeAcceptedOrder()) }
+            _ = try await platform.redis.send(["SAVE"])
+            platform.redisServer.kill()
+            try await platform.startDeliveryService()
+            #expect(await statusCode { try await platform.deliveries.getDriverAssignments(GetDriverAssignmentsRequest(driverId: "driver_auto")) } == .unavailable)
+            try platform.redisServer.start()
+            try await expectOneAssignmentEach(ids, on: platform)
+        }
+    }
+
+    @Test func twoOrderServiceInstancesNeverShareAnId() async throws {
+        try await withPlatform { platform in
+            let second = try await platform.startOrderService()
+            let clients = [platform.orders, platform.orders(of: second)]
+            let ids = try await withThrowingTaskGroup(of: String.self) { group in
+                for index in 0..<60 {
+                    let client = clients[index % 2]
+                    group.addTask { try await client.placeOrder(PlaceOrderRequest(customerId: "c\(index)", items: ["x"], totalPrice: 1)).orderId }
+                }
+                return try await group.reduce(into: [String]()) { $0.append($1) }
+            }
+            #expect(Set(ids).count == 60)
+            #expect(Set(ids) == Set((1...60).map { "order_\($0)" }))
+            await second.stop()
+        }
+    }
+
+    @Test func redisDownIsUnavailableUntilItComesBack() async throws {
+        try await withPlatform { platform in
+            let id = try await platform.placeAcceptedOrder()
+            _ = try await platform.restaurants.updateMenu(UpdateMenuRequest(restaurantId: "r1", items: [MenuItem(itemId: "i", name: "I", price: 1)]))
+            let (orders, restaurants, deliveries) = (platform.orders, platform.restaurants, platform.deliveries)
+            platform.redisServer.kill()
+            #expect(await statusCode { try await orders.placeOrder(PlaceOrderRequest(customerId: "c", items: ["x"], totalPrice: 1)) } == .unavailable)
+            #expect(await statusCode { try await orders.getOrderStatus(GetOrderStatusRequest(orderId: id)) } == .unavailable)
+            #expect(await statusCode { try await orders.cancelOrder(CancelOrderRequest(orderId: id)) } == .unavailable)
+            #expect(await statusCode { try await orders.recordRestaurantDecision(RecordRestaurantDecisionRequest(orderId: id, restaurantId: "r1", decision: "ACCEPTED")) } == .unavailable)
+            #expect(await statusCode { try await restaurants.updateMenu(UpdateMenuRequest(restaurantId: "r1", items: [MenuItem(itemId: "i", name: "I", price: 1)])) } == .unavailable)
+            #expect(await statusCode { try await restaurants.getMenu(GetMenuRequest(restaurantId: "r1")) } == .unavailable)
+            #expect(await statusCode { try await restaurants.acceptOrder(AcceptOrderRequest(restaurantId: "r1", orderId: id)) } == .unavailable)
+            #expect(await statusCode { try await deliveries.assignDriver(AssignDriverRequest(orderId: id, driverId: "d1")) } == .unavailable)
+            #expect(await statusCode { try await deliveries.updateDeliveryStatus(UpdateDeliveryStatusRequest(orderId: id, status: "PICKED_UP")) } == .unavailable)
+            #expect(await statusCode { try await deliveries.getDriverAssignments(GetDriverAssignmentsRequest(driverId: "d1")) } == .unavailable)
+
+            try platform.redisServer.start()  // empty: the fixture persists nothing
+            await eventually("order service back") { try await orders.placeOrder(PlaceOrderRequest(customerId: "c", items: ["x"], totalPrice: 1)).status == "PLACED" }
+            await eventually("restaurant service back") { try await restaurants.updateMenu(UpdateMenuRequest(restaurantId: "r1", items: [MenuItem(itemId: "i", name: "I", price: 1)])).status == "SUCCESS" }
+            await eventually("delivery service back") { try await deliveries.getDriverAssignments(GetDriverAssignmentsRequest(driverId: "d1")).assignments.isEmpty }
+            // And the whole flow works again, automatic assignment included.
+            let again = try await platform.placeAcceptedOrder()
+            await eventually("order \(again) assigned") { try await platform.orderStatus(again) == "ASSIGNED" }
+        }
+    }
+}

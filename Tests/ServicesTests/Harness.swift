@@ -1,0 +1,266 @@
+// The one harness of the service tests: a real redis-server, the three services in-process as
+// real GRPCServers on 127.0.0.1 (port 0), and typed clients over real sockets; plus the few
+// helpers every test file uses (polling, status codes, placing and accepting orders).
+//
+// Every node (a service's logic, its server and its own RedisClient) can be stopped and started
+// again against the same Redis, the way a container restart would, and extra delivery replicas
+// can be started next to the first. Each test builds its own Platform, so tests never share
+// Redis state and can run in parallel.
+import DeliveryLogic
+import GRPCHTTP2
+import Logging
+import OrderLogic
+import PlatformProtos
+import RedisClient
+import RestaurantLogic
+import Synchronization
+import Testing
+import TestSupport
+
+/// Logs nothing: the services log every decision and the test output would drown.
+let quietLogger = Logger(label: "services-tests") { _ in SwiftLogNoOpLogHandler() }
+
+/// One running service: its server, the Redis client it owns, and how to stop its logic.
+final class ServiceNode: Sendable {
+    let server: GRPCServer
+    let redis: RedisClient
+    private let stopLogic: @Sendable () async -> Void
+    private let extraChannels: [GRPCChannel]
+
+    fileprivate init(service: ServiceDefinition, redis: RedisClient, extraChannels: [GRPCChannel] = [],
+                     stopLogic: @escaping @Sendable () async -> Void) throws {
+        server = GRPCServer(configuration: ServerConfiguration(host: "127.0.0.1", port: 0, loopCount: 1),
+                            services: [service], logger: quietLogger)
+        self.redis = redis
+        self.stopLogic = stopLogic
+        self.extraChannels = extraChannels
+        try server.start()
+    }
+
+    var port: Int { server.port }
+
+    /// Stops the logic, then the server, then closes the node's connections. Idempotent.
+    func stop() async {
+        await stopLogic()
+        await server.shutdown(gracePeriod: .milliseconds(200))
+        extraChannels.forEach { $0.close() }
+        redis.close()
+    }
+}
+
+/// Redis plus the three services, and clients to each.
+final class Platform: Sendable {
+    let redisServer: RedisServer
+    /// The test's own view of Redis: inspect keys, subscribe to events.
+    let redis: RedisClient
+    let drivers: [String]
+    private let state: Mutex<(order: ServiceNode?, restaurant: ServiceNode?, deliveries: [ServiceNode], channels: [GRPCChannel])>
+
+    /// Starts Redis and the three services; `drivers` is the delivery service's pool.
+    init(drivers: [String] = []) async throws {
+        redisServer = try RedisServer()
+        redis = RedisClient(configuration: RedisConfiguration(host: redisServer.host, port: redisServer.port))
+        self.drivers = drivers
+        state = Mutex((nil, nil, [], []))
+        let order = try await startOrderService()
+        state.withLock { $0.order = order }
+        let restaurant = try startRestaurantService(orderPort: order.port)
+        state.withLock { $0.restaurant = restaurant }
+        _ = try await startDeliveryService()
+    }
+
+    // MARK: - Nodes
+
+    private func nodeRedis() -> RedisClient {
+        RedisClient(configuration: RedisConfiguration(host: redisServer.host, port: redisServer.port))
+    }
+
+    /// A new OrderService instance against the platform's Redis.
+    func startOrderService() async throws -> ServiceNode {
+        let redis = nodeRedis()
+        let logic = OrderServiceLogic(redis: redis, logger: quietLogger)
+        await logic.start()
+        return try ServiceNode(service: logic.service, redis: redis) { await logic.stop() }
+    }
+
+    /// A new RestaurantService instance reaching the order service at `orderPort`.
+    func startRestaurantService(orderPort: Int) throws -> ServiceNode {
+        let redis = nodeRedis()
+        let orderChannel = GRPCChannel(host: "127.0.0.1", port: orderPort)
+        let logic = RestaurantServiceLogic(redis: redis, orders: OrderServiceClient(transport: orderChannel), logger: quietLogger)
+        return try ServiceNode(service: logic.service, redis: redis, extraChannels: [orderChannel]) {}
+    }
+
+    /// Starts one more DeliveryService instance (a replica, or the one after a restart).
+    @discardableResult
+    func startDeliveryService() async throws -> ServiceNode {
+        let redis = nodeRedis()
+        let logic = DeliveryServiceLogic(redis: redis, drivers: drivers, logger: quietLogger)
+        await logic.start()
+        let node = try ServiceNode(service: logic.service, redis: redis) { await logic.stop() }
+        state.withLock { $0.deliveries.append(node) }
+        return node
+    }
+
+    /// Stops every running delivery instance (the delivery service is down until the next start).
+    func stopDeliveryServices() async {
+        let nodes = state.withLock { state in
+            defer { state.deliveries = [] }
+            return state.deliveries
+        }
+        for node in nodes { await node.stop() }
+    }
+
+    /// Stops the order service (the restaurant service keeps pointing at its old port).
+    func stopOrderService() async {
+        await state.withLock { $0.order }?.stop()
+    }
+
+    /// Replaces the order service by a new instance against the same Redis.
+    func restartOrderService() async throws {
+        await stopOrderService()
+        let order = try await startOrderService()
+        state.withLock { $0.order = order }
+    }
+
+    func shutdown() async {
+        let (order, restaurant, deliveries, channels) = state.withLock { ($0.order, $0.restaurant, $0.deliveries, $0.channels) }
+        channels.forEach { $0.close() }
+        for node in deliveries { await node.stop() }
+        await restaurant?.stop()
+        await order?.stop()
+        redis.close()
+        redisServer.stop()
+    }
+
+    // MARK: - Clients
+
+    private func channel(to node: ServiceNode?) -> GRPCChannel {
+        let channel = GRPCChannel(host: "127.0.0.1", port: node?.port ?? 1)
+        state.withLock { $0.channels.append(channel) }
+        return channel
+    }
+
+    /// A client of the current order service instance.
+    var orders: OrderServiceClient { OrderServiceClient(transport: channel(to: state.withLock { $0.order })) }
+    var restaurants: RestaurantServiceClient { RestaurantServiceClient(transport: channel(to: state.withLock { $0.restaurant })) }
+    /// A client of the first running delivery instance.
+    var deliveries: DeliveryServiceClient { DeliveryServiceClient(transport: channel(to: state.withLock { $0.deliveries.first })) }
+    func orders(of node: ServiceNode) -> OrderServiceClient { OrderServiceClient(transport: channel(to: node)) }
+    func deliveries(of node: ServiceNode) -> DeliveryServiceClient { DeliveryServiceClient(transport: channel(to: node)) }
+
+    // MARK: - Common steps
+
+    /// Places an order (for `restaurant` when given) and returns its id.
+    func placeOrder(customer: String = "customer-1", items: [String] = ["pizza"], total: Double = 12.5,
+                    restaurant: String = "") async throws -> String {
+        try await orders.placeOrder(PlaceOrderRequest(customerId: customer, items: items, totalPrice: total,
+                                                      restaurantId: restaurant)).orderId
+    }
+
+    /// Places an order and has `restaurant` accept it through the restaurant service.
+    func placeAcceptedOrder(restaurant: String = "restaurant-1") async throws -> String {
+        let id = try await placeOrder(restaurant: restaurant)
+        let response = try await restaurants.acceptOrder(AcceptOrderRequest(restaurantId: restaurant, orderId: id))
+        #expect(response.status == "ACCEPTED")
+        return id
+    }
+
+    func orderStatus(_ id: String) async throws -> String {
+        try await orders.getOrderStatus(GetOrderStatusRequest(orderId: id)).status
+    }
+
+    /// Every assignment of every pool driver (or of driver_auto without a pool).
+    func allAssignments() async throws -> [DeliveryAssignment] {
+        var all: [DeliveryAssignment] = []
+        for driver in drivers.isEmpty ? [DeliveryServiceLogic.defaultDriver] : drivers {
+            all += try await deliveries.getDriverAssignments(GetDriverAssignmentsRequest(driverId: driver)).assignments
+        }
+        return all
+    }
+
+    /// The number of entries in the event stream.
+    func streamLength() async throws -> Int64 {
+        try await redis.send(["XLEN", "order_events:stream"]).int ?? -1
+    }
+}
+
+/// Runs `body` against a fresh platform and always tears it down.
+func withPlatform(drivers: [String] = [], _ body: (Platform) async throws -> Void) async throws {
+    let platform = try await Platform(drivers: drivers)
+    do {
+        try await body(platform)
+    } catch {
+        await platform.shutdown()
+        throw error
+    }
+    await platform.shutdown()
+}
+
+/// Polls `condition` every 20 ms until it holds; records an issue if it does not within `timeout`.
+/// Errors thrown by `condition` count as "not yet" (e.g. Redis still coming back).
+func eventually(_ what: String, within timeout: Duration = .seconds(5),
+                sourceLocation: SourceLocation = #_sourceLocation, _ condition: () async throws -> Bool) async {
+    let deadline = ContinuousClock.now + timeout
+    while true {
+        if (try? await condition()) == true { return }
+        guard ContinuousClock.now < deadline else {
+            Issue.record("\(what): not met within \(timeout)", sourceLocation: sourceLocation)
+            return
+        }
+        try? await Task.sleep(for: .milliseconds(20))
+    }
+}
+
+/// The status code `body` failed with, or nil if it succeeded.
+func statusCode<T>(sourceLocation: SourceLocation = #_sourceLocation, of body: () async throws -> T) async -> StatusCode? {
+    do {
+        _ = try await body()
+        return nil
+    } catch let error as RPCError {
+        return error.code
+    } catch {
+        Issue.record("not an RPCError: \(error)", sourceLocation: sourceLocation)
+        return nil
+    }
+}
+
+/// Ids every id field must refuse: empty, 129 characters, a space, non-ASCII letters, a slash.
+let invalidIdentifiers = ["", String(repeating: "a", count: 129), "has space", "café", "ü", "a/b", "../x", "a:b", "日本"]
+
+/// Collects what is published on `order_events` while a test runs.
+final class EventRecorder: Sendable {
+    private final class Messages: Sendable {
+        let list = Mutex<[String]>([])
+    }
+    private let subscription: RedisSubscription
+    private let received = Messages()
+    private let task: Task<Void, Never>
+    private let platform: Platform
+
+    init(_ platform: Platform) async throws {
+        let subscription = try await platform.redis.subscribe(to: ["order_events"])
+        let received = self.received
+        task = Task {
+            for await event in subscription {
+                if let text = event.text { received.list.withLock { $0.append(text) } }
+            }
+        }
+        self.subscription = subscription
+        self.platform = platform
+    }
+
+    /// Everything published so far: publishes a marker and waits for it, so whatever was published
+    /// before this call has arrived; the marker itself is left out.
+    func publishedSoFar() async throws -> [String] {
+        let marker = "TEST_MARKER:\(UInt64.random(in: 0...UInt64.max))"
+        try await platform.redis.publish(channel: "order_events", message: marker)
+        await eventually("marker \(marker) received") { received.list.withLock { $0.contains(marker) } }
+        return received.list.withLock { $0 }.filter { !$0.hasPrefix("TEST_MARKER:") }
+    }
+
+    func close() async {
+        subscription.close()
+        await task.value
+    }
+}
