@@ -26,14 +26,11 @@ public struct DeliveryServiceLogic: DeliveryServiceProvider {
         self.redis = redis
         self.logger = logger
         let pool = drivers.isEmpty ? [Self.defaultDriver] : drivers
-        events = EventConsumer(name: "delivery_service", redis: redis, logger: logger) { event throws(RPCError) in
-            guard event.kind == .orderAccepted else { return }
-            let reply = try await redis.script(Scripts.assign, arguments: [event.orderID, "", "auto"] + pool)
-            if let fields = reply.array, fields.count == 2 {
-                logger.info("driver assigned automatically", metadata: [
-                    "order": "\(event.orderID)", "assignment": "\(fields[0].string ?? "")", "driver": "\(fields[1].string ?? "")",
-                ])
-            }
+        events = EventConsumer(name: "delivery_service", redis: redis, logger: logger) { events throws(RPCError) in
+            let accepted = events.filter { $0.kind == .orderAccepted }.map(\.orderID)
+            guard !accepted.isEmpty else { return }
+            let reply = try await redis.script(Scripts.assign, arguments: ["auto", String(pool.count)] + pool + accepted)
+            logger.info("drivers assigned automatically", metadata: ["orders": "\(accepted.count)", "new": "\(reply.int ?? 0)"])
         }
     }
 
@@ -46,7 +43,7 @@ public struct DeliveryServiceLogic: DeliveryServiceProvider {
         try Identifier.validate(request.driverId, field: "driver_id")
         // An order accepted a moment ago must be known here before we judge it.
         try await events.catchUp()
-        let reply = try scriptOutcome(await redis.script(Scripts.assign, arguments: [request.orderId, request.driverId, "manual"]))
+        let reply = try scriptOutcome(await redis.script(Scripts.assign, arguments: ["manual", request.orderId, request.driverId]))
         guard let fields = reply.array, fields.count == 2, let assignment = fields[0].string else {
             throw RPCError(.internal, "unexpected reply assigning a driver")
         }
@@ -76,49 +73,62 @@ public struct DeliveryServiceLogic: DeliveryServiceProvider {
 }
 
 enum Scripts {
-    /// ARGV: order id, driver id ('' for auto), 'auto' or 'manual', then the pool for auto.
-    /// Returns {assignment id, driver id}; for 'auto' on an order already auto-assigned, the
-    /// existing pair (idempotent).
+    /// ARGV: 'manual', order id, driver id: returns {assignment id, driver id}. Or 'auto', the pool
+    /// size k, the k pool drivers, then order ids: each order not yet auto-assigned gets the least
+    /// loaded driver (idempotent: replays and replicas assign nothing twice); returns how many.
     static let assign = """
-        local order = ARGV[1]
-        local okey = 'delivery:order:' .. order
-        local driver = ARGV[2]
-        if ARGV[3] == 'auto' then
-            if redis.call('HGET', okey, 'auto_assigned') then
-                local current = redis.call('HGET', okey, 'assignment')
-                return {current, redis.call('HGET', 'delivery:assignment:' .. current, 'driver_id')}
+        local function assign(order, driver)
+            local okey = 'delivery:order:' .. order
+            local current = redis.call('HGET', okey, 'assignment')
+            if current then
+                local ckey = 'delivery:assignment:' .. current
+                local fields = redis.call('HMGET', ckey, 'status', 'driver_id')
+                if fields[1] ~= 'FAILED' and fields[1] ~= 'DELIVERED' then
+                    redis.call('HSET', ckey, 'status', 'REASSIGNED')
+                    redis.call('DECR', 'delivery:driver:' .. fields[2] .. ':active')
+                end
             end
-            local best = nil
-            for i = 4, #ARGV do
-                local load = tonumber(redis.call('GET', 'delivery:driver:' .. ARGV[i] .. ':active') or '0')
-                if best == nil or load < best then best = load; driver = ARGV[i] end
-            end
-            redis.call('HSET', okey, 'accepted', '1', 'auto_assigned', '1')
-        elseif not redis.call('HGET', okey, 'accepted') then
-            local status = redis.call('HGET', '\(OrderKeys.prefix)' .. order, 'status')
-            if not status then return {'ERR', 'NOT_FOUND:order ' .. order .. ' not found'} end
-            return {'ERR', 'FAILED_PRECONDITION:order ' .. order .. ' is ' .. status .. ', not accepted'}
+            local id = 'assignment_' .. redis.call('INCR', 'delivery:assignment:seq')
+            redis.call('HSET', 'delivery:assignment:' .. id, 'order_id', order, 'driver_id', driver, 'status', 'ASSIGNED')
+            redis.call('RPUSH', 'delivery:driver:' .. driver .. ':assignments', id)
+            redis.call('INCR', 'delivery:driver:' .. driver .. ':active')
+            redis.call('HSET', okey, 'assignment', id)
+            local event = 'DRIVER_ASSIGNED:' .. order .. ':' .. driver
+            \(publishEventLua)
+            return id
         end
-        local current = redis.call('HGET', okey, 'assignment')
-        if current then
-            local ckey = 'delivery:assignment:' .. current
-            local fields = redis.call('HMGET', ckey, 'status', 'driver_id')
-            if fields[1] == 'DELIVERED' then
+
+        if ARGV[1] == 'manual' then
+            local order, driver = ARGV[2], ARGV[3]
+            local okey = 'delivery:order:' .. order
+            if not redis.call('HGET', okey, 'accepted') then
+                local status = redis.call('HGET', '\(OrderKeys.prefix)' .. order, 'status')
+                if not status then return {'ERR', 'NOT_FOUND:order ' .. order .. ' not found'} end
+                return {'ERR', 'FAILED_PRECONDITION:order ' .. order .. ' is ' .. status .. ', not accepted'}
+            end
+            local current = redis.call('HGET', okey, 'assignment')
+            if current and redis.call('HGET', 'delivery:assignment:' .. current, 'status') == 'DELIVERED' then
                 return {'ERR', 'FAILED_PRECONDITION:order ' .. order .. ' is already delivered'}
             end
-            if fields[1] ~= 'FAILED' then
-                redis.call('HSET', ckey, 'status', 'REASSIGNED')
-                redis.call('DECR', 'delivery:driver:' .. fields[2] .. ':active')
+            return {assign(order, driver), driver}
+        end
+
+        local poolSize = tonumber(ARGV[2])
+        local assigned = 0
+        for i = 3 + poolSize, #ARGV do
+            local okey = 'delivery:order:' .. ARGV[i]
+            if not redis.call('HGET', okey, 'auto_assigned') then
+                local driver, best = nil, nil
+                for p = 3, 2 + poolSize do
+                    local load = tonumber(redis.call('GET', 'delivery:driver:' .. ARGV[p] .. ':active') or '0')
+                    if best == nil or load < best then best = load; driver = ARGV[p] end
+                end
+                redis.call('HSET', okey, 'accepted', '1', 'auto_assigned', '1')
+                assign(ARGV[i], driver)
+                assigned = assigned + 1
             end
         end
-        local id = 'assignment_' .. redis.call('INCR', 'delivery:assignment:seq')
-        redis.call('HSET', 'delivery:assignment:' .. id, 'order_id', order, 'driver_id', driver, 'status', 'ASSIGNED')
-        redis.call('RPUSH', 'delivery:driver:' .. driver .. ':assignments', id)
-        redis.call('INCR', 'delivery:driver:' .. driver .. ':active')
-        redis.call('HSET', okey, 'assignment', id)
-        local event = 'DRIVER_ASSIGNED:' .. order .. ':' .. driver
-        \(publishEventLua)
-        return {id, driver}
+        return assigned
         """
 
     /// ARGV: order id, new status. DELIVERED is final; FAILED and DELIVERED free the driver.

@@ -151,7 +151,8 @@ final class ServerConnection: HTTP2Connection {
         let connection = LoopBound(self, loop: loop)
         // The handler starts right here on the loop thread and runs until its first suspension:
         // one that never suspends (a cache hit, a validation error) answers without any thread
-        // hop. One that awaits (Redis) resumes on Swift's pool, and its result hops back.
+        // hop. One that awaits (Redis) resumes on Swift's pool, and its result hops back. (Making
+        // the loop the task's preferred executor instead was measured slower: BENCHMARKS.md.)
         stream.task = Task.immediate {
             let result: Result<[UInt8], RPCError>
             do throws(RPCError) {

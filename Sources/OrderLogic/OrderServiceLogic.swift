@@ -24,8 +24,8 @@ public struct OrderServiceLogic: OrderServiceProvider {
     public init(redis: RedisClient, logger: Logger) {
         self.redis = redis
         self.logger = logger
-        events = EventConsumer(name: "order_service", redis: redis, logger: logger) { event throws(RPCError) in
-            try await Self.apply(event, redis: redis)
+        events = EventConsumer(name: "order_service", redis: redis, logger: logger) { events throws(RPCError) in
+            try await Self.apply(events, redis: redis)
         }
     }
 
@@ -81,19 +81,23 @@ public struct OrderServiceLogic: OrderServiceProvider {
         return RecordRestaurantDecisionResponse(orderId: request.orderId, status: reply.string ?? "")
     }
 
-    /// Shows delivery stages on the order. Stages only move an order that is in delivery.
-    static func apply(_ event: PlatformEvent, redis: RedisClient) async throws(RPCError) {
-        let status: OrderStatus
-        switch event.kind {
-        case .driverAssigned:
-            status = .assigned
-        case .deliveryStatus:
-            guard let stage = event.detail.flatMap(DeliveryStatus.init(rawValue:)) else { return }
-            status = stage.orderStatus
-        case .orderAccepted, .orderRejected, .orderCanceled:
-            return  // our own events: the state changed with them
+    /// Shows delivery stages on the orders, in event order. Stages only move an order in delivery.
+    static func apply(_ events: [PlatformEvent], redis: RedisClient) async throws(RPCError) {
+        var arguments: [String] = []
+        for event in events {
+            let status: OrderStatus
+            switch event.kind {
+            case .driverAssigned:
+                status = .assigned
+            case .deliveryStatus:
+                guard let stage = event.detail.flatMap(DeliveryStatus.init(rawValue:)) else { continue }
+                status = stage.orderStatus
+            case .orderAccepted, .orderRejected, .orderCanceled:
+                continue  // our own events: the state changed with them
+            }
+            arguments += [event.orderID, status.rawValue]
         }
-        _ = try await redis.script(Scripts.applyDeliveryStage, arguments: [event.orderID, status.rawValue])
+        if !arguments.isEmpty { _ = try await redis.script(Scripts.applyDeliveryStages, arguments: arguments) }
     }
 }
 
@@ -144,13 +148,16 @@ enum Scripts {
         return {'ERR', 'FAILED_PRECONDITION:order ' .. ARGV[1] .. ' is ' .. status .. ', not PLACED'}
         """
 
-    /// ARGV: order id, new status. Only an order in delivery moves; DELIVERED is final.
-    static let applyDeliveryStage = """
-        local key = '\(OrderKeys.prefix)' .. ARGV[1]
-        local status = redis.call('HGET', key, 'status')
-        if status == 'ACCEPTED' or status == 'ASSIGNED' or status == 'PICKED_UP'
-            or status == 'OUT_FOR_DELIVERY' or status == 'DELIVERY_FAILED' then
-            redis.call('HSET', key, 'status', ARGV[2])
+    /// ARGV: order id, new status, order id, new status, ... Only an order in delivery moves;
+    /// DELIVERED is final.
+    static let applyDeliveryStages = """
+        for i = 1, #ARGV, 2 do
+            local key = '\(OrderKeys.prefix)' .. ARGV[i]
+            local status = redis.call('HGET', key, 'status')
+            if status == 'ACCEPTED' or status == 'ASSIGNED' or status == 'PICKED_UP'
+                or status == 'OUT_FOR_DELIVERY' or status == 'DELIVERY_FAILED' then
+                redis.call('HSET', key, 'status', ARGV[i + 1])
+            end
         end
         return 1
         """

@@ -4,7 +4,8 @@
 // The stream (PlatformEvents.stream) is the source of truth; Pub/Sub only rings the bell. A
 // consumer keeps its position (the last stream id it applied) in Redis under its own name, so a
 // restarted service, or a second replica, continues where the service left off. Catching up reads
-// the stream after that position in batches, applies each event, then saves the position; an
+// the stream after that position in batches, applies each batch (in one script call, so a burst of
+// events costs a few round trips, not one each), then saves the position; an
 // event applied twice (a crash between apply and save, two replicas) is harmless because every
 // apply is idempotent.
 //
@@ -15,9 +16,10 @@ import Logging
 import RedisClient
 import RPCCore
 
-/// Reads the event stream from a saved position and hands each event to `apply`.
+/// Reads the event stream from a saved position and hands the events, in order, to `apply`.
 public actor EventConsumer {
-    public typealias Apply = @Sendable (PlatformEvent) async throws(RPCError) -> Void
+    /// Applies a batch of events in stream order; must be idempotent.
+    public typealias Apply = @Sendable ([PlatformEvent]) async throws(RPCError) -> Void
 
     private let redis: RedisClient
     private let positionKey: String
@@ -54,11 +56,13 @@ public actor EventConsumer {
                     delay = min(delay * 2, .seconds(2))
                     continue
                 }
-                try? await self.catchUp()
+                self.requestCatchUp()
                 for await event in subscription {
                     switch event {
                     case .message, .resubscribed:
-                        try? await self.catchUp()
+                        // Ring the bell without waiting: a burst of messages while one catch-up
+                        // runs costs a single further read of the stream, not one per message.
+                        self.requestCatchUp()
                     case .connectionLost(let error):
                         logger.warning("event subscription lost, will catch up after resubscribing", metadata: ["error": "\(error)"])
                     }
@@ -75,16 +79,22 @@ public actor EventConsumer {
 
     /// Applies every event written before this call. Throws UNAVAILABLE when Redis is down.
     public func catchUp() async throws(RPCError) {
-        requested += 1
-        let ticket = requested
-        if !working {
-            working = true
-            Task { await self.work() }
-        }
+        let ticket = requestCatchUp()
         let result = await withCheckedContinuation { continuation in
             waiters.append((ticket, continuation))
         }
         try result.get()
+    }
+
+    /// Asks for a catch-up that starts after this call; returns its ticket.
+    @discardableResult
+    private func requestCatchUp() -> Int {
+        requested += 1
+        if !working {
+            working = true
+            Task { await self.work() }
+        }
+        return requested
     }
 
     private func work() async {
@@ -114,15 +124,19 @@ public actor EventConsumer {
             let start = position == "0" ? "-" : "(\(position!)"
             let reply = try await redis.command(["XRANGE", PlatformEvents.stream, start, "+", "COUNT", "256"])
             guard let entries = reply.array, !entries.isEmpty else { return }
+            var events: [PlatformEvent] = []
+            var last = position!
             for entry in entries {
                 guard let parts = entry.array, parts.count == 2, let id = parts[0].string else { continue }
                 let fields = parts[1].array ?? []
                 if let index = fields.firstIndex(where: { $0.string == "event" }), index + 1 < fields.count,
                    let text = fields[index + 1].string, let event = PlatformEvent(text: text) {
-                    try await apply(event)
+                    events.append(event)
                 }
-                position = id
+                last = id
             }
+            if !events.isEmpty { try await apply(events) }
+            position = last
             _ = try await redis.command(["SET", positionKey, position!])
         }
     }

@@ -59,6 +59,9 @@ struct Accept: AsyncParsableCommand {
         let (orderClient, restaurantClient, channels) = endpoints.clients()
         defer { channels.forEach { $0.close() } }
         let ids = try await endpoints.placeOrders(orders, concurrency: concurrency, client: orderClient)
+        let redis = RedisClient(configuration: RedisConfiguration(host: "127.0.0.1", port: endpoints.redisPort))
+        let watcher = try await AssignmentWatcher(redis: redis)
+        defer { watcher.stop(); redis.close() }
         let clock = ContinuousClock()
         let started = clock.now
         try await withThrowingTaskGroup(of: Void.self) { group in
@@ -71,8 +74,13 @@ struct Accept: AsyncParsableCommand {
             }
             try await group.waitForAll()
         }
-        let seconds = (clock.now - started).seconds
-        print("AcceptOrder: \(ids.count) accepts, concurrency \(concurrency): \(Int(Double(ids.count) / seconds)) req/s")
+        let accepted = (clock.now - started).seconds
+        let arrivals = await watcher.waitForAll(ids)
+        let assigned = ids.filter { arrivals[$0] != nil }.count
+        let drained = ((ids.compactMap { arrivals[$0] }.max() ?? clock.now) - started).seconds
+        print("AcceptOrder: \(ids.count) accepts, concurrency \(concurrency): \(Int(Double(ids.count) / accepted)) req/s; "
+              + "\(assigned) automatic assignments done \(rounded(drained)) s after the first accept "
+              + "(\(Int(Double(assigned) / drained)) assignments/s)")
     }
 }
 
@@ -84,52 +92,75 @@ struct AssignLatency: AsyncParsableCommand {
     func run() async throws {
         let (orderClient, restaurantClient, channels) = endpoints.clients()
         defer { channels.forEach { $0.close() } }
-        let total = rate * seconds
-        let ids = try await endpoints.placeOrders(total, concurrency: 32, client: orderClient)
+        let ids = try await endpoints.placeOrders(rate * seconds, concurrency: 32, client: orderClient)
         let redis = RedisClient(configuration: RedisConfiguration(host: "127.0.0.1", port: endpoints.redisPort))
-        defer { redis.close() }
-        let subscription = try await redis.subscribe(to: ["order_events"])
+        let watcher = try await AssignmentWatcher(redis: redis)
+        defer { watcher.stop(); redis.close() }
         let clock = ContinuousClock()
-        let sent = SendTimes()
-        let listener = Task { () -> [Duration] in
-            var latencies: [Duration] = []
-            for await event in subscription {
-                guard let text = event.text, text.hasPrefix("DRIVER_ASSIGNED:") else { continue }
-                let order = String(text.split(separator: ":")[1])
-                if let start = sent.times.withLock({ $0.removeValue(forKey: order) }) { latencies.append(clock.now - start) }
-                if latencies.count == total { break }
-            }
-            return latencies
-        }
         let interval = Duration.seconds(1) / rate
-        let begin = clock.now
-        await withTaskGroup(of: Void.self) { group in
+        let begin = clock.now + .milliseconds(10)
+        let sent = await withTaskGroup(of: (String, ContinuousClock.Instant).self) { group in
             for (index, id) in ids.enumerated() {
                 try? await clock.sleep(until: begin + interval * index)
                 group.addTask {
-                    sent.times.withLock { $0[id] = clock.now }
+                    let now = clock.now
                     _ = try? await restaurantClient.acceptOrder(AcceptOrderRequest(restaurantId: "bench", orderId: id))
+                    return (id, now)
                 }
             }
+            return await group.reduce(into: [String: ContinuousClock.Instant]()) { $0[$1.0] = $1.1 }
         }
-        let deadline = Task { try await Task.sleep(for: .seconds(10)); subscription.close() }
-        var latencies = await listener.value
-        deadline.cancel()
-        subscription.close()
-        latencies.sort()
+        let arrivals = await watcher.waitForAll(ids)
+        let latencies = ids.compactMap { id in arrivals[id].map { $0 - sent[id]! } }.sorted()
         guard !latencies.isEmpty else { throw ValidationError("no DRIVER_ASSIGNED event arrived") }
         func percentile(_ p: Double) -> Double { latencies[min(latencies.count - 1, Int(Double(latencies.count) * p))].seconds * 1000 }
-        print("accept-to-assigned at \(rate)/s for \(seconds) s: \(latencies.count)/\(total) assigned, "
+        print("accept-to-assigned at \(rate)/s for \(seconds) s: \(latencies.count)/\(ids.count) assigned, "
               + "p50 \(rounded(percentile(0.5))) ms, p99 \(rounded(percentile(0.99))) ms, max \(rounded(percentile(1))) ms")
     }
-
-    private func rounded(_ value: Double) -> Double { (value * 1000).rounded() / 1000 }
 }
 
-/// When each AcceptOrder was sent, by order id (shared by the senders and the listener).
-final class SendTimes: Sendable {
-    let times = Mutex<[String: ContinuousClock.Instant]>([:])
+/// Listens on `order_events` and notes when each DRIVER_ASSIGNED arrives, by order id.
+final class AssignmentWatcher: Sendable {
+    private let arrivals: ArrivalTimes
+    private let subscription: RedisSubscription
+    private let listener: Task<Void, Never>
+
+    /// The shared table of arrival times.
+    final class ArrivalTimes: Sendable {
+        let times = Mutex<[String: ContinuousClock.Instant]>([:])
+    }
+
+    init(redis: RedisClient) async throws {
+        let subscription = try await redis.subscribe(to: ["order_events"])
+        let arrivals = ArrivalTimes()
+        self.subscription = subscription
+        self.arrivals = arrivals
+        listener = Task {
+            for await event in subscription {
+                guard let text = event.text, text.hasPrefix("DRIVER_ASSIGNED:") else { continue }
+                let order = String(text.split(separator: ":")[1])
+                let now = ContinuousClock.now
+                arrivals.times.withLock { $0[order] = now }
+            }
+        }
+    }
+
+    /// Waits (up to `timeout`) until every order in `orders` was assigned; returns the arrival times.
+    func waitForAll(_ orders: [String], timeout: Duration = .seconds(60)) async -> [String: ContinuousClock.Instant] {
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline, !arrivals.times.withLock({ current in orders.allSatisfy { current[$0] != nil } }) {
+            try? await Task.sleep(for: .milliseconds(5))
+        }
+        return arrivals.times.withLock { $0 }
+    }
+
+    func stop() {
+        listener.cancel()
+        subscription.close()
+    }
 }
+
+func rounded(_ value: Double) -> Double { (value * 1000).rounded() / 1000 }
 
 extension Duration {
     var seconds: Double { Double(components.seconds) + Double(components.attoseconds) / 1e18 }
