@@ -9,6 +9,7 @@
 //   GRPCHTTP2        gRPC server and client over HTTP/2 on libnghttp2
 //   RedisClient      commands, transactions, scripts and Pub/Sub on hiredis
 //   *Logic           one library per service; the executables are thin mains
+//   test-client      the platform from a user's side: tour, one command per RPC, health, bench
 import PackageDescription
 
 let package = Package(
@@ -19,6 +20,7 @@ let package = Package(
         .executable(name: "restaurant-service", targets: ["restaurant-service"]),
         .executable(name: "delivery-service", targets: ["delivery-service"]),
         .executable(name: "grpc-bench-server", targets: ["grpc-bench-server"]),
+        .executable(name: "test-client", targets: ["test-client"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -70,6 +72,9 @@ let package = Package(
         .executableTarget(name: "order-service", dependencies: ["OrderLogic", "ServiceRuntime"]),
         .executableTarget(name: "restaurant-service", dependencies: ["RestaurantLogic", "ServiceRuntime"]),
         .executableTarget(name: "delivery-service", dependencies: ["DeliveryLogic", "ServiceRuntime"]),
+        .executableTarget(name: "test-client", dependencies: [
+            "GRPCHTTP2", "PlatformProtos", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
         .testTarget(name: "PlatformProtosTests", dependencies: ["PlatformProtos"]),
         .testTarget(name: "ServicesTests", dependencies: [
             "OrderLogic", "RestaurantLogic", "DeliveryLogic", "GRPCHTTP2", "PlatformProtos", "RedisClient", "TestSupport",

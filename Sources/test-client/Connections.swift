@@ -1,0 +1,136 @@
+// Where the three services are and how every subcommand reaches them.
+//
+// Each address comes from its flag, else its environment variable, else the standard local port,
+// the same precedence the services use for their own settings. A `Connection` pairs a service's
+// typed client with its name and address, so every failure can say which service at which address
+// failed and with which status: `RestaurantService at localhost:50052: UNAVAILABLE: ...`. The
+// client depends only on the gRPC layer and the generated clients (no Redis, no service runtime),
+// which keeps it small enough to ship in the service image as its health check.
+import ArgumentParser
+import FoundationEssentials
+import GRPCHTTP2
+import PlatformProtos
+
+/// A `host:port` address; an IPv6 host is written in brackets (`[::1]:50051`).
+struct ServiceAddress: CustomStringConvertible, Sendable {
+    let host: String
+    let port: Int
+
+    init(parsing text: String) throws(ValidationError) {
+        let hostPart: Substring
+        let portPart: Substring
+        if text.hasPrefix("["), let close = text.firstIndex(of: "]") {
+            hostPart = text[text.index(after: text.startIndex)..<close]
+            portPart = text[text.index(after: close)...].dropFirst()
+        } else if let colon = text.lastIndex(of: ":") {
+            hostPart = text[..<colon]
+            portPart = text[text.index(after: colon)...]
+        } else {
+            throw ValidationError("address must be host:port, got \(text)")
+        }
+        guard !hostPart.isEmpty, let port = Int(portPart), (1...65535).contains(port) else {
+            throw ValidationError("address must be host:port, got \(text)")
+        }
+        host = String(hostPart)
+        self.port = port
+    }
+
+    var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
+}
+
+/// A failed call, naming the service and address it went to.
+struct ServiceError: Error, CustomStringConvertible {
+    let service: String
+    let address: ServiceAddress
+    let error: RPCError
+
+    var description: String { "\(service) at \(address): \(error)" }
+}
+
+/// One service as the client reaches it: a typed client over its own channel.
+struct Connection<Client: Sendable>: Sendable {
+    let service: String
+    let address: ServiceAddress
+    let client: Client
+    let channel: GRPCChannel
+    let timeout: Duration
+
+    init(service: String, address: ServiceAddress, timeout: Duration, makeClient: (GRPCChannel) -> Client) {
+        self.service = service
+        self.address = address
+        self.timeout = timeout
+        channel = GRPCChannel(host: address.host, port: address.port)
+        client = makeClient(channel)
+    }
+
+    /// Makes one call with the common deadline; a failure names this service and its address.
+    /// (`rpc` is untyped-throwing only because Swift infers that for `{ try await $0.rpc(...) }`;
+    /// the generated clients throw nothing but RPCError.)
+    func call<Response>(_ rpc: (Client, CallOptions) async throws -> Response) async throws(ServiceError) -> Response {
+        do {
+            return try await rpc(client, CallOptions(timeout: timeout))
+        } catch {
+            throw ServiceError(service: service, address: address, error: RPCError(from: error))
+        }
+    }
+
+    /// grpc.health.v1 Check of the whole server (service name "").
+    func checkHealth() async throws(ServiceError) -> HealthCheckResponse.ServingStatus {
+        let health = HealthClient(transport: channel)
+        return try await call { _, options in try await health.check(HealthCheckRequest(service: ""), options: options).status }
+    }
+}
+
+/// The flags every subcommand shares: the three addresses and the per-call timeout.
+struct ConnectionOptions: ParsableArguments {
+    @Option(name: .customLong("order-addr"), help: "OrderService host:port (env ORDER_SERVICE_ADDR, default localhost:50051).")
+    var orderAddress: String?
+    @Option(name: .customLong("restaurant-addr"), help: "RestaurantService host:port (env RESTAURANT_SERVICE_ADDR, default localhost:50052).")
+    var restaurantAddress: String?
+    @Option(name: .customLong("delivery-addr"), help: "DeliveryService host:port (env DELIVERY_SERVICE_ADDR, default localhost:50053).")
+    var deliveryAddress: String?
+    @Option(help: "Seconds each call may take.")
+    var timeout: Double = 10
+
+    func validate() throws {
+        guard timeout > 0, timeout.isFinite else { throw ValidationError("--timeout must be a positive number of seconds") }
+        _ = try addresses()
+    }
+
+    /// The flag, else the environment variable, else the default.
+    private static func address(_ flag: String?, env name: String, default fallback: String) throws(ValidationError) -> ServiceAddress {
+        let environment = ProcessInfo.processInfo.environment[name].flatMap { $0.isEmpty ? nil : $0 }
+        return try ServiceAddress(parsing: flag ?? environment ?? fallback)
+    }
+
+    func addresses() throws(ValidationError) -> (order: ServiceAddress, restaurant: ServiceAddress, delivery: ServiceAddress) {
+        (try Self.address(orderAddress, env: "ORDER_SERVICE_ADDR", default: "localhost:50051"),
+         try Self.address(restaurantAddress, env: "RESTAURANT_SERVICE_ADDR", default: "localhost:50052"),
+         try Self.address(deliveryAddress, env: "DELIVERY_SERVICE_ADDR", default: "localhost:50053"))
+    }
+
+    /// Opens (lazily: nothing connects before the first call) a connection to each service.
+    func connect() throws(ValidationError) -> Services {
+        let addresses = try addresses()
+        let timeout = Duration.milliseconds(Int64(timeout * 1000))
+        return Services(
+            order: Connection(service: "OrderService", address: addresses.order, timeout: timeout, makeClient: { OrderServiceClient(transport: $0) }),
+            restaurant: Connection(service: "RestaurantService", address: addresses.restaurant, timeout: timeout,
+                                   makeClient: { RestaurantServiceClient(transport: $0) }),
+            delivery: Connection(service: "DeliveryService", address: addresses.delivery, timeout: timeout,
+                                 makeClient: { DeliveryServiceClient(transport: $0) }))
+    }
+}
+
+/// The three services; `close` when done so the client exits promptly.
+struct Services: Sendable {
+    let order: Connection<OrderServiceClient>
+    let restaurant: Connection<RestaurantServiceClient>
+    let delivery: Connection<DeliveryServiceClient>
+
+    func close() {
+        order.channel.close()
+        restaurant.channel.close()
+        delivery.channel.close()
+    }
+}

@@ -1,0 +1,100 @@
+// How test-client writes: responses as `field: value` lines on standard output (easy to read and
+// to grep), errors and progress on standard error, numbers and columns formatted by hand (the
+// client links only FoundationEssentials, which has no number formatting).
+import Glibc
+import PlatformProtos
+
+/// Standard error as a text stream, for `print(..., to: &standardError)`.
+struct StandardError: TextOutputStream {
+    mutating func write(_ text: String) {
+        _ = Glibc.write(STDERR_FILENO, text, text.utf8.count)
+    }
+}
+
+/// Writes one line to standard error.
+func printError(_ line: String) {
+    var standardError = StandardError()
+    print(line, to: &standardError)
+}
+
+/// `value` with exactly `digits` decimals (values are non-negative: rates, latencies).
+func fixed(_ value: Double, digits: Int) -> String {
+    let scale = (0..<digits).reduce(1) { result, _ in result * 10 }
+    let units = Int((value * Double(scale)).rounded())
+    guard digits > 0 else { return "\(units)" }
+    let fraction = String(units % scale)
+    return "\(units / scale)." + String(repeating: "0", count: digits - fraction.count) + fraction
+}
+
+/// Pads `text` with spaces to `width`, on the left for numbers so columns line up on the right.
+func padded(_ text: String, _ width: Int, alignRight: Bool = false) -> String {
+    let padding = String(repeating: " ", count: max(0, width - text.count))
+    return alignRight ? padding + text : text + padding
+}
+
+/// A response shown as `field: value` lines, named as in the .proto files.
+protocol FieldListing {
+    var fields: [(name: String, value: String)] { get }
+}
+
+extension FieldListing {
+    /// The fields, one `name: value` per line.
+    var listing: String { fields.map { "\($0.name): \($0.value)" }.joined(separator: "\n") }
+    /// The fields on one line, for the tour's "got" lines.
+    var summary: String { fields.map { "\($0.name)=\($0.value)" }.joined(separator: " ") }
+}
+
+extension PlaceOrderResponse: FieldListing {
+    var fields: [(name: String, value: String)] { [("order_id", orderId), ("status", status)] }
+}
+
+extension GetOrderStatusResponse: FieldListing {
+    var fields: [(name: String, value: String)] {
+        [("order_id", orderId), ("status", status), ("items", items.joined(separator: ", ")), ("total_price", "\(totalPrice)")]
+    }
+}
+
+extension CancelOrderResponse: FieldListing {
+    var fields: [(name: String, value: String)] { [("order_id", orderId), ("status", status)] }
+}
+
+extension UpdateMenuResponse: FieldListing {
+    var fields: [(name: String, value: String)] { [("status", status)] }
+}
+
+extension MenuItem {
+    /// One item on a line: `id: name, price[, description]`.
+    var line: String { "\(itemId): \(name), \(price)" + (description.isEmpty ? "" : ", \(description)") }
+}
+
+extension GetMenuResponse: FieldListing {
+    var fields: [(name: String, value: String)] {
+        [("restaurant_id", restaurantId)] + items.map { ("item", $0.line) }
+    }
+}
+
+extension AcceptOrderResponse: FieldListing {
+    var fields: [(name: String, value: String)] { [("order_id", orderId), ("status", status)] }
+}
+
+extension RejectOrderResponse: FieldListing {
+    var fields: [(name: String, value: String)] { [("order_id", orderId), ("status", status)] }
+}
+
+extension AssignDriverResponse: FieldListing {
+    var fields: [(name: String, value: String)] { [("assignment_id", assignmentId), ("status", status)] }
+}
+
+extension UpdateDeliveryStatusResponse: FieldListing {
+    var fields: [(name: String, value: String)] { [("order_id", orderId), ("status", status)] }
+}
+
+extension DeliveryAssignment {
+    var line: String { "\(assignmentId) order=\(orderId) status=\(status)" }
+}
+
+extension GetDriverAssignmentsResponse: FieldListing {
+    var fields: [(name: String, value: String)] {
+        assignments.isEmpty ? [("assignments", "none")] : assignments.map { ("assignment", $0.line) }
+    }
+}

@@ -1,0 +1,189 @@
+// One subcommand per RPC, for scripts: `test-client order place ...`, `restaurant menu ...`,
+// `delivery assignments ...`. Each makes exactly one call, prints the response as `field: value`
+// lines and exits 0; on a gRPC error it prints one line naming the service, address and status
+// on standard error and exits 1. The request is built from the flags as given: validation is the
+// services' job, so a script sees the same INVALID_ARGUMENT any client would.
+import ArgumentParser
+import PlatformProtos
+
+/// Makes one call, prints its response, and turns a failure into a one-line error and exit 1.
+func printResponse<Response: FieldListing>(
+    _ options: ConnectionOptions, _ call: (Services) async throws(ServiceError) -> Response
+) async throws {
+    let services = try options.connect()
+    defer { services.close() }
+    do {
+        print(try await call(services).listing)
+    } catch {
+        printError("✗ \(error)")
+        throw ExitCode.failure
+    }
+}
+
+struct OrderCommands: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "order", abstract: "OrderService calls.",
+        subcommands: [PlaceOrder.self, OrderStatus.self, CancelOrder.self])
+
+    struct PlaceOrder: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "place", abstract: "PlaceOrder: a new order, PLACED.")
+        @OptionGroup var connection: ConnectionOptions
+        @Option(help: "customer_id.") var customer: String
+        @Option(name: .customLong("item"), help: "An item; repeat for several.") var items: [String] = []
+        @Option(help: "total_price.") var total: Double
+        @Option(help: "restaurant_id: only this restaurant may accept or reject the order.") var restaurant = ""
+
+        func run() async throws {
+            let request = PlaceOrderRequest(customerId: customer, items: items, totalPrice: total, restaurantId: restaurant)
+            try await printResponse(connection) { services throws(ServiceError) in
+                try await services.order.call { try await $0.placeOrder(request, options: $1) }
+            }
+        }
+    }
+
+    struct OrderStatus: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "status", abstract: "GetOrderStatus.")
+        @OptionGroup var connection: ConnectionOptions
+        @Option(help: "order_id.") var order: String
+
+        func run() async throws {
+            let request = GetOrderStatusRequest(orderId: order)
+            try await printResponse(connection) { services throws(ServiceError) in
+                try await services.order.call { try await $0.getOrderStatus(request, options: $1) }
+            }
+        }
+    }
+
+    struct CancelOrder: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "cancel", abstract: "CancelOrder: CANCELED if still PLACED, else COULD_NOT_CANCEL.")
+        @OptionGroup var connection: ConnectionOptions
+        @Option(help: "order_id.") var order: String
+
+        func run() async throws {
+            let request = CancelOrderRequest(orderId: order)
+            try await printResponse(connection) { services throws(ServiceError) in
+                try await services.order.call { try await $0.cancelOrder(request, options: $1) }
+            }
+        }
+    }
+}
+
+struct RestaurantCommands: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "restaurant", abstract: "RestaurantService calls.",
+        subcommands: [UpdateMenu.self, Menu.self, Accept.self, Reject.self])
+
+    struct UpdateMenu: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "update-menu", abstract: "UpdateMenu: adds or replaces items.")
+        @OptionGroup var connection: ConnectionOptions
+        @Option(help: "restaurant_id.") var restaurant: String
+        @Option(name: .customLong("item"), help: "id:name:price[:description]; repeat for several.")
+        var items: [String] = []
+
+        func run() async throws {
+            let menu = try items.map(Self.parseItem)
+            let request = UpdateMenuRequest(restaurantId: restaurant, items: menu)
+            try await printResponse(connection) { services throws(ServiceError) in
+                try await services.restaurant.call { try await $0.updateMenu(request, options: $1) }
+            }
+        }
+
+        /// `id:name:price[:description]`; the description may itself contain colons.
+        static func parseItem(_ text: String) throws -> MenuItem {
+            let parts = text.split(separator: ":", maxSplits: 3, omittingEmptySubsequences: false).map(String.init)
+            guard parts.count >= 3, let price = Double(parts[2]) else {
+                throw ValidationError("--item must be id:name:price[:description], got \(text)")
+            }
+            return MenuItem(itemId: parts[0], name: parts[1], price: price, description: parts.count == 4 ? parts[3] : "")
+        }
+    }
+
+    struct Menu: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "menu", abstract: "GetMenu.")
+        @OptionGroup var connection: ConnectionOptions
+        @Option(help: "restaurant_id.") var restaurant: String
+
+        func run() async throws {
+            let request = GetMenuRequest(restaurantId: restaurant)
+            try await printResponse(connection) { services throws(ServiceError) in
+                try await services.restaurant.call { try await $0.getMenu(request, options: $1) }
+            }
+        }
+    }
+
+    struct Accept: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "accept", abstract: "AcceptOrder: PLACED -> ACCEPTED.")
+        @OptionGroup var connection: ConnectionOptions
+        @Option(help: "restaurant_id.") var restaurant: String
+        @Option(help: "order_id.") var order: String
+
+        func run() async throws {
+            let request = AcceptOrderRequest(restaurantId: restaurant, orderId: order)
+            try await printResponse(connection) { services throws(ServiceError) in
+                try await services.restaurant.call { try await $0.acceptOrder(request, options: $1) }
+            }
+        }
+    }
+
+    struct Reject: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "reject", abstract: "RejectOrder: PLACED -> REJECTED.")
+        @OptionGroup var connection: ConnectionOptions
+        @Option(help: "restaurant_id.") var restaurant: String
+        @Option(help: "order_id.") var order: String
+
+        func run() async throws {
+            let request = RejectOrderRequest(restaurantId: restaurant, orderId: order)
+            try await printResponse(connection) { services throws(ServiceError) in
+                try await services.restaurant.call { try await $0.rejectOrder(request, options: $1) }
+            }
+        }
+    }
+}
+
+struct DeliveryCommands: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "delivery", abstract: "DeliveryService calls.",
+        subcommands: [Assign.self, Update.self, Assignments.self])
+
+    struct Assign: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "assign", abstract: "AssignDriver to an accepted order.")
+        @OptionGroup var connection: ConnectionOptions
+        @Option(help: "order_id.") var order: String
+        @Option(help: "driver_id.") var driver: String
+
+        func run() async throws {
+            let request = AssignDriverRequest(orderId: order, driverId: driver)
+            try await printResponse(connection) { services throws(ServiceError) in
+                try await services.delivery.call { try await $0.assignDriver(request, options: $1) }
+            }
+        }
+    }
+
+    struct Update: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "update", abstract: "UpdateDeliveryStatus.")
+        @OptionGroup var connection: ConnectionOptions
+        @Option(help: "order_id.") var order: String
+        @Option(help: "ASSIGNED, PICKED_UP, OUT_FOR_DELIVERY, DELIVERED or FAILED.") var status: String
+
+        func run() async throws {
+            let request = UpdateDeliveryStatusRequest(orderId: order, status: status)
+            try await printResponse(connection) { services throws(ServiceError) in
+                try await services.delivery.call { try await $0.updateDeliveryStatus(request, options: $1) }
+            }
+        }
+    }
+
+    struct Assignments: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "assignments", abstract: "GetDriverAssignments, oldest first.")
+        @OptionGroup var connection: ConnectionOptions
+        @Option(help: "driver_id.") var driver: String
+
+        func run() async throws {
+            let request = GetDriverAssignmentsRequest(driverId: driver)
+            try await printResponse(connection) { services throws(ServiceError) in
+                try await services.delivery.call { try await $0.getDriverAssignments(request, options: $1) }
+            }
+        }
+    }
+}

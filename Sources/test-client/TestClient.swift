@@ -1,0 +1,17 @@
+// test-client: the platform from a user's side. With no arguments it runs the guided tour; its
+// subcommands call one RPC each (for scripts), check health (also the containers' health check),
+// accept an order interactively, and generate load. Every subcommand takes the same address and
+// timeout flags (ConnectionOptions).
+import ArgumentParser
+
+@main
+struct TestClient: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "test-client",
+        abstract: "Talks to OrderService, RestaurantService and DeliveryService.",
+        subcommands: [
+            Tour.self, Interactive.self, OrderCommands.self, RestaurantCommands.self, DeliveryCommands.self,
+            Health.self, Bench.self,
+        ],
+        defaultSubcommand: Tour.self)
+}

@@ -1,0 +1,139 @@
+// `test-client` (or `test-client tour`): a guided walk through the whole platform, narrated step
+// by step. It places and cancels an order, updates and reads a menu, places two orders with the
+// restaurant and has it accept one and reject the other, watches the delivery service assign a
+// driver automatically, reassigns the order to a driver by hand and walks the delivery to
+// DELIVERED. Customer, restaurant and driver ids carry a random run id (order ids come from the
+// service), so the tour can run again and again against the same Redis.
+import ArgumentParser
+import PlatformProtos
+
+struct Tour: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "A guided tour of the platform (the default).")
+
+    @OptionGroup var connection: ConnectionOptions
+    @OptionGroup var watch: AssignmentWatchOptions
+    @Option(help: "The restaurant the tour uses (default: a new one per run).") var restaurant: String?
+
+    func run() async throws {
+        let services = try connection.connect()
+        defer { services.close() }
+        let runID = String(UInt64.random(in: 0..<2_176_782_336), radix: 36)  // up to 6 base-36 digits
+        var steps = Steps()
+        do {
+            try await walk(services, runID: runID, steps: &steps)
+        } catch {
+            printError("tour stopped after \(steps.passed) steps passed")
+            throw ExitCode.failure
+        }
+        print("\ntour complete: \(steps.passed) steps passed")
+    }
+
+    private func walk(_ services: Services, runID: String, steps: inout Steps) async throws(StepFailed) {
+        let customer = "customer_\(runID)"
+        let restaurantID = restaurant ?? "restaurant_\(runID)"
+        let handDriver = "driver_tour_\(runID)"
+
+        let first = try await place(PlaceOrderRequest(customerId: customer, items: ["burger", "fries"], totalPrice: 15.5),
+                                    title: "Place an order", services, &steps)
+        _ = try await steps.run("Read its status", sent: "GetOrderStatus order_id=\(first)") { () throws(ServiceError) in
+            let response = try await services.order.call { try await $0.getOrderStatus(GetOrderStatusRequest(orderId: first), options: $1) }
+            return Outcome((), got: response.summary, ok: response.status == "PLACED" && response.items == ["burger", "fries"],
+                           pass: "order \(first) is PLACED", fail: "expected PLACED with burger, fries")
+        }
+        _ = try await steps.run("Cancel it while it is still PLACED", sent: "CancelOrder order_id=\(first)") { () throws(ServiceError) in
+            let response = try await services.order.call { try await $0.cancelOrder(CancelOrderRequest(orderId: first), options: $1) }
+            return Outcome((), got: response.summary, ok: response.status == "CANCELED",
+                           pass: "order canceled: \(first)", fail: "expected CANCELED, got \(response.status)")
+        }
+
+        let menu = [MenuItem(itemId: "burger", name: "Burger", price: 9.5, description: "beef, cheddar"),
+                    MenuItem(itemId: "fries", name: "Fries", price: 3.5),
+                    MenuItem(itemId: "soda", name: "Soda", price: 2.5)]
+        _ = try await steps.run("Update the menu of \(restaurantID)",
+                                sent: "UpdateMenu restaurant_id=\(restaurantID) items=[\(menu.map(\.line).joined(separator: "; "))]") { () throws(ServiceError) in
+            let response = try await services.restaurant.call {
+                try await $0.updateMenu(UpdateMenuRequest(restaurantId: restaurantID, items: menu), options: $1)
+            }
+            return Outcome((), got: response.summary, ok: response.status == "SUCCESS",
+                           pass: "menu updated: \(restaurantID)", fail: "expected SUCCESS, got \(response.status)")
+        }
+        _ = try await steps.run("Read the menu back", sent: "GetMenu restaurant_id=\(restaurantID)") { () throws(ServiceError) in
+            let response = try await services.restaurant.call {
+                try await $0.getMenu(GetMenuRequest(restaurantId: restaurantID), options: $1)
+            }
+            // Another run may have added items to a shared restaurant: ours must all be there as sent.
+            let ok = menu.allSatisfy(response.items.contains)
+            return Outcome((), got: response.items.map(\.line).joined(separator: "; "), ok: ok,
+                           pass: "menu has the \(menu.count) items sent", fail: "the menu read back differs from the update")
+        }
+
+        let accepted = try await place(PlaceOrderRequest(customerId: customer, items: ["burger", "soda"], totalPrice: 12, restaurantId: restaurantID),
+                                       title: "Place an order with \(restaurantID)", services, &steps)
+        let rejected = try await place(PlaceOrderRequest(customerId: customer, items: ["fries"], totalPrice: 3.5, restaurantId: restaurantID),
+                                       title: "Place another order with \(restaurantID)", services, &steps)
+        _ = try await steps.run("The restaurant accepts \(accepted)",
+                                sent: "AcceptOrder restaurant_id=\(restaurantID) order_id=\(accepted)") { () throws(ServiceError) in
+            let response = try await services.restaurant.call {
+                try await $0.acceptOrder(AcceptOrderRequest(restaurantId: restaurantID, orderId: accepted), options: $1)
+            }
+            return Outcome((), got: response.summary, ok: response.status == "ACCEPTED",
+                           pass: "order accepted: \(accepted)", fail: "expected ACCEPTED, got \(response.status)")
+        }
+        _ = try await steps.run("The restaurant rejects \(rejected)",
+                                sent: "RejectOrder restaurant_id=\(restaurantID) order_id=\(rejected)") { () throws(ServiceError) in
+            let response = try await services.restaurant.call {
+                try await $0.rejectOrder(RejectOrderRequest(restaurantId: restaurantID, orderId: rejected), options: $1)
+            }
+            return Outcome((), got: response.summary, ok: response.status == "REJECTED",
+                           pass: "order rejected: \(rejected)", fail: "expected REJECTED, got \(response.status)")
+        }
+
+        try await steps.watchAutomaticAssignment(of: accepted, services, watch)
+
+        _ = try await steps.run("Reassign \(accepted) to a driver by hand",
+                                sent: "AssignDriver order_id=\(accepted) driver_id=\(handDriver)") { () throws(ServiceError) in
+            let response = try await services.delivery.call {
+                try await $0.assignDriver(AssignDriverRequest(orderId: accepted, driverId: handDriver), options: $1)
+            }
+            return Outcome((), got: response.summary, ok: response.status == "ASSIGNED",
+                           pass: "driver assigned by hand: \(accepted) -> \(handDriver)", fail: "expected ASSIGNED, got \(response.status)")
+        }
+        for stage in ["PICKED_UP", "OUT_FOR_DELIVERY", "DELIVERED"] {
+            _ = try await steps.run("The driver reports \(stage)",
+                                    sent: "UpdateDeliveryStatus order_id=\(accepted) status=\(stage)") { () throws(ServiceError) in
+                let response = try await services.delivery.call {
+                    try await $0.updateDeliveryStatus(UpdateDeliveryStatusRequest(orderId: accepted, status: stage), options: $1)
+                }
+                return Outcome((), got: response.summary, ok: response.status == stage,
+                               pass: "delivery status: \(stage)", fail: "expected \(stage), got \(response.status)")
+            }
+        }
+        _ = try await steps.run("List \(handDriver)'s assignments", sent: "GetDriverAssignments driver_id=\(handDriver)") { () throws(ServiceError) in
+            let response = try await services.delivery.call {
+                try await $0.getDriverAssignments(GetDriverAssignmentsRequest(driverId: handDriver), options: $1)
+            }
+            let ok = response.assignments.contains { $0.orderId == accepted && $0.status == "DELIVERED" }
+            return Outcome((), got: response.summary, ok: ok,
+                           pass: "\(handDriver) delivered \(accepted)", fail: "expected \(accepted) DELIVERED in the list")
+        }
+        _ = try await steps.run("Read the order's final status", sent: "GetOrderStatus order_id=\(accepted)") { () throws(ServiceError) in
+            let response = try await services.order.call {
+                try await $0.getOrderStatus(GetOrderStatusRequest(orderId: accepted), options: $1)
+            }
+            return Outcome((), got: response.summary, ok: response.status == "DELIVERED",
+                           pass: "delivered: \(accepted)", fail: "expected DELIVERED, got \(response.status)")
+        }
+    }
+
+    /// One PlaceOrder step; returns the new order's id.
+    private func place(_ request: PlaceOrderRequest, title: String, _ services: Services, _ steps: inout Steps) async throws(StepFailed) -> String {
+        let restaurantField = request.restaurantId.isEmpty ? "" : " restaurant_id=\(request.restaurantId)"
+        let sent = "PlaceOrder customer_id=\(request.customerId) items=[\(request.items.joined(separator: ", "))] "
+            + "total_price=\(request.totalPrice)" + restaurantField
+        return try await steps.run(title, sent: sent) { () throws(ServiceError) in
+            let response = try await services.order.call { try await $0.placeOrder(request, options: $1) }
+            return Outcome(response.orderId, got: response.summary, ok: response.status == "PLACED" && !response.orderId.isEmpty,
+                           pass: "order placed: \(response.orderId)", fail: "expected a new PLACED order")
+        }
+    }
+}
