@@ -5,7 +5,8 @@
 # The builder installs the C libraries with the same scripts/install-deps CI uses (minimal: no test
 # tools) and links the Swift standard library statically, so the runtime stage needs only the
 # three C libraries and libstdc++ (what ldd lists) on a slim Debian, and runs as a non-root user.
-FROM swift:6.1-bookworm AS build
+# Swift 6.3 as on the development machines (Task.immediate needs 6.2 or later).
+FROM swift:6.3-bookworm AS build
 WORKDIR /src
 COPY . .
 RUN INSTALL_DEPS_MINIMAL=1 scripts/install-deps \
