@@ -104,11 +104,6 @@ public enum Socket {
         _ = Glibc.close(fd)
     }
 
-    /// Stops further sends (the peer sees end of stream) while reads may continue.
-    public static func shutdownWrite(_ fd: Int32) {
-        _ = shutdown(fd, Int32(SHUT_WR))
-    }
-
     public static func localPort(_ fd: Int32) -> Int {
         var storage = sockaddr_storage()
         var length = socklen_t(MemoryLayout<sockaddr_storage>.size)

@@ -243,9 +243,6 @@ class HTTP2Connection: IOHandler {
         nghttp2_submit_goaway(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), last, errorCode.rawValue, nil, 0)
     }
 
-    /// Streams nghttp2 still counts as open on this connection.
-    var isIdle: Bool { outgoingBodies.isEmpty }
-
     // MARK: - nghttp2 callbacks (nonisolated C functions: they find the connection in user_data)
 
     private static func connection(_ user: UnsafeMutableRawPointer?) -> HTTP2Connection {

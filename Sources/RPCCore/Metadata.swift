@@ -13,10 +13,6 @@ public struct Metadata: Sendable, Equatable, Sequence {
 
     public init() {}
 
-    public init(_ elements: [(String, String)]) {
-        for (name, value) in elements { add(name, value) }
-    }
-
     public var isEmpty: Bool { entries.isEmpty }
     public var count: Int { entries.count }
 
