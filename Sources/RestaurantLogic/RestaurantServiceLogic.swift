@@ -83,9 +83,12 @@ public struct RestaurantServiceLogic: RestaurantServiceProvider {
             return response.status
         } catch {
             switch error.code {
-            case .unavailable, .deadlineExceeded:
+            case .unavailable:
                 logger.error("order service unreachable", metadata: ["error": "\(error)"])
                 throw RPCError(.unavailable, "the order service is unavailable: \(error.message)")
+            case .deadlineExceeded:
+                // The deadline (the caller's, or ours of 10 s) ran out while we waited: say so.
+                throw RPCError(.deadlineExceeded, "the order service did not answer in time")
             case .notFound, .failedPrecondition, .permissionDenied, .invalidArgument:
                 throw error
             default:
