@@ -123,7 +123,7 @@ final class ClientConnection: HTTP2Connection {
         call.stream = stream
         call.connection = self
         calls[stream] = call
-        flush()
+        scheduleFlush()
     }
 
     /// Gives up on a call (deadline, cancellation): resets its stream and answers the caller now.
@@ -133,7 +133,7 @@ final class ClientConnection: HTTP2Connection {
         call.finish(.failure(error))
         if calls.removeValue(forKey: call.stream) != nil {
             submitReset(stream: call.stream, errorCode: NGHTTP2_CANCEL)
-            flush()
+            scheduleFlush()
         }
     }
 

@@ -43,6 +43,7 @@ class HTTP2Connection: IOHandler {
     /// True while nghttp2 is parsing input: frames may be submitted then, but not sent
     /// (nghttp2 forbids mem_send from its callbacks); `readAvailable` flushes afterwards.
     private var processingInput = false
+    private var flushScheduled = false
     var outgoingBodies: [Int32: OutgoingBody] = [:]
 
     static let readBufferSize = 32 * 1024
@@ -129,6 +130,18 @@ class HTTP2Connection: IOHandler {
             if closeRequested { break }
         }
         flush()
+    }
+
+    /// Asks for a `flush` at the end of the loop's round, so frames submitted for many streams in
+    /// one round leave in one write.
+    func scheduleFlush() {
+        guard !flushScheduled, !isClosed else { return }
+        flushScheduled = true
+        loop.runBeforeWaiting { [weak self] in
+            guard let self else { return }
+            self.flushScheduled = false
+            self.flush()
+        }
     }
 
     /// Writes what nghttp2 has to send; closes when the session is done or a close was asked for.

@@ -214,7 +214,7 @@ final class ServerConnection: HTTP2Connection {
                 "ms": "\((ContinuousClock.now - stream.started).milliseconds)",
             ])
         }
-        flush()
+        scheduleFlush()
     }
 
     /// A non-gRPC HTTP answer (405, 415) that still carries a grpc-status for gRPC clients.
@@ -224,7 +224,7 @@ final class ServerConnection: HTTP2Connection {
             (":status", status), ("content-type", "application/grpc"),
             ("grpc-status", String(code.rawValue)), ("grpc-message", StatusMessageEncoding.encode(message)),
         ], body: nil)
-        flush()
+        scheduleFlush()
     }
 
     // MARK: - Stream and connection lifecycle
