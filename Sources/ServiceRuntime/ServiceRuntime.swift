@@ -65,25 +65,6 @@ public struct ServiceOptions: ParsableArguments, Sendable {
     }
 }
 
-/// Parses `host:port` (IPv6 in brackets), as ORDER_SERVICE_ADDR is written.
-public func parseAddress(_ text: String) throws -> (host: String, port: Int) {
-    let hostPart: Substring
-    let portPart: Substring
-    if text.hasPrefix("["), let close = text.firstIndex(of: "]") {
-        hostPart = text[text.index(after: text.startIndex)..<close]
-        portPart = text[text.index(after: close)...].dropFirst()
-    } else if let colon = text.lastIndex(of: ":") {
-        hostPart = text[..<colon]
-        portPart = text[text.index(after: colon)...]
-    } else {
-        throw ValidationError("address must be host:port, got \(text)")
-    }
-    guard !hostPart.isEmpty, let port = Int(portPart), (1...65535).contains(port) else {
-        throw ValidationError("address must be host:port, got \(text)")
-    }
-    return (String(hostPart), port)
-}
-
 /// Serves `services` until SIGTERM or SIGINT, then shuts down gracefully and runs `stop`.
 public func serve(_ services: [ServiceDefinition], configuration: ServerConfiguration, logger: Logger,
                   stop: @Sendable () async -> Void = {}) async throws {

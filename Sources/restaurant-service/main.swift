@@ -16,7 +16,10 @@ struct RestaurantServiceCommand: AsyncParsableCommand {
 
     func run() async throws {
         let logger = try options.bootstrapLogging(label: "restaurant-service")
-        let address = try parseAddress(ServiceOptions.setting(orderServiceAddr, env: "ORDER_SERVICE_ADDR") ?? "localhost:50051")
+        let addressText = ServiceOptions.setting(orderServiceAddr, env: "ORDER_SERVICE_ADDR") ?? "localhost:50051"
+        guard let address = try? TargetAddress(parsing: addressText) else {
+            throw ValidationError("ORDER_SERVICE_ADDR must be host:port, got \(addressText)")
+        }
         let orderChannel = GRPCChannel(host: address.host, port: address.port)
         let redis = RedisClient(configuration: try options.redisConfiguration())
         let logic = RestaurantServiceLogic(redis: redis, orders: OrderServiceClient(transport: orderChannel), logger: logger)

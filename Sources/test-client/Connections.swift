@@ -11,37 +11,10 @@ import FoundationEssentials
 import GRPCHTTP2
 import PlatformProtos
 
-/// A `host:port` address; an IPv6 host is written in brackets (`[::1]:50051`).
-struct ServiceAddress: CustomStringConvertible, Sendable {
-    let host: String
-    let port: Int
-
-    init(parsing text: String) throws(ValidationError) {
-        let hostPart: Substring
-        let portPart: Substring
-        if text.hasPrefix("["), let close = text.firstIndex(of: "]") {
-            hostPart = text[text.index(after: text.startIndex)..<close]
-            portPart = text[text.index(after: close)...].dropFirst()
-        } else if let colon = text.lastIndex(of: ":") {
-            hostPart = text[..<colon]
-            portPart = text[text.index(after: colon)...]
-        } else {
-            throw ValidationError("address must be host:port, got \(text)")
-        }
-        guard !hostPart.isEmpty, let port = Int(portPart), (1...65535).contains(port) else {
-            throw ValidationError("address must be host:port, got \(text)")
-        }
-        host = String(hostPart)
-        self.port = port
-    }
-
-    var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
-}
-
 /// A failed call, naming the service and address it went to.
 struct ServiceError: Error, CustomStringConvertible {
     let service: String
-    let address: ServiceAddress
+    let address: TargetAddress
     let error: RPCError
 
     var description: String { "\(service) at \(address): \(error)" }
@@ -50,12 +23,12 @@ struct ServiceError: Error, CustomStringConvertible {
 /// One service as the client reaches it: a typed client over its own channel.
 struct Connection<Client: Sendable>: Sendable {
     let service: String
-    let address: ServiceAddress
+    let address: TargetAddress
     let client: Client
     let channel: GRPCChannel
     let timeout: Duration
 
-    init(service: String, address: ServiceAddress, timeout: Duration, makeClient: (GRPCChannel) -> Client) {
+    init(service: String, address: TargetAddress, timeout: Duration, makeClient: (GRPCChannel) -> Client) {
         self.service = service
         self.address = address
         self.timeout = timeout
@@ -98,12 +71,16 @@ struct ConnectionOptions: ParsableArguments {
     }
 
     /// The flag, else the environment variable, else the default.
-    private static func address(_ flag: String?, env name: String, default fallback: String) throws(ValidationError) -> ServiceAddress {
+    private static func address(_ flag: String?, env name: String, default fallback: String) throws(ValidationError) -> TargetAddress {
         let environment = ProcessInfo.processInfo.environment[name].flatMap { $0.isEmpty ? nil : $0 }
-        return try ServiceAddress(parsing: flag ?? environment ?? fallback)
+        do {
+            return try TargetAddress(parsing: flag ?? environment ?? fallback)
+        } catch {
+            throw ValidationError("\(name): \(error)")
+        }
     }
 
-    func addresses() throws(ValidationError) -> (order: ServiceAddress, restaurant: ServiceAddress, delivery: ServiceAddress) {
+    func addresses() throws(ValidationError) -> (order: TargetAddress, restaurant: TargetAddress, delivery: TargetAddress) {
         (try Self.address(orderAddress, env: "ORDER_SERVICE_ADDR", default: "localhost:50051"),
          try Self.address(restaurantAddress, env: "RESTAURANT_SERVICE_ADDR", default: "localhost:50052"),
          try Self.address(deliveryAddress, env: "DELIVERY_SERVICE_ADDR", default: "localhost:50053"))
