@@ -1,7 +1,8 @@
 // grpc-bench-client: measures our gRPC client, and writes the request bodies h2load sends.
 //
 //   grpc-bench-client bodies DIR               gRPC-framed PlaceOrder/GetOrderStatus/CancelOrder
-//                                               requests (the same messages as the peers' bodies)
+//                                               requests (the same messages as the peers' bodies),
+//                                               and AcceptOrder of order_1 for the platform
 //   grpc-bench-client latency --port P          unary GetOrderStatus one at a time: p50/p90/p99
 //   grpc-bench-client throughput --port P       many concurrent calls on one channel: calls/s
 // The server is any OrderService with the peers' semantics (grpc-bench-server, or a peer).
@@ -38,6 +39,8 @@ enum BenchRequests {
     static let place = PlaceOrderRequest(customerId: "customer_1", items: ["burger", "fries", "cola"], totalPrice: 12.5)
     static let status = GetOrderStatusRequest(orderId: "order_1")
     static let cancel = CancelOrderRequest(orderId: "order_1")
+    /// For the platform's restaurant service: order_1 accepted once, then the same decision again.
+    static let accept = AcceptOrderRequest(restaurantId: "r1", orderId: "order_1")
 
     static func framed(_ message: some GRPCMessage) -> [UInt8] {
         let bytes = message.serializedBytes()
@@ -53,7 +56,8 @@ struct Bodies: ParsableCommand {
     func run() throws {
         for (name, bytes) in [("place_order.bin", BenchRequests.framed(BenchRequests.place)),
                               ("get_order_status.bin", BenchRequests.framed(BenchRequests.status)),
-                              ("cancel_order.bin", BenchRequests.framed(BenchRequests.cancel))] {
+                              ("cancel_order.bin", BenchRequests.framed(BenchRequests.cancel)),
+                              ("accept_order.bin", BenchRequests.framed(BenchRequests.accept))] {
             let path = "\(directory)/\(name)"
             guard let file = fopen(path, "wb") else { throw ValidationError("cannot write \(path)") }
             _ = bytes.withUnsafeBytes { fwrite($0.baseAddress, 1, $0.count, file) }
