@@ -131,7 +131,13 @@ public final class EventLoop: @unchecked Sendable {
         nextTimerID += 1
         let id = nextTimerID
         timers[id] = work
-        timerHeap.push(deadline: monotonicNanoseconds() &+ delay.nanoseconds, id: id)
+        let (deadline, overflow) = monotonicNanoseconds().addingReportingOverflow(delay.nanoseconds)
+        timerHeap.push(deadline: overflow ? .max : deadline, id: id)
+        // Cancelled timers leave their heap entries behind until they surface; when they
+        // outnumber the live ones, rebuild, so a heap of long deadlines cannot grow per request.
+        if timerHeap.count > 64 && timerHeap.count > 2 * timers.count {
+            timerHeap.removeAll { timers[$0] == nil }
+        }
         return TimerID(value: id)
     }
 
@@ -231,11 +237,14 @@ func monotonicNanoseconds() -> UInt64 {
 }
 
 extension Duration {
-    /// Whole nanoseconds, clamped at zero.
+    /// Whole nanoseconds, clamped at zero and at UInt64.max (a deadline of centuries must not trap).
     public var nanoseconds: UInt64 {
         let (seconds, attoseconds) = components
         guard seconds >= 0 else { return 0 }
-        return UInt64(seconds) * 1_000_000_000 + UInt64(max(0, attoseconds) / 1_000_000_000)
+        let (whole, overflow) = UInt64(seconds).multipliedReportingOverflow(by: 1_000_000_000)
+        guard !overflow else { return .max }
+        let (total, carry) = whole.addingReportingOverflow(UInt64(max(0, attoseconds) / 1_000_000_000))
+        return carry ? .max : total
     }
 }
 
@@ -244,6 +253,14 @@ struct TimerHeap {
     private var items: [(deadline: UInt64, id: UInt64)] = []
 
     var top: (deadline: UInt64, id: UInt64)? { items.first }
+    var count: Int { items.count }
+
+    /// Drops the entries whose id matches, and restores the heap order.
+    mutating func removeAll(where shouldRemove: (UInt64) -> Bool) {
+        let kept = items.filter { !shouldRemove($0.id) }
+        items = []
+        for item in kept { push(deadline: item.deadline, id: item.id) }
+    }
 
     mutating func push(deadline: UInt64, id: UInt64) {
         items.append((deadline, id))

@@ -50,18 +50,30 @@ public enum Socket {
         throw lastError
     }
 
-    /// Accepts one pending connection as a non-blocking socket with TCP_NODELAY, or nil if none.
-    public static func accept(_ listener: Int32) -> Int32? {
+    /// What `accept` found.
+    public enum Accepted: Equatable {
+        case connection(Int32)
+        /// Nothing pending (or a connection that vanished before we took it).
+        case none
+        /// The process or system is out of descriptors: the connection stays queued, so the
+        /// caller must stop watching the listener for a while or it will be woken forever.
+        case outOfDescriptors
+    }
+
+    /// Accepts one pending connection as a non-blocking socket with TCP_NODELAY.
+    public static func accept(_ listener: Int32) -> Accepted {
         let fd = Glibc.accept(listener, nil, nil)
-        guard fd >= 0 else { return nil }
+        guard fd >= 0 else { return errno == EMFILE || errno == ENFILE ? .outOfDescriptors : .none }
         configureConnected(fd)
-        return fd
+        return .connection(fd)
     }
 
     /// Starts a non-blocking connect to the first address of `host:port` that accepts a socket.
     /// Completion is signalled by writability; `connectResult` then tells success or failure.
     public static func connect(host: String, port: Int) throws(SocketError) -> Int32 {
-        let addresses = try resolve(host: host, port: port, passive: false)
+        // IPv4 first: "localhost" often resolves to ::1 first, while servers commonly listen on
+        // 0.0.0.0 only, and a refused non-blocking connect is only seen after this returns.
+        let addresses = try resolve(host: host, port: port, passive: false).sorted { $0.family == AF_INET && $1.family != AF_INET }
         var lastError = SocketError("connect \(host):\(port)", code: ECONNREFUSED)
         for address in addresses {
             let fd = socket(address.family, Int32(SOCK_STREAM.rawValue | SOCK_NONBLOCK.rawValue | SOCK_CLOEXEC.rawValue), 0)

@@ -26,6 +26,7 @@ public final class GRPCChannel: UnaryTransport, Sendable {
     private let ownsLoop: Bool
     private let state: LoopBound<ChannelState>
     private let nextCallID = Atomic<UInt64>(0)
+    private let closing = OnceFlag()
 
     /// Uses `eventLoop` if given, else a loop of its own (stopped by `close`).
     public init(host: String, port: Int, configuration: ClientConfiguration = ClientConfiguration(), eventLoop: EventLoop? = nil) {
@@ -41,15 +42,26 @@ public final class GRPCChannel: UnaryTransport, Sendable {
     public var target: String { "\(host):\(port)" }
 
     public func unary(path: String, request: [UInt8], options: CallOptions) async throws(RPCError) -> UnaryResponse {
+        guard !closing.isSet else {
+            throw RPCError(.unavailable, "the channel to \(target) is closed")
+        }
         let id = nextCallID.add(1, ordering: .relaxed).newValue
         let state = self.state
+        // Set by the cancellation handler; `start` reads it, because a cancellation can arrive
+        // before the call exists on the loop (the handler then runs before `start` is queued).
+        let cancelled = OnceFlag()
         let result = await withTaskCancellationHandler {
             await withCheckedContinuation { (continuation: CheckedContinuation<Result<UnaryResponse, RPCError>, Never>) in
                 state.loop.execute {
+                    guard !cancelled.isSet else {
+                        continuation.resume(returning: .failure(RPCError(.cancelled, "the call was cancelled")))
+                        return
+                    }
                     state.value.start(id: id, path: path, request: request, options: options, continuation: continuation)
                 }
             }
         } onCancel: {
+            cancelled.set()
             state.loop.execute { state.value.cancel(id: id) }
         }
         return try result.get()
@@ -57,6 +69,7 @@ public final class GRPCChannel: UnaryTransport, Sendable {
 
     /// Closes the connection; calls in flight fail with UNAVAILABLE.
     public func close() {
+        guard closing.set() else { return }
         let state = self.state
         if loop.inEventLoop {
             state.value.close()
@@ -102,6 +115,10 @@ final class ChannelState {
     }
 
     private func dispatch(_ call: ClientCall) {
+        guard !closed else {
+            call.finish(.failure(RPCError(.unavailable, "the channel to \(authority) is closed")))
+            return
+        }
         if let connection, connection.isReady {
             connection.startCall(call)
             return
@@ -173,7 +190,13 @@ final class ChannelState {
         failWaiting(RPCError(.unavailable, "the channel to \(authority) is closed"))
         connection?.close()
         connection = nil
+        // Calls on an earlier, going-away connection or waiting for a retry end here too.
+        for call in Array(calls.values) {
+            call.connection?.abandon(call, RPCError(.unavailable, "the channel to \(authority) is closed"))
+            call.finish(.failure(RPCError(.unavailable, "the channel to \(authority) is closed")))
+        }
     }
+
 
     private func failWaiting(_ error: RPCError) {
         let failed = waiting

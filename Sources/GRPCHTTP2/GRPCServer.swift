@@ -45,9 +45,9 @@ final class ServerCore: Sendable {
     let router: Router
     let logger: Logger
     let connectionCount = Atomic<Int>(0)
-    let shuttingDown: ShutdownFlag
+    let shuttingDown: OnceFlag
 
-    init(configuration: ServerConfiguration, router: Router, shuttingDown: ShutdownFlag, logger: Logger) {
+    init(configuration: ServerConfiguration, router: Router, shuttingDown: OnceFlag, logger: Logger) {
         self.configuration = configuration
         self.router = router
         self.shuttingDown = shuttingDown
@@ -55,11 +55,12 @@ final class ServerCore: Sendable {
     }
 }
 
-/// Set once when shutdown begins; read by the health service.
-final class ShutdownFlag: Sendable {
+/// A flag set once, from any thread: shutdown has begun, a caller's task was cancelled.
+final class OnceFlag: Sendable {
     private let value = Atomic<Bool>(false)
     var isSet: Bool { value.load(ordering: .relaxed) }
     /// Sets the flag; returns false if it was already set.
+    @discardableResult
     func set() -> Bool { !value.exchange(true, ordering: .relaxed) }
 }
 
@@ -73,7 +74,7 @@ public final class GRPCServer: Sendable {
 
     /// `services` are served next to `grpc.health.v1.Health`, which reports each of them.
     public init(configuration: ServerConfiguration, services: [ServiceDefinition], logger: Logger = Logger(label: "grpc")) {
-        let shuttingDown = ShutdownFlag()
+        let shuttingDown = OnceFlag()
         let health = HealthService(serviceNames: services.map(\.name)) { shuttingDown.isSet }
         core = ServerCore(configuration: configuration, router: Router(services + [health.service]),
                           shuttingDown: shuttingDown, logger: logger)
@@ -160,14 +161,30 @@ final class Listener: IOHandler {
     }
 
     func handleIO(_ events: IOEvents) {
-        while accepting, let client = Socket.accept(fd) {
-            if core.connectionCount.load(ordering: .relaxed) >= core.configuration.maxConnections {
+        while accepting {
+            let client: Int32
+            switch Socket.accept(fd) {
+            case .connection(let accepted):
+                client = accepted
+            case .none:
+                return
+            case .outOfDescriptors:
+                core.logger.error("out of file descriptors: pausing accepts for 100 ms")
+                stopAccepting()
+                loop.schedule(after: .milliseconds(100)) { [weak self] in
+                    guard let self, !self.core.shuttingDown.isSet else { return }
+                    self.start()
+                }
+                return
+            }
+            // Count first, then check, so loops racing for the last slot cannot both take it.
+            if core.connectionCount.add(1, ordering: .relaxed).newValue > core.configuration.maxConnections {
+                core.connectionCount.subtract(1, ordering: .relaxed)
                 core.logger.warning("connection limit reached, closing new connection",
                                     metadata: ["limit": "\(core.configuration.maxConnections)"])
                 Socket.close(client)
                 continue
             }
-            core.connectionCount.add(1, ordering: .relaxed)
             let connection = ServerConnection(loop: loop, fd: client, core: core)
             let key = ObjectIdentifier(connection)
             connections[key] = connection

@@ -104,7 +104,14 @@ class HTTP2Connection: IOHandler {
 
     func handleIO(_ events: IOEvents) {
         if events.contains(.write) { flush() }
-        if !isClosed, events.contains(.read) || !events.isDisjoint(with: .hangup) { readAvailable() }
+        guard !isClosed else { return }
+        if !events.isDisjoint(with: .hangup), !pendingOutput.isEmpty {
+            // The peer hung up with our output unread: nothing will drain it, and a level-triggered
+            // hang-up would wake this loop for ever.
+            close()
+            return
+        }
+        if events.contains(.read) || !events.isDisjoint(with: .hangup) { readAvailable() }
     }
 
     private func readAvailable() {

@@ -73,26 +73,33 @@ enum GRPCTimeout {
             guard digit >= UInt8(ascii: "0"), digit <= UInt8(ascii: "9") else { return nil }
             value = value * 10 + Int64(digit - UInt8(ascii: "0"))
         }
+        let duration: Duration
         switch unit {
-        case UInt8(ascii: "H"): return .seconds(value * 3600)
-        case UInt8(ascii: "M"): return .seconds(value * 60)
-        case UInt8(ascii: "S"): return .seconds(value)
-        case UInt8(ascii: "m"): return .milliseconds(value)
-        case UInt8(ascii: "u"): return .microseconds(value)
-        case UInt8(ascii: "n"): return .nanoseconds(value)
+        case UInt8(ascii: "H"): duration = .seconds(value * 3600)
+        case UInt8(ascii: "M"): duration = .seconds(value * 60)
+        case UInt8(ascii: "S"): duration = .seconds(value)
+        case UInt8(ascii: "m"): duration = .milliseconds(value)
+        case UInt8(ascii: "u"): duration = .microseconds(value)
+        case UInt8(ascii: "n"): duration = .nanoseconds(value)
         default: return nil
         }
+        // 99999999H is legal and is 11,000 years: no deadline that long is meant; cap it.
+        return min(duration, maximum)
     }
+
+    /// The longest deadline honoured: far beyond any call, far inside the clock's range.
+    static let maximum = Duration.seconds(100 * 365 * 86400)
 
     /// The most precise unit whose value fits in 8 digits.
     static func encode(_ duration: Duration) -> String {
-        let nanoseconds = max(Int64(0), Int64(clamping: Int64(duration.components.seconds) &* 1_000_000_000
-            &+ duration.components.attoseconds / 1_000_000_000))
+        let (scaled, overflow) = max(0, duration.components.seconds).multipliedReportingOverflow(by: 1_000_000_000)
+        let (sum, carry) = scaled.addingReportingOverflow(max(0, duration.components.attoseconds) / 1_000_000_000)
+        let nanoseconds = overflow || carry ? Int64.max : sum
         let units: [(Int64, Character)] = [(1, "n"), (1000, "u"), (1_000_000, "m"), (1_000_000_000, "S"),
                                            (60_000_000_000, "M"), (3_600_000_000_000, "H")]
         for (scale, unit) in units {
             // Round up so the server never sees a shorter deadline than the client's.
-            let value = (nanoseconds + scale - 1) / scale
+            let value = nanoseconds / scale + (nanoseconds % scale == 0 ? 0 : 1)
             if value < 100_000_000 { return "\(value)\(unit)" }
         }
         return "99999999H"

@@ -9,7 +9,10 @@
 // event applied twice (a crash between apply and save, two replicas) is harmless because every
 // apply is idempotent.
 //
-// Catch-ups are coalesced: whoever asks while one runs waits for the next one, which starts after
+// Catch-ups run on start, on every message, after every resubscription and once a second with
+// no message at all (so a subscription that died silently delays events by a second, never
+// forever); the saved position only moves forwards (a Lua compare), so replicas cannot undo each
+// other. Catch-ups are coalesced: whoever asks while one runs waits for the next one, which starts after
 // the request and so sees every event written before it. Services use that for read-your-writes:
 // the order service catches up before answering GetOrderStatus.
 import Logging
@@ -31,6 +34,10 @@ public actor EventConsumer {
     private var waiters: [(ticket: Int, continuation: CheckedContinuation<Result<Void, RPCError>, Never>)] = []
     private var working = false
     private var listener: Task<Void, Never>?
+    private var ticker: Task<Void, Never>?
+    /// How often a catch-up runs with no message: the safety net for a Pub/Sub connection that
+    /// died without the client noticing (a half-open TCP connection says nothing).
+    public static let idleCatchUpInterval: Duration = .seconds(1)
 
     /// `name` identifies the consumer's saved position; replicas of one service share it.
     public init(name: String, redis: RedisClient, logger: Logger, apply: @escaping Apply) {
@@ -44,6 +51,12 @@ public actor EventConsumer {
     /// message and after every resubscription, until `stop`.
     public func start() {
         guard listener == nil else { return }
+        ticker = Task {
+            while !Task.isCancelled {
+                try? await Task.sleep(for: Self.idleCatchUpInterval)
+                self.requestCatchUp()
+            }
+        }
         listener = Task { [redis, logger] in
             var delay: Duration = .milliseconds(50)
             while !Task.isCancelled {
@@ -75,6 +88,8 @@ public actor EventConsumer {
     public func stop() {
         listener?.cancel()
         listener = nil
+        ticker?.cancel()
+        ticker = nil
     }
 
     /// Applies every event written before this call. Throws UNAVAILABLE when Redis is down.
@@ -136,10 +151,30 @@ public actor EventConsumer {
                 last = id
             }
             if !events.isEmpty { try await apply(events) }
-            position = last
-            _ = try await redis.command(["SET", positionKey, position!])
+            // Saved only forwards: a replica that lags must not move the shared position back,
+            // and one that is behind jumps to where the others already are.
+            position = try await redis.script(Self.savePosition, keys: [positionKey], arguments: [last]).string ?? last
         }
     }
+}
+
+extension EventConsumer {
+    /// KEYS[1]: the position key; ARGV[1]: a stream id. Stores it unless the stored id is newer;
+    /// returns the stored id.
+    static let savePosition = """
+        local function older(a, b)
+            local am, as = string.match(a, '(%d+)-(%d+)')
+            local bm, bs = string.match(b, '(%d+)-(%d+)')
+            am, as, bm, bs = tonumber(am), tonumber(as), tonumber(bm), tonumber(bs)
+            return am < bm or (am == bm and as < bs)
+        end
+        local current = redis.call('GET', KEYS[1])
+        if not current or older(current, ARGV[1]) then
+            redis.call('SET', KEYS[1], ARGV[1])
+            return ARGV[1]
+        end
+        return current
+        """
 }
 
 /// Lua that appends an event to the stream and publishes it: the tail of every script that

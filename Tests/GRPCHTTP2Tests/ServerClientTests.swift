@@ -180,6 +180,44 @@ struct Harness {
         await harness.stop()
     }
 
+    @Test func aDeadlineOfCenturiesIsServedNormally() async throws {
+        let harness = try Harness(ScriptedOrderService(place: { _, context in
+            #expect(context.deadline != nil)
+            return PlaceOrderResponse(orderId: "o", status: "PLACED")
+        }))
+        // Sent as grpc-timeout 99999999H, the largest the header can say.
+        let response = try await harness.client.placeOrder(PlaceOrderRequest(), options: CallOptions(timeout: .seconds(Int64.max / 2)))
+        #expect(response.orderId == "o")
+        await harness.stop()
+    }
+
+    @Test func aTaskCancelledBeforeItsCallIsNeverSent() async throws {
+        let calls = Mutex(0)
+        let harness = try Harness(ScriptedOrderService(place: { _, _ in
+            calls.withLock { $0 += 1 }
+            return PlaceOrderResponse()
+        }))
+        let client = harness.client
+        let call = Task {
+            withUnsafeCurrentTask { $0?.cancel() }
+            return try await client.placeOrder(PlaceOrderRequest())
+        }
+        let error = await #expect(throws: RPCError.self) { try await call.value }
+        #expect(error?.code == .cancelled)
+        _ = try await client.placeOrder(PlaceOrderRequest())  // the channel still works
+        #expect(calls.withLock { $0 } == 1)
+        await harness.stop()
+    }
+
+    @Test func callsOnAClosedChannelFailAtOnce() async throws {
+        let harness = try Harness()
+        _ = try await harness.client.placeOrder(PlaceOrderRequest())
+        harness.channel.close()
+        let error = await #expect(throws: RPCError.self) { try await harness.client.placeOrder(PlaceOrderRequest()) }
+        #expect(error?.code == .unavailable)
+        await harness.server.shutdown(gracePeriod: .milliseconds(100))
+    }
+
     @Test func manyConcurrentCallsShareOneConnection() async throws {
         let service = ScriptedOrderService(place: { request, _ in
             try await Task.sleep(for: .milliseconds(Int(request.totalPrice)))

@@ -12,6 +12,11 @@ import Testing
         #expect(GRPCTimeout.parse("99999999n") == .nanoseconds(99_999_999))
     }
 
+    @Test func hugeTimeoutsAreCappedNotTrapped() {
+        #expect(GRPCTimeout.parse("99999999H") == GRPCTimeout.maximum)
+        #expect(GRPCTimeout.encode(.seconds(Int64.max)) == "2562048H")  // Int64.max nanoseconds, rounded up
+    }
+
     @Test func malformedTimeoutsAreRejected() {
         for text in ["", "S", "10", "123456789S", "1x", "-1S", "1.5S"] {
             #expect(GRPCTimeout.parse(text) == nil, "\(text)")

@@ -423,6 +423,16 @@ def test_grpc_timeout_not_reached(client):
     assert r.trailers[b"grpc-status"] == b"0"
 
 
+@pytest.mark.parametrize("timeout", ["99999999H", "99999999M", "99999999S"])
+def test_largest_grpc_timeouts_are_served(client, server, timeout):
+    # The largest values the header allows (11,000 years and more) must neither crash the server
+    # nor be mistaken for a deadline already past.
+    stream = client.call(body=frame(place_request()), extra=[("grpc-timeout", timeout)])
+    r = client.wait(stream)
+    assert r.trailers[b"grpc-status"] == b"0"
+    assert_server_healthy(server)
+
+
 # ---------------------------------------------------------------- resilience
 
 def test_garbage_instead_of_preface_closes_connection(server):
