@@ -29,6 +29,8 @@ final class ServerConnection: HTTP2Connection {
         var timeout: Duration?
         var metadata = Metadata()
         var headerBytes = 0
+        /// Why the headers cannot be served, answered once they end.
+        var headerFailure: RPCError?
         var headersDone = false
         var responded = false
         var dispatched = false
@@ -62,9 +64,15 @@ final class ServerConnection: HTTP2Connection {
     override func didReceiveHeader(stream id: Int32, name: String, value: String) -> Bool {
         guard let stream = streams[id] else { return true }
         if stream.headersDone { return true }  // client trailers: nothing in them matters to us
-        // RFC 7541's accounting: name + value + 32 per field.
+        // RFC 7541's accounting: name + value + 32 per field. Past the limit the headers are
+        // answered with a status once they end; far past it (a flood) the stream is reset.
         stream.headerBytes += name.utf8.count + value.utf8.count + 32
-        if stream.headerBytes > core.configuration.maxHeaderListSize { return false }
+        let limit = core.configuration.maxHeaderListSize
+        if stream.headerBytes > 4 * limit { return false }
+        if stream.headerBytes > limit {
+            stream.headerFailure = RPCError(.resourceExhausted, "request headers exceed \(limit) bytes")
+        }
+        if stream.headerFailure != nil { return true }
         switch name {
         case ":method": stream.method = value
         case ":path": stream.path = value
@@ -72,7 +80,9 @@ final class ServerConnection: HTTP2Connection {
         case "grpc-encoding": stream.encoding = value
         case "grpc-timeout": stream.timeout = GRPCTimeout.parse(value)
         default:
-            if !Metadata.isReserved(name), !stream.metadata.addWireValue(name: name, value: value) { return false }
+            if !Metadata.isReserved(name), !stream.metadata.addWireValue(name: name, value: value) {
+                stream.headerFailure = RPCError(.internal, "metadata \(name) is not valid base64")
+            }
         }
         return true
     }
@@ -84,6 +94,10 @@ final class ServerConnection: HTTP2Connection {
             return
         }
         stream.headersDone = true
+        if let failure = stream.headerFailure {
+            respond(id, stream, .failure(failure))
+            return
+        }
         if stream.method != "POST" {
             respondHTTP(id, stream, status: "405", code: .unimplemented, message: "gRPC requires POST, got \(stream.method)")
             return
