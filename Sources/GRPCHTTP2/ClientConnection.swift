@@ -68,7 +68,7 @@ final class ClientConnection: HTTP2Connection {
     private let onClosed: (ClientConnection) -> Void
     private let onRefused: (ClientCall) -> Void
 
-    init(loop: EventLoop, fd: Int32, authority: String,
+    init(loop: EventLoop, fd: Int32, buffers: LoopBuffers, authority: String,
          onConnected: @escaping (ClientConnection) -> Void,
          onClosed: @escaping (ClientConnection) -> Void,
          onRefused: @escaping (ClientCall) -> Void) {
@@ -76,7 +76,7 @@ final class ClientConnection: HTTP2Connection {
         self.onConnected = onConnected
         self.onClosed = onClosed
         self.onRefused = onRefused
-        super.init(loop: loop, fd: fd, server: false, settings: [
+        super.init(loop: loop, fd: fd, buffers: buffers, server: false, settings: [
             (NGHTTP2_SETTINGS_ENABLE_PUSH, 0),
         ])
     }

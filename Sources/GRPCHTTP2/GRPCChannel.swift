@@ -91,6 +91,7 @@ final class ChannelState {
     private var calls: [UInt64: ClientCall] = [:]
     private var connectTimer: TimerID?
     private var closed = false
+    private let buffers = LoopBuffers()
 
     init(loop: EventLoop, host: String, port: Int, configuration: ClientConfiguration) {
         self.loop = loop
@@ -139,7 +140,7 @@ final class ChannelState {
             return
         }
         let fresh = ClientConnection(
-            loop: loop, fd: fd, authority: authority,
+            loop: loop, fd: fd, buffers: buffers, authority: authority,
             onConnected: { [weak self] connection in self?.connected(connection) },
             onClosed: { [weak self] connection in self?.connectionClosed(connection) },
             onRefused: { [weak self] call in self?.retry(call) })

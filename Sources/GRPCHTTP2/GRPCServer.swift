@@ -148,6 +148,8 @@ final class Listener: IOHandler {
     private let core: ServerCore
     private var connections: [ObjectIdentifier: ServerConnection] = [:]
     private var accepting = false
+    /// This loop's I/O buffers, lent to each of its connections in turn.
+    private let buffers = LoopBuffers()
 
     init(loop: EventLoop, fd: Int32, core: ServerCore) {
         self.loop = loop
@@ -185,7 +187,7 @@ final class Listener: IOHandler {
                 Socket.close(client)
                 continue
             }
-            let connection = ServerConnection(loop: loop, fd: client, core: core)
+            let connection = ServerConnection(loop: loop, fd: client, buffers: buffers, core: core)
             let key = ObjectIdentifier(connection)
             connections[key] = connection
             connection.onClose = { [unowned self, core] in

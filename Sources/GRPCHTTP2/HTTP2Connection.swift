@@ -3,10 +3,14 @@
 //
 // Reading: bytes from the socket go straight into `nghttp2_session_mem_recv`, whose callbacks
 // reach the subclass through the overridable `did…` methods. Writing: `nghttp2_session_mem_send`
-// hands out frames, which are written to the socket directly; only what the socket refuses is
-// copied into `pendingOutput`, and while anything is pending the connection stops reading. That
-// is the backpressure: a peer that does not read its responses stops being served, and the memory
-// a connection holds stays bounded by one chunk of output plus its open streams.
+// hands out one frame at a time; the frames are gathered into a batch (up to 64 KiB) and written
+// with one `send`, so a response's HEADERS, DATA and trailers, and the responses of every call
+// answered in the same loop round, cost one system call instead of one each. Only what the
+// socket refuses is kept in `pendingOutput`, and while anything is pending the connection stops
+// reading. That is the backpressure: a peer that does not read its responses stops being served,
+// and the memory a connection holds stays bounded by one batch plus its open streams. The read
+// buffer and the batch are the loop's (`LoopBuffers`), shared by all its connections, so an idle
+// connection holds no I/O buffer at all.
 //
 // A response body is handed to nghttp2 through a data provider that reads from `outgoingBodies`;
 // when a body carries trailers (gRPC's status), the provider ends DATA without END_STREAM and
@@ -19,6 +23,22 @@ import EventLoop
 #if canImport(Glibc)
 import Glibc
 #endif
+
+/// The I/O buffers of one event loop, shared by all its connections: only one connection reads
+/// or writes at a time on a loop, and none keeps a buffer between its turns.
+final class LoopBuffers {
+    /// Frames gathered into one `send` at most.
+    static let batchSize = 64 * 1024
+    let read: UnsafeMutableRawBufferPointer
+    var write: [UInt8] = []
+
+    init() {
+        read = .allocate(byteCount: 64 * 1024, alignment: 16)
+        write.reserveCapacity(Self.batchSize + 16 * 1024)
+    }
+
+    deinit { read.deallocate() }
+}
 
 /// One header field to submit.
 typealias HeaderField = (name: String, value: String)
@@ -36,7 +56,7 @@ class HTTP2Connection: IOHandler {
     private(set) var session: OpaquePointer?
     private var pendingOutput: [UInt8] = []
     private var watching: IOEvents = []
-    private let readBuffer: UnsafeMutableRawBufferPointer
+    private let buffers: LoopBuffers
     /// Set by callbacks or the subclass to ask for the connection to close once I/O returns.
     var closeRequested = false
     private(set) var isClosed = false
@@ -46,14 +66,10 @@ class HTTP2Connection: IOHandler {
     private var flushScheduled = false
     var outgoingBodies: [Int32: OutgoingBody] = [:]
 
-    static let readBufferSize = 32 * 1024
-    /// Above this much refused output, stop producing frames until the socket drains.
-    static let outputHighWater = 256 * 1024
-
-    init(loop: EventLoop, fd: Int32, server: Bool, settings: [(nghttp2_settings_id, UInt32)]) {
+    init(loop: EventLoop, fd: Int32, buffers: LoopBuffers, server: Bool, settings: [(nghttp2_settings_id, UInt32)]) {
         self.loop = loop
         self.fd = fd
-        readBuffer = .allocate(byteCount: Self.readBufferSize, alignment: 16)
+        self.buffers = buffers
         var callbacks: OpaquePointer?
         nghttp2_session_callbacks_new(&callbacks)
         Self.installCallbacks(callbacks)
@@ -77,7 +93,6 @@ class HTTP2Connection: IOHandler {
 
     deinit {
         if let session { nghttp2_session_del(session) }
-        readBuffer.deallocate()
     }
 
     /// Starts watching the socket. Call once, on the loop. A client whose connect is still in
@@ -118,10 +133,10 @@ class HTTP2Connection: IOHandler {
         // A bounded number of reads per wake-up keeps one busy peer from starving the others.
         for _ in 0..<8 {
             guard !isClosed, pendingOutput.isEmpty else { break }
-            switch Socket.read(fd, into: readBuffer) {
+            switch Socket.read(fd, into: buffers.read) {
             case .transferred(let count):
                 processingInput = true
-                let consumed = nghttp2_session_mem_recv(session, readBuffer.baseAddress!.assumingMemoryBound(to: UInt8.self), count)
+                let consumed = nghttp2_session_mem_recv(session, buffers.read.baseAddress!.assumingMemoryBound(to: UInt8.self), count)
                 processingInput = false
                 if consumed < 0 {
                     // A protocol error (bad preface, garbage): nghttp2 has queued a GOAWAY; send it, then close.
@@ -157,26 +172,25 @@ class HTTP2Connection: IOHandler {
         if !pendingOutput.isEmpty {
             guard writePending() else { return }
         }
-        while pendingOutput.count < Self.outputHighWater, nghttp2_session_want_write(session) != 0 {
-            var chunk: UnsafePointer<UInt8>?
-            let length = nghttp2_session_mem_send(session, &chunk)
-            if length < 0 { close(); return }
-            if length == 0 { break }
-            let buffer = UnsafeRawBufferPointer(start: chunk, count: length)
-            if pendingOutput.isEmpty {
-                switch Socket.write(fd, from: buffer) {
-                case .transferred(let written) where written == length:
-                    continue
-                case .transferred(let written):
-                    pendingOutput.append(contentsOf: buffer[written...])
-                case .wouldBlock:
-                    pendingOutput.append(contentsOf: buffer)
-                case .closed, .failed:
-                    close()
-                    return
-                }
-            } else {
-                pendingOutput.append(contentsOf: buffer)
+        while pendingOutput.isEmpty, nghttp2_session_want_write(session) != 0 {
+            // Gather frames into the loop's batch, then send them with one system call.
+            buffers.write.removeAll(keepingCapacity: true)
+            while buffers.write.count < LoopBuffers.batchSize, nghttp2_session_want_write(session) != 0 {
+                var chunk: UnsafePointer<UInt8>?
+                let length = nghttp2_session_mem_send(session, &chunk)
+                if length < 0 { close(); return }
+                if length == 0 { break }
+                buffers.write.append(contentsOf: UnsafeRawBufferPointer(start: chunk, count: length))
+            }
+            if buffers.write.isEmpty { break }
+            switch buffers.write.withUnsafeBytes({ Socket.write(fd, from: $0) }) {
+            case .transferred(let written):
+                if written < buffers.write.count { pendingOutput = Array(buffers.write[written...]) }
+            case .wouldBlock:
+                pendingOutput = buffers.write
+            case .closed, .failed:
+                close()
+                return
             }
         }
         let done = nghttp2_session_want_read(session) == 0 && nghttp2_session_want_write(session) == 0

@@ -42,10 +42,10 @@ final class ServerConnection: HTTP2Connection {
         init(maxMessageSize: Int) { assembler = MessageAssembler(maxMessageSize: maxMessageSize) }
     }
 
-    init(loop: EventLoop, fd: Int32, core: ServerCore) {
+    init(loop: EventLoop, fd: Int32, buffers: LoopBuffers, core: ServerCore) {
         self.core = core
         let config = core.configuration
-        super.init(loop: loop, fd: fd, server: true, settings: [
+        super.init(loop: loop, fd: fd, buffers: buffers, server: true, settings: [
             (NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, config.maxConcurrentStreams),
             (NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, UInt32(config.maxHeaderListSize)),
         ])
