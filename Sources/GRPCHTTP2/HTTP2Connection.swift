@@ -270,9 +270,19 @@ class HTTP2Connection: IOHandler {
         nghttp2_submit_rst_stream(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), stream, errorCode.rawValue)
     }
 
+    /// The first step of a graceful shutdown: GOAWAY with the largest stream id.
+    func submitShutdownNotice() {
+        guard let session else { return }
+        nghttp2_submit_shutdown_notice(session)
+    }
+
+    /// True once the final GOAWAY is queued.
+    private(set) var goAwaySent = false
+
     /// Sends GOAWAY naming the last stream this side processed: streams after it were not.
     func submitGoAway(errorCode: nghttp2_error_code = NGHTTP2_NO_ERROR) {
         guard let session else { return }
+        goAwaySent = true
         let last = nghttp2_session_get_last_proc_stream_id(session)
         nghttp2_submit_goaway(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), last, errorCode.rawValue, nil, 0)
     }

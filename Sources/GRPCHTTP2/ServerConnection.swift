@@ -249,16 +249,24 @@ final class ServerConnection: HTTP2Connection {
         // Closed before we answered: the client reset the stream, so the handler's work is moot.
         if !stream.responded { stream.task?.cancel() }
         lastActivity = .now
-        if draining && streams.isEmpty { closeRequested = true }
+        if draining && streams.isEmpty && goAwaySent { closeRequested = true }
     }
 
-    /// Graceful shutdown: GOAWAY now, close once the streams in flight have been answered.
+    /// Graceful shutdown in two steps, as RFC 9113 advises: a GOAWAY that refuses nothing yet (so
+    /// the client stops opening streams), then, a round trip later, the GOAWAY naming the last
+    /// stream we took; the connection closes once those have been answered. Requests already on
+    /// the wire when the first one left are served, not silently dropped.
     func drain() {
         guard !isClosed, !draining else { return }
         draining = true
-        submitGoAway()
-        if streams.isEmpty { closeRequested = true }
+        submitShutdownNotice()
         flush()
+        loop.schedule(after: .milliseconds(100)) { [weak self] in
+            guard let self, !self.isClosed else { return }
+            self.submitGoAway()
+            if self.streams.isEmpty { self.closeRequested = true }
+            self.flush()
+        }
     }
 
     /// The grace period is over: cancel what still runs and close.
