@@ -2,8 +2,9 @@
 //
 // Each request stream walks: headers (validated as the spec asks: POST, application/grpc, a known
 // path) -> DATA assembled into length-prefixed messages (size limit checked on the prefix) ->
-// end of stream -> the route's async handler runs in its own Task -> its result hops back to the
-// loop with `execute` and goes out as HEADERS, DATA and trailers, or as Trailers-Only on error.
+// end of stream -> the route's async handler runs in its own Task, started on this thread (one
+// that never suspends answers at once; one that awaits hands its result back with `execute`) ->
+// the result goes out as HEADERS, DATA and trailers, or as Trailers-Only on error.
 // Every failure is answered on its own stream; only HTTP/2 protocol errors end the connection.
 // A deadline timer or the client's RST_STREAM cancels the handler's Task.
 import CNGHTTP2
