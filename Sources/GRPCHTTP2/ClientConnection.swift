@@ -115,7 +115,7 @@ final class ClientConnection: HTTP2Connection {
             }
         }
         headers += call.options.metadata.wireHeaders
-        let stream = submitRequest(headers: headers, body: OutgoingBody(bytes: MessageFraming.frame(call.request)))
+        let stream = submitRequest(headers: headers, body: OutgoingBody(message: call.request))
         guard stream > 0 else {
             call.finish(.failure(RPCError(.unavailable, "cannot start a stream to \(authority) (error \(stream))")))
             return

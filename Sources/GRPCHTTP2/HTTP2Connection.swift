@@ -43,11 +43,38 @@ final class LoopBuffers {
 /// One header field to submit.
 typealias HeaderField = (name: String, value: String)
 
-/// A body queued for sending, with the trailers that end its stream (nil: END_STREAM on DATA).
+/// One gRPC message queued for sending as DATA, with the trailers that end its stream (nil:
+/// END_STREAM on DATA). The length prefix is written as the bytes are read, so the message is
+/// never copied into a framed array first.
 struct OutgoingBody {
-    var bytes: [UInt8]
-    var offset = 0
+    let message: [UInt8]
     var trailers: [HeaderField]?
+    private let prefix: [UInt8]
+    private var offset = 0
+
+    init(message: [UInt8], trailers: [HeaderField]? = nil) {
+        self.message = message
+        self.trailers = trailers
+        prefix = MessageFraming.prefix(for: message.count)
+    }
+
+    var isFinished: Bool { offset == prefix.count + message.count }
+
+    /// Copies the next framed bytes, at most `capacity`, to `destination`; returns how many.
+    mutating func read(into destination: UnsafeMutableRawPointer, capacity: Int) -> Int {
+        var copied = 0
+        // `offset` counts framed bytes: the prefix's first, then the message's.
+        func copy(from part: [UInt8], startingAt start: Int) {
+            guard start < part.count, copied < capacity else { return }
+            let count = min(capacity - copied, part.count - start)
+            part.withUnsafeBytes { destination.advanced(by: copied).copyMemory(from: $0.baseAddress! + start, byteCount: count) }
+            copied += count
+        }
+        if offset < prefix.count { copy(from: prefix, startingAt: offset) }
+        copy(from: message, startingAt: offset + copied - prefix.count)
+        offset += copied
+        return copied
+    }
 }
 
 class HTTP2Connection: IOHandler {
@@ -301,12 +328,8 @@ class HTTP2Connection: IOHandler {
                 flags!.pointee |= NGHTTP2_DATA_FLAG_EOF.rawValue
                 return 0
             }
-            let count = min(length, body.bytes.count - body.offset)
-            body.bytes.withUnsafeBytes { source in
-                UnsafeMutableRawPointer(buffer!).copyMemory(from: source.baseAddress! + body.offset, byteCount: count)
-            }
-            body.offset += count
-            if body.offset < body.bytes.count {
+            let count = body.read(into: UnsafeMutableRawPointer(buffer!), capacity: length)
+            if !body.isFinished {
                 connection.outgoingBodies[stream] = body
                 return count
             }

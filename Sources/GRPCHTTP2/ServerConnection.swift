@@ -208,7 +208,7 @@ final class ServerConnection: HTTP2Connection {
         case .success(let message):
             headers += metadata.headers.wireHeaders
             let trailers = [("grpc-status", "0")] + metadata.trailers.wireHeaders
-            submitResponse(stream: id, headers: headers, body: OutgoingBody(bytes: MessageFraming.frame(message), trailers: trailers))
+            submitResponse(stream: id, headers: headers, body: OutgoingBody(message: message, trailers: trailers))
             status = RPCError(.ok)
         case .failure(var error):
             // A handler cannot fail with OK: a unary success needs a message.

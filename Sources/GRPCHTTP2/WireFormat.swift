@@ -4,20 +4,19 @@
 import RPCCore
 
 /// Length-prefixed message framing: 1 byte compressed flag, 4 bytes big-endian length, payload.
-enum MessageFraming {
+public enum MessageFraming {
     static let prefixLength = 5
 
-    static func frame(_ message: [UInt8]) -> [UInt8] {
-        var framed = [UInt8]()
-        framed.reserveCapacity(prefixLength + message.count)
-        let length = UInt32(message.count)
-        framed.append(0)
-        framed.append(UInt8(truncatingIfNeeded: length >> 24))
-        framed.append(UInt8(truncatingIfNeeded: length >> 16))
-        framed.append(UInt8(truncatingIfNeeded: length >> 8))
-        framed.append(UInt8(truncatingIfNeeded: length))
-        framed.append(contentsOf: message)
-        return framed
+    /// The prefix of an uncompressed message of `count` bytes.
+    static func prefix(for count: Int) -> [UInt8] {
+        let length = UInt32(count)
+        return [0, UInt8(truncatingIfNeeded: length >> 24), UInt8(truncatingIfNeeded: length >> 16),
+                UInt8(truncatingIfNeeded: length >> 8), UInt8(truncatingIfNeeded: length)]
+    }
+
+    /// A whole framed message, as h2load's request bodies need it.
+    public static func frame(_ message: [UInt8]) -> [UInt8] {
+        prefix(for: message.count) + message
     }
 
     /// The declared length of the message starting at `offset`, if its prefix has arrived.

@@ -7,11 +7,9 @@
 //   grpc-bench-client throughput --port P       many concurrent calls on one channel: calls/s
 // The server is any OrderService with the peers' semantics (grpc-bench-server, or a peer).
 import ArgumentParser
+import FoundationEssentials
 import GRPCHTTP2
 import PlatformProtos
-#if canImport(Glibc)
-import Glibc
-#endif
 
 @main
 struct BenchClient: AsyncParsableCommand {
@@ -43,9 +41,7 @@ enum BenchRequests {
     static let accept = AcceptOrderRequest(restaurantId: "r1", orderId: "order_1")
 
     static func framed(_ message: some GRPCMessage) -> [UInt8] {
-        let bytes = message.serializedBytes()
-        let length = UInt32(bytes.count)
-        return [0, UInt8(length >> 24), UInt8(length >> 16 & 0xFF), UInt8(length >> 8 & 0xFF), UInt8(length & 0xFF)] + bytes
+        MessageFraming.frame(message.serializedBytes())
     }
 }
 
@@ -58,10 +54,7 @@ struct Bodies: ParsableCommand {
                               ("get_order_status.bin", BenchRequests.framed(BenchRequests.status)),
                               ("cancel_order.bin", BenchRequests.framed(BenchRequests.cancel)),
                               ("accept_order.bin", BenchRequests.framed(BenchRequests.accept))] {
-            let path = "\(directory)/\(name)"
-            guard let file = fopen(path, "wb") else { throw ValidationError("cannot write \(path)") }
-            _ = bytes.withUnsafeBytes { fwrite($0.baseAddress, 1, $0.count, file) }
-            fclose(file)
+            try Data(bytes).write(to: URL(fileURLWithPath: directory).appendingPathComponent(name))
         }
     }
 }

@@ -65,6 +65,20 @@ import Testing
         #expect(!assembler.hasPartialMessage)
     }
 
+    @Test(arguments: [1, 2, 3, 5, 6, 7, 64])
+    func outgoingBodyReadsTheFramedMessageInAnyChunkSize(capacity: Int) {
+        let message: [UInt8] = Array(1...20)
+        var body = OutgoingBody(message: message)
+        var out: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: capacity)
+        while !body.isFinished {
+            let count = chunk.withUnsafeMutableBytes { body.read(into: $0.baseAddress!, capacity: capacity) }
+            #expect(count > 0 && count <= capacity)
+            out += chunk[..<count]
+        }
+        #expect(out == MessageFraming.frame(message))
+    }
+
     @Test func assemblerRejectsOversizedMessagesFromThePrefixAlone() {
         var assembler = MessageAssembler(maxMessageSize: 10)
         #expect(throws: MessageAssembler.Failure.self) {
