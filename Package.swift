@@ -3,13 +3,17 @@
 // The food-ordering platform: three gRPC services on our own HTTP/2 gRPC layer (libnghttp2),
 // protobuf-c message codecs and a Redis module (hiredis). Modules, bottom to top:
 //   C shims (CNGHTTP2, CProtobufC, CHiredis, CSystem) and protoc-c output (CPlatformProtos)
-//   RPCCore          transport-agnostic gRPC types: status, metadata, methods, routes
-//   PlatformProtos   generated Swift messages, method tables, providers and clients
+//   RPCCore          transport-agnostic gRPC types: status, metadata, methods, streams, routes
+//   ProtobufRuntime  the bridge from Swift values to protobuf-c structs the generated codecs use
+//   GRPCProtos       generated codecs of gRPC's own protos (health, reflection)
+//   GRPCServices     grpc.health.v1 and server reflection, for any set of services
+//   PlatformProtos   generated Swift messages, method tables, providers, clients and descriptors
 //   EventLoop        epoll loop thread, sockets, timers: the only place that polls
-//   GRPCHTTP2        gRPC server and client over HTTP/2 on libnghttp2
+//   GRPCHTTP2        gRPC server and client over HTTP/2 on libnghttp2 (no protos of its own)
 //   RedisClient      commands, transactions, scripts and Pub/Sub on hiredis
 //   *Logic           one library per service; the executables are thin mains
 //   test-client      the platform from a user's side: tour, one command per RPC, health, bench
+// The benchmark and interoperability tools are a package of their own, in Benchmarks/.
 import PackageDescription
 
 let package = Package(
@@ -19,8 +23,16 @@ let package = Package(
         .executable(name: "order-service", targets: ["order-service"]),
         .executable(name: "restaurant-service", targets: ["restaurant-service"]),
         .executable(name: "delivery-service", targets: ["delivery-service"]),
-        .executable(name: "grpc-bench-server", targets: ["grpc-bench-server"]),
         .executable(name: "test-client", targets: ["test-client"]),
+        // The layers other packages build on (Benchmarks/ among them).
+        .library(name: "RPCCore", targets: ["RPCCore"]),
+        .library(name: "ProtobufRuntime", targets: ["ProtobufRuntime"]),
+        .library(name: "GRPCProtos", targets: ["GRPCProtos"]),
+        .library(name: "GRPCServices", targets: ["GRPCServices"]),
+        .library(name: "EventLoop", targets: ["EventLoop"]),
+        .library(name: "GRPCHTTP2", targets: ["GRPCHTTP2"]),
+        .library(name: "RedisClient", targets: ["RedisClient"]),
+        .library(name: "PlatformProtos", targets: ["PlatformProtos"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -33,32 +45,21 @@ let package = Package(
         .systemLibrary(name: "CSystem"),
         // protoc-c output is plain C that includes <protobuf-c/protobuf-c.h> itself, so the link is explicit.
         .target(name: "CPlatformProtos", dependencies: ["CProtobufC"], linkerSettings: [.linkedLibrary("protobuf-c")]),
+        .target(name: "CGRPCProtos", dependencies: ["CProtobufC"], linkerSettings: [.linkedLibrary("protobuf-c")]),
         .target(name: "RPCCore"),
-        .target(name: "PlatformProtos", dependencies: ["CPlatformProtos", "RPCCore"]),
+        .target(name: "ProtobufRuntime", dependencies: ["CProtobufC", "RPCCore"]),
+        .target(name: "GRPCProtos", dependencies: ["CGRPCProtos", "ProtobufRuntime", "RPCCore"]),
+        .target(name: "GRPCServices", dependencies: ["GRPCProtos", "RPCCore"]),
+        .target(name: "PlatformProtos", dependencies: ["CPlatformProtos", "ProtobufRuntime", "RPCCore"]),
         .target(name: "EventLoop", dependencies: ["CSystem"]),
         .target(name: "GRPCHTTP2", dependencies: [
-            "CNGHTTP2", "EventLoop", "RPCCore", "PlatformProtos", .product(name: "Logging", package: "swift-log"),
+            "CNGHTTP2", "EventLoop", "RPCCore", .product(name: "Logging", package: "swift-log"),
         ]),
-        .target(name: "InMemoryOrders", dependencies: ["PlatformProtos"]),
-        .executableTarget(name: "grpc-bench-server", dependencies: [
-            "GRPCHTTP2", "InMemoryOrders", .product(name: "ArgumentParser", package: "swift-argument-parser"),
-        ]),
-        .executableTarget(name: "grpc-bench-client", dependencies: [
-            "GRPCHTTP2", "PlatformProtos", .product(name: "ArgumentParser", package: "swift-argument-parser"),
-        ]),
-        .executableTarget(name: "codec-bench", dependencies: ["PlatformProtos"]),
-        .executableTarget(name: "platform-bench", dependencies: [
-            "GRPCHTTP2", "PlatformProtos", "RedisClient", .product(name: "ArgumentParser", package: "swift-argument-parser"),
-        ]),
-        .executableTarget(name: "grpc-interop-server", dependencies: [
-            "GRPCHTTP2", "InMemoryOrders", .product(name: "ArgumentParser", package: "swift-argument-parser"),
-        ]),
-        .testTarget(name: "GRPCHTTP2Tests", dependencies: ["GRPCHTTP2", "PlatformProtos", "TestSupport"]),
+        .testTarget(name: "GRPCHTTP2Tests", dependencies: ["GRPCHTTP2", "GRPCServices", "PlatformProtos", "TestSupport"]),
         .testTarget(name: "EventLoopTests", dependencies: ["EventLoop"]),
         .target(name: "RedisClient", dependencies: ["CHiredis", "EventLoop"]),
         .target(name: "TestSupport", dependencies: [], path: "Tests/TestSupport"),
         .testTarget(name: "RedisClientTests", dependencies: ["RedisClient", "TestSupport"]),
-        .executableTarget(name: "redis-bench", dependencies: ["RedisClient"]),
         .target(name: "PlatformCommon", dependencies: [
             "RPCCore", "RedisClient", .product(name: "Logging", package: "swift-log"),
         ]),
@@ -66,16 +67,16 @@ let package = Package(
         .target(name: "RestaurantLogic", dependencies: ["PlatformCommon", "PlatformProtos"]),
         .target(name: "DeliveryLogic", dependencies: ["PlatformCommon", "PlatformProtos"]),
         .target(name: "ServiceRuntime", dependencies: [
-            "GRPCHTTP2", "RedisClient", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            "GRPCHTTP2", "GRPCServices", "RedisClient", .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
-        .executableTarget(name: "order-service", dependencies: ["OrderLogic", "ServiceRuntime"]),
-        .executableTarget(name: "restaurant-service", dependencies: ["RestaurantLogic", "ServiceRuntime"]),
-        .executableTarget(name: "delivery-service", dependencies: ["DeliveryLogic", "ServiceRuntime"]),
+        .executableTarget(name: "order-service", dependencies: ["OrderLogic", "PlatformProtos", "ServiceRuntime"]),
+        .executableTarget(name: "restaurant-service", dependencies: ["RestaurantLogic", "PlatformProtos", "ServiceRuntime"]),
+        .executableTarget(name: "delivery-service", dependencies: ["DeliveryLogic", "PlatformProtos", "ServiceRuntime"]),
         .executableTarget(name: "test-client", dependencies: [
-            "GRPCHTTP2", "PlatformProtos", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            "GRPCHTTP2", "GRPCProtos", "PlatformProtos", .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
-        .testTarget(name: "PlatformProtosTests", dependencies: ["PlatformProtos"]),
+        .testTarget(name: "PlatformProtosTests", dependencies: ["PlatformProtos", "GRPCProtos"]),
         .testTarget(name: "ServicesTests", dependencies: [
             "OrderLogic", "RestaurantLogic", "DeliveryLogic", "GRPCHTTP2", "PlatformProtos", "RedisClient", "TestSupport",
             .product(name: "Logging", package: "swift-log"),

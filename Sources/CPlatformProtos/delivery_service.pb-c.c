@@ -322,6 +322,96 @@ void   delivery_service__delivery_assignment__free_unpacked
   assert(message->base.descriptor == &delivery_service__delivery_assignment__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   delivery_service__watch_driver_assignments_request__init
+                     (DeliveryService__WatchDriverAssignmentsRequest         *message)
+{
+  static const DeliveryService__WatchDriverAssignmentsRequest init_value = DELIVERY_SERVICE__WATCH_DRIVER_ASSIGNMENTS_REQUEST__INIT;
+  *message = init_value;
+}
+size_t delivery_service__watch_driver_assignments_request__get_packed_size
+                     (const DeliveryService__WatchDriverAssignmentsRequest *message)
+{
+  assert(message->base.descriptor == &delivery_service__watch_driver_assignments_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t delivery_service__watch_driver_assignments_request__pack
+                     (const DeliveryService__WatchDriverAssignmentsRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &delivery_service__watch_driver_assignments_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t delivery_service__watch_driver_assignments_request__pack_to_buffer
+                     (const DeliveryService__WatchDriverAssignmentsRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &delivery_service__watch_driver_assignments_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+DeliveryService__WatchDriverAssignmentsRequest *
+       delivery_service__watch_driver_assignments_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (DeliveryService__WatchDriverAssignmentsRequest *)
+     protobuf_c_message_unpack (&delivery_service__watch_driver_assignments_request__descriptor,
+                                allocator, len, data);
+}
+void   delivery_service__watch_driver_assignments_request__free_unpacked
+                     (DeliveryService__WatchDriverAssignmentsRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &delivery_service__watch_driver_assignments_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   delivery_service__driver_assignment_update__init
+                     (DeliveryService__DriverAssignmentUpdate         *message)
+{
+  static const DeliveryService__DriverAssignmentUpdate init_value = DELIVERY_SERVICE__DRIVER_ASSIGNMENT_UPDATE__INIT;
+  *message = init_value;
+}
+size_t delivery_service__driver_assignment_update__get_packed_size
+                     (const DeliveryService__DriverAssignmentUpdate *message)
+{
+  assert(message->base.descriptor == &delivery_service__driver_assignment_update__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t delivery_service__driver_assignment_update__pack
+                     (const DeliveryService__DriverAssignmentUpdate *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &delivery_service__driver_assignment_update__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t delivery_service__driver_assignment_update__pack_to_buffer
+                     (const DeliveryService__DriverAssignmentUpdate *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &delivery_service__driver_assignment_update__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+DeliveryService__DriverAssignmentUpdate *
+       delivery_service__driver_assignment_update__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (DeliveryService__DriverAssignmentUpdate *)
+     protobuf_c_message_unpack (&delivery_service__driver_assignment_update__descriptor,
+                                allocator, len, data);
+}
+void   delivery_service__driver_assignment_update__free_unpacked
+                     (DeliveryService__DriverAssignmentUpdate *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &delivery_service__driver_assignment_update__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 static const ProtobufCFieldDescriptor delivery_service__assign_driver_request__field_descriptors[2] =
 {
   {
@@ -666,16 +756,133 @@ const ProtobufCMessageDescriptor delivery_service__delivery_assignment__descript
   (ProtobufCMessageInit) delivery_service__delivery_assignment__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCMethodDescriptor delivery_service__delivery_service__method_descriptors[3] =
+static const ProtobufCFieldDescriptor delivery_service__watch_driver_assignments_request__field_descriptors[1] =
+{
+  {
+    "driver_id",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(DeliveryService__WatchDriverAssignmentsRequest, driver_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned delivery_service__watch_driver_assignments_request__field_indices_by_name[] = {
+  0,   /* field[0] = driver_id */
+};
+static const ProtobufCIntRange delivery_service__watch_driver_assignments_request__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 1 }
+};
+const ProtobufCMessageDescriptor delivery_service__watch_driver_assignments_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "delivery_service.WatchDriverAssignmentsRequest",
+  "WatchDriverAssignmentsRequest",
+  "DeliveryService__WatchDriverAssignmentsRequest",
+  "delivery_service",
+  sizeof(DeliveryService__WatchDriverAssignmentsRequest),
+  1,
+  delivery_service__watch_driver_assignments_request__field_descriptors,
+  delivery_service__watch_driver_assignments_request__field_indices_by_name,
+  1,  delivery_service__watch_driver_assignments_request__number_ranges,
+  (ProtobufCMessageInit) delivery_service__watch_driver_assignments_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor delivery_service__driver_assignment_update__field_descriptors[4] =
+{
+  {
+    "assignment_id",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(DeliveryService__DriverAssignmentUpdate, assignment_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "order_id",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(DeliveryService__DriverAssignmentUpdate, order_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "status",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(DeliveryService__DriverAssignmentUpdate, status),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "updated_at_unix_ms",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(DeliveryService__DriverAssignmentUpdate, updated_at_unix_ms),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned delivery_service__driver_assignment_update__field_indices_by_name[] = {
+  0,   /* field[0] = assignment_id */
+  1,   /* field[1] = order_id */
+  2,   /* field[2] = status */
+  3,   /* field[3] = updated_at_unix_ms */
+};
+static const ProtobufCIntRange delivery_service__driver_assignment_update__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 4 }
+};
+const ProtobufCMessageDescriptor delivery_service__driver_assignment_update__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "delivery_service.DriverAssignmentUpdate",
+  "DriverAssignmentUpdate",
+  "DeliveryService__DriverAssignmentUpdate",
+  "delivery_service",
+  sizeof(DeliveryService__DriverAssignmentUpdate),
+  4,
+  delivery_service__driver_assignment_update__field_descriptors,
+  delivery_service__driver_assignment_update__field_indices_by_name,
+  1,  delivery_service__driver_assignment_update__number_ranges,
+  (ProtobufCMessageInit) delivery_service__driver_assignment_update__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCMethodDescriptor delivery_service__delivery_service__method_descriptors[4] =
 {
   { "AssignDriver", &delivery_service__assign_driver_request__descriptor, &delivery_service__assign_driver_response__descriptor },
   { "UpdateDeliveryStatus", &delivery_service__update_delivery_status_request__descriptor, &delivery_service__update_delivery_status_response__descriptor },
   { "GetDriverAssignments", &delivery_service__get_driver_assignments_request__descriptor, &delivery_service__get_driver_assignments_response__descriptor },
+  { "WatchDriverAssignments", &delivery_service__watch_driver_assignments_request__descriptor, &delivery_service__driver_assignment_update__descriptor },
 };
 const unsigned delivery_service__delivery_service__method_indices_by_name[] = {
   0,        /* AssignDriver */
   2,        /* GetDriverAssignments */
-  1         /* UpdateDeliveryStatus */
+  1,        /* UpdateDeliveryStatus */
+  3         /* WatchDriverAssignments */
 };
 const ProtobufCServiceDescriptor delivery_service__delivery_service__descriptor =
 {
@@ -684,7 +891,7 @@ const ProtobufCServiceDescriptor delivery_service__delivery_service__descriptor 
   "DeliveryService",
   "DeliveryService__DeliveryService",
   "delivery_service",
-  3,
+  4,
   delivery_service__delivery_service__method_descriptors,
   delivery_service__delivery_service__method_indices_by_name
 };
@@ -711,6 +918,14 @@ void delivery_service__delivery_service__get_driver_assignments(ProtobufCService
 {
   assert(service->descriptor == &delivery_service__delivery_service__descriptor);
   service->invoke(service, 2, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+}
+void delivery_service__delivery_service__watch_driver_assignments(ProtobufCService *service,
+                                                                  const DeliveryService__WatchDriverAssignmentsRequest *input,
+                                                                  DeliveryService__DriverAssignmentUpdate_Closure closure,
+                                                                  void *closure_data)
+{
+  assert(service->descriptor == &delivery_service__delivery_service__descriptor);
+  service->invoke(service, 3, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
 void delivery_service__delivery_service__init (DeliveryService__DeliveryService_Service *service,
                                                DeliveryService__DeliveryService_ServiceDestroy destroy)

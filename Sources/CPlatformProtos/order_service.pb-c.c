@@ -367,6 +367,96 @@ void   order_service__record_restaurant_decision_response__free_unpacked
   assert(message->base.descriptor == &order_service__record_restaurant_decision_response__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   order_service__watch_order_request__init
+                     (OrderService__WatchOrderRequest         *message)
+{
+  static const OrderService__WatchOrderRequest init_value = ORDER_SERVICE__WATCH_ORDER_REQUEST__INIT;
+  *message = init_value;
+}
+size_t order_service__watch_order_request__get_packed_size
+                     (const OrderService__WatchOrderRequest *message)
+{
+  assert(message->base.descriptor == &order_service__watch_order_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t order_service__watch_order_request__pack
+                     (const OrderService__WatchOrderRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &order_service__watch_order_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t order_service__watch_order_request__pack_to_buffer
+                     (const OrderService__WatchOrderRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &order_service__watch_order_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+OrderService__WatchOrderRequest *
+       order_service__watch_order_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (OrderService__WatchOrderRequest *)
+     protobuf_c_message_unpack (&order_service__watch_order_request__descriptor,
+                                allocator, len, data);
+}
+void   order_service__watch_order_request__free_unpacked
+                     (OrderService__WatchOrderRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &order_service__watch_order_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   order_service__order_update__init
+                     (OrderService__OrderUpdate         *message)
+{
+  static const OrderService__OrderUpdate init_value = ORDER_SERVICE__ORDER_UPDATE__INIT;
+  *message = init_value;
+}
+size_t order_service__order_update__get_packed_size
+                     (const OrderService__OrderUpdate *message)
+{
+  assert(message->base.descriptor == &order_service__order_update__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t order_service__order_update__pack
+                     (const OrderService__OrderUpdate *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &order_service__order_update__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t order_service__order_update__pack_to_buffer
+                     (const OrderService__OrderUpdate *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &order_service__order_update__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+OrderService__OrderUpdate *
+       order_service__order_update__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (OrderService__OrderUpdate *)
+     protobuf_c_message_unpack (&order_service__order_update__descriptor,
+                                allocator, len, data);
+}
+void   order_service__order_update__free_unpacked
+                     (OrderService__OrderUpdate *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &order_service__order_update__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 static const ProtobufCFieldDescriptor order_service__place_order_request__field_descriptors[4] =
 {
   {
@@ -814,18 +904,174 @@ const ProtobufCMessageDescriptor order_service__record_restaurant_decision_respo
   (ProtobufCMessageInit) order_service__record_restaurant_decision_response__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCMethodDescriptor order_service__order_service__method_descriptors[4] =
+static const ProtobufCFieldDescriptor order_service__watch_order_request__field_descriptors[1] =
+{
+  {
+    "order_id",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(OrderService__WatchOrderRequest, order_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned order_service__watch_order_request__field_indices_by_name[] = {
+  0,   /* field[0] = order_id */
+};
+static const ProtobufCIntRange order_service__watch_order_request__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 1 }
+};
+const ProtobufCMessageDescriptor order_service__watch_order_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "order_service.WatchOrderRequest",
+  "WatchOrderRequest",
+  "OrderService__WatchOrderRequest",
+  "order_service",
+  sizeof(OrderService__WatchOrderRequest),
+  1,
+  order_service__watch_order_request__field_descriptors,
+  order_service__watch_order_request__field_indices_by_name,
+  1,  order_service__watch_order_request__number_ranges,
+  (ProtobufCMessageInit) order_service__watch_order_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor order_service__order_update__field_descriptors[7] =
+{
+  {
+    "order_id",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(OrderService__OrderUpdate, order_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "status",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(OrderService__OrderUpdate, status),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "driver_id",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(OrderService__OrderUpdate, driver_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "updated_at_unix_ms",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(OrderService__OrderUpdate, updated_at_unix_ms),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "restaurant_id",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(OrderService__OrderUpdate, restaurant_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "customer_id",
+    6,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(OrderService__OrderUpdate, customer_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "final",
+    7,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(OrderService__OrderUpdate, final),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned order_service__order_update__field_indices_by_name[] = {
+  5,   /* field[5] = customer_id */
+  2,   /* field[2] = driver_id */
+  6,   /* field[6] = final */
+  0,   /* field[0] = order_id */
+  4,   /* field[4] = restaurant_id */
+  1,   /* field[1] = status */
+  3,   /* field[3] = updated_at_unix_ms */
+};
+static const ProtobufCIntRange order_service__order_update__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 7 }
+};
+const ProtobufCMessageDescriptor order_service__order_update__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "order_service.OrderUpdate",
+  "OrderUpdate",
+  "OrderService__OrderUpdate",
+  "order_service",
+  sizeof(OrderService__OrderUpdate),
+  7,
+  order_service__order_update__field_descriptors,
+  order_service__order_update__field_indices_by_name,
+  1,  order_service__order_update__number_ranges,
+  (ProtobufCMessageInit) order_service__order_update__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCMethodDescriptor order_service__order_service__method_descriptors[5] =
 {
   { "PlaceOrder", &order_service__place_order_request__descriptor, &order_service__place_order_response__descriptor },
   { "GetOrderStatus", &order_service__get_order_status_request__descriptor, &order_service__get_order_status_response__descriptor },
   { "CancelOrder", &order_service__cancel_order_request__descriptor, &order_service__cancel_order_response__descriptor },
   { "RecordRestaurantDecision", &order_service__record_restaurant_decision_request__descriptor, &order_service__record_restaurant_decision_response__descriptor },
+  { "WatchOrder", &order_service__watch_order_request__descriptor, &order_service__order_update__descriptor },
 };
 const unsigned order_service__order_service__method_indices_by_name[] = {
   2,        /* CancelOrder */
   1,        /* GetOrderStatus */
   0,        /* PlaceOrder */
-  3         /* RecordRestaurantDecision */
+  3,        /* RecordRestaurantDecision */
+  4         /* WatchOrder */
 };
 const ProtobufCServiceDescriptor order_service__order_service__descriptor =
 {
@@ -834,7 +1080,7 @@ const ProtobufCServiceDescriptor order_service__order_service__descriptor =
   "OrderService",
   "OrderService__OrderService",
   "order_service",
-  4,
+  5,
   order_service__order_service__method_descriptors,
   order_service__order_service__method_indices_by_name
 };
@@ -869,6 +1115,14 @@ void order_service__order_service__record_restaurant_decision(ProtobufCService *
 {
   assert(service->descriptor == &order_service__order_service__descriptor);
   service->invoke(service, 3, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+}
+void order_service__order_service__watch_order(ProtobufCService *service,
+                                               const OrderService__WatchOrderRequest *input,
+                                               OrderService__OrderUpdate_Closure closure,
+                                               void *closure_data)
+{
+  assert(service->descriptor == &order_service__order_service__descriptor);
+  service->invoke(service, 4, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
 void order_service__order_service__init (OrderService__OrderService_Service *service,
                                          OrderService__OrderService_ServiceDestroy destroy)

@@ -412,6 +412,96 @@ void   restaurant_service__get_menu_response__free_unpacked
   assert(message->base.descriptor == &restaurant_service__get_menu_response__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   restaurant_service__watch_restaurant_orders_request__init
+                     (RestaurantService__WatchRestaurantOrdersRequest         *message)
+{
+  static const RestaurantService__WatchRestaurantOrdersRequest init_value = RESTAURANT_SERVICE__WATCH_RESTAURANT_ORDERS_REQUEST__INIT;
+  *message = init_value;
+}
+size_t restaurant_service__watch_restaurant_orders_request__get_packed_size
+                     (const RestaurantService__WatchRestaurantOrdersRequest *message)
+{
+  assert(message->base.descriptor == &restaurant_service__watch_restaurant_orders_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t restaurant_service__watch_restaurant_orders_request__pack
+                     (const RestaurantService__WatchRestaurantOrdersRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &restaurant_service__watch_restaurant_orders_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t restaurant_service__watch_restaurant_orders_request__pack_to_buffer
+                     (const RestaurantService__WatchRestaurantOrdersRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &restaurant_service__watch_restaurant_orders_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+RestaurantService__WatchRestaurantOrdersRequest *
+       restaurant_service__watch_restaurant_orders_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (RestaurantService__WatchRestaurantOrdersRequest *)
+     protobuf_c_message_unpack (&restaurant_service__watch_restaurant_orders_request__descriptor,
+                                allocator, len, data);
+}
+void   restaurant_service__watch_restaurant_orders_request__free_unpacked
+                     (RestaurantService__WatchRestaurantOrdersRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &restaurant_service__watch_restaurant_orders_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   restaurant_service__restaurant_order_update__init
+                     (RestaurantService__RestaurantOrderUpdate         *message)
+{
+  static const RestaurantService__RestaurantOrderUpdate init_value = RESTAURANT_SERVICE__RESTAURANT_ORDER_UPDATE__INIT;
+  *message = init_value;
+}
+size_t restaurant_service__restaurant_order_update__get_packed_size
+                     (const RestaurantService__RestaurantOrderUpdate *message)
+{
+  assert(message->base.descriptor == &restaurant_service__restaurant_order_update__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t restaurant_service__restaurant_order_update__pack
+                     (const RestaurantService__RestaurantOrderUpdate *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &restaurant_service__restaurant_order_update__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t restaurant_service__restaurant_order_update__pack_to_buffer
+                     (const RestaurantService__RestaurantOrderUpdate *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &restaurant_service__restaurant_order_update__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+RestaurantService__RestaurantOrderUpdate *
+       restaurant_service__restaurant_order_update__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (RestaurantService__RestaurantOrderUpdate *)
+     protobuf_c_message_unpack (&restaurant_service__restaurant_order_update__descriptor,
+                                allocator, len, data);
+}
+void   restaurant_service__restaurant_order_update__free_unpacked
+                     (RestaurantService__RestaurantOrderUpdate *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &restaurant_service__restaurant_order_update__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 static const ProtobufCFieldDescriptor restaurant_service__menu_item__field_descriptors[4] =
 {
   {
@@ -871,18 +961,174 @@ const ProtobufCMessageDescriptor restaurant_service__get_menu_response__descript
   (ProtobufCMessageInit) restaurant_service__get_menu_response__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCMethodDescriptor restaurant_service__restaurant_service__method_descriptors[4] =
+static const ProtobufCFieldDescriptor restaurant_service__watch_restaurant_orders_request__field_descriptors[1] =
+{
+  {
+    "restaurant_id",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(RestaurantService__WatchRestaurantOrdersRequest, restaurant_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned restaurant_service__watch_restaurant_orders_request__field_indices_by_name[] = {
+  0,   /* field[0] = restaurant_id */
+};
+static const ProtobufCIntRange restaurant_service__watch_restaurant_orders_request__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 1 }
+};
+const ProtobufCMessageDescriptor restaurant_service__watch_restaurant_orders_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "restaurant_service.WatchRestaurantOrdersRequest",
+  "WatchRestaurantOrdersRequest",
+  "RestaurantService__WatchRestaurantOrdersRequest",
+  "restaurant_service",
+  sizeof(RestaurantService__WatchRestaurantOrdersRequest),
+  1,
+  restaurant_service__watch_restaurant_orders_request__field_descriptors,
+  restaurant_service__watch_restaurant_orders_request__field_indices_by_name,
+  1,  restaurant_service__watch_restaurant_orders_request__number_ranges,
+  (ProtobufCMessageInit) restaurant_service__watch_restaurant_orders_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor restaurant_service__restaurant_order_update__field_descriptors[7] =
+{
+  {
+    "order_id",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(RestaurantService__RestaurantOrderUpdate, order_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "status",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(RestaurantService__RestaurantOrderUpdate, status),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "customer_id",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(RestaurantService__RestaurantOrderUpdate, customer_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "items",
+    4,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_STRING,
+    offsetof(RestaurantService__RestaurantOrderUpdate, n_items),
+    offsetof(RestaurantService__RestaurantOrderUpdate, items),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "total_price",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_DOUBLE,
+    0,   /* quantifier_offset */
+    offsetof(RestaurantService__RestaurantOrderUpdate, total_price),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "driver_id",
+    6,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(RestaurantService__RestaurantOrderUpdate, driver_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "updated_at_unix_ms",
+    7,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(RestaurantService__RestaurantOrderUpdate, updated_at_unix_ms),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned restaurant_service__restaurant_order_update__field_indices_by_name[] = {
+  2,   /* field[2] = customer_id */
+  5,   /* field[5] = driver_id */
+  3,   /* field[3] = items */
+  0,   /* field[0] = order_id */
+  1,   /* field[1] = status */
+  4,   /* field[4] = total_price */
+  6,   /* field[6] = updated_at_unix_ms */
+};
+static const ProtobufCIntRange restaurant_service__restaurant_order_update__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 7 }
+};
+const ProtobufCMessageDescriptor restaurant_service__restaurant_order_update__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "restaurant_service.RestaurantOrderUpdate",
+  "RestaurantOrderUpdate",
+  "RestaurantService__RestaurantOrderUpdate",
+  "restaurant_service",
+  sizeof(RestaurantService__RestaurantOrderUpdate),
+  7,
+  restaurant_service__restaurant_order_update__field_descriptors,
+  restaurant_service__restaurant_order_update__field_indices_by_name,
+  1,  restaurant_service__restaurant_order_update__number_ranges,
+  (ProtobufCMessageInit) restaurant_service__restaurant_order_update__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCMethodDescriptor restaurant_service__restaurant_service__method_descriptors[5] =
 {
   { "UpdateMenu", &restaurant_service__update_menu_request__descriptor, &restaurant_service__update_menu_response__descriptor },
   { "AcceptOrder", &restaurant_service__accept_order_request__descriptor, &restaurant_service__accept_order_response__descriptor },
   { "RejectOrder", &restaurant_service__reject_order_request__descriptor, &restaurant_service__reject_order_response__descriptor },
   { "GetMenu", &restaurant_service__get_menu_request__descriptor, &restaurant_service__get_menu_response__descriptor },
+  { "WatchRestaurantOrders", &restaurant_service__watch_restaurant_orders_request__descriptor, &restaurant_service__restaurant_order_update__descriptor },
 };
 const unsigned restaurant_service__restaurant_service__method_indices_by_name[] = {
   1,        /* AcceptOrder */
   3,        /* GetMenu */
   2,        /* RejectOrder */
-  0         /* UpdateMenu */
+  0,        /* UpdateMenu */
+  4         /* WatchRestaurantOrders */
 };
 const ProtobufCServiceDescriptor restaurant_service__restaurant_service__descriptor =
 {
@@ -891,7 +1137,7 @@ const ProtobufCServiceDescriptor restaurant_service__restaurant_service__descrip
   "RestaurantService",
   "RestaurantService__RestaurantService",
   "restaurant_service",
-  4,
+  5,
   restaurant_service__restaurant_service__method_descriptors,
   restaurant_service__restaurant_service__method_indices_by_name
 };
@@ -926,6 +1172,14 @@ void restaurant_service__restaurant_service__get_menu(ProtobufCService *service,
 {
   assert(service->descriptor == &restaurant_service__restaurant_service__descriptor);
   service->invoke(service, 3, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+}
+void restaurant_service__restaurant_service__watch_restaurant_orders(ProtobufCService *service,
+                                                                     const RestaurantService__WatchRestaurantOrdersRequest *input,
+                                                                     RestaurantService__RestaurantOrderUpdate_Closure closure,
+                                                                     void *closure_data)
+{
+  assert(service->descriptor == &restaurant_service__restaurant_service__descriptor);
+  service->invoke(service, 4, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
 void restaurant_service__restaurant_service__init (RestaurantService__RestaurantService_Service *service,
                                                    RestaurantService__RestaurantService_ServiceDestroy destroy)

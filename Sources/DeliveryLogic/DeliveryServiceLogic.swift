@@ -1,12 +1,19 @@
 // DeliveryService: drivers and assignments in Redis, every change an atomic Lua script.
 //
 // Keys: `delivery:assignment:<id>` (hash: order_id, driver_id, status), `delivery:order:<id>`
-// (hash: accepted, auto_assigned, assignment = the active one), `delivery:driver:<id>:assignments`
-// (list, oldest first) and `delivery:driver:<id>:active` (open assignments, for least-loaded).
+// (hash: accepted, auto_assigned, assignment = the active one, restaurant and customer as the
+// ORDER_ACCEPTED event told them), `delivery:driver:<id>:assignments` (list, oldest first) and
+// `delivery:driver:<id>:active` (open assignments, for least-loaded).
 // The service learns of accepted orders from ORDER_ACCEPTED events (EventConsumer) and assigns a
 // driver automatically; the script marks the order `auto_assigned` in the same step, so replays,
 // restarts and a second replica never assign twice. Every assignment and stage change appends
-// DRIVER_ASSIGNED / DELIVERY_STATUS to the event stream and publishes it in that same step.
+// DRIVER_ASSIGNED / DELIVERY_STATUS to the event stream and publishes it in that same step, with
+// the driver, the assignment and the order's restaurant and customer as fields, so watchers of
+// any of them are reached.
+//
+// WatchDriverAssignments subscribes to the process's EventHub first, then reads the driver's
+// open assignments together with the stream's last id in one script: the snapshot shows exactly
+// the events up to that id, so the events after it are the changes to send.
 import Logging
 import PlatformCommon
 import PlatformProtos
@@ -19,23 +26,28 @@ public struct DeliveryServiceLogic: DeliveryServiceProvider {
 
     private let redis: RedisClient
     private let events: EventConsumer
+    private let hub: EventHub
     private let logger: Logger
 
     /// `drivers`: the pool automatic assignments choose from (least loaded first).
     public init(redis: RedisClient, drivers: [String], logger: Logger) {
         self.redis = redis
         self.logger = logger
+        hub = EventHub(redis: redis, logger: logger)
         let pool = drivers.isEmpty ? [Self.defaultDriver] : drivers
         events = EventConsumer(name: "delivery_service", redis: redis, logger: logger) { events throws(RPCError) in
-            let accepted = events.filter { $0.kind == .orderAccepted }.map(\.orderID)
+            let accepted = events.filter { $0.kind == .orderAccepted }
             guard !accepted.isEmpty else { return }
-            let reply = try await redis.script(Scripts.assign, arguments: ["auto", String(pool.count)] + pool + accepted)
+            let orders = accepted.flatMap { [$0.orderID, $0.restaurantID ?? "", $0.customerID ?? ""] }
+            let reply = try await redis.script(Scripts.assign, arguments: ["auto", String(pool.count)] + pool + orders)
             logger.info("drivers assigned automatically", metadata: ["orders": "\(accepted.count)", "new": "\(reply.int ?? 0)"])
         }
     }
 
     /// Starts following ORDER_ACCEPTED events.
     public func start() async { await events.start() }
+    /// Ends the watches (the server is about to drain).
+    public func endWatches() { hub.shutdown() }
     public func stop() async { await events.stop() }
 
     public func assignDriver(_ request: AssignDriverRequest, context: ServerContext) async throws -> AssignDriverResponse {
@@ -70,22 +82,68 @@ public struct DeliveryServiceLogic: DeliveryServiceProvider {
         }
         return GetDriverAssignmentsResponse(assignments: assignments)
     }
+
+    public func watchDriverAssignments(
+        _ request: WatchDriverAssignmentsRequest, responses: RPCWriter<DriverAssignmentUpdate>, context: ServerContext
+    ) async throws {
+        let driver = request.driverId
+        try Identifier.validate(driver, field: "driver_id")
+        let subscription = try await hub.subscribe(.driver(driver))
+        defer { subscription.cancel() }
+        let reply = try await redis.script(Scripts.openAssignments, arguments: [driver]).array ?? []
+        let snapshot = reply.first?.string.flatMap(StreamID.init) ?? .zero
+        let open = Array(reply.dropFirst())
+        for index in stride(from: 0, to: open.count - 2, by: 3) {
+            try await responses.write(DriverAssignmentUpdate(
+                assignmentId: open[index].string ?? "", orderId: open[index + 1].string ?? "", status: open[index + 2].string ?? ""))
+        }
+        for try await event in subscription {
+            guard let id = event.id, id > snapshot else { continue }
+            let at = Int64(id.milliseconds)
+            if event.kind == .driverAssigned, event.previousDriverID == driver, let previous = event.previousAssignmentID {
+                try await responses.write(DriverAssignmentUpdate(
+                    assignmentId: previous, orderId: event.orderID, status: Self.reassigned, updatedAtUnixMs: at))
+            }
+            guard event.driverID == driver, let assignment = event.assignmentID else { continue }
+            switch event.kind {
+            case .driverAssigned:
+                try await responses.write(DriverAssignmentUpdate(
+                    assignmentId: assignment, orderId: event.orderID, status: DeliveryStatus.assigned.rawValue, updatedAtUnixMs: at))
+            case .deliveryStatus:
+                try await responses.write(DriverAssignmentUpdate(
+                    assignmentId: assignment, orderId: event.orderID, status: event.detail ?? "", updatedAtUnixMs: at))
+            default:
+                continue
+            }
+        }
+    }
+
+    /// An assignment replaced by another of the same order.
+    static let reassigned = "REASSIGNED"
 }
 
+/// The Lua scripts; the event fields are PlatformEvent.Field's.
 enum Scripts {
+    private typealias Field = PlatformEvent.Field
+
     /// ARGV: 'manual', order id, driver id: returns {assignment id, driver id}. Or 'auto', the pool
-    /// size k, the k pool drivers, then order ids: each order not yet auto-assigned gets the least
-    /// loaded driver (idempotent: replays and replicas assign nothing twice); returns how many.
+    /// size k, the k pool drivers, then order id, restaurant, customer per accepted order: each
+    /// order not yet auto-assigned gets the least loaded driver (idempotent: replays and replicas
+    /// assign nothing twice); returns how many.
     static let assign = """
+        \(eventLua)
         local function assign(order, driver)
             local okey = 'delivery:order:' .. order
-            local current = redis.call('HGET', okey, 'assignment')
+            local ofields = redis.call('HMGET', okey, 'assignment', 'restaurant', 'customer')
+            local current = ofields[1]
+            local previousDriver, previous = '', ''
             if current then
                 local ckey = 'delivery:assignment:' .. current
                 local fields = redis.call('HMGET', ckey, 'status', 'driver_id')
                 if fields[1] ~= 'FAILED' and fields[1] ~= 'DELIVERED' then
-                    redis.call('HSET', ckey, 'status', 'REASSIGNED')
+                    redis.call('HSET', ckey, 'status', '\(DeliveryServiceLogic.reassigned)')
                     redis.call('DECR', 'delivery:driver:' .. fields[2] .. ':active')
+                    previousDriver, previous = fields[2], current
                 end
             end
             local id = 'assignment_' .. redis.call('INCR', 'delivery:assignment:seq')
@@ -93,8 +151,9 @@ enum Scripts {
             redis.call('RPUSH', 'delivery:driver:' .. driver .. ':assignments', id)
             redis.call('INCR', 'delivery:driver:' .. driver .. ':active')
             redis.call('HSET', okey, 'assignment', id)
-            local event = 'DRIVER_ASSIGNED:' .. order .. ':' .. driver
-            \(publishEventLua)
+            emit('DRIVER_ASSIGNED:' .. order .. ':' .. driver, {'\(Field.driver.rawValue)', driver, '\(Field.assignment.rawValue)', id,
+                '\(Field.restaurant.rawValue)', ofields[2] or '', '\(Field.customer.rawValue)', ofields[3] or '',
+                '\(Field.previousDriver.rawValue)', previousDriver, '\(Field.previousAssignment.rawValue)', previous})
             return id
         end
 
@@ -115,7 +174,7 @@ enum Scripts {
 
         local poolSize = tonumber(ARGV[2])
         local assigned = 0
-        for i = 3 + poolSize, #ARGV do
+        for i = 3 + poolSize, #ARGV, 3 do
             local okey = 'delivery:order:' .. ARGV[i]
             if not redis.call('HGET', okey, 'auto_assigned') then
                 local driver, best = nil, nil
@@ -123,7 +182,7 @@ enum Scripts {
                     local load = tonumber(redis.call('GET', 'delivery:driver:' .. ARGV[p] .. ':active') or '0')
                     if best == nil or load < best then best = load; driver = ARGV[p] end
                 end
-                redis.call('HSET', okey, 'accepted', '1', 'auto_assigned', '1')
+                redis.call('HSET', okey, 'accepted', '1', 'auto_assigned', '1', 'restaurant', ARGV[i + 1], 'customer', ARGV[i + 2])
                 assign(ARGV[i], driver)
                 assigned = assigned + 1
             end
@@ -133,8 +192,10 @@ enum Scripts {
 
     /// ARGV: order id, new status. DELIVERED is final; FAILED and DELIVERED free the driver.
     static let update = """
+        \(eventLua)
         local order = ARGV[1]
-        local current = redis.call('HGET', 'delivery:order:' .. order, 'assignment')
+        local ofields = redis.call('HMGET', 'delivery:order:' .. order, 'assignment', 'restaurant', 'customer')
+        local current = ofields[1]
         if not current then return {'ERR', 'NOT_FOUND:order ' .. order .. ' has no driver assigned'} end
         local akey = 'delivery:assignment:' .. current
         local fields = redis.call('HMGET', akey, 'status', 'driver_id')
@@ -147,8 +208,8 @@ enum Scripts {
         local active = 'delivery:driver:' .. fields[2] .. ':active'
         if wasOpen and not isOpen then redis.call('DECR', active) end
         if isOpen and not wasOpen then redis.call('INCR', active) end
-        local event = 'DELIVERY_STATUS:' .. order .. ':' .. ARGV[2]
-        \(publishEventLua)
+        emit('DELIVERY_STATUS:' .. order .. ':' .. ARGV[2], {'\(Field.driver.rawValue)', fields[2], '\(Field.assignment.rawValue)', current,
+            '\(Field.restaurant.rawValue)', ofields[2] or '', '\(Field.customer.rawValue)', ofields[3] or ''})
         return ARGV[2]
         """
 
@@ -160,6 +221,22 @@ enum Scripts {
             out[#out + 1] = id
             out[#out + 1] = fields[1] or ''
             out[#out + 1] = fields[2] or ''
+        end
+        return out
+        """
+
+    /// ARGV: driver id. Returns the stream's last id, then id, order id, status per open
+    /// assignment (not delivered, failed or reassigned), oldest first: the state at that id.
+    static let openAssignments = """
+        local last = redis.call('XREVRANGE', '\(PlatformEvents.stream)', '+', '-', 'COUNT', 1)
+        local out = {last[1] and last[1][1] or '0-0'}
+        for _, id in ipairs(redis.call('LRANGE', 'delivery:driver:' .. ARGV[1] .. ':assignments', 0, -1)) do
+            local fields = redis.call('HMGET', 'delivery:assignment:' .. id, 'order_id', 'status')
+            if fields[2] ~= 'DELIVERED' and fields[2] ~= 'FAILED' and fields[2] ~= '\(DeliveryServiceLogic.reassigned)' then
+                out[#out + 1] = id
+                out[#out + 1] = fields[1] or ''
+                out[#out + 1] = fields[2] or ''
+            end
         end
         return out
         """

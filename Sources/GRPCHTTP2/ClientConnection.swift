@@ -1,22 +1,86 @@
-// One client HTTP/2 connection: many unary calls multiplexed as streams, on the channel's loop.
+// One client HTTP/2 connection: many calls multiplexed as streams, on the channel's loop.
 //
-// A call is submitted as HEADERS + one length-prefixed DATA frame with END_STREAM. The response's
-// first HEADERS are the headers (or, with END_STREAM, Trailers-Only), DATA is assembled into
-// messages, and the second HEADERS are the trailers. The call's outcome is decided when nghttp2
-// closes the stream: grpc-status if the server sent one, else the HTTP status mapped as the spec
-// says, else the RST_STREAM code.
+// A unary call is submitted as HEADERS + one length-prefixed DATA frame with END_STREAM; a
+// streaming call's HEADERS go out at once and its requests follow from a `StreamOutbound` as the
+// caller writes them, END_STREAM when it finishes. The response's first HEADERS are the headers
+// (or, with END_STREAM, Trailers-Only), DATA is assembled into messages (a streaming call's go to
+// a `StreamInbound`, whose draining reopens the stream's window), and the second HEADERS are the
+// trailers. The call's outcome is decided when nghttp2 closes the stream: grpc-status if the
+// server sent one, else the HTTP status mapped as the spec says, else the RST_STREAM code.
 import CNGHTTP2
 import EventLoop
 import RPCCore
+import Synchronization
+
+/// A value that arrives once, awaited from any task.
+final class Promise<Value: Sendable>: Sendable {
+    private let state = Mutex<(value: Value?, waiters: [CheckedContinuation<Value, Never>])>((nil, []))
+
+    func fulfil(_ value: Value) {
+        let waiters = state.withLock { state -> [CheckedContinuation<Value, Never>] in
+            guard state.value == nil else { return [] }
+            state.value = value
+            defer { state.waiters = [] }
+            return state.waiters
+        }
+        for waiter in waiters { waiter.resume(returning: value) }
+    }
+
+    var value: Value {
+        get async {
+            await withCheckedContinuation { continuation in
+                let value = state.withLock { state -> Value? in
+                    if state.value == nil { state.waiters.append(continuation) }
+                    return state.value
+                }
+                if let value { continuation.resume(returning: value) }
+            }
+        }
+    }
+}
+
+/// What a streaming call's task and the loop share: the two queues and the response metadata.
+final class StreamingCallParts: ClientStream {
+    let inbound: StreamInbound
+    let outbound: StreamOutbound
+    let headers = Promise<Result<Metadata, RPCError>>()
+    let trailerMetadata = Promise<Metadata>()
+
+    init(inbound: StreamInbound, outbound: StreamOutbound) {
+        self.inbound = inbound
+        self.outbound = outbound
+    }
+
+    var requests: any MessageSink { outbound }
+    var responses: any MessageSource { inbound }
+    func finishRequests() async { outbound.finish(.endStream) }
+    func responseHeaders() async throws(RPCError) -> Metadata { try await headers.value.get() }
+    func trailers() async -> Metadata { await trailerMetadata.value }
+
+    /// The call ended: OK after the queued responses, or the error.
+    func end(_ status: RPCError, headers received: Metadata, trailers: Metadata) {
+        headers.fulfil(status.code == .ok || !received.isEmpty ? .success(received) : .failure(status))
+        trailerMetadata.fulfil(trailers)
+        if status.code == .ok {
+            inbound.finish()
+        } else {
+            inbound.fail(status, keepingQueued: true)
+        }
+        outbound.fail(status.code == .ok ? RPCError(.failedPrecondition, "the call has ended") : status)
+    }
+}
 
 /// A call in flight, owned by the channel's loop.
 final class ClientCall {
     let id: UInt64
     let path: String
-    let request: [UInt8]
+    /// A unary call's request; nil for a streaming call, whose requests come from `streaming`.
+    let request: [UInt8]?
+    let streaming: StreamingCallParts?
     let options: CallOptions
     let deadline: ContinuousClock.Instant?
     private var continuation: CheckedContinuation<Result<UnaryResponse, RPCError>, Never>?
+    private var finished = false
     var stream: Int32 = 0
     weak var connection: ClientConnection?
     var deadlineTimer: TimerID?
@@ -31,28 +95,52 @@ final class ClientCall {
     var trailers = Metadata()
     var headersDone = false
     var assembler: MessageAssembler
+    /// Response bytes received but not yet consumed from the stream window (backpressure).
+    var heldBack = 0
 
+    /// A unary call.
     init(id: UInt64, path: String, request: [UInt8], options: CallOptions, maxResponseSize: Int,
          continuation: CheckedContinuation<Result<UnaryResponse, RPCError>, Never>) {
         self.id = id
         self.path = path
         self.request = request
+        self.streaming = nil
         self.options = options
         self.deadline = options.timeout.map { ContinuousClock.now + $0 }
         self.continuation = continuation
         assembler = MessageAssembler(maxMessageSize: maxResponseSize)
     }
 
-    var isFinished: Bool { continuation == nil }
+    /// A streaming call.
+    init(id: UInt64, path: String, streaming: StreamingCallParts, options: CallOptions, maxResponseSize: Int) {
+        self.id = id
+        self.path = path
+        self.request = nil
+        self.streaming = streaming
+        self.options = options
+        self.deadline = options.timeout.map { ContinuousClock.now + $0 }
+        assembler = MessageAssembler(maxMessageSize: maxResponseSize)
+    }
+
+    var isFinished: Bool { finished }
 
     /// Told when the call is answered (the channel stops tracking it).
     var onFinish: ((UInt64) -> Void)?
 
-    /// Resumes the caller exactly once.
+    /// Ends the call exactly once: resumes a unary caller, or ends a streaming call's queues.
     func finish(_ result: Result<UnaryResponse, RPCError>) {
-        guard let continuation else { return }
-        self.continuation = nil
-        continuation.resume(returning: result)
+        guard !finished else { return }
+        finished = true
+        if let continuation {
+            self.continuation = nil
+            continuation.resume(returning: result)
+        }
+        if let streaming {
+            switch result {
+            case .success: streaming.end(RPCError(.ok), headers: headers, trailers: trailers)
+            case .failure(let error): streaming.end(error, headers: headers, trailers: error.metadata)
+            }
+        }
         onFinish?(id)
         onFinish = nil
     }
@@ -115,7 +203,12 @@ final class ClientConnection: HTTP2Connection {
             }
         }
         headers += call.options.metadata.wireHeaders
-        let stream = submitRequest(headers: headers, body: OutgoingBody(message: call.request))
+        let stream: Int32
+        if let request = call.request {
+            stream = submitRequest(headers: headers, body: OutgoingBody(message: request))
+        } else {
+            stream = submitStreamingRequest(headers: headers, body: call.streaming!.outbound)
+        }
         guard stream > 0 else {
             call.finish(.failure(RPCError(.unavailable, "cannot start a stream to \(authority) (error \(stream))")))
             return
@@ -163,6 +256,8 @@ final class ClientConnection: HTTP2Connection {
             // Trailers-Only: what arrived as headers are the trailers.
             call.trailers = call.headers
             call.headers = Metadata()
+        } else if !call.headersDone, call.httpStatus == 200, let streaming = call.streaming {
+            streaming.headers.fulfil(.success(call.headers))
         }
         call.headersDone = true
     }
@@ -177,13 +272,33 @@ final class ClientConnection: HTTP2Connection {
             case .compressed: RPCError(.internal, "compressed response, but identity was asked for")
             }
             abandon(call, reason)
+            return
         }
+        guard let streaming = call.streaming else {
+            consumeStream(stream, bytes.count)
+            return
+        }
+        var full = false
+        for message in call.assembler.takeMessages() where streaming.inbound.push(message) { full = true }
+        if full || call.heldBack > 0 {
+            call.heldBack += bytes.count
+        } else {
+            consumeStream(stream, bytes.count)
+        }
+    }
+
+    /// The caller drained its responses: the held-back bytes come off the window.
+    func releaseHeldBack(_ call: ClientCall) {
+        guard calls[call.stream] === call, call.heldBack > 0 else { return }
+        consumeStream(call.stream, call.heldBack)
+        call.heldBack = 0
+        scheduleFlush()
     }
 
     override func streamDidClose(stream: Int32, errorCode: UInt32) {
         guard let call = calls.removeValue(forKey: stream) else { return }
         if let timer = call.deadlineTimer { loop.cancel(timer) }
-        if errorCode == NGHTTP2_REFUSED_STREAM.rawValue, call.httpStatus == nil, !call.retried {
+        if errorCode == NGHTTP2_REFUSED_STREAM.rawValue, call.httpStatus == nil, !call.retried, call.request != nil {
             // The server never saw it (GOAWAY or stream limit): safe to send again elsewhere.
             call.retried = true
             // Not from inside nghttp2's callback: the retry may open a connection.
@@ -198,6 +313,12 @@ final class ClientConnection: HTTP2Connection {
             guard status == 0 else {
                 let code = StatusCode(rawValue: status) ?? .unknown
                 return .failure(RPCError(code, call.grpcMessage, metadata: call.trailers))
+            }
+            if call.streaming != nil {
+                guard !call.assembler.hasPartialMessage else {
+                    return .failure(RPCError(.internal, "the response ended inside a message"))
+                }
+                return .success(UnaryResponse(message: [], headers: call.headers, trailers: call.trailers))
             }
             let messages = call.assembler.messages
             guard messages.count == 1, !call.assembler.hasPartialMessage else {

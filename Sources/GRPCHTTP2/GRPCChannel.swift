@@ -2,8 +2,9 @@
 //
 // All state lives on one event loop. The channel keeps one HTTP/2 connection and multiplexes
 // every call over it; it connects lazily on the first call, queues calls while connecting, and
-// after the connection is lost or the server sent GOAWAY the next call opens a new one. Callers
-// await a continuation resumed from the loop; cancelling the awaiting task resets the stream.
+// after the connection is lost or the server sent GOAWAY the next call opens a new one. Unary
+// callers await a continuation resumed from the loop; streaming callers talk to the loop through
+// the call's two queues (MessageStreams.swift). Cancelling the caller's task resets the stream.
 import CNGHTTP2
 import EventLoop
 import RPCCore
@@ -19,7 +20,7 @@ public struct ClientConfiguration: Sendable {
 }
 
 /// A multiplexed gRPC client connection to `host:port`; safe to share between tasks.
-public final class GRPCChannel: UnaryTransport, Sendable {
+public final class GRPCChannel: ClientTransport, Sendable {
     public let host: String
     public let port: Int
     private let loop: EventLoop
@@ -65,6 +66,33 @@ public final class GRPCChannel: UnaryTransport, Sendable {
             state.loop.execute { state.value.cancel(id: id) }
         }
         return try result.get()
+    }
+
+    public func withStream<Result: Sendable>(
+        path: String, options: CallOptions, _ body: (any ClientStream) async throws -> Result
+    ) async throws -> Result {
+        guard !closing.isSet else {
+            throw RPCError(.unavailable, "the channel to \(target) is closed")
+        }
+        let id = nextCallID.add(1, ordering: .relaxed).newValue
+        let state = self.state
+        let inbound = StreamInbound(onCredit: { state.loop.execute { state.value.releaseHeldBack(id: id) } })
+        let outbound = StreamOutbound(kick: {
+            if state.loop.inEventLoop {
+                state.value.resumeBody(id: id)
+            } else {
+                state.loop.execute { state.value.resumeBody(id: id) }
+            }
+        })
+        let parts = StreamingCallParts(inbound: inbound, outbound: outbound)
+        state.loop.execute { state.value.startStream(id: id, path: path, parts: parts, options: options) }
+        // However the body ends, a call still open is reset: nobody will read it any more.
+        defer { state.loop.execute { state.value.cancel(id: id) } }
+        return try await withTaskCancellationHandler {
+            try await body(parts)
+        } onCancel: {
+            state.loop.execute { state.value.cancel(id: id) }
+        }
     }
 
     /// Closes the connection; calls in flight fail with UNAVAILABLE.
@@ -113,6 +141,30 @@ final class ChannelState {
         calls[id] = call
         call.onFinish = { [weak self] id in self?.calls[id] = nil }
         dispatch(call)
+    }
+
+    func startStream(id: UInt64, path: String, parts: StreamingCallParts, options: CallOptions) {
+        let call = ClientCall(id: id, path: path, streaming: parts, options: options,
+                              maxResponseSize: configuration.maxResponseSize)
+        guard !closed else {
+            call.finish(.failure(RPCError(.unavailable, "the channel to \(authority) is closed")))
+            return
+        }
+        calls[id] = call
+        call.onFinish = { [weak self] id in self?.calls[id] = nil }
+        dispatch(call)
+    }
+
+    /// The caller wrote to a streaming call whose body had deferred.
+    func resumeBody(id: UInt64) {
+        guard let call = calls[id], call.stream > 0 else { return }
+        call.connection?.resumeBody(stream: call.stream)
+    }
+
+    /// The caller drained a streaming call's responses.
+    func releaseHeldBack(id: UInt64) {
+        guard let call = calls[id] else { return }
+        call.connection?.releaseHeldBack(call)
     }
 
     private func dispatch(_ call: ClientCall) {

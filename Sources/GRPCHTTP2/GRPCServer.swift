@@ -3,8 +3,10 @@
 // The listening socket is registered with every loop; whichever loop wins `accept` owns the new
 // connection for its whole life (no locks on the request path). Handlers run as Tasks on Swift's
 // cooperative pool, so a slow handler (awaiting Redis) never holds a loop thread.
-// Shutdown: stop accepting, report NOT_SERVING, GOAWAY every connection, let the RPCs in flight
-// finish within the grace period, then close what is left.
+// Shutdown: stop accepting, GOAWAY every connection, let the RPCs in flight finish within the
+// grace period, then close what is left. The server serves exactly the services it is given: the
+// health and reflection services are ordinary ones (module GRPCServices), so the caller flips
+// health to NOT_SERVING (`runUntilTerminated`'s `beforeShutdown`) before the drain begins.
 import CNGHTTP2
 @preconcurrency import Dispatch
 import EventLoop
@@ -64,7 +66,7 @@ final class OnceFlag: Sendable {
     func set() -> Bool { !value.exchange(true, ordering: .relaxed) }
 }
 
-/// A gRPC server over HTTP/2 (h2c, prior knowledge) serving unary methods.
+/// A gRPC server over HTTP/2 (h2c, prior knowledge) serving methods of all four kinds.
 public final class GRPCServer: Sendable {
     private let core: ServerCore
     private let group: EventLoopGroup
@@ -72,12 +74,9 @@ public final class GRPCServer: Sendable {
     private let boundPort = Atomic<Int>(0)
     private let listenFD = Atomic<Int32>(-1)
 
-    /// `services` are served next to `grpc.health.v1.Health`, which reports each of them.
     public init(configuration: ServerConfiguration, services: [ServiceDefinition], logger: Logger = Logger(label: "grpc")) {
-        let shuttingDown = OnceFlag()
-        let health = HealthService(serviceNames: services.map(\.name)) { shuttingDown.isSet }
-        core = ServerCore(configuration: configuration, router: Router(services + [health.service]),
-                          shuttingDown: shuttingDown, logger: logger)
+        core = ServerCore(configuration: configuration, router: Router(services),
+                          shuttingDown: OnceFlag(), logger: logger)
         group = EventLoopGroup(loopCount: configuration.loopCount, name: "grpc")
     }
 
@@ -132,11 +131,13 @@ public final class GRPCServer: Sendable {
         core.logger.info("stopped")
     }
 
-    /// Serves until SIGTERM or SIGINT, then shuts down gracefully.
-    public func runUntilTerminated() async {
+    /// Serves until SIGTERM or SIGINT, runs `beforeShutdown` (health goes NOT_SERVING, long
+    /// watches end), then shuts down gracefully.
+    public func runUntilTerminated(beforeShutdown: @Sendable () async -> Void = {}) async {
         let signals = SignalWaiter([SIGTERM, SIGINT])
         let signal = await signals.next()
         core.logger.info("shutting down", metadata: ["signal": "\(signal)"])
+        await beforeShutdown()
         await shutdown()
     }
 }

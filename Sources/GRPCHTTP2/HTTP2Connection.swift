@@ -12,9 +12,16 @@
 // buffer and the batch are the loop's (`LoopBuffers`), shared by all its connections, so an idle
 // connection holds no I/O buffer at all.
 //
-// A response body is handed to nghttp2 through a data provider that reads from `outgoingBodies`;
+// A unary body is handed to nghttp2 through a data provider that reads from `outgoingBodies`;
 // when a body carries trailers (gRPC's status), the provider ends DATA without END_STREAM and
-// submits them as a trailing HEADERS frame.
+// submits them as a trailing HEADERS frame. A streaming body is a `StreamOutbound` in
+// `streamingBodies`, read by a second provider that defers while the queue is empty and is
+// resumed when the task writes again.
+//
+// Flow control is ours, not nghttp2's automatic one: received DATA is consumed at once for the
+// connection window (one slow stream never stalls the others) and, per stream, by the subclass:
+// at once for unary calls, and only as the task takes its messages for streaming ones
+// (`consumeStream`), which is what makes a fast sender wait instead of filling our memory.
 //
 // Callbacks never close the connection themselves: they mark it, and the I/O path closes it once
 // nghttp2 has returned, so the session is never freed under its own feet.
@@ -92,6 +99,7 @@ class HTTP2Connection: IOHandler {
     private var processingInput = false
     private var flushScheduled = false
     var outgoingBodies: [Int32: OutgoingBody] = [:]
+    var streamingBodies: [Int32: StreamOutbound] = [:]
 
     init(loop: EventLoop, fd: Int32, buffers: LoopBuffers, server: Bool, settings: [(nghttp2_settings_id, UInt32)]) {
         self.loop = loop
@@ -104,6 +112,7 @@ class HTTP2Connection: IOHandler {
         nghttp2_option_new(&options)
         // Let nghttp2 refuse a flood of unanswered control frames (PING/SETTINGS) on its own.
         nghttp2_option_set_max_outbound_ack(options, 1000)
+        nghttp2_option_set_no_auto_window_update(options, 1)
         let user = Unmanaged.passUnretained(self).toOpaque()
         var created: OpaquePointer?
         if server {
@@ -116,7 +125,13 @@ class HTTP2Connection: IOHandler {
         session = created
         let entries = settings.map { nghttp2_settings_entry(settings_id: Int32($0.0.rawValue), value: $0.1) }
         nghttp2_submit_settings(created, UInt8(NGHTTP2_FLAG_NONE.rawValue), entries, entries.count)
+        // A connection window well above one stream's, so that streams sharing the connection
+        // do not wait on each other's WINDOW_UPDATE round trips.
+        nghttp2_session_set_local_window_size(created, UInt8(NGHTTP2_FLAG_NONE.rawValue), 0, Self.connectionWindow)
     }
+
+    /// The receive window of the whole connection.
+    static let connectionWindow: Int32 = 1 << 20
 
     deinit {
         if let session { nghttp2_session_del(session) }
@@ -258,6 +273,7 @@ class HTTP2Connection: IOHandler {
         loop.deregister(fd)
         Socket.close(fd)
         outgoingBodies.removeAll()
+        streamingBodies.removeAll()
         pendingOutput = []
         connectionDidClose()
         // The session goes last: connectionDidClose may still look at stream state, never at nghttp2.
@@ -290,6 +306,41 @@ class HTTP2Connection: IOHandler {
             if stream > 0 { outgoingBodies[stream] = body }
             return stream
         }
+    }
+
+    /// Submits HEADERS with a streaming body to follow from `body`.
+    func submitStreamingResponse(stream: Int32, headers: [HeaderField], body: StreamOutbound) {
+        guard let session else { return }
+        HeaderBlock(headers).withNV { nv, count in
+            streamingBodies[stream] = body
+            var provider = Self.streamingProvider
+            _ = nghttp2_submit_response(session, stream, nv, count, &provider)
+        }
+    }
+
+    /// Submits a request whose body follows from `body`; returns its stream id, or a negative
+    /// nghttp2 error.
+    func submitStreamingRequest(headers: [HeaderField], body: StreamOutbound) -> Int32 {
+        guard let session else { return -1 }
+        return HeaderBlock(headers).withNV { nv, count in
+            var provider = Self.streamingProvider
+            let stream = nghttp2_submit_request(session, nil, nv, count, &provider, nil)
+            if stream > 0 { streamingBodies[stream] = body }
+            return stream
+        }
+    }
+
+    /// The task queued more for a streaming body whose provider had deferred.
+    func resumeBody(stream: Int32) {
+        guard let session, streamingBodies[stream] != nil else { return }
+        _ = nghttp2_session_resume_data(session, stream)
+        scheduleFlush()
+    }
+
+    /// Tells nghttp2 that `count` received bytes of `stream` were taken: its window reopens.
+    func consumeStream(_ stream: Int32, _ count: Int) {
+        guard let session, count > 0 else { return }
+        _ = nghttp2_session_consume_stream(session, stream, count)
     }
 
     func submitReset(stream: Int32, errorCode: nghttp2_error_code) {
@@ -344,6 +395,32 @@ class HTTP2Connection: IOHandler {
             return count
         })
 
+    private static let streamingProvider = nghttp2_data_provider(
+        source: nghttp2_data_source(fd: 0),
+        read_callback: { _, stream, buffer, length, flags, _, user -> Int in
+            let connection = HTTP2Connection.connection(user)
+            guard let body = connection.streamingBodies[stream] else {
+                flags!.pointee |= NGHTTP2_DATA_FLAG_EOF.rawValue
+                return 0
+            }
+            switch body.read(into: UnsafeMutableRawPointer(buffer!), capacity: length) {
+            case .data(let count):
+                return count
+            case .empty:
+                return Int(NGHTTP2_ERR_DEFERRED.rawValue)
+            case .ended(let count, let end):
+                connection.streamingBodies[stream] = nil
+                flags!.pointee |= NGHTTP2_DATA_FLAG_EOF.rawValue
+                if case .trailers(let trailers) = end {
+                    flags!.pointee |= NGHTTP2_DATA_FLAG_NO_END_STREAM.rawValue
+                    HeaderBlock(trailers).withNV { nv, nvCount in
+                        _ = nghttp2_submit_trailer(connection.session, stream, nv, nvCount)
+                    }
+                }
+                return count
+            }
+        })
+
     private static func installCallbacks(_ callbacks: OpaquePointer?) {
         nghttp2_session_callbacks_set_on_begin_headers_callback(callbacks) { _, frame, user in
             if frame!.pointee.hd.type == UInt8(NGHTTP2_HEADERS.rawValue) {
@@ -374,13 +451,16 @@ class HTTP2Connection: IOHandler {
             }
             return 0
         }
-        nghttp2_session_callbacks_set_on_data_chunk_recv_callback(callbacks) { _, _, stream, data, length, user in
+        nghttp2_session_callbacks_set_on_data_chunk_recv_callback(callbacks) { session, _, stream, data, length, user in
+            // The connection window reopens at once; the stream's is the subclass's to reopen.
+            nghttp2_session_consume_connection(session, length)
             HTTP2Connection.connection(user).didReceiveData(stream: stream, bytes: UnsafeRawBufferPointer(start: data, count: length))
             return 0
         }
         nghttp2_session_callbacks_set_on_stream_close_callback(callbacks) { _, stream, errorCode, user in
             let connection = HTTP2Connection.connection(user)
             connection.outgoingBodies[stream] = nil
+            connection.streamingBodies[stream] = nil
             connection.streamDidClose(stream: stream, errorCode: errorCode)
             return 0
         }

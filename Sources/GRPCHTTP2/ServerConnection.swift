@@ -1,12 +1,21 @@
 // One accepted HTTP/2 connection of the gRPC server, on its loop thread.
 //
 // Each request stream walks: headers (validated as the spec asks: POST, application/grpc, a known
-// path) -> DATA assembled into length-prefixed messages (size limit checked on the prefix) ->
-// end of stream -> the route's async handler runs in its own Task, started on this thread (one
-// that never suspends answers at once; one that awaits hands its result back with `execute`) ->
-// the result goes out as HEADERS, DATA and trailers, or as Trailers-Only on error.
+// path) -> DATA assembled into length-prefixed messages (size limit checked on the prefix, per
+// message) -> the route's async handler runs in its own Task, started on this thread (one that
+// never suspends answers at once; one that awaits hands its result back with `execute`) -> the
+// result goes out as HEADERS, DATA and trailers, or as Trailers-Only on error.
+//
+// When the handler starts depends on the kind: unary and server-streaming calls have exactly one
+// request, so they start once the request has ended (a server-streaming handler that writes
+// without waiting then runs wholly on this thread, like a unary one); client- and bidirectional
+// streaming calls start as soon as the headers are in, and their requests reach the handler
+// through a `StreamInbound` as they arrive. Responses of streaming calls leave through a
+// `StreamOutbound`: headers with the first message (or Trailers-Only when the handler fails
+// before writing any), then DATA as the client's window allows, then the status as trailers.
 // Every failure is answered on its own stream; only HTTP/2 protocol errors end the connection.
-// A deadline timer or the client's RST_STREAM cancels the handler's Task.
+// A deadline timer, the client's RST_STREAM or the connection closing cancels the handler's Task
+// and ends its message streams.
 import CNGHTTP2
 import EventLoop
 import Logging
@@ -39,6 +48,16 @@ final class ServerConnection: HTTP2Connection {
         var task: Task<Void, Never>?
         var deadlineTimer: TimerID?
         let started = ContinuousClock.now
+        var route: Route?
+        /// A streaming call's queues, once its handler started.
+        var inbound: StreamInbound?
+        var outbound: StreamOutbound?
+        var context: ServerContext?
+        /// Request bytes received but not yet consumed from the stream window (backpressure).
+        var heldBack = 0
+        var headersSent = false
+        var streaming: Bool { route.map { $0.kind != .unary } ?? false }
+        var clientStreams: Bool { route?.kind.clientStreams ?? false }
 
         init(maxMessageSize: Int) { assembler = MessageAssembler(maxMessageSize: maxMessageSize) }
     }
@@ -108,15 +127,17 @@ final class ServerConnection: HTTP2Connection {
             respondHTTP(id, stream, status: "415", code: .internal, message: "unsupported content-type \"\(stream.contentType)\"")
             return
         }
-        if core.router.route(for: stream.path) == nil {
+        guard let route = core.router.route(for: stream.path) else {
             respond(id, stream, .failure(RPCError(.unimplemented, "unknown method \(stream.path)")))
             return
         }
+        stream.route = route
         if let timeout = stream.timeout {
             stream.deadlineTimer = loop.schedule(after: timeout) { [weak self] in
                 self?.deadlineExpired(id)
             }
         }
+        if route.kind.clientStreams { startStreamingHandler(id, stream) }
         if endStream { requestComplete(id, stream) }
     }
 
@@ -129,18 +150,30 @@ final class ServerConnection: HTTP2Connection {
         } catch {
             switch error {
             case .tooLarge(let length):
-                respond(id, stream, .failure(RPCError(.resourceExhausted,
-                    "request message of \(length) bytes exceeds the limit of \(core.configuration.maxMessageSize)")))
+                fail(id, stream, RPCError(.resourceExhausted,
+                    "request message of \(length) bytes exceeds the limit of \(core.configuration.maxMessageSize)"))
             case .compressed:
                 let encoding = stream.encoding ?? "identity"
-                respond(id, stream, .failure(encoding == "identity"
+                fail(id, stream, encoding == "identity"
                     ? RPCError(.internal, "compressed message without grpc-encoding")
-                    : RPCError(.unimplemented, "message encoding \(encoding) is not supported (identity only)")))
+                    : RPCError(.unimplemented, "message encoding \(encoding) is not supported (identity only)"))
             }
             return
         }
-        if stream.assembler.messages.count > 1 {
-            respond(id, stream, .failure(RPCError(.unimplemented, "unary method \(stream.path) received more than one request message")))
+        guard stream.clientStreams, let inbound = stream.inbound else {
+            // One request message: its bytes are taken as they come.
+            consumeStream(id, bytes.count)
+            if stream.assembler.messages.count > 1 {
+                respond(id, stream, .failure(RPCError(.unimplemented, "method \(stream.path) received more than one request message")))
+            }
+            return
+        }
+        var full = false
+        for message in stream.assembler.takeMessages() where inbound.push(message) { full = true }
+        if full || stream.heldBack > 0 {
+            stream.heldBack += bytes.count
+        } else {
+            consumeStream(id, bytes.count)
         }
     }
 
@@ -149,17 +182,42 @@ final class ServerConnection: HTTP2Connection {
         requestComplete(id, stream)
     }
 
+    /// The handler has drained its requests: the bytes held back may come off the window.
+    private func releaseHeldBack(_ id: Int32) {
+        guard let stream = streams[id], stream.heldBack > 0 else { return }
+        consumeStream(id, stream.heldBack)
+        stream.heldBack = 0
+        scheduleFlush()
+    }
+
     private func requestComplete(_ id: Int32, _ stream: RequestStream) {
-        guard !stream.responded, !stream.dispatched else { return }
-        stream.dispatched = true
+        guard !stream.responded else { return }
+        if stream.clientStreams {
+            guard let inbound = stream.inbound else { return }
+            if stream.assembler.hasPartialMessage {
+                fail(id, stream, RPCError(.internal, "request ended inside a message"))
+            } else {
+                inbound.finish()
+            }
+            return
+        }
+        guard !stream.dispatched else { return }
         if stream.assembler.hasPartialMessage {
+            stream.dispatched = true
             respond(id, stream, .failure(RPCError(.internal, "request ended inside a message")))
             return
         }
-        guard stream.assembler.messages.count == 1, let route = core.router.route(for: stream.path) else {
-            respond(id, stream, .failure(RPCError(.unimplemented, "unary method \(stream.path) received no request message")))
+        guard stream.assembler.messages.count == 1, let route = stream.route else {
+            stream.dispatched = true
+            respond(id, stream, .failure(RPCError(.unimplemented, "method \(stream.path) received no request message")))
             return
         }
+        if route.kind == .serverStreaming {
+            startStreamingHandler(id, stream)
+            return
+        }
+        guard case .unary(let handle) = route.handler else { return }
+        stream.dispatched = true
         let message = stream.assembler.messages[0]
         let deadline = stream.timeout.map { stream.started + $0 }
         let context = ServerContext(path: stream.path, requestMetadata: stream.metadata, deadline: deadline)
@@ -171,7 +229,7 @@ final class ServerConnection: HTTP2Connection {
         stream.task = Task.immediate {
             let result: Result<[UInt8], RPCError>
             do throws(RPCError) {
-                result = .success(try await route.handle(message, context))
+                result = .success(try await handle(message, context))
             } catch {
                 result = .failure(error)
             }
@@ -181,6 +239,116 @@ final class ServerConnection: HTTP2Connection {
                 connection.loop.execute { connection.value.handlerFinished(id, result, context) }
             }
         }
+    }
+
+    // MARK: - Streaming calls
+
+    /// Starts a streaming handler with its two queues. A server-streaming call's one request is
+    /// queued (and the requests finished) before it starts.
+    private func startStreamingHandler(_ id: Int32, _ stream: RequestStream) {
+        guard let route = stream.route, case .streaming(let handle) = route.handler, !stream.dispatched else { return }
+        stream.dispatched = true
+        let connection = LoopBound(self, loop: loop)
+        let loop = self.loop
+        let inbound = StreamInbound(onCredit: {
+            loop.execute { connection.value.releaseHeldBack(id) }
+        })
+        let outbound = StreamOutbound(kick: {
+            if loop.inEventLoop {
+                connection.value.outboundReady(id)
+            } else {
+                loop.execute { connection.value.outboundReady(id) }
+            }
+        })
+        if !route.kind.clientStreams {
+            _ = inbound.push(stream.assembler.takeMessages()[0])
+            inbound.finish()
+        }
+        let deadline = stream.timeout.map { stream.started + $0 }
+        let context = ServerContext(path: stream.path, requestMetadata: stream.metadata, deadline: deadline)
+        stream.inbound = inbound
+        stream.outbound = outbound
+        stream.context = context
+        stream.task = Task.immediate {
+            let status: RPCError
+            do throws(RPCError) {
+                try await handle(inbound, outbound, context)
+                status = RPCError(.ok)
+            } catch {
+                status = error
+            }
+            if connection.loop.inEventLoop {
+                connection.value.streamingHandlerFinished(id, status)
+            } else {
+                connection.loop.execute { connection.value.streamingHandlerFinished(id, status) }
+            }
+        }
+    }
+
+    /// The handler returned (OK) or threw: its status follows what it wrote.
+    private func streamingHandlerFinished(_ id: Int32, _ status: RPCError) {
+        guard let stream = streams[id], !stream.responded, let outbound = stream.outbound else { return }
+        stream.responded = true
+        if let timer = stream.deadlineTimer { loop.cancel(timer) }
+        stream.inbound?.fail(RPCError(.cancelled, "the call has ended"))
+        outbound.finish(.trailers(statusTrailers(status, stream)))
+        log(stream, status)
+    }
+
+    /// Something for a streaming call to send: the headers first, then DATA as the window allows.
+    private func outboundReady(_ id: Int32) {
+        guard let stream = streams[id], let outbound = stream.outbound, !isClosed else { return }
+        if stream.headersSent {
+            resumeBody(stream: id)
+            return
+        }
+        stream.headersSent = true
+        if case .trailers(let trailers) = outbound.endsWithoutMessages {
+            // Nothing was written: Trailers-Only.
+            submitResponse(stream: id, headers: responseHeaders + trailers, body: nil)
+        } else {
+            let metadata = stream.context?.responseMetadata.headers ?? Metadata()
+            submitStreamingResponse(stream: id, headers: responseHeaders + metadata.wireHeaders, body: outbound)
+        }
+        scheduleFlush()
+    }
+
+    /// Ends a call that failed on our side of the wire (a bad message, the deadline), whichever
+    /// kind it is: a unary one is answered at once, a streaming one gets its status after what
+    /// was already sent, and its handler is cancelled.
+    private func fail(_ id: Int32, _ stream: RequestStream, _ error: RPCError) {
+        guard !stream.responded else { return }
+        guard let outbound = stream.outbound else {
+            stream.task?.cancel()
+            respond(id, stream, .failure(error))
+            return
+        }
+        stream.responded = true
+        if let timer = stream.deadlineTimer { loop.cancel(timer) }
+        stream.task?.cancel()
+        stream.inbound?.fail(error)
+        if stream.headersSent {
+            outbound.fail(error, end: .trailers(statusTrailers(error, stream)))
+            resumeBody(stream: id)
+        } else {
+            outbound.fail(error)
+            stream.headersSent = true
+            submitResponse(stream: id, headers: responseHeaders + statusTrailers(error, stream), body: nil)
+            scheduleFlush()
+        }
+        log(stream, error)
+    }
+
+    private let responseHeaders: [HeaderField] = [
+        (":status", "200"), ("content-type", "application/grpc"), ("grpc-accept-encoding", "identity"),
+    ]
+
+    /// grpc-status, grpc-message and the handler's trailers.
+    private func statusTrailers(_ status: RPCError, _ stream: RequestStream) -> [HeaderField] {
+        var fields: [HeaderField] = [("grpc-status", String(status.code.rawValue))]
+        if !status.message.isEmpty { fields.append(("grpc-message", StatusMessageEncoding.encode(status.message))) }
+        let handlerTrailers = stream.context?.responseMetadata.trailers ?? Metadata()
+        return fields + handlerTrailers.wireHeaders + status.metadata.wireHeaders
     }
 
     // MARK: - Responses
@@ -193,8 +361,7 @@ final class ServerConnection: HTTP2Connection {
     private func deadlineExpired(_ id: Int32) {
         guard let stream = streams[id], !stream.responded else { return }
         stream.deadlineTimer = nil
-        stream.task?.cancel()
-        respond(id, stream, .failure(RPCError(.deadlineExceeded, "deadline exceeded")))
+        fail(id, stream, RPCError(.deadlineExceeded, "deadline exceeded"))
     }
 
     /// Sends the outcome: a message with trailers, or Trailers-Only for an error.
@@ -202,7 +369,7 @@ final class ServerConnection: HTTP2Connection {
                          metadata: (headers: Metadata, trailers: Metadata) = (Metadata(), Metadata())) {
         stream.responded = true
         if let timer = stream.deadlineTimer { loop.cancel(timer) }
-        var headers: [HeaderField] = [(":status", "200"), ("content-type", "application/grpc"), ("grpc-accept-encoding", "identity")]
+        var headers = responseHeaders
         let status: RPCError
         switch result {
         case .success(let message):
@@ -219,6 +386,11 @@ final class ServerConnection: HTTP2Connection {
             submitResponse(stream: id, headers: headers, body: nil)
             status = error
         }
+        log(stream, status)
+        scheduleFlush()
+    }
+
+    private func log(_ stream: RequestStream, _ status: RPCError) {
         switch status.code {
         case .internal, .unknown, .unavailable, .dataLoss:
             // Failures on our side (or a dependency's) are worth an operator's attention.
@@ -229,7 +401,6 @@ final class ServerConnection: HTTP2Connection {
                 "ms": "\((ContinuousClock.now - stream.started).milliseconds)",
             ])
         }
-        scheduleFlush()
     }
 
     /// A non-gRPC HTTP answer (405, 415) that still carries a grpc-status for gRPC clients.
@@ -249,6 +420,7 @@ final class ServerConnection: HTTP2Connection {
         if let timer = stream.deadlineTimer { loop.cancel(timer) }
         // Closed before we answered: the client reset the stream, so the handler's work is moot.
         if !stream.responded { stream.task?.cancel() }
+        endQueues(stream, RPCError(.cancelled, "the client cancelled the call"))
         lastActivity = .now
         if draining && streams.isEmpty && goAwaySent { closeRequested = true }
     }
@@ -276,6 +448,12 @@ final class ServerConnection: HTTP2Connection {
         close()
     }
 
+    /// A streaming handler still reading or writing learns that its call is gone.
+    private func endQueues(_ stream: RequestStream, _ error: RPCError) {
+        stream.inbound?.fail(error)
+        stream.outbound?.fail(error)
+    }
+
     private func scheduleIdleCheck() {
         let timeout = core.configuration.idleTimeout
         idleTimer = loop.schedule(after: timeout) { [weak self] in
@@ -295,6 +473,7 @@ final class ServerConnection: HTTP2Connection {
         for stream in streams.values {
             stream.task?.cancel()
             if let timer = stream.deadlineTimer { loop.cancel(timer) }
+            endQueues(stream, RPCError(.unavailable, "the connection closed"))
         }
         streams.removeAll()
         onClose?()

@@ -45,6 +45,12 @@ struct MessageAssembler {
     /// True when bytes of an unfinished message are still buffered.
     var hasPartialMessage: Bool { !buffer.isEmpty }
 
+    /// Hands over the complete messages assembled so far (streaming calls take them as they come).
+    mutating func takeMessages() -> [[UInt8]] {
+        defer { messages = [] }
+        return messages
+    }
+
     mutating func append(_ bytes: UnsafeRawBufferPointer) throws(Failure) {
         buffer.append(contentsOf: bytes)
         while let (compressed, length) = MessageFraming.declaredLength(buffer, at: 0) {

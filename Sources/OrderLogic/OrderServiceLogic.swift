@@ -6,7 +6,15 @@
 // decision appends ORDER_ACCEPTED/ORDER_REJECTED to the event stream and publishes it in that same
 // step. Delivery stages arrive as events (DRIVER_ASSIGNED, DELIVERY_STATUS) through an
 // EventConsumer; GetOrderStatus catches up first, so a client that just updated a delivery reads
-// the stage it set.
+// the stage it set. Every change also records the id of its event in the order (`last_event`),
+// and the projection skips an event older than that, so a replica that replays an old event can
+// never undo a newer one.
+//
+// WatchOrder subscribes to the process's EventHub first, then catches up and reads the order
+// with its `last_event`: every event the subscription delivers with a later id is a change the
+// snapshot does not show yet, and applying it with the same rules as the projection
+// (`OrderStatus.after`) gives the next update. So no change between the snapshot and the stream
+// is missed or repeated.
 import Logging
 import PlatformCommon
 import PlatformProtos
@@ -19,11 +27,13 @@ public struct OrderServiceLogic: OrderServiceProvider {
 
     private let redis: RedisClient
     private let events: EventConsumer
+    private let hub: EventHub
     private let logger: Logger
 
     public init(redis: RedisClient, logger: Logger) {
         self.redis = redis
         self.logger = logger
+        hub = EventHub(redis: redis, logger: logger)
         events = EventConsumer(name: "order_service", redis: redis, logger: logger) { events throws(RPCError) in
             try await Self.apply(events, redis: redis)
         }
@@ -31,6 +41,8 @@ public struct OrderServiceLogic: OrderServiceProvider {
 
     /// Starts following delivery events.
     public func start() async { await events.start() }
+    /// Ends the watches (the server is about to drain).
+    public func endWatches() { hub.shutdown() }
     public func stop() async { await events.stop() }
 
     public func placeOrder(_ request: PlaceOrderRequest, context: ServerContext) async throws -> PlaceOrderResponse {
@@ -46,6 +58,7 @@ public struct OrderServiceLogic: OrderServiceProvider {
         try validateAmount(request.totalPrice, field: "total_price")
         let reply = try await redis.script(Scripts.place, arguments:
             [request.customerId, "\(request.totalPrice)", request.restaurantId] + request.items)
+        if let id = reply.string { logger.debug("order placed", metadata: ["order": "\(id)"]) }
         guard let id = reply.string else { throw RPCError(.internal, "unexpected reply placing an order") }
         return PlaceOrderResponse(orderId: id, status: OrderStatus.placed.rawValue)
     }
@@ -81,33 +94,71 @@ public struct OrderServiceLogic: OrderServiceProvider {
         return RecordRestaurantDecisionResponse(orderId: request.orderId, status: reply.string ?? "")
     }
 
-    /// Shows delivery stages on the orders, in event order. Stages only move an order in delivery.
+    public func watchOrder(_ request: WatchOrderRequest, responses: RPCWriter<OrderUpdate>, context: ServerContext) async throws {
+        try Identifier.validate(request.orderId, field: "order_id")
+        // Subscribe before reading: whatever happens after the snapshot is then on the subscription.
+        let subscription = try await hub.subscribe(.order(request.orderId))
+        defer { subscription.cancel() }
+        try await events.catchUp()
+        let reply = try await redis.script(Scripts.watchSnapshot, arguments: [request.orderId])
+        guard let fields = reply.array, fields.count == 5, let statusText = fields[0].string,
+              let status = OrderStatus(rawValue: statusText) else {
+            throw RPCError(.notFound, "order \(request.orderId) not found")
+        }
+        var current = OrderUpdate(
+            orderId: request.orderId, status: status.rawValue, driverId: fields[1].string ?? "",
+            updatedAtUnixMs: 0, restaurantId: fields[2].string ?? "", customerId: fields[3].string ?? "",
+            final: status.isFinal)
+        let snapshotEvent = fields[4].string.flatMap(StreamID.init) ?? .zero
+        current.updatedAtUnixMs = Int64(snapshotEvent.milliseconds)
+        try await responses.write(current)
+        var state = status
+        guard !state.isFinal else { return }
+        for try await event in subscription {
+            guard let id = event.id, id > snapshotEvent, let next = state.after(event) else { continue }
+            state = next
+            current.status = next.rawValue
+            if event.kind == .driverAssigned, let driver = event.driverID { current.driverId = driver }
+            current.updatedAtUnixMs = Int64(id.milliseconds)
+            current.final = next.isFinal
+            try await responses.write(current)
+            if next.isFinal { return }
+        }
+    }
+
+    /// Shows delivery stages on the orders, in event order. Stages only move an order in
+    /// delivery, and an event older than the order's last one is skipped.
     static func apply(_ events: [PlatformEvent], redis: RedisClient) async throws(RPCError) {
         var arguments: [String] = []
         for event in events {
-            let status: OrderStatus
+            guard let id = event.id else { continue }
             switch event.kind {
-            case .driverAssigned:
-                status = .assigned
-            case .deliveryStatus:
-                guard let stage = event.detail.flatMap(DeliveryStatus.init(rawValue:)) else { continue }
-                status = stage.orderStatus
-            case .orderAccepted, .orderRejected, .orderCanceled:
+            case .driverAssigned, .deliveryStatus:
+                let stage = event.kind == .driverAssigned ? "ASSIGNED" : event.detail ?? ""
+                arguments += [event.orderID, id.description, event.kind.rawValue, stage, event.driverID ?? ""]
+            case .orderPlaced, .orderAccepted, .orderRejected, .orderCanceled:
                 continue  // our own events: the state changed with them
             }
-            arguments += [event.orderID, status.rawValue]
         }
         if !arguments.isEmpty { _ = try await redis.script(Scripts.applyDeliveryStages, arguments: arguments) }
     }
 }
 
-/// The Lua scripts; `order:` and `:items` are OrderKeys' names.
+/// The Lua scripts; `order:` and `:items` are OrderKeys' names, the event fields
+/// PlatformEvent.Field's.
 enum Scripts {
+    private typealias Field = PlatformEvent.Field
+
     static let place = """
+        \(eventLua)
         local id = 'order_' .. redis.call('INCR', '\(OrderKeys.sequence)')
         local key = '\(OrderKeys.prefix)' .. id
-        redis.call('HSET', key, 'customer_id', ARGV[1], 'total_price', ARGV[2], 'restaurant_id', ARGV[3], 'status', 'PLACED')
-        redis.call('RPUSH', key .. '\(OrderKeys.itemsSuffix)', unpack(ARGV, 4))
+        local items = {unpack(ARGV, 4)}
+        local event = emit('ORDER_PLACED:' .. id, {'\(Field.customer.rawValue)', ARGV[1], '\(Field.restaurant.rawValue)', ARGV[3],
+            '\(Field.items.rawValue)', encodeItems(items), '\(Field.total.rawValue)', ARGV[2]}, true)
+        redis.call('HSET', key, 'customer_id', ARGV[1], 'total_price', ARGV[2], 'restaurant_id', ARGV[3], 'status', 'PLACED',
+            'last_event', event)
+        redis.call('RPUSH', key .. '\(OrderKeys.itemsSuffix)', unpack(items))
         return id
         """
 
@@ -118,45 +169,65 @@ enum Scripts {
         return {fields[1], fields[2], redis.call('LRANGE', key .. '\(OrderKeys.itemsSuffix)', 0, -1)}
         """
 
+    /// ARGV: order id. Returns {status, driver, restaurant, customer, last event id} or nil.
+    static let watchSnapshot = """
+        local fields = redis.call('HMGET', '\(OrderKeys.prefix)' .. ARGV[1], 'status', 'driver_id', 'restaurant_id', 'customer_id', 'last_event')
+        if not fields[1] then return false end
+        for i = 2, 5 do fields[i] = fields[i] or '' end
+        return fields
+        """
+
     static let cancel = """
+        \(eventLua)
         local key = '\(OrderKeys.prefix)' .. ARGV[1]
-        local status = redis.call('HGET', key, 'status')
+        local fields = redis.call('HMGET', key, 'status', 'customer_id', 'restaurant_id')
+        local status = fields[1]
         if not status then return {'ERR', 'NOT_FOUND:order ' .. ARGV[1] .. ' not found'} end
         if status ~= 'PLACED' then return 'COULD_NOT_CANCEL' end
-        redis.call('HSET', key, 'status', 'CANCELED')
-        local event = 'ORDER_CANCELED:' .. ARGV[1]
-        \(publishEventLua)
+        local event = emit('ORDER_CANCELED:' .. ARGV[1], {'\(Field.customer.rawValue)', fields[2] or '', '\(Field.restaurant.rawValue)', fields[3] or ''})
+        redis.call('HSET', key, 'status', 'CANCELED', 'last_event', event)
         return 'CANCELED'
         """
 
     /// ARGV: order id, restaurant id, ACCEPTED or REJECTED.
     static let decide = """
+        \(eventLua)
         local key = '\(OrderKeys.prefix)' .. ARGV[1]
-        local fields = redis.call('HMGET', key, 'status', 'restaurant_id', 'decision', 'decided_by')
+        local fields = redis.call('HMGET', key, 'status', 'restaurant_id', 'decision', 'decided_by', 'customer_id')
         local status = fields[1]
         if not status then return {'ERR', 'NOT_FOUND:order ' .. ARGV[1] .. ' not found'} end
         if fields[2] and fields[2] ~= '' and fields[2] ~= ARGV[2] then
             return {'ERR', 'PERMISSION_DENIED:order ' .. ARGV[1] .. ' was placed with restaurant ' .. fields[2]}
         end
         if status == 'PLACED' then
-            redis.call('HSET', key, 'status', ARGV[3], 'decision', ARGV[3], 'decided_by', ARGV[2])
-            local event = (ARGV[3] == 'ACCEPTED' and 'ORDER_ACCEPTED:' or 'ORDER_REJECTED:') .. ARGV[1]
-            \(publishEventLua)
+            local text = (ARGV[3] == 'ACCEPTED' and 'ORDER_ACCEPTED:' or 'ORDER_REJECTED:') .. ARGV[1]
+            local event = emit(text, {'\(Field.customer.rawValue)', fields[5] or '', '\(Field.restaurant.rawValue)', ARGV[2]})
+            redis.call('HSET', key, 'status', ARGV[3], 'decision', ARGV[3], 'decided_by', ARGV[2], 'last_event', event)
             return ARGV[3]
         end
         if fields[3] == ARGV[3] and fields[4] == ARGV[2] then return ARGV[3] end
         return {'ERR', 'FAILED_PRECONDITION:order ' .. ARGV[1] .. ' is ' .. status .. ', not PLACED'}
         """
 
-    /// ARGV: order id, new status, order id, new status, ... Only an order in delivery moves;
-    /// DELIVERED is final.
+    /// ARGV: per event, order id, event id, kind, new status, driver. Only an order in delivery
+    /// moves (DELIVERED is final), and only forwards in the stream: an event at or before the
+    /// order's `last_event` is skipped (the same rules as `OrderStatus.after`).
     static let applyDeliveryStages = """
-        for i = 1, #ARGV, 2 do
+        \(eventLua)
+        local inDelivery = {ACCEPTED = true, ASSIGNED = true, PICKED_UP = true, OUT_FOR_DELIVERY = true, DELIVERY_FAILED = true}
+        local stages = {ASSIGNED = 'ASSIGNED', PICKED_UP = 'PICKED_UP', OUT_FOR_DELIVERY = 'OUT_FOR_DELIVERY',
+            DELIVERED = 'DELIVERED', FAILED = 'DELIVERY_FAILED'}
+        for i = 1, #ARGV, 5 do
             local key = '\(OrderKeys.prefix)' .. ARGV[i]
-            local status = redis.call('HGET', key, 'status')
-            if status == 'ACCEPTED' or status == 'ASSIGNED' or status == 'PICKED_UP'
-                or status == 'OUT_FOR_DELIVERY' or status == 'DELIVERY_FAILED' then
-                redis.call('HSET', key, 'status', ARGV[i + 1])
+            local fields = redis.call('HMGET', key, 'status', 'last_event')
+            local status, last = fields[1], fields[2]
+            local newer = not last or older(last, ARGV[i + 1])
+            local stage = stages[ARGV[i + 3]]
+            if status and newer and inDelivery[status] and stage then
+                redis.call('HSET', key, 'status', stage, 'last_event', ARGV[i + 1])
+                if ARGV[i + 2] == 'DRIVER_ASSIGNED' and ARGV[i + 4] ~= '' then
+                    redis.call('HSET', key, 'driver_id', ARGV[i + 4])
+                end
             end
         end
         return 1

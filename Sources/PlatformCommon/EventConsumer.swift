@@ -143,9 +143,7 @@ public actor EventConsumer {
             var last = position!
             for entry in entries {
                 guard let parts = entry.array, parts.count == 2, let id = parts[0].string else { continue }
-                let fields = parts[1].array ?? []
-                if let index = fields.firstIndex(where: { $0.string == "event" }), index + 1 < fields.count,
-                   let text = fields[index + 1].string, let event = PlatformEvent(text: text) {
+                if let event = PlatformEvent(entryID: id, fields: (parts[1].array ?? []).map(\.string)) {
                     events.append(event)
                 }
                 last = id
@@ -162,12 +160,7 @@ extension EventConsumer {
     /// KEYS[1]: the position key; ARGV[1]: a stream id. Stores it unless the stored id is newer;
     /// returns the stored id.
     static let savePosition = """
-        local function older(a, b)
-            local am, as = string.match(a, '(%d+)-(%d+)')
-            local bm, bs = string.match(b, '(%d+)-(%d+)')
-            am, as, bm, bs = tonumber(am), tonumber(as), tonumber(bm), tonumber(bs)
-            return am < bm or (am == bm and as < bs)
-        end
+        \(eventLua)
         local current = redis.call('GET', KEYS[1])
         if not current or older(current, ARGV[1]) then
             redis.call('SET', KEYS[1], ARGV[1])
@@ -176,11 +169,3 @@ extension EventConsumer {
         return current
         """
 }
-
-/// Lua that appends an event to the stream and publishes it: the tail of every script that
-/// changes state, so the change, the durable event and the notification are one atomic step.
-/// Expects the event text in the local `event`.
-public let publishEventLua = """
-    redis.call('XADD', '\(PlatformEvents.stream)', 'MAXLEN', '~', '\(PlatformEvents.streamMaxLength)', '*', 'event', event)
-    redis.call('PUBLISH', '\(PlatformEvents.channel)', event)
-    """

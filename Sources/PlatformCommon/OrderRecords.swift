@@ -15,6 +15,35 @@ public enum OrderStatus: String, Sendable, CaseIterable {
     case deliveryFailed = "DELIVERY_FAILED"
 }
 
+extension OrderStatus {
+    /// No event changes a final order.
+    public var isFinal: Bool { self == .delivered || self == .rejected || self == .canceled }
+
+    /// The statuses in which delivery events move the order.
+    public var isInDelivery: Bool {
+        switch self {
+        case .accepted, .assigned, .pickedUp, .outForDelivery, .deliveryFailed: true
+        default: false
+        }
+    }
+
+    /// The status an event moves an order in this status to, or nil when the event does not
+    /// change it. The order service's projection (its Lua scripts) follows the same rules, so a
+    /// watcher that applies the stream to a snapshot arrives where GetOrderStatus does.
+    public func after(_ event: PlatformEvent) -> OrderStatus? {
+        switch event.kind {
+        case .orderPlaced: return nil
+        case .orderAccepted: return self == .placed ? .accepted : nil
+        case .orderRejected: return self == .placed ? .rejected : nil
+        case .orderCanceled: return self == .placed ? .canceled : nil
+        case .driverAssigned: return isInDelivery ? .assigned : nil
+        case .deliveryStatus:
+            guard isInDelivery, let stage = event.detail.flatMap(DeliveryStatus.init(rawValue:)) else { return nil }
+            return stage.orderStatus
+        }
+    }
+}
+
 /// The stages a delivery reports through UpdateDeliveryStatus.
 public enum DeliveryStatus: String, Sendable, CaseIterable {
     case assigned = "ASSIGNED"
@@ -37,7 +66,8 @@ public enum DeliveryStatus: String, Sendable, CaseIterable {
 
 /// Redis key names of orders (used inside Lua as the same literal prefixes).
 public enum OrderKeys {
-    /// Hash: customer_id, total_price, restaurant_id, status, decision, decided_by.
+    /// Hash: customer_id, total_price, restaurant_id, status, decision, decided_by, driver_id,
+    /// last_event (the id of the last event applied to it: older ones are skipped).
     public static let prefix = "order:"
     /// List of the order's items, at `order:<id>:items`.
     public static let itemsSuffix = ":items"

@@ -1,5 +1,7 @@
-// The server side's transport-agnostic half: a handler sees a `ServerContext` and typed messages;
-// `Route` erases the types to bytes so a transport can dispatch on `:path` alone.
+// The server side's transport-agnostic half: a handler sees a `ServerContext` and typed messages
+// (or typed message streams); `Route` erases the types to bytes so a transport can dispatch on
+// `:path` alone. Unary routes keep a handler of their own, without stream objects, because they
+// are the hot path.
 import Synchronization
 
 /// What a handler knows about its call, and where it puts response metadata.
@@ -34,17 +36,32 @@ public final class ServerContext: Sendable {
     }
 }
 
-/// A unary method bound to its implementation, with the message types erased to bytes.
+/// A method bound to its implementation, with the message types erased to bytes so a transport
+/// can dispatch on `:path` alone.
 public struct Route: Sendable {
-    public let path: String
-    public let handle: @Sendable (_ request: [UInt8], _ context: ServerContext) async throws(RPCError) -> [UInt8]
+    /// How a transport runs the handler.
+    public enum Handler: Sendable {
+        /// One request in, one response out: no stream objects on the hot path.
+        case unary(@Sendable (_ request: [UInt8], _ context: ServerContext) async throws(RPCError) -> [UInt8])
+        /// Every other kind: requests come from the source (ended by the client's half-close),
+        /// responses go to the sink; returning ends the call with OK.
+        case streaming(@Sendable (_ requests: any MessageSource, _ responses: any MessageSink,
+                                  _ context: ServerContext) async throws(RPCError) -> Void)
+    }
 
+    public let path: String
+    public let kind: RPCKind
+    public let handler: Handler
+
+    /// A unary method.
     public init<Request, Response>(
         _ method: MethodDescriptor<Request, Response>,
         _ handler: @escaping @Sendable (Request, ServerContext) async throws -> Response
     ) {
+        precondition(method.kind == .unary, "\(method.path) is not unary")
         path = method.path
-        handle = { bytes, context throws(RPCError) in
+        kind = .unary
+        self.handler = .unary { bytes, context throws(RPCError) in
             let request: Request
             do {
                 request = try Request(serializedBytes: bytes)
@@ -54,6 +71,54 @@ public struct Route: Sendable {
             }
             do {
                 return try await handler(request, context).serializedBytes()
+            } catch {
+                throw RPCError(from: error)
+            }
+        }
+    }
+
+    /// A server-streaming method: one request, any number of responses.
+    public init<Request, Response>(
+        serverStreaming method: MethodDescriptor<Request, Response>,
+        _ handler: @escaping @Sendable (Request, RPCWriter<Response>, ServerContext) async throws -> Void
+    ) {
+        self.init(method, expecting: .serverStreaming) { requests, responses, context in
+            let request = try await RPCAsyncSequence<Request>(requests).single(path: method.path)
+            try await handler(request, RPCWriter(responses), context)
+        }
+    }
+
+    /// A client-streaming method: any number of requests, one response.
+    public init<Request, Response>(
+        clientStreaming method: MethodDescriptor<Request, Response>,
+        _ handler: @escaping @Sendable (RPCAsyncSequence<Request>, ServerContext) async throws -> Response
+    ) {
+        self.init(method, expecting: .clientStreaming) { requests, responses, context in
+            let response = try await handler(RPCAsyncSequence(requests), context)
+            try await responses.write(response.serializedBytes())
+        }
+    }
+
+    /// A bidirectional-streaming method: both sides send any number of messages.
+    public init<Request, Response>(
+        bidirectionalStreaming method: MethodDescriptor<Request, Response>,
+        _ handler: @escaping @Sendable (RPCAsyncSequence<Request>, RPCWriter<Response>, ServerContext) async throws -> Void
+    ) {
+        self.init(method, expecting: .bidirectionalStreaming) { requests, responses, context in
+            try await handler(RPCAsyncSequence(requests), RPCWriter(responses), context)
+        }
+    }
+
+    private init<Request, Response>(
+        _ method: MethodDescriptor<Request, Response>, expecting kind: RPCKind,
+        _ body: @escaping @Sendable (any MessageSource, any MessageSink, ServerContext) async throws -> Void
+    ) {
+        precondition(method.kind == kind, "\(method.path) is \(method.kind), not \(kind)")
+        path = method.path
+        self.kind = kind
+        handler = .streaming { requests, responses, context throws(RPCError) in
+            do {
+                try await body(requests, responses, context)
             } catch {
                 throw RPCError(from: error)
             }
@@ -91,4 +156,7 @@ public struct Router: Sendable {
     }
 
     public func route(for path: String) -> Route? { routes[path] }
+
+    /// Every route, for tools that list what is served.
+    public var allRoutes: [Route] { Array(routes.values) }
 }

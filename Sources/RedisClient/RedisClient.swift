@@ -187,13 +187,24 @@ public final class RedisClient: Sendable {
         return try await RedisSubscription.open(channels: channels, configuration: configuration, loop: loop)
     }
 
+    // MARK: - Blocking commands
+
+    /// A connection of its own for blocking reads such as XREAD BLOCK: on the shared pipelined
+    /// connection they would hold every other caller's reply behind them. It reconnects by
+    /// itself like the others; `close()` it when done.
+    public func makeBlockingConnection() -> RedisBlockingConnection {
+        let connection = LoopBound(ConnectionManager(configuration: configuration, loop: loop), loop: loop)
+        loop.execute { connection.value.start() }
+        return RedisBlockingConnection(client: self, connection: connection)
+    }
+
     // MARK: - Plumbing
 
     private var closedError: RedisError {
         RedisError(.unavailable, endpoint: configuration.endpoint, detail: "client closed")
     }
 
-    private func submit(_ arguments: [[UInt8]], on connection: LoopBound<ConnectionManager>, generation: Int? = nil) async -> Result<RedisReply, RedisError> {
+    fileprivate func submit(_ arguments: [[UInt8]], on connection: LoopBound<ConnectionManager>, generation: Int? = nil) async -> Result<RedisReply, RedisError> {
         if isClosed.load(ordering: .acquiring) { return .failure(closedError) }
         return await withUnsafeContinuation { continuation in
             connection.loop.execute {
@@ -220,7 +231,7 @@ public final class RedisClient: Sendable {
     }
 
     /// The reply, with an error reply turned into a thrown `.server` error.
-    private func checked(_ result: Result<RedisReply, RedisError>) throws(RedisError) -> RedisReply {
+    fileprivate func checked(_ result: Result<RedisReply, RedisError>) throws(RedisError) -> RedisReply {
         let reply = try result.get()
         if case .error(let message) = reply {
             throw RedisError(.server(message), endpoint: configuration.endpoint, detail: message)
@@ -260,5 +271,27 @@ final class TransactionGate {
         } else {
             busy = false
         }
+    }
+}
+
+/// A dedicated connection for blocking commands; see `RedisClient.makeBlockingConnection`. Send
+/// one command at a time (a blocked command holds the connection until it returns).
+public final class RedisBlockingConnection: Sendable {
+    private let client: RedisClient
+    private let connection: LoopBound<ConnectionManager>
+
+    fileprivate init(client: RedisClient, connection: LoopBound<ConnectionManager>) {
+        self.client = client
+        self.connection = connection
+    }
+
+    /// Sends one command; an error reply throws `.server`.
+    public func send(_ arguments: [String]) async throws(RedisError) -> RedisReply {
+        try await client.checked(client.submit(arguments.map { Array($0.utf8) }, on: connection))
+    }
+
+    public func close() {
+        let connection = self.connection
+        connection.loop.execute { connection.value.close() }
     }
 }

@@ -7,6 +7,10 @@
 // changes the order's status, records the event and publishes ORDER_ACCEPTED / ORDER_REJECTED in
 // one atomic step: an order that is canceled, unknown or another restaurant's cannot be accepted,
 // and when the order service is down nothing is published.
+//
+// WatchRestaurantOrders follows the restaurant's topic of the process's EventHub: every event of
+// one of its orders carries the restaurant, so new orders, decisions, cancellations and delivery
+// stages all reach the kitchen screen as they happen.
 import Logging
 import PlatformCommon
 import PlatformProtos
@@ -19,6 +23,7 @@ public struct RestaurantServiceLogic: RestaurantServiceProvider {
 
     private let redis: RedisClient
     private let orders: OrderServiceClient
+    private let hub: EventHub
     private let logger: Logger
 
     /// `orders` reaches the order service (its transport is the caller's choice).
@@ -26,6 +31,37 @@ public struct RestaurantServiceLogic: RestaurantServiceProvider {
         self.redis = redis
         self.orders = orders
         self.logger = logger
+        hub = EventHub(redis: redis, logger: logger)
+    }
+
+    /// Ends the watches (the server is about to drain).
+    public func endWatches() { hub.shutdown() }
+
+    public func watchRestaurantOrders(
+        _ request: WatchRestaurantOrdersRequest, responses: RPCWriter<RestaurantOrderUpdate>, context: ServerContext
+    ) async throws {
+        try Identifier.validate(request.restaurantId, field: "restaurant_id")
+        let subscription = try await hub.subscribe(.restaurant(request.restaurantId))
+        defer { subscription.cancel() }
+        for try await event in subscription {
+            guard let status = Self.status(after: event) else { continue }
+            try await responses.write(RestaurantOrderUpdate(
+                orderId: event.orderID, status: status.rawValue, customerId: event.customerID ?? "",
+                items: event.items ?? [], totalPrice: event.totalPrice ?? 0, driverId: event.driverID ?? "",
+                updatedAtUnixMs: Int64(event.id?.milliseconds ?? 0)))
+        }
+    }
+
+    /// The order status an event announces, as GetOrderStatus reports it.
+    static func status(after event: PlatformEvent) -> OrderStatus? {
+        switch event.kind {
+        case .orderPlaced: .placed
+        case .orderAccepted: .accepted
+        case .orderRejected: .rejected
+        case .orderCanceled: .canceled
+        case .driverAssigned: .assigned
+        case .deliveryStatus: event.detail.flatMap(DeliveryStatus.init(rawValue:))?.orderStatus
+        }
     }
 
     public func updateMenu(_ request: UpdateMenuRequest, context: ServerContext) async throws -> UpdateMenuResponse {

@@ -5,6 +5,7 @@
 // Configuration precedence: a flag wins over its environment variable, which wins over the default.
 import ArgumentParser
 import GRPCHTTP2
+import GRPCServices
 import Logging
 import RedisClient
 import RPCCore
@@ -65,16 +66,26 @@ public struct ServiceOptions: ParsableArguments, Sendable {
     }
 }
 
-/// Serves `services` until SIGTERM or SIGINT, then shuts down gracefully and runs `stop`.
-public func serve(_ services: [ServiceDefinition], configuration: ServerConfiguration, logger: Logger,
+/// Serves `services`, with grpc.health.v1 and server reflection (from `descriptors`, the .proto
+/// files behind them), until SIGTERM or SIGINT. Then health turns NOT_SERVING (every Watch is
+/// told), `beforeShutdown` runs (end long watches), the server drains gracefully, and `stop` runs.
+public func serve(_ services: [ServiceDefinition], descriptors: [ProtoFileDescriptor],
+                  configuration: ServerConfiguration, logger: Logger,
+                  beforeShutdown: @Sendable () async -> Void = {},
                   stop: @Sendable () async -> Void = {}) async throws {
-    let server = GRPCServer(configuration: configuration, services: services, logger: logger)
+    let health = HealthService(services: services.map(\.name))
+    let reflection = ReflectionService(files: descriptors, served: services.map(\.name))
+    let server = GRPCServer(configuration: configuration, services: services + [health.service] + reflection.services,
+                            logger: logger)
     do {
         try server.start()
     } catch {
         logger.critical("cannot listen", metadata: ["address": "\(configuration.host):\(configuration.port)", "error": "\(error)"])
         throw ExitCode.failure
     }
-    await server.runUntilTerminated()
+    await server.runUntilTerminated {
+        health.enterShutdown()
+        await beforeShutdown()
+    }
     await stop()
 }

@@ -2,6 +2,7 @@
 import ArgumentParser
 import DeliveryLogic
 import PlatformCommon
+import PlatformProtos
 import RedisClient
 import ServiceRuntime
 
@@ -23,7 +24,9 @@ struct DeliveryServiceCommand: AsyncParsableCommand {
         let redis = RedisClient(configuration: try options.redisConfiguration())
         let logic = DeliveryServiceLogic(redis: redis, drivers: pool, logger: logger)
         await logic.start()
-        try await serve([logic.service], configuration: try options.serverConfiguration(defaultPort: 50053), logger: logger) {
+        let configuration = try options.serverConfiguration(defaultPort: 50053)
+        try await serve([logic.service], descriptors: PlatformProtosDescriptors.all, configuration: configuration,
+                        logger: logger, beforeShutdown: { logic.endWatches() }) {
             await logic.stop()
             redis.close()
         }

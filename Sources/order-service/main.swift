@@ -1,6 +1,7 @@
 // order-service: OrderService on port 50051 (see OrderLogic for what it does).
 import ArgumentParser
 import OrderLogic
+import PlatformProtos
 import RedisClient
 import ServiceRuntime
 
@@ -15,7 +16,9 @@ struct OrderServiceCommand: AsyncParsableCommand {
         let redis = RedisClient(configuration: try options.redisConfiguration())
         let logic = OrderServiceLogic(redis: redis, logger: logger)
         await logic.start()
-        try await serve([logic.service], configuration: try options.serverConfiguration(defaultPort: 50051), logger: logger) {
+        let configuration = try options.serverConfiguration(defaultPort: 50051)
+        try await serve([logic.service], descriptors: PlatformProtosDescriptors.all, configuration: configuration,
+                        logger: logger, beforeShutdown: { logic.endWatches() }) {
             await logic.stop()
             redis.close()
         }

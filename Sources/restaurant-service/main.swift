@@ -23,7 +23,9 @@ struct RestaurantServiceCommand: AsyncParsableCommand {
         let orderChannel = GRPCChannel(host: address.host, port: address.port)
         let redis = RedisClient(configuration: try options.redisConfiguration())
         let logic = RestaurantServiceLogic(redis: redis, orders: OrderServiceClient(transport: orderChannel), logger: logger)
-        try await serve([logic.service], configuration: try options.serverConfiguration(defaultPort: 50052), logger: logger) {
+        let configuration = try options.serverConfiguration(defaultPort: 50052)
+        try await serve([logic.service], descriptors: PlatformProtosDescriptors.all, configuration: configuration,
+                        logger: logger, beforeShutdown: { logic.endWatches() }) {
             orderChannel.close()
             redis.close()
         }

@@ -9,6 +9,7 @@
 import ArgumentParser
 import FoundationEssentials
 import GRPCHTTP2
+import GRPCProtos
 import PlatformProtos
 
 /// A failed call, naming the service and address it went to.
@@ -40,6 +41,16 @@ struct Connection<Client: Sendable>: Sendable {
     /// (`rpc` is untyped-throwing only because Swift infers that for `{ try await $0.rpc(...) }`;
     /// the generated clients throw nothing but RPCError.)
     func call<Response>(_ rpc: (Client, CallOptions) async throws -> Response) async throws(ServiceError) -> Response {
+        do {
+            return try await rpc(client, CallOptions(timeout: timeout))
+        } catch {
+            throw ServiceError(service: service, address: address, error: RPCError(from: error))
+        }
+    }
+
+    /// A streaming call, without the common deadline unless `timeout` is given (a watch runs
+    /// until its stream ends or the user stops it); a failure names this service and its address.
+    func stream<Result>(timeout: Duration? = nil, _ rpc: (Client, CallOptions) async throws -> Result) async throws(ServiceError) -> Result {
         do {
             return try await rpc(client, CallOptions(timeout: timeout))
         } catch {

@@ -3,6 +3,7 @@
 // health check wants. The checks run concurrently so a service that is down costs one timeout,
 // not three.
 import ArgumentParser
+import GRPCProtos
 import PlatformProtos
 
 struct Health: AsyncParsableCommand {

@@ -98,3 +98,25 @@ extension GetDriverAssignmentsResponse: FieldListing {
         assignments.isEmpty ? [("assignments", "none")] : assignments.map { ("assignment", $0.line) }
     }
 }
+
+extension OrderUpdate: FieldListing {
+    var fields: [(name: String, value: String)] {
+        [("order_id", orderId), ("status", status), ("driver_id", driverId), ("updated_at_unix_ms", "\(updatedAtUnixMs)"),
+         ("final", "\(final)")]
+    }
+}
+
+extension RestaurantOrderUpdate: FieldListing {
+    var fields: [(name: String, value: String)] {
+        var fields = [("order_id", orderId), ("status", status), ("customer_id", customerId)]
+        if !items.isEmpty { fields += [("items", items.joined(separator: ",")), ("total_price", "\(totalPrice)")] }
+        if !driverId.isEmpty { fields.append(("driver_id", driverId)) }
+        return fields + [("updated_at_unix_ms", "\(updatedAtUnixMs)")]
+    }
+}
+
+extension DriverAssignmentUpdate: FieldListing {
+    var fields: [(name: String, value: String)] {
+        [("assignment_id", assignmentId), ("order_id", orderId), ("status", status), ("updated_at_unix_ms", "\(updatedAtUnixMs)")]
+    }
+}

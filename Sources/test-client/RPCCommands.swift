@@ -1,7 +1,8 @@
 // One subcommand per RPC, for scripts: `test-client order place ...`, `restaurant menu ...`,
 // `delivery assignments ...`. Each makes exactly one call, prints the response as `field: value`
 // lines and exits 0; on a gRPC error it prints one line naming the service, address and status
-// on standard error and exits 1. The request is built from the flags as given: validation is the
+// on standard error and exits 1. The `watch` commands follow a stream instead: one line per
+// update as it arrives, exit 0 when the stream ends (or after `--count` updates). The request is built from the flags as given: validation is the
 // services' job, so a script sees the same INVALID_ARGUMENT any client would.
 import ArgumentParser
 import PlatformProtos
@@ -20,10 +21,45 @@ func printResponse<Response: FieldListing>(
     }
 }
 
+/// Follows one stream, printing each update on a line as it arrives; stops after `count` updates
+/// when given. A failure prints one line and exits 1.
+func printUpdates<Update: FieldListing>(
+    _ options: ConnectionOptions, count: Int?,
+    _ follow: (Services, _ handle: (Update) -> Bool) async throws(ServiceError) -> Void
+) async throws {
+    let services = try options.connect()
+    defer { services.close() }
+    var printed = 0
+    do {
+        try await follow(services) { update in
+            print(update.summary)
+            printed += 1
+            return count.map { printed < $0 } ?? true
+        }
+    } catch {
+        printError("✗ \(error)")
+        throw ExitCode.failure
+    }
+}
+
+/// `--count`: stop after that many updates.
+struct WatchOptions: ParsableArguments {
+    @Option(help: "Stop after this many updates (default: until the stream ends, or Ctrl-C).") var count: Int?
+
+    func validate() throws {
+        if let count, count < 1 { throw ValidationError("--count must be at least 1") }
+    }
+}
+
+/// Reads `updates`, handing each to `handle` until it returns false or the stream ends.
+func forEach<Update>(_ updates: RPCAsyncSequence<Update>, _ handle: (Update) -> Bool) async throws {
+    for try await update in updates where !handle(update) { return }
+}
+
 struct OrderCommands: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "order", abstract: "OrderService calls.",
-        subcommands: [PlaceOrder.self, OrderStatus.self, CancelOrder.self])
+        subcommands: [PlaceOrder.self, OrderStatus.self, CancelOrder.self, WatchOrder.self])
 
     struct PlaceOrder: AsyncParsableCommand {
         static let configuration = CommandConfiguration(commandName: "place", abstract: "PlaceOrder: a new order, PLACED.")
@@ -69,10 +105,46 @@ struct OrderCommands: ParsableCommand {
     }
 }
 
+extension OrderCommands {
+    struct WatchOrder: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "watch", abstract: "WatchOrder: the order's status now, then every change until it is final.")
+        @OptionGroup var connection: ConnectionOptions
+        @OptionGroup var watch: WatchOptions
+        @Option(help: "order_id.") var order: String
+
+        func run() async throws {
+            let request = WatchOrderRequest(orderId: order)
+            try await printUpdates(connection, count: watch.count) { services, handle throws(ServiceError) in
+                try await services.order.stream { client, options in
+                    try await client.watchOrder(request, options: options) { try await forEach($0, handle) }
+                }
+            }
+        }
+    }
+}
+
 struct RestaurantCommands: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "restaurant", abstract: "RestaurantService calls.",
-        subcommands: [UpdateMenu.self, Menu.self, Accept.self, Reject.self])
+        subcommands: [UpdateMenu.self, Menu.self, Accept.self, Reject.self, WatchOrders.self])
+
+    struct WatchOrders: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "watch", abstract: "WatchRestaurantOrders: new orders and changes of the restaurant's orders.")
+        @OptionGroup var connection: ConnectionOptions
+        @OptionGroup var watch: WatchOptions
+        @Option(help: "restaurant_id.") var restaurant: String
+
+        func run() async throws {
+            let request = WatchRestaurantOrdersRequest(restaurantId: restaurant)
+            try await printUpdates(connection, count: watch.count) { services, handle throws(ServiceError) in
+                try await services.restaurant.stream { client, options in
+                    try await client.watchRestaurantOrders(request, options: options) { try await forEach($0, handle) }
+                }
+            }
+        }
+    }
 
     struct UpdateMenu: AsyncParsableCommand {
         static let configuration = CommandConfiguration(commandName: "update-menu", abstract: "UpdateMenu: adds or replaces items.")
@@ -144,7 +216,24 @@ struct RestaurantCommands: ParsableCommand {
 struct DeliveryCommands: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "delivery", abstract: "DeliveryService calls.",
-        subcommands: [Assign.self, Update.self, Assignments.self])
+        subcommands: [Assign.self, Update.self, Assignments.self, WatchAssignments.self])
+
+    struct WatchAssignments: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "watch", abstract: "WatchDriverAssignments: the driver's open assignments, then every change.")
+        @OptionGroup var connection: ConnectionOptions
+        @OptionGroup var watch: WatchOptions
+        @Option(help: "driver_id.") var driver: String
+
+        func run() async throws {
+            let request = WatchDriverAssignmentsRequest(driverId: driver)
+            try await printUpdates(connection, count: watch.count) { services, handle throws(ServiceError) in
+                try await services.delivery.stream { client, options in
+                    try await client.watchDriverAssignments(request, options: options) { try await forEach($0, handle) }
+                }
+            }
+        }
+    }
 
     struct Assign: AsyncParsableCommand {
         static let configuration = CommandConfiguration(commandName: "assign", abstract: "AssignDriver to an accepted order.")

@@ -2,9 +2,11 @@
 // by step. It places and cancels an order, updates and reads a menu, places two orders with the
 // restaurant and has it accept one and reject the other, watches the delivery service assign a
 // driver automatically, reassigns the order to a driver by hand and walks the delivery to
-// DELIVERED. Customer, restaurant and driver ids carry a random run id (order ids come from the
+// DELIVERED, while a WatchOrder stream opened before the accept follows the order live; the last
+// step checks that the stream showed every stage, in order, and ended at DELIVERED. Customer, restaurant and driver ids carry a random run id (order ids come from the
 // service), so the tour can run again and again against the same Redis.
 import ArgumentParser
+import GRPCHTTP2
 import PlatformProtos
 
 struct Tour: AsyncParsableCommand {
@@ -71,6 +73,13 @@ struct Tour: AsyncParsableCommand {
                                        title: "Place an order with \(restaurantID)", services, &steps)
         let rejected = try await place(PlaceOrderRequest(customerId: customer, items: ["fries"], totalPrice: 3.5, restaurantId: restaurantID),
                                        title: "Place another order with \(restaurantID)", services, &steps)
+        let live = LiveOrder(accepted, services)
+        defer { live.stop() }
+        _ = try await steps.run("Follow \(accepted) live", sent: "WatchOrder order_id=\(accepted)") { () throws(ServiceError) in
+            let first = try await live.next()
+            return Outcome((), got: first?.summary ?? "the stream ended", ok: first?.status == "PLACED",
+                           pass: "watching: the stream starts with the current status", fail: "expected PLACED first")
+        }
         _ = try await steps.run("The restaurant accepts \(accepted)",
                                 sent: "AcceptOrder restaurant_id=\(restaurantID) order_id=\(accepted)") { () throws(ServiceError) in
             let response = try await services.restaurant.call {
@@ -123,6 +132,17 @@ struct Tour: AsyncParsableCommand {
             return Outcome((), got: response.summary, ok: response.status == "DELIVERED",
                            pass: "delivered: \(accepted)", fail: "expected DELIVERED, got \(response.status)")
         }
+        _ = try await steps.run("What the WatchOrder stream showed", sent: "(the stream opened before the accept)") { () throws(ServiceError) in
+            var updates: [OrderUpdate] = []
+            while let update = try await live.next() { updates.append(update) }
+            let statuses = updates.map(\.status)
+            let expected = ["ACCEPTED", "ASSIGNED", "ASSIGNED", "PICKED_UP", "OUT_FOR_DELIVERY", "DELIVERED"]
+            let drivers = updates.filter { $0.status == "ASSIGNED" }.map(\.driverId)
+            return Outcome((), got: statuses.joined(separator: " → ") + (updates.last?.final == true ? " (final, stream ended)" : ""),
+                           ok: statuses == expected && drivers.last == handDriver && updates.last?.final == true,
+                           pass: "every stage arrived live, in order, and the stream ended with the order",
+                           fail: "expected \(expected.joined(separator: " → ")), ending final")
+        }
     }
 
     /// One PlaceOrder step; returns the new order's id.
@@ -136,4 +156,55 @@ struct Tour: AsyncParsableCommand {
                            pass: "order placed: \(response.orderId)", fail: "expected a new PLACED order")
         }
     }
+}
+
+/// A WatchOrder stream read in the background, so the tour can change the order meanwhile and
+/// read the updates as they came.
+final class LiveOrder: Sendable {
+    private let updates: AsyncStream<Result<OrderUpdate, ServiceError>>
+    private let task: Task<Void, Never>
+    private let address: TargetAddress
+
+    init(_ orderID: String, _ services: Services) {
+        let (updates, sink) = AsyncStream<Result<OrderUpdate, ServiceError>>.makeStream()
+        self.updates = updates
+        address = services.order.address
+        task = Task {
+            do throws(ServiceError) {
+                try await services.order.stream(timeout: .seconds(60)) { client, options in
+                    try await client.watchOrder(WatchOrderRequest(orderId: orderID), options: options) { stream in
+                        for try await update in stream { sink.yield(.success(update)) }
+                    }
+                }
+            } catch {
+                sink.yield(.failure(error))
+            }
+            sink.finish()
+        }
+    }
+
+    /// The next update, nil once the stream has ended; waits at most 10 s.
+    func next() async throws(ServiceError) -> OrderUpdate? {
+        let updates = self.updates
+        let next = await withTaskGroup(of: Result<OrderUpdate, ServiceError>??.self) { group in
+            group.addTask {
+                var iterator = updates.makeAsyncIterator()
+                return .some(await iterator.next())
+            }
+            group.addTask {
+                try? await Task.sleep(for: .seconds(10))
+                return nil
+            }
+            let first = await group.next() ?? nil
+            group.cancelAll()
+            return first
+        }
+        guard let next else {
+            throw ServiceError(service: "OrderService", address: address,
+                               error: RPCError(.deadlineExceeded, "no update from WatchOrder within 10 s"))
+        }
+        return try next?.get()
+    }
+
+    func stop() { task.cancel() }
 }

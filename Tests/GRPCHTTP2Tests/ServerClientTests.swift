@@ -2,6 +2,8 @@
 import EventLoop
 import Foundation
 import GRPCHTTP2
+import GRPCProtos
+import GRPCServices
 import PlatformProtos
 import Synchronization
 import Testing
@@ -27,18 +29,31 @@ struct ScriptedOrderService: OrderServiceProvider {
     func recordRestaurantDecision(_ request: RecordRestaurantDecisionRequest, context: ServerContext) async throws -> RecordRestaurantDecisionResponse {
         RecordRestaurantDecisionResponse(orderId: request.orderId, status: request.decision)
     }
+
+    /// Three updates, the last final.
+    func watchOrder(_ request: WatchOrderRequest, responses: RPCWriter<OrderUpdate>, context: ServerContext) async throws {
+        for status in ["PLACED", "ACCEPTED", "REJECTED"] {
+            try await responses.write(OrderUpdate(orderId: request.orderId, status: status, final: status == "REJECTED"))
+        }
+    }
 }
 
-/// A started server on a free port and a client channel to it.
+/// A started server on a free port (the scripted OrderService, health, reflection and any extra
+/// services) and a client channel to it.
 struct Harness {
     let server: GRPCServer
     let channel: GRPCChannel
+    let health: HealthService
     var client: OrderServiceClient { OrderServiceClient(transport: channel) }
 
-    init(_ service: ScriptedOrderService = ScriptedOrderService(), configure: (inout ServerConfiguration) -> Void = { _ in }) throws {
+    init(_ service: ScriptedOrderService = ScriptedOrderService(), extra: [ServiceDefinition] = [],
+         configure: (inout ServerConfiguration) -> Void = { _ in }) throws {
         var configuration = ServerConfiguration(host: "127.0.0.1", port: 0, loopCount: 2)
         configure(&configuration)
-        server = GRPCServer(configuration: configuration, services: [service.service])
+        health = HealthService(services: [OrderServiceMethods.serviceName] + extra.map(\.name))
+        let reflection = ReflectionService(files: PlatformProtosDescriptors.all, served: [OrderServiceMethods.serviceName])
+        server = GRPCServer(configuration: configuration,
+                            services: [service.service, health.service] + reflection.services + extra)
         try server.start()
         channel = GRPCChannel(host: "127.0.0.1", port: server.port)
     }

@@ -1,3 +1,4 @@
+import GRPCProtos
 import PlatformProtos
 import Testing
 
@@ -88,6 +89,14 @@ import Testing
         try roundTrip(DeliveryAssignment(assignmentId: "a", orderId: "o", status: "s"))
         try roundTrip(HealthCheckRequest(service: "order_service.OrderService"))
         try roundTrip(HealthCheckResponse(status: .serving))
+        try roundTrip(WatchOrderRequest(orderId: "o"))
+        try roundTrip(OrderUpdate(orderId: "o", status: "DELIVERED", driverId: "d", updatedAtUnixMs: 1_700_000_000_123,
+                                  restaurantId: "r", customerId: "c", final: true))
+        try roundTrip(WatchRestaurantOrdersRequest(restaurantId: "r"))
+        try roundTrip(RestaurantOrderUpdate(orderId: "o", status: "PLACED", customerId: "c", items: ["a", "b"], totalPrice: 3.5,
+                                            driverId: "", updatedAtUnixMs: -1))
+        try roundTrip(WatchDriverAssignmentsRequest(driverId: "d"))
+        try roundTrip(DriverAssignmentUpdate(assignmentId: "a", orderId: "o", status: "PICKED_UP", updatedAtUnixMs: Int64.max))
     }
 
     @Test func truncationsOfAValidMessageNeverCrash() throws {
@@ -118,6 +127,163 @@ import Testing
         #expect(RestaurantServiceMethods.acceptOrder.path == "/restaurant_service.RestaurantService/AcceptOrder")
         #expect(DeliveryServiceMethods.getDriverAssignments.path == "/delivery_service.DeliveryService/GetDriverAssignments")
         #expect(HealthMethods.check.path == "/grpc.health.v1.Health/Check")
+        #expect(HealthMethods.watch.path == "/grpc.health.v1.Health/Watch")
+        #expect(ReflectionV1.ServerReflectionMethods.serverReflectionInfo.path
+            == "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo")
+        #expect(ReflectionV1Alpha.ServerReflectionMethods.serverReflectionInfo.path
+            == "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo")
+    }
+
+    @Test func methodKindsFollowTheProtos() {
+        #expect(OrderServiceMethods.placeOrder.kind == .unary)
+        #expect(OrderServiceMethods.watchOrder.kind == .serverStreaming)
+        #expect(RestaurantServiceMethods.watchRestaurantOrders.kind == .serverStreaming)
+        #expect(DeliveryServiceMethods.watchDriverAssignments.kind == .serverStreaming)
+        #expect(HealthMethods.check.kind == .unary)
+        #expect(HealthMethods.watch.kind == .serverStreaming)
+        #expect(ReflectionV1.ServerReflectionMethods.serverReflectionInfo.kind == .bidirectionalStreaming)
+        #expect(ReflectionV1Alpha.ServerReflectionMethods.serverReflectionInfo.kind == .bidirectionalStreaming)
+    }
+}
+
+@Suite struct BytesAndOneofTests {
+    @Test func repeatedBytesRoundTrip() throws {
+        let every = (0...255).map { UInt8($0) }
+        let big = [UInt8](repeating: 0xAB, count: 70_000)  // larger than one arena block
+        let response = ReflectionV1.FileDescriptorResponse(fileDescriptorProto: [every, [], [0], big, [0x0A, 0x01, 0x78]])
+        let decoded = try ReflectionV1.FileDescriptorResponse(serializedBytes: response.serializedBytes())
+        #expect(decoded == response)
+        #expect(decoded.fileDescriptorProto.map(\.count) == [256, 0, 1, 70_000, 3])
+        #expect(try ReflectionV1.FileDescriptorResponse(serializedBytes: []).fileDescriptorProto.isEmpty)
+    }
+
+    @Test func bytesEncodeAsLengthDelimited() {
+        // Field 1 (LEN) per element, an empty element included.
+        let bytes = ReflectionV1Alpha.FileDescriptorResponse(fileDescriptorProto: [[1, 2, 3], []]).serializedBytes()
+        #expect(bytes == [0x0A, 0x03, 1, 2, 3, 0x0A, 0x00])
+    }
+
+    @Test(arguments: [
+        ReflectionV1.ServerReflectionRequest.MessageRequest.fileByFilename("order_service.proto"),
+        .fileByFilename(""),
+        .fileContainingSymbol("order_service.OrderService.PlaceOrder"),
+        .fileContainingExtension(ReflectionV1.ExtensionRequest(containingType: "a.B", extensionNumber: 100)),
+        .fileContainingExtension(ReflectionV1.ExtensionRequest()),
+        .allExtensionNumbersOfType("a.B"),
+        .listServices(""),
+        .listServices("*"),
+    ])
+    func everyRequestCaseRoundTrips(request: ReflectionV1.ServerReflectionRequest.MessageRequest) throws {
+        let message = ReflectionV1.ServerReflectionRequest(host: "localhost", messageRequest: request)
+        let decoded = try ReflectionV1.ServerReflectionRequest(serializedBytes: message.serializedBytes())
+        #expect(decoded == message)
+        #expect(decoded.messageRequest == request)
+    }
+
+    @Test func v1alphaRequestCasesRoundTrip() throws {
+        let cases: [ReflectionV1Alpha.ServerReflectionRequest.MessageRequest?] = [
+            nil, .fileByFilename("f.proto"), .fileContainingSymbol("p.S"),
+            .fileContainingExtension(ReflectionV1Alpha.ExtensionRequest(containingType: "p.M", extensionNumber: -7)),
+            .allExtensionNumbersOfType("p.M"), .listServices(""),
+        ]
+        for request in cases {
+            let message = ReflectionV1Alpha.ServerReflectionRequest(host: "h", messageRequest: request)
+            #expect(try ReflectionV1Alpha.ServerReflectionRequest(serializedBytes: message.serializedBytes()) == message)
+        }
+    }
+
+    @Test func aOneofSetToItsDefaultIsStillSent() throws {
+        // list_services = "" is field 7 with length 0: the server must see which request it is.
+        #expect(ReflectionV1.ServerReflectionRequest(messageRequest: .listServices("")).serializedBytes() == [0x3A, 0x00])
+        #expect(try ReflectionV1.ServerReflectionRequest(serializedBytes: [0x3A, 0x00]).messageRequest == .listServices(""))
+        #expect(ReflectionV1.ServerReflectionRequest().serializedBytes().isEmpty)
+        #expect(try ReflectionV1.ServerReflectionRequest(serializedBytes: []).messageRequest == nil)
+    }
+
+    @Test func theLastOneofMemberOnTheWireWins() throws {
+        // file_by_filename = "a" then list_services = "b": proto3 keeps the last one.
+        let decoded = try ReflectionV1.ServerReflectionRequest(serializedBytes: [0x1A, 0x01, 0x61, 0x3A, 0x01, 0x62])
+        #expect(decoded.messageRequest == .listServices("b"))
+    }
+
+    @Test func everyResponseCaseRoundTrips() throws {
+        let original = ReflectionV1.ServerReflectionRequest(host: "h", messageRequest: .listServices(""))
+        let cases: [ReflectionV1.ServerReflectionResponse.MessageResponse?] = [
+            nil,
+            .fileDescriptorResponse(ReflectionV1.FileDescriptorResponse(fileDescriptorProto: [[0x0A, 0x01, 0x61], []])),
+            .allExtensionNumbersResponse(ReflectionV1.ExtensionNumberResponse(baseTypeName: "p.M", extensionNumber: [1, 100, -1])),
+            .listServicesResponse(ReflectionV1.ListServiceResponse(service: [
+                ReflectionV1.ServiceResponse(name: "order_service.OrderService"), ReflectionV1.ServiceResponse(name: "grpc.health.v1.Health"),
+            ])),
+            .errorResponse(ReflectionV1.ErrorResponse(errorCode: 5, errorMessage: "not found")),
+            .errorResponse(ReflectionV1.ErrorResponse()),
+        ]
+        for response in cases {
+            let message = ReflectionV1.ServerReflectionResponse(validHost: "h", originalRequest: original, messageResponse: response)
+            let decoded = try ReflectionV1.ServerReflectionResponse(serializedBytes: message.serializedBytes())
+            #expect(decoded == message)
+            #expect(decoded.messageResponse == response)
+        }
+    }
+
+    @Test func randomInputNeverCrashesTheOneofDecoder() {
+        var generator = SplitMix64(seed: 0x0E0F)
+        for _ in 0..<20_000 {
+            let length = Int(generator.next() % 48)
+            let bytes = (0..<length).map { _ in UInt8(truncatingIfNeeded: generator.next()) }
+            _ = try? ReflectionV1.ServerReflectionRequest(serializedBytes: bytes)
+            _ = try? ReflectionV1Alpha.ServerReflectionResponse(serializedBytes: bytes)
+        }
+    }
+}
+
+@Suite struct DescriptorTests {
+    /// A FileDescriptorProto starts with field 1 (name, LEN): 0x0A, the length, the name.
+    private func checkStartsWithName(_ file: ProtoFileDescriptor) {
+        let name = Array(file.name.utf8)
+        #expect(name.count < 128, "one-byte length")
+        #expect(file.serialized.count > name.count + 2)
+        #expect(Array(file.serialized.prefix(2)) == [0x0A, UInt8(name.count)], "\(file.name)")
+        #expect(Array(file.serialized.dropFirst(2).prefix(name.count)) == name, "\(file.name)")
+    }
+
+    @Test func platformDescriptorsStartWithTheirNames() {
+        #expect(PlatformProtosDescriptors.all.map(\.name) == ["order_service.proto", "restaurant_service.proto", "delivery_service.proto"])
+        for file in PlatformProtosDescriptors.all { checkStartsWithName(file) }
+    }
+
+    @Test func grpcDescriptorsStartWithTheirNames() {
+        #expect(GRPCProtosDescriptors.all.map(\.name)
+            == ["grpc/health/v1/health.proto", "grpc/reflection/v1/reflection.proto", "grpc/reflection/v1alpha/reflection.proto"])
+        for file in GRPCProtosDescriptors.all { checkStartsWithName(file) }
+    }
+
+    @Test func symbolsAndServices() {
+        let order = PlatformProtosDescriptors.orderService
+        #expect(order.services == ["order_service.OrderService"])
+        #expect(order.dependencies.isEmpty)
+        for symbol in ["order_service.OrderService", "order_service.OrderService.PlaceOrder", "order_service.OrderService.WatchOrder",
+                       "order_service.PlaceOrderRequest", "order_service.OrderUpdate"] {
+            #expect(order.symbols.contains(symbol), "\(symbol)")
+        }
+        #expect(GRPCProtosDescriptors.health.symbols.contains("grpc.health.v1.HealthCheckResponse.ServingStatus"))
+        #expect(GRPCProtosDescriptors.reflectionV1alpha.services == ["grpc.reflection.v1alpha.ServerReflection"])
+        // No symbol is defined by two files of one module.
+        for all in [PlatformProtosDescriptors.all, GRPCProtosDescriptors.all] {
+            let symbols = all.flatMap(\.symbols)
+            #expect(Set(symbols).count == symbols.count)
+        }
+    }
+
+    @Test func descriptorsCarryNoSourceInfo() {
+        // Field 9 (source_code_info, LEN) would be tag 0x4A at the top level; protoc's comments
+        // are in the generated Swift, not in what reflection serves. The comment text would show.
+        for file in PlatformProtosDescriptors.all + GRPCProtosDescriptors.all {
+            let text = String(decoding: file.serialized, as: UTF8.self)
+            #expect(!text.contains("Field numbers are a wire contract"))
+            #expect(!text.contains("Optional: when set"))
+            #expect(!text.contains("exactly one of message_request"))
+        }
     }
 }
 

@@ -2,6 +2,7 @@
 // protobuf (scripts/make-codec-fixtures). Each fixture must decode to the expected value, and our
 // encoding of that value must be the same bytes, so Python decodes ours too.
 import Foundation
+import GRPCProtos
 import PlatformProtos
 import Testing
 
@@ -63,5 +64,29 @@ private func check<M: GRPCMessage & Equatable>(_ name: String, _ expected: M) th
 
     @Test func enums() throws {
         try check("health_not_serving", HealthCheckResponse(status: .notServing))
+    }
+
+    @Test func oneofs() throws {
+        try check("reflection_list_services", ReflectionV1.ServerReflectionRequest(host: "localhost:50051", messageRequest: .listServices("")))
+        try check("reflection_file_by_filename", ReflectionV1.ServerReflectionRequest(messageRequest: .fileByFilename("order_service.proto")))
+        try check("reflection_file_containing_extension", ReflectionV1.ServerReflectionRequest(
+            messageRequest: .fileContainingExtension(ReflectionV1.ExtensionRequest(containingType: "a.B", extensionNumber: 100))))
+        try check("reflection_error", ReflectionV1.ServerReflectionResponse(
+            originalRequest: ReflectionV1.ServerReflectionRequest(messageRequest: .fileByFilename("missing.proto")),
+            messageResponse: .errorResponse(ReflectionV1.ErrorResponse(errorCode: 5, errorMessage: "file not found: missing.proto"))))
+    }
+
+    @Test func repeatedBytes() throws {
+        try check("reflection_file_descriptors", ReflectionV1.ServerReflectionResponse(
+            validHost: "h",
+            originalRequest: ReflectionV1.ServerReflectionRequest(messageRequest: .fileContainingSymbol("order_service.OrderService")),
+            messageResponse: .fileDescriptorResponse(ReflectionV1.FileDescriptorResponse(
+                fileDescriptorProto: [(0...255).map { UInt8($0) }, [], [0x0A, 0x01, 0x78]]))))
+    }
+
+    @Test func v1alphaHasTheSameWireFormat() throws {
+        // The two packages differ in names only: v1's bytes decode as v1alpha.
+        let decoded = try ReflectionV1Alpha.ServerReflectionRequest(serializedBytes: fixture("reflection_list_services"))
+        #expect(decoded == ReflectionV1Alpha.ServerReflectionRequest(host: "localhost:50051", messageRequest: .listServices("")))
     }
 }

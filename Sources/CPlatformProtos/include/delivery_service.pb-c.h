@@ -22,6 +22,8 @@ typedef struct DeliveryService__UpdateDeliveryStatusResponse DeliveryService__Up
 typedef struct DeliveryService__GetDriverAssignmentsRequest DeliveryService__GetDriverAssignmentsRequest;
 typedef struct DeliveryService__GetDriverAssignmentsResponse DeliveryService__GetDriverAssignmentsResponse;
 typedef struct DeliveryService__DeliveryAssignment DeliveryService__DeliveryAssignment;
+typedef struct DeliveryService__WatchDriverAssignmentsRequest DeliveryService__WatchDriverAssignmentsRequest;
+typedef struct DeliveryService__DriverAssignmentUpdate DeliveryService__DriverAssignmentUpdate;
 
 
 /* --- enums --- */
@@ -104,6 +106,39 @@ struct  DeliveryService__DeliveryAssignment
 #define DELIVERY_SERVICE__DELIVERY_ASSIGNMENT__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&delivery_service__delivery_assignment__descriptor) \
     , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
+
+
+struct  DeliveryService__WatchDriverAssignmentsRequest
+{
+  ProtobufCMessage base;
+  char *driver_id;
+};
+#define DELIVERY_SERVICE__WATCH_DRIVER_ASSIGNMENTS_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&delivery_service__watch_driver_assignments_request__descriptor) \
+    , (char *)protobuf_c_empty_string }
+
+
+/*
+ * One assignment of the driver, in its latest state.
+ */
+struct  DeliveryService__DriverAssignmentUpdate
+{
+  ProtobufCMessage base;
+  char *assignment_id;
+  char *order_id;
+  /*
+   * ASSIGNED, PICKED_UP, OUT_FOR_DELIVERY, DELIVERED, FAILED or REASSIGNED.
+   */
+  char *status;
+  /*
+   * When it reached this status, in milliseconds since the Unix epoch (0 in the snapshot of
+   * assignments that existed when the watch began).
+   */
+  int64_t updated_at_unix_ms;
+};
+#define DELIVERY_SERVICE__DRIVER_ASSIGNMENT_UPDATE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&delivery_service__driver_assignment_update__descriptor) \
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0 }
 
 
 /* DeliveryService__AssignDriverRequest methods */
@@ -239,6 +274,44 @@ DeliveryService__DeliveryAssignment *
 void   delivery_service__delivery_assignment__free_unpacked
                      (DeliveryService__DeliveryAssignment *message,
                       ProtobufCAllocator *allocator);
+/* DeliveryService__WatchDriverAssignmentsRequest methods */
+void   delivery_service__watch_driver_assignments_request__init
+                     (DeliveryService__WatchDriverAssignmentsRequest         *message);
+size_t delivery_service__watch_driver_assignments_request__get_packed_size
+                     (const DeliveryService__WatchDriverAssignmentsRequest   *message);
+size_t delivery_service__watch_driver_assignments_request__pack
+                     (const DeliveryService__WatchDriverAssignmentsRequest   *message,
+                      uint8_t             *out);
+size_t delivery_service__watch_driver_assignments_request__pack_to_buffer
+                     (const DeliveryService__WatchDriverAssignmentsRequest   *message,
+                      ProtobufCBuffer     *buffer);
+DeliveryService__WatchDriverAssignmentsRequest *
+       delivery_service__watch_driver_assignments_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   delivery_service__watch_driver_assignments_request__free_unpacked
+                     (DeliveryService__WatchDriverAssignmentsRequest *message,
+                      ProtobufCAllocator *allocator);
+/* DeliveryService__DriverAssignmentUpdate methods */
+void   delivery_service__driver_assignment_update__init
+                     (DeliveryService__DriverAssignmentUpdate         *message);
+size_t delivery_service__driver_assignment_update__get_packed_size
+                     (const DeliveryService__DriverAssignmentUpdate   *message);
+size_t delivery_service__driver_assignment_update__pack
+                     (const DeliveryService__DriverAssignmentUpdate   *message,
+                      uint8_t             *out);
+size_t delivery_service__driver_assignment_update__pack_to_buffer
+                     (const DeliveryService__DriverAssignmentUpdate   *message,
+                      ProtobufCBuffer     *buffer);
+DeliveryService__DriverAssignmentUpdate *
+       delivery_service__driver_assignment_update__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   delivery_service__driver_assignment_update__free_unpacked
+                     (DeliveryService__DriverAssignmentUpdate *message,
+                      ProtobufCAllocator *allocator);
 /* --- per-message closures --- */
 
 typedef void (*DeliveryService__AssignDriverRequest_Closure)
@@ -262,6 +335,12 @@ typedef void (*DeliveryService__GetDriverAssignmentsResponse_Closure)
 typedef void (*DeliveryService__DeliveryAssignment_Closure)
                  (const DeliveryService__DeliveryAssignment *message,
                   void *closure_data);
+typedef void (*DeliveryService__WatchDriverAssignmentsRequest_Closure)
+                 (const DeliveryService__WatchDriverAssignmentsRequest *message,
+                  void *closure_data);
+typedef void (*DeliveryService__DriverAssignmentUpdate_Closure)
+                 (const DeliveryService__DriverAssignmentUpdate *message,
+                  void *closure_data);
 
 /* --- services --- */
 
@@ -281,6 +360,10 @@ struct DeliveryService__DeliveryService_Service
                                  const DeliveryService__GetDriverAssignmentsRequest *input,
                                  DeliveryService__GetDriverAssignmentsResponse_Closure closure,
                                  void *closure_data);
+  void (*watch_driver_assignments)(DeliveryService__DeliveryService_Service *service,
+                                   const DeliveryService__WatchDriverAssignmentsRequest *input,
+                                   DeliveryService__DriverAssignmentUpdate_Closure closure,
+                                   void *closure_data);
 };
 typedef void (*DeliveryService__DeliveryService_ServiceDestroy)(DeliveryService__DeliveryService_Service *);
 void delivery_service__delivery_service__init (DeliveryService__DeliveryService_Service *service,
@@ -291,7 +374,8 @@ void delivery_service__delivery_service__init (DeliveryService__DeliveryService_
     { DELIVERY_SERVICE__DELIVERY_SERVICE__BASE_INIT,\
       function_prefix__ ## assign_driver,\
       function_prefix__ ## update_delivery_status,\
-      function_prefix__ ## get_driver_assignments  }
+      function_prefix__ ## get_driver_assignments,\
+      function_prefix__ ## watch_driver_assignments  }
 void delivery_service__delivery_service__assign_driver(ProtobufCService *service,
                                                        const DeliveryService__AssignDriverRequest *input,
                                                        DeliveryService__AssignDriverResponse_Closure closure,
@@ -304,6 +388,10 @@ void delivery_service__delivery_service__get_driver_assignments(ProtobufCService
                                                                 const DeliveryService__GetDriverAssignmentsRequest *input,
                                                                 DeliveryService__GetDriverAssignmentsResponse_Closure closure,
                                                                 void *closure_data);
+void delivery_service__delivery_service__watch_driver_assignments(ProtobufCService *service,
+                                                                  const DeliveryService__WatchDriverAssignmentsRequest *input,
+                                                                  DeliveryService__DriverAssignmentUpdate_Closure closure,
+                                                                  void *closure_data);
 
 /* --- descriptors --- */
 
@@ -314,6 +402,8 @@ extern const ProtobufCMessageDescriptor delivery_service__update_delivery_status
 extern const ProtobufCMessageDescriptor delivery_service__get_driver_assignments_request__descriptor;
 extern const ProtobufCMessageDescriptor delivery_service__get_driver_assignments_response__descriptor;
 extern const ProtobufCMessageDescriptor delivery_service__delivery_assignment__descriptor;
+extern const ProtobufCMessageDescriptor delivery_service__watch_driver_assignments_request__descriptor;
+extern const ProtobufCMessageDescriptor delivery_service__driver_assignment_update__descriptor;
 extern const ProtobufCServiceDescriptor delivery_service__delivery_service__descriptor;
 
 PROTOBUF_C__END_DECLS

@@ -23,6 +23,8 @@ typedef struct OrderService__CancelOrderRequest OrderService__CancelOrderRequest
 typedef struct OrderService__CancelOrderResponse OrderService__CancelOrderResponse;
 typedef struct OrderService__RecordRestaurantDecisionRequest OrderService__RecordRestaurantDecisionRequest;
 typedef struct OrderService__RecordRestaurantDecisionResponse OrderService__RecordRestaurantDecisionResponse;
+typedef struct OrderService__WatchOrderRequest OrderService__WatchOrderRequest;
+typedef struct OrderService__OrderUpdate OrderService__OrderUpdate;
 
 
 /* --- enums --- */
@@ -127,6 +129,48 @@ struct  OrderService__RecordRestaurantDecisionResponse
 #define ORDER_SERVICE__RECORD_RESTAURANT_DECISION_RESPONSE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&order_service__record_restaurant_decision_response__descriptor) \
     , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
+
+
+struct  OrderService__WatchOrderRequest
+{
+  ProtobufCMessage base;
+  char *order_id;
+};
+#define ORDER_SERVICE__WATCH_ORDER_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&order_service__watch_order_request__descriptor) \
+    , (char *)protobuf_c_empty_string }
+
+
+/*
+ * One state of an order, as a watcher sees it: sent when the order reaches it.
+ */
+struct  OrderService__OrderUpdate
+{
+  ProtobufCMessage base;
+  char *order_id;
+  /*
+   * PLACED, ACCEPTED, REJECTED, CANCELED, ASSIGNED, PICKED_UP, OUT_FOR_DELIVERY, DELIVERED or
+   * DELIVERY_FAILED, as GetOrderStatus reports it.
+   */
+  char *status;
+  /*
+   * The assigned driver, once there is one.
+   */
+  char *driver_id;
+  /*
+   * When the order reached this status, in milliseconds since the Unix epoch.
+   */
+  int64_t updated_at_unix_ms;
+  char *restaurant_id;
+  char *customer_id;
+  /*
+   * Whether the order can change no more (DELIVERED, REJECTED, CANCELED).
+   */
+  protobuf_c_boolean final;
+};
+#define ORDER_SERVICE__ORDER_UPDATE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&order_service__order_update__descriptor) \
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0 }
 
 
 /* OrderService__PlaceOrderRequest methods */
@@ -281,6 +325,44 @@ OrderService__RecordRestaurantDecisionResponse *
 void   order_service__record_restaurant_decision_response__free_unpacked
                      (OrderService__RecordRestaurantDecisionResponse *message,
                       ProtobufCAllocator *allocator);
+/* OrderService__WatchOrderRequest methods */
+void   order_service__watch_order_request__init
+                     (OrderService__WatchOrderRequest         *message);
+size_t order_service__watch_order_request__get_packed_size
+                     (const OrderService__WatchOrderRequest   *message);
+size_t order_service__watch_order_request__pack
+                     (const OrderService__WatchOrderRequest   *message,
+                      uint8_t             *out);
+size_t order_service__watch_order_request__pack_to_buffer
+                     (const OrderService__WatchOrderRequest   *message,
+                      ProtobufCBuffer     *buffer);
+OrderService__WatchOrderRequest *
+       order_service__watch_order_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   order_service__watch_order_request__free_unpacked
+                     (OrderService__WatchOrderRequest *message,
+                      ProtobufCAllocator *allocator);
+/* OrderService__OrderUpdate methods */
+void   order_service__order_update__init
+                     (OrderService__OrderUpdate         *message);
+size_t order_service__order_update__get_packed_size
+                     (const OrderService__OrderUpdate   *message);
+size_t order_service__order_update__pack
+                     (const OrderService__OrderUpdate   *message,
+                      uint8_t             *out);
+size_t order_service__order_update__pack_to_buffer
+                     (const OrderService__OrderUpdate   *message,
+                      ProtobufCBuffer     *buffer);
+OrderService__OrderUpdate *
+       order_service__order_update__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   order_service__order_update__free_unpacked
+                     (OrderService__OrderUpdate *message,
+                      ProtobufCAllocator *allocator);
 /* --- per-message closures --- */
 
 typedef void (*OrderService__PlaceOrderRequest_Closure)
@@ -307,6 +389,12 @@ typedef void (*OrderService__RecordRestaurantDecisionRequest_Closure)
 typedef void (*OrderService__RecordRestaurantDecisionResponse_Closure)
                  (const OrderService__RecordRestaurantDecisionResponse *message,
                   void *closure_data);
+typedef void (*OrderService__WatchOrderRequest_Closure)
+                 (const OrderService__WatchOrderRequest *message,
+                  void *closure_data);
+typedef void (*OrderService__OrderUpdate_Closure)
+                 (const OrderService__OrderUpdate *message,
+                  void *closure_data);
 
 /* --- services --- */
 
@@ -330,6 +418,10 @@ struct OrderService__OrderService_Service
                                      const OrderService__RecordRestaurantDecisionRequest *input,
                                      OrderService__RecordRestaurantDecisionResponse_Closure closure,
                                      void *closure_data);
+  void (*watch_order)(OrderService__OrderService_Service *service,
+                      const OrderService__WatchOrderRequest *input,
+                      OrderService__OrderUpdate_Closure closure,
+                      void *closure_data);
 };
 typedef void (*OrderService__OrderService_ServiceDestroy)(OrderService__OrderService_Service *);
 void order_service__order_service__init (OrderService__OrderService_Service *service,
@@ -341,7 +433,8 @@ void order_service__order_service__init (OrderService__OrderService_Service *ser
       function_prefix__ ## place_order,\
       function_prefix__ ## get_order_status,\
       function_prefix__ ## cancel_order,\
-      function_prefix__ ## record_restaurant_decision  }
+      function_prefix__ ## record_restaurant_decision,\
+      function_prefix__ ## watch_order  }
 void order_service__order_service__place_order(ProtobufCService *service,
                                                const OrderService__PlaceOrderRequest *input,
                                                OrderService__PlaceOrderResponse_Closure closure,
@@ -358,6 +451,10 @@ void order_service__order_service__record_restaurant_decision(ProtobufCService *
                                                               const OrderService__RecordRestaurantDecisionRequest *input,
                                                               OrderService__RecordRestaurantDecisionResponse_Closure closure,
                                                               void *closure_data);
+void order_service__order_service__watch_order(ProtobufCService *service,
+                                               const OrderService__WatchOrderRequest *input,
+                                               OrderService__OrderUpdate_Closure closure,
+                                               void *closure_data);
 
 /* --- descriptors --- */
 
@@ -369,6 +466,8 @@ extern const ProtobufCMessageDescriptor order_service__cancel_order_request__des
 extern const ProtobufCMessageDescriptor order_service__cancel_order_response__descriptor;
 extern const ProtobufCMessageDescriptor order_service__record_restaurant_decision_request__descriptor;
 extern const ProtobufCMessageDescriptor order_service__record_restaurant_decision_response__descriptor;
+extern const ProtobufCMessageDescriptor order_service__watch_order_request__descriptor;
+extern const ProtobufCMessageDescriptor order_service__order_update__descriptor;
 extern const ProtobufCServiceDescriptor order_service__order_service__descriptor;
 
 PROTOBUF_C__END_DECLS

@@ -24,6 +24,8 @@ typedef struct RestaurantService__RejectOrderRequest RestaurantService__RejectOr
 typedef struct RestaurantService__RejectOrderResponse RestaurantService__RejectOrderResponse;
 typedef struct RestaurantService__GetMenuRequest RestaurantService__GetMenuRequest;
 typedef struct RestaurantService__GetMenuResponse RestaurantService__GetMenuResponse;
+typedef struct RestaurantService__WatchRestaurantOrdersRequest RestaurantService__WatchRestaurantOrdersRequest;
+typedef struct RestaurantService__RestaurantOrderUpdate RestaurantService__RestaurantOrderUpdate;
 
 
 /* --- enums --- */
@@ -130,6 +132,48 @@ struct  RestaurantService__GetMenuResponse
 #define RESTAURANT_SERVICE__GET_MENU_RESPONSE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&restaurant_service__get_menu_response__descriptor) \
     , (char *)protobuf_c_empty_string, 0,NULL }
+
+
+struct  RestaurantService__WatchRestaurantOrdersRequest
+{
+  ProtobufCMessage base;
+  char *restaurant_id;
+};
+#define RESTAURANT_SERVICE__WATCH_RESTAURANT_ORDERS_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&restaurant_service__watch_restaurant_orders_request__descriptor) \
+    , (char *)protobuf_c_empty_string }
+
+
+/*
+ * One change of one of the restaurant's orders.
+ */
+struct  RestaurantService__RestaurantOrderUpdate
+{
+  ProtobufCMessage base;
+  char *order_id;
+  /*
+   * The order's status after the change, as GetOrderStatus reports it.
+   */
+  char *status;
+  char *customer_id;
+  /*
+   * The items, on the update that announces a new order (status PLACED).
+   */
+  size_t n_items;
+  char **items;
+  double total_price;
+  /*
+   * The assigned driver, on delivery updates.
+   */
+  char *driver_id;
+  /*
+   * When it happened, in milliseconds since the Unix epoch.
+   */
+  int64_t updated_at_unix_ms;
+};
+#define RESTAURANT_SERVICE__RESTAURANT_ORDER_UPDATE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&restaurant_service__restaurant_order_update__descriptor) \
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0,NULL, 0, (char *)protobuf_c_empty_string, 0 }
 
 
 /* RestaurantService__MenuItem methods */
@@ -303,6 +347,44 @@ RestaurantService__GetMenuResponse *
 void   restaurant_service__get_menu_response__free_unpacked
                      (RestaurantService__GetMenuResponse *message,
                       ProtobufCAllocator *allocator);
+/* RestaurantService__WatchRestaurantOrdersRequest methods */
+void   restaurant_service__watch_restaurant_orders_request__init
+                     (RestaurantService__WatchRestaurantOrdersRequest         *message);
+size_t restaurant_service__watch_restaurant_orders_request__get_packed_size
+                     (const RestaurantService__WatchRestaurantOrdersRequest   *message);
+size_t restaurant_service__watch_restaurant_orders_request__pack
+                     (const RestaurantService__WatchRestaurantOrdersRequest   *message,
+                      uint8_t             *out);
+size_t restaurant_service__watch_restaurant_orders_request__pack_to_buffer
+                     (const RestaurantService__WatchRestaurantOrdersRequest   *message,
+                      ProtobufCBuffer     *buffer);
+RestaurantService__WatchRestaurantOrdersRequest *
+       restaurant_service__watch_restaurant_orders_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   restaurant_service__watch_restaurant_orders_request__free_unpacked
+                     (RestaurantService__WatchRestaurantOrdersRequest *message,
+                      ProtobufCAllocator *allocator);
+/* RestaurantService__RestaurantOrderUpdate methods */
+void   restaurant_service__restaurant_order_update__init
+                     (RestaurantService__RestaurantOrderUpdate         *message);
+size_t restaurant_service__restaurant_order_update__get_packed_size
+                     (const RestaurantService__RestaurantOrderUpdate   *message);
+size_t restaurant_service__restaurant_order_update__pack
+                     (const RestaurantService__RestaurantOrderUpdate   *message,
+                      uint8_t             *out);
+size_t restaurant_service__restaurant_order_update__pack_to_buffer
+                     (const RestaurantService__RestaurantOrderUpdate   *message,
+                      ProtobufCBuffer     *buffer);
+RestaurantService__RestaurantOrderUpdate *
+       restaurant_service__restaurant_order_update__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   restaurant_service__restaurant_order_update__free_unpacked
+                     (RestaurantService__RestaurantOrderUpdate *message,
+                      ProtobufCAllocator *allocator);
 /* --- per-message closures --- */
 
 typedef void (*RestaurantService__MenuItem_Closure)
@@ -332,6 +414,12 @@ typedef void (*RestaurantService__GetMenuRequest_Closure)
 typedef void (*RestaurantService__GetMenuResponse_Closure)
                  (const RestaurantService__GetMenuResponse *message,
                   void *closure_data);
+typedef void (*RestaurantService__WatchRestaurantOrdersRequest_Closure)
+                 (const RestaurantService__WatchRestaurantOrdersRequest *message,
+                  void *closure_data);
+typedef void (*RestaurantService__RestaurantOrderUpdate_Closure)
+                 (const RestaurantService__RestaurantOrderUpdate *message,
+                  void *closure_data);
 
 /* --- services --- */
 
@@ -355,6 +443,10 @@ struct RestaurantService__RestaurantService_Service
                    const RestaurantService__GetMenuRequest *input,
                    RestaurantService__GetMenuResponse_Closure closure,
                    void *closure_data);
+  void (*watch_restaurant_orders)(RestaurantService__RestaurantService_Service *service,
+                                  const RestaurantService__WatchRestaurantOrdersRequest *input,
+                                  RestaurantService__RestaurantOrderUpdate_Closure closure,
+                                  void *closure_data);
 };
 typedef void (*RestaurantService__RestaurantService_ServiceDestroy)(RestaurantService__RestaurantService_Service *);
 void restaurant_service__restaurant_service__init (RestaurantService__RestaurantService_Service *service,
@@ -366,7 +458,8 @@ void restaurant_service__restaurant_service__init (RestaurantService__Restaurant
       function_prefix__ ## update_menu,\
       function_prefix__ ## accept_order,\
       function_prefix__ ## reject_order,\
-      function_prefix__ ## get_menu  }
+      function_prefix__ ## get_menu,\
+      function_prefix__ ## watch_restaurant_orders  }
 void restaurant_service__restaurant_service__update_menu(ProtobufCService *service,
                                                          const RestaurantService__UpdateMenuRequest *input,
                                                          RestaurantService__UpdateMenuResponse_Closure closure,
@@ -383,6 +476,10 @@ void restaurant_service__restaurant_service__get_menu(ProtobufCService *service,
                                                       const RestaurantService__GetMenuRequest *input,
                                                       RestaurantService__GetMenuResponse_Closure closure,
                                                       void *closure_data);
+void restaurant_service__restaurant_service__watch_restaurant_orders(ProtobufCService *service,
+                                                                     const RestaurantService__WatchRestaurantOrdersRequest *input,
+                                                                     RestaurantService__RestaurantOrderUpdate_Closure closure,
+                                                                     void *closure_data);
 
 /* --- descriptors --- */
 
@@ -395,6 +492,8 @@ extern const ProtobufCMessageDescriptor restaurant_service__reject_order_request
 extern const ProtobufCMessageDescriptor restaurant_service__reject_order_response__descriptor;
 extern const ProtobufCMessageDescriptor restaurant_service__get_menu_request__descriptor;
 extern const ProtobufCMessageDescriptor restaurant_service__get_menu_response__descriptor;
+extern const ProtobufCMessageDescriptor restaurant_service__watch_restaurant_orders_request__descriptor;
+extern const ProtobufCMessageDescriptor restaurant_service__restaurant_order_update__descriptor;
 extern const ProtobufCServiceDescriptor restaurant_service__restaurant_service__descriptor;
 
 PROTOBUF_C__END_DECLS

@@ -2,6 +2,7 @@
 // swiftlint:disable all
 
 import CPlatformProtos
+import ProtobufRuntime
 import RPCCore
 
 /// `delivery_service.AssignDriverRequest`
@@ -253,19 +254,104 @@ public struct DeliveryAssignment: GRPCMessage, Equatable {
     }
 }
 
+/// `delivery_service.WatchDriverAssignmentsRequest`
+public struct WatchDriverAssignmentsRequest: GRPCMessage, Equatable {
+    public var driverId: String = ""
+
+    public init() {}
+
+    public init(driverId: String = "") {
+        self.driverId = driverId
+    }
+
+    func fill(_ c: inout DeliveryService__WatchDriverAssignmentsRequest, arena: CArena) {
+        delivery_service__watch_driver_assignments_request__init(&c)
+        c.driver_id = arena.cString(driverId)
+    }
+
+    init(_ c: DeliveryService__WatchDriverAssignmentsRequest) {
+        driverId = CArena.string(c.driver_id)
+    }
+
+    public func serializedBytes() -> [UInt8] {
+        let arena = CArena()
+        defer { arena.release() }
+        var c = DeliveryService__WatchDriverAssignmentsRequest()
+        fill(&c, arena: arena)
+        return CArena.pack(&c, size: delivery_service__watch_driver_assignments_request__get_packed_size, pack: delivery_service__watch_driver_assignments_request__pack)
+    }
+
+    public init(serializedBytes bytes: [UInt8]) throws(MessageDecodingError) {
+        self = try CArena.unpack(bytes, unpack: delivery_service__watch_driver_assignments_request__unpack, free: delivery_service__watch_driver_assignments_request__free_unpacked) { Self($0) }
+    }
+}
+
+/// One assignment of the driver, in its latest state.
+///
+/// `delivery_service.DriverAssignmentUpdate`
+public struct DriverAssignmentUpdate: GRPCMessage, Equatable {
+    public var assignmentId: String = ""
+    public var orderId: String = ""
+    /// ASSIGNED, PICKED_UP, OUT_FOR_DELIVERY, DELIVERED, FAILED or REASSIGNED.
+    public var status: String = ""
+    /// When it reached this status, in milliseconds since the Unix epoch (0 in the snapshot of
+    /// assignments that existed when the watch began).
+    public var updatedAtUnixMs: Int64 = 0
+
+    public init() {}
+
+    public init(assignmentId: String = "", orderId: String = "", status: String = "", updatedAtUnixMs: Int64 = 0) {
+        self.assignmentId = assignmentId
+        self.orderId = orderId
+        self.status = status
+        self.updatedAtUnixMs = updatedAtUnixMs
+    }
+
+    func fill(_ c: inout DeliveryService__DriverAssignmentUpdate, arena: CArena) {
+        delivery_service__driver_assignment_update__init(&c)
+        c.assignment_id = arena.cString(assignmentId)
+        c.order_id = arena.cString(orderId)
+        c.status = arena.cString(status)
+        c.updated_at_unix_ms = updatedAtUnixMs
+    }
+
+    init(_ c: DeliveryService__DriverAssignmentUpdate) {
+        assignmentId = CArena.string(c.assignment_id)
+        orderId = CArena.string(c.order_id)
+        status = CArena.string(c.status)
+        updatedAtUnixMs = c.updated_at_unix_ms
+    }
+
+    public func serializedBytes() -> [UInt8] {
+        let arena = CArena()
+        defer { arena.release() }
+        var c = DeliveryService__DriverAssignmentUpdate()
+        fill(&c, arena: arena)
+        return CArena.pack(&c, size: delivery_service__driver_assignment_update__get_packed_size, pack: delivery_service__driver_assignment_update__pack)
+    }
+
+    public init(serializedBytes bytes: [UInt8]) throws(MessageDecodingError) {
+        self = try CArena.unpack(bytes, unpack: delivery_service__driver_assignment_update__unpack, free: delivery_service__driver_assignment_update__free_unpacked) { Self($0) }
+    }
+}
+
 /// The methods of `delivery_service.DeliveryService`, as the gRPC layer routes them.
 public enum DeliveryServiceMethods {
     public static let serviceName = "delivery_service.DeliveryService"
     public static let assignDriver = MethodDescriptor<AssignDriverRequest, AssignDriverResponse>(service: serviceName, method: "AssignDriver")
     public static let updateDeliveryStatus = MethodDescriptor<UpdateDeliveryStatusRequest, UpdateDeliveryStatusResponse>(service: serviceName, method: "UpdateDeliveryStatus")
     public static let getDriverAssignments = MethodDescriptor<GetDriverAssignmentsRequest, GetDriverAssignmentsResponse>(service: serviceName, method: "GetDriverAssignments")
+    public static let watchDriverAssignments = MethodDescriptor<WatchDriverAssignmentsRequest, DriverAssignmentUpdate>(service: serviceName, method: "WatchDriverAssignments", kind: .serverStreaming)
 }
 
-/// Implements `delivery_service.DeliveryService`: one async method per unary RPC; throw `RPCError` to fail a call.
+/// Implements `delivery_service.DeliveryService`: one async method per RPC; throw `RPCError` to fail a call.
 public protocol DeliveryServiceProvider: Sendable {
     func assignDriver(_ request: AssignDriverRequest, context: ServerContext) async throws -> AssignDriverResponse
     func updateDeliveryStatus(_ request: UpdateDeliveryStatusRequest, context: ServerContext) async throws -> UpdateDeliveryStatusResponse
     func getDriverAssignments(_ request: GetDriverAssignmentsRequest, context: ServerContext) async throws -> GetDriverAssignmentsResponse
+    /// A driver's app: the driver's open assignments first, then every new assignment and every
+    /// change of one, as they happen. Runs until the client cancels it.
+    func watchDriverAssignments(_ request: WatchDriverAssignmentsRequest, responses: RPCWriter<DriverAssignmentUpdate>, context: ServerContext) async throws
 }
 
 extension DeliveryServiceProvider {
@@ -275,15 +361,16 @@ extension DeliveryServiceProvider {
             Route(DeliveryServiceMethods.assignDriver) { try await self.assignDriver($0, context: $1) },
             Route(DeliveryServiceMethods.updateDeliveryStatus) { try await self.updateDeliveryStatus($0, context: $1) },
             Route(DeliveryServiceMethods.getDriverAssignments) { try await self.getDriverAssignments($0, context: $1) },
+            Route(serverStreaming: DeliveryServiceMethods.watchDriverAssignments) { try await self.watchDriverAssignments($0, responses: $1, context: $2) },
         ])
     }
 }
 
-/// A typed client of `delivery_service.DeliveryService` over any unary transport.
+/// A typed client of `delivery_service.DeliveryService`.
 public struct DeliveryServiceClient: Sendable {
-    public let transport: any UnaryTransport
+    public let transport: any ClientTransport
 
-    public init(transport: any UnaryTransport) { self.transport = transport }
+    public init(transport: any ClientTransport) { self.transport = transport }
 
     public func assignDriver(_ request: AssignDriverRequest, options: CallOptions = CallOptions()) async throws(RPCError) -> AssignDriverResponse {
         try await transport.call(DeliveryServiceMethods.assignDriver, request, options: options)
@@ -295,5 +382,11 @@ public struct DeliveryServiceClient: Sendable {
 
     public func getDriverAssignments(_ request: GetDriverAssignmentsRequest, options: CallOptions = CallOptions()) async throws(RPCError) -> GetDriverAssignmentsResponse {
         try await transport.call(DeliveryServiceMethods.getDriverAssignments, request, options: options)
+    }
+
+    /// A driver's app: the driver's open assignments first, then every new assignment and every
+    /// change of one, as they happen. Runs until the client cancels it.
+    public func watchDriverAssignments<Result: Sendable>(_ request: WatchDriverAssignmentsRequest, options: CallOptions = CallOptions(), onResponse handle: (RPCAsyncSequence<DriverAssignmentUpdate>) async throws -> Result) async throws -> Result {
+        try await transport.serverStreaming(DeliveryServiceMethods.watchDriverAssignments, request, options: options, onResponse: handle)
     }
 }

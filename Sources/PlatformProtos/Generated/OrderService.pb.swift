@@ -2,6 +2,7 @@
 // swiftlint:disable all
 
 import CPlatformProtos
+import ProtobufRuntime
 import RPCCore
 
 /// `order_service.PlaceOrderRequest`
@@ -9,6 +10,7 @@ public struct PlaceOrderRequest: GRPCMessage, Equatable {
     public var customerId: String = ""
     public var items: [String] = []
     public var totalPrice: Double = 0
+    /// Optional: when set, only this restaurant may accept or reject the order.
     public var restaurantId: String = ""
 
     public init() {}
@@ -234,6 +236,7 @@ public struct CancelOrderResponse: GRPCMessage, Equatable {
 public struct RecordRestaurantDecisionRequest: GRPCMessage, Equatable {
     public var orderId: String = ""
     public var restaurantId: String = ""
+    /// ACCEPTED or REJECTED.
     public var decision: String = ""
 
     public init() {}
@@ -306,6 +309,101 @@ public struct RecordRestaurantDecisionResponse: GRPCMessage, Equatable {
     }
 }
 
+/// `order_service.WatchOrderRequest`
+public struct WatchOrderRequest: GRPCMessage, Equatable {
+    public var orderId: String = ""
+
+    public init() {}
+
+    public init(orderId: String = "") {
+        self.orderId = orderId
+    }
+
+    func fill(_ c: inout OrderService__WatchOrderRequest, arena: CArena) {
+        order_service__watch_order_request__init(&c)
+        c.order_id = arena.cString(orderId)
+    }
+
+    init(_ c: OrderService__WatchOrderRequest) {
+        orderId = CArena.string(c.order_id)
+    }
+
+    public func serializedBytes() -> [UInt8] {
+        let arena = CArena()
+        defer { arena.release() }
+        var c = OrderService__WatchOrderRequest()
+        fill(&c, arena: arena)
+        return CArena.pack(&c, size: order_service__watch_order_request__get_packed_size, pack: order_service__watch_order_request__pack)
+    }
+
+    public init(serializedBytes bytes: [UInt8]) throws(MessageDecodingError) {
+        self = try CArena.unpack(bytes, unpack: order_service__watch_order_request__unpack, free: order_service__watch_order_request__free_unpacked) { Self($0) }
+    }
+}
+
+/// One state of an order, as a watcher sees it: sent when the order reaches it.
+///
+/// `order_service.OrderUpdate`
+public struct OrderUpdate: GRPCMessage, Equatable {
+    public var orderId: String = ""
+    /// PLACED, ACCEPTED, REJECTED, CANCELED, ASSIGNED, PICKED_UP, OUT_FOR_DELIVERY, DELIVERED or
+    /// DELIVERY_FAILED, as GetOrderStatus reports it.
+    public var status: String = ""
+    /// The assigned driver, once there is one.
+    public var driverId: String = ""
+    /// When the order reached this status, in milliseconds since the Unix epoch.
+    public var updatedAtUnixMs: Int64 = 0
+    public var restaurantId: String = ""
+    public var customerId: String = ""
+    /// Whether the order can change no more (DELIVERED, REJECTED, CANCELED).
+    public var final: Bool = false
+
+    public init() {}
+
+    public init(orderId: String = "", status: String = "", driverId: String = "", updatedAtUnixMs: Int64 = 0, restaurantId: String = "", customerId: String = "", final: Bool = false) {
+        self.orderId = orderId
+        self.status = status
+        self.driverId = driverId
+        self.updatedAtUnixMs = updatedAtUnixMs
+        self.restaurantId = restaurantId
+        self.customerId = customerId
+        self.final = final
+    }
+
+    func fill(_ c: inout OrderService__OrderUpdate, arena: CArena) {
+        order_service__order_update__init(&c)
+        c.order_id = arena.cString(orderId)
+        c.status = arena.cString(status)
+        c.driver_id = arena.cString(driverId)
+        c.updated_at_unix_ms = updatedAtUnixMs
+        c.restaurant_id = arena.cString(restaurantId)
+        c.customer_id = arena.cString(customerId)
+        c.final = final ? 1 : 0
+    }
+
+    init(_ c: OrderService__OrderUpdate) {
+        orderId = CArena.string(c.order_id)
+        status = CArena.string(c.status)
+        driverId = CArena.string(c.driver_id)
+        updatedAtUnixMs = c.updated_at_unix_ms
+        restaurantId = CArena.string(c.restaurant_id)
+        customerId = CArena.string(c.customer_id)
+        final = c.final != 0
+    }
+
+    public func serializedBytes() -> [UInt8] {
+        let arena = CArena()
+        defer { arena.release() }
+        var c = OrderService__OrderUpdate()
+        fill(&c, arena: arena)
+        return CArena.pack(&c, size: order_service__order_update__get_packed_size, pack: order_service__order_update__pack)
+    }
+
+    public init(serializedBytes bytes: [UInt8]) throws(MessageDecodingError) {
+        self = try CArena.unpack(bytes, unpack: order_service__order_update__unpack, free: order_service__order_update__free_unpacked) { Self($0) }
+    }
+}
+
 /// The methods of `order_service.OrderService`, as the gRPC layer routes them.
 public enum OrderServiceMethods {
     public static let serviceName = "order_service.OrderService"
@@ -313,14 +411,23 @@ public enum OrderServiceMethods {
     public static let getOrderStatus = MethodDescriptor<GetOrderStatusRequest, GetOrderStatusResponse>(service: serviceName, method: "GetOrderStatus")
     public static let cancelOrder = MethodDescriptor<CancelOrderRequest, CancelOrderResponse>(service: serviceName, method: "CancelOrder")
     public static let recordRestaurantDecision = MethodDescriptor<RecordRestaurantDecisionRequest, RecordRestaurantDecisionResponse>(service: serviceName, method: "RecordRestaurantDecision")
+    public static let watchOrder = MethodDescriptor<WatchOrderRequest, OrderUpdate>(service: serviceName, method: "WatchOrder", kind: .serverStreaming)
 }
 
-/// Implements `order_service.OrderService`: one async method per unary RPC; throw `RPCError` to fail a call.
+/// Implements `order_service.OrderService`: one async method per RPC; throw `RPCError` to fail a call.
 public protocol OrderServiceProvider: Sendable {
     func placeOrder(_ request: PlaceOrderRequest, context: ServerContext) async throws -> PlaceOrderResponse
     func getOrderStatus(_ request: GetOrderStatusRequest, context: ServerContext) async throws -> GetOrderStatusResponse
     func cancelOrder(_ request: CancelOrderRequest, context: ServerContext) async throws -> CancelOrderResponse
+    /// Moves an order from PLACED to ACCEPTED or REJECTED atomically. Called by the restaurant
+    /// service. FAILED_PRECONDITION when the order is no longer PLACED (repeating the decision
+    /// already taken is idempotent), NOT_FOUND when unknown, PERMISSION_DENIED when the order
+    /// names another restaurant.
     func recordRestaurantDecision(_ request: RecordRestaurantDecisionRequest, context: ServerContext) async throws -> RecordRestaurantDecisionResponse
+    /// Follows one order live: its current status first, then every later change in order, none
+    /// missed or repeated; ends with OK once the order is final (DELIVERED, REJECTED, CANCELED).
+    /// NOT_FOUND for an unknown order.
+    func watchOrder(_ request: WatchOrderRequest, responses: RPCWriter<OrderUpdate>, context: ServerContext) async throws
 }
 
 extension OrderServiceProvider {
@@ -331,15 +438,16 @@ extension OrderServiceProvider {
             Route(OrderServiceMethods.getOrderStatus) { try await self.getOrderStatus($0, context: $1) },
             Route(OrderServiceMethods.cancelOrder) { try await self.cancelOrder($0, context: $1) },
             Route(OrderServiceMethods.recordRestaurantDecision) { try await self.recordRestaurantDecision($0, context: $1) },
+            Route(serverStreaming: OrderServiceMethods.watchOrder) { try await self.watchOrder($0, responses: $1, context: $2) },
         ])
     }
 }
 
-/// A typed client of `order_service.OrderService` over any unary transport.
+/// A typed client of `order_service.OrderService`.
 public struct OrderServiceClient: Sendable {
-    public let transport: any UnaryTransport
+    public let transport: any ClientTransport
 
-    public init(transport: any UnaryTransport) { self.transport = transport }
+    public init(transport: any ClientTransport) { self.transport = transport }
 
     public func placeOrder(_ request: PlaceOrderRequest, options: CallOptions = CallOptions()) async throws(RPCError) -> PlaceOrderResponse {
         try await transport.call(OrderServiceMethods.placeOrder, request, options: options)
@@ -353,7 +461,18 @@ public struct OrderServiceClient: Sendable {
         try await transport.call(OrderServiceMethods.cancelOrder, request, options: options)
     }
 
+    /// Moves an order from PLACED to ACCEPTED or REJECTED atomically. Called by the restaurant
+    /// service. FAILED_PRECONDITION when the order is no longer PLACED (repeating the decision
+    /// already taken is idempotent), NOT_FOUND when unknown, PERMISSION_DENIED when the order
+    /// names another restaurant.
     public func recordRestaurantDecision(_ request: RecordRestaurantDecisionRequest, options: CallOptions = CallOptions()) async throws(RPCError) -> RecordRestaurantDecisionResponse {
         try await transport.call(OrderServiceMethods.recordRestaurantDecision, request, options: options)
+    }
+
+    /// Follows one order live: its current status first, then every later change in order, none
+    /// missed or repeated; ends with OK once the order is final (DELIVERED, REJECTED, CANCELED).
+    /// NOT_FOUND for an unknown order.
+    public func watchOrder<Result: Sendable>(_ request: WatchOrderRequest, options: CallOptions = CallOptions(), onResponse handle: (RPCAsyncSequence<OrderUpdate>) async throws -> Result) async throws -> Result {
+        try await transport.serverStreaming(OrderServiceMethods.watchOrder, request, options: options, onResponse: handle)
     }
 }

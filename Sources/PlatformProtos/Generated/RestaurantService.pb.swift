@@ -2,6 +2,7 @@
 // swiftlint:disable all
 
 import CPlatformProtos
+import ProtobufRuntime
 import RPCCore
 
 /// `restaurant_service.MenuItem`
@@ -330,6 +331,101 @@ public struct GetMenuResponse: GRPCMessage, Equatable {
     }
 }
 
+/// `restaurant_service.WatchRestaurantOrdersRequest`
+public struct WatchRestaurantOrdersRequest: GRPCMessage, Equatable {
+    public var restaurantId: String = ""
+
+    public init() {}
+
+    public init(restaurantId: String = "") {
+        self.restaurantId = restaurantId
+    }
+
+    func fill(_ c: inout RestaurantService__WatchRestaurantOrdersRequest, arena: CArena) {
+        restaurant_service__watch_restaurant_orders_request__init(&c)
+        c.restaurant_id = arena.cString(restaurantId)
+    }
+
+    init(_ c: RestaurantService__WatchRestaurantOrdersRequest) {
+        restaurantId = CArena.string(c.restaurant_id)
+    }
+
+    public func serializedBytes() -> [UInt8] {
+        let arena = CArena()
+        defer { arena.release() }
+        var c = RestaurantService__WatchRestaurantOrdersRequest()
+        fill(&c, arena: arena)
+        return CArena.pack(&c, size: restaurant_service__watch_restaurant_orders_request__get_packed_size, pack: restaurant_service__watch_restaurant_orders_request__pack)
+    }
+
+    public init(serializedBytes bytes: [UInt8]) throws(MessageDecodingError) {
+        self = try CArena.unpack(bytes, unpack: restaurant_service__watch_restaurant_orders_request__unpack, free: restaurant_service__watch_restaurant_orders_request__free_unpacked) { Self($0) }
+    }
+}
+
+/// One change of one of the restaurant's orders.
+///
+/// `restaurant_service.RestaurantOrderUpdate`
+public struct RestaurantOrderUpdate: GRPCMessage, Equatable {
+    public var orderId: String = ""
+    /// The order's status after the change, as GetOrderStatus reports it.
+    public var status: String = ""
+    public var customerId: String = ""
+    /// The items, on the update that announces a new order (status PLACED).
+    public var items: [String] = []
+    public var totalPrice: Double = 0
+    /// The assigned driver, on delivery updates.
+    public var driverId: String = ""
+    /// When it happened, in milliseconds since the Unix epoch.
+    public var updatedAtUnixMs: Int64 = 0
+
+    public init() {}
+
+    public init(orderId: String = "", status: String = "", customerId: String = "", items: [String] = [], totalPrice: Double = 0, driverId: String = "", updatedAtUnixMs: Int64 = 0) {
+        self.orderId = orderId
+        self.status = status
+        self.customerId = customerId
+        self.items = items
+        self.totalPrice = totalPrice
+        self.driverId = driverId
+        self.updatedAtUnixMs = updatedAtUnixMs
+    }
+
+    func fill(_ c: inout RestaurantService__RestaurantOrderUpdate, arena: CArena) {
+        restaurant_service__restaurant_order_update__init(&c)
+        c.order_id = arena.cString(orderId)
+        c.status = arena.cString(status)
+        c.customer_id = arena.cString(customerId)
+        c.n_items = items.count
+        c.items = arena.cStrings(items)
+        c.total_price = totalPrice
+        c.driver_id = arena.cString(driverId)
+        c.updated_at_unix_ms = updatedAtUnixMs
+    }
+
+    init(_ c: RestaurantService__RestaurantOrderUpdate) {
+        orderId = CArena.string(c.order_id)
+        status = CArena.string(c.status)
+        customerId = CArena.string(c.customer_id)
+        items = CArena.buffer(c.items, count: c.n_items).map(CArena.string)
+        totalPrice = c.total_price
+        driverId = CArena.string(c.driver_id)
+        updatedAtUnixMs = c.updated_at_unix_ms
+    }
+
+    public func serializedBytes() -> [UInt8] {
+        let arena = CArena()
+        defer { arena.release() }
+        var c = RestaurantService__RestaurantOrderUpdate()
+        fill(&c, arena: arena)
+        return CArena.pack(&c, size: restaurant_service__restaurant_order_update__get_packed_size, pack: restaurant_service__restaurant_order_update__pack)
+    }
+
+    public init(serializedBytes bytes: [UInt8]) throws(MessageDecodingError) {
+        self = try CArena.unpack(bytes, unpack: restaurant_service__restaurant_order_update__unpack, free: restaurant_service__restaurant_order_update__free_unpacked) { Self($0) }
+    }
+}
+
 /// The methods of `restaurant_service.RestaurantService`, as the gRPC layer routes them.
 public enum RestaurantServiceMethods {
     public static let serviceName = "restaurant_service.RestaurantService"
@@ -337,14 +433,19 @@ public enum RestaurantServiceMethods {
     public static let acceptOrder = MethodDescriptor<AcceptOrderRequest, AcceptOrderResponse>(service: serviceName, method: "AcceptOrder")
     public static let rejectOrder = MethodDescriptor<RejectOrderRequest, RejectOrderResponse>(service: serviceName, method: "RejectOrder")
     public static let getMenu = MethodDescriptor<GetMenuRequest, GetMenuResponse>(service: serviceName, method: "GetMenu")
+    public static let watchRestaurantOrders = MethodDescriptor<WatchRestaurantOrdersRequest, RestaurantOrderUpdate>(service: serviceName, method: "WatchRestaurantOrders", kind: .serverStreaming)
 }
 
-/// Implements `restaurant_service.RestaurantService`: one async method per unary RPC; throw `RPCError` to fail a call.
+/// Implements `restaurant_service.RestaurantService`: one async method per RPC; throw `RPCError` to fail a call.
 public protocol RestaurantServiceProvider: Sendable {
     func updateMenu(_ request: UpdateMenuRequest, context: ServerContext) async throws -> UpdateMenuResponse
     func acceptOrder(_ request: AcceptOrderRequest, context: ServerContext) async throws -> AcceptOrderResponse
     func rejectOrder(_ request: RejectOrderRequest, context: ServerContext) async throws -> RejectOrderResponse
+    /// Returns the restaurant's menu; NOT_FOUND when it has none.
     func getMenu(_ request: GetMenuRequest, context: ServerContext) async throws -> GetMenuResponse
+    /// A kitchen screen: every order placed with the restaurant from now on, and every change of
+    /// the restaurant's orders, as they happen. Runs until the client cancels it.
+    func watchRestaurantOrders(_ request: WatchRestaurantOrdersRequest, responses: RPCWriter<RestaurantOrderUpdate>, context: ServerContext) async throws
 }
 
 extension RestaurantServiceProvider {
@@ -355,15 +456,16 @@ extension RestaurantServiceProvider {
             Route(RestaurantServiceMethods.acceptOrder) { try await self.acceptOrder($0, context: $1) },
             Route(RestaurantServiceMethods.rejectOrder) { try await self.rejectOrder($0, context: $1) },
             Route(RestaurantServiceMethods.getMenu) { try await self.getMenu($0, context: $1) },
+            Route(serverStreaming: RestaurantServiceMethods.watchRestaurantOrders) { try await self.watchRestaurantOrders($0, responses: $1, context: $2) },
         ])
     }
 }
 
-/// A typed client of `restaurant_service.RestaurantService` over any unary transport.
+/// A typed client of `restaurant_service.RestaurantService`.
 public struct RestaurantServiceClient: Sendable {
-    public let transport: any UnaryTransport
+    public let transport: any ClientTransport
 
-    public init(transport: any UnaryTransport) { self.transport = transport }
+    public init(transport: any ClientTransport) { self.transport = transport }
 
     public func updateMenu(_ request: UpdateMenuRequest, options: CallOptions = CallOptions()) async throws(RPCError) -> UpdateMenuResponse {
         try await transport.call(RestaurantServiceMethods.updateMenu, request, options: options)
@@ -377,7 +479,14 @@ public struct RestaurantServiceClient: Sendable {
         try await transport.call(RestaurantServiceMethods.rejectOrder, request, options: options)
     }
 
+    /// Returns the restaurant's menu; NOT_FOUND when it has none.
     public func getMenu(_ request: GetMenuRequest, options: CallOptions = CallOptions()) async throws(RPCError) -> GetMenuResponse {
         try await transport.call(RestaurantServiceMethods.getMenu, request, options: options)
+    }
+
+    /// A kitchen screen: every order placed with the restaurant from now on, and every change of
+    /// the restaurant's orders, as they happen. Runs until the client cancels it.
+    public func watchRestaurantOrders<Result: Sendable>(_ request: WatchRestaurantOrdersRequest, options: CallOptions = CallOptions(), onResponse handle: (RPCAsyncSequence<RestaurantOrderUpdate>) async throws -> Result) async throws -> Result {
+        try await transport.serverStreaming(RestaurantServiceMethods.watchRestaurantOrders, request, options: options, onResponse: handle)
     }
 }

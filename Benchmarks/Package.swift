@@ -1,0 +1,53 @@
+// swift-tools-version: 6.0
+//
+// The benchmark and interoperability tools of the food-ordering platform, apart from the product
+// (as grpc-swift and swift-nio keep theirs): they build on the platform's layers through the
+// root package's library products and are never shipped.
+//   BenchProtos          generated codecs of stream_bench.StreamBench (the C++ peer's yardstick)
+//   InMemoryOrders       OrderService from memory: the gRPC layer measured without Redis
+//   grpc-bench-server    InMemoryOrders plus StreamBench, for h2load against the peers
+//   grpc-bench-client    request bodies for h2load, our own client's latency and throughput
+//   grpc-interop-server  what the grpcio interoperability tests (Tests/interop) talk to
+//   codec-bench, platform-bench, redis-bench   codecs, the running platform, the Redis client
+import PackageDescription
+
+let package = Package(
+    name: "food-platform-benchmarks",
+    platforms: [.macOS(.v15)],
+    dependencies: [
+        .package(name: "food-platform", path: ".."),
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+    ],
+    targets: [
+        // protoc-c output is plain C that includes <protobuf-c/protobuf-c.h> itself, so the link is explicit.
+        .target(name: "CBenchProtos", linkerSettings: [.linkedLibrary("protobuf-c")]),
+        .target(name: "BenchProtos", dependencies: [
+            "CBenchProtos", .product(name: "ProtobufRuntime", package: "food-platform"),
+            .product(name: "RPCCore", package: "food-platform"),
+        ]),
+        .target(name: "InMemoryOrders", dependencies: [.product(name: "PlatformProtos", package: "food-platform")]),
+        .executableTarget(name: "grpc-bench-server", dependencies: [
+            "BenchProtos", "InMemoryOrders", .product(name: "GRPCHTTP2", package: "food-platform"),
+            .product(name: "GRPCServices", package: "food-platform"),
+            .product(name: "ArgumentParser", package: "swift-argument-parser"), .product(name: "Logging", package: "swift-log"),
+        ]),
+        .executableTarget(name: "grpc-bench-client", dependencies: [
+            .product(name: "GRPCHTTP2", package: "food-platform"), .product(name: "PlatformProtos", package: "food-platform"),
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+        .executableTarget(name: "grpc-interop-server", dependencies: [
+            "InMemoryOrders", .product(name: "GRPCHTTP2", package: "food-platform"),
+            .product(name: "GRPCServices", package: "food-platform"),
+            .product(name: "ArgumentParser", package: "swift-argument-parser"), .product(name: "Logging", package: "swift-log"),
+        ]),
+        .executableTarget(name: "codec-bench", dependencies: [.product(name: "PlatformProtos", package: "food-platform")]),
+        .executableTarget(name: "platform-bench", dependencies: [
+            .product(name: "GRPCHTTP2", package: "food-platform"), .product(name: "PlatformProtos", package: "food-platform"),
+            .product(name: "RedisClient", package: "food-platform"),
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+        .executableTarget(name: "redis-bench", dependencies: [.product(name: "RedisClient", package: "food-platform")]),
+    ],
+    swiftLanguageModes: [.v6]
+)
