@@ -260,6 +260,12 @@ final class ClientConnection: HTTP2Connection {
             streaming.headers.fulfil(.success(call.headers))
         }
         call.headersDone = true
+        if endStream, call.streaming != nil, !finishedSending(stream: stream) {
+            // The server answered in full while we still send: our requests are moot, and the
+            // stream closes (and the call ends) once our side is reset.
+            submitReset(stream: stream, errorCode: NGHTTP2_NO_ERROR)
+            scheduleFlush()
+        }
     }
 
     override func didReceiveData(stream: Int32, bytes: UnsafeRawBufferPointer) {

@@ -154,6 +154,8 @@ class HTTP2Connection: IOHandler {
     func didReceiveData(stream: Int32, bytes: UnsafeRawBufferPointer) {}
     func didReceiveEndOfData(stream: Int32) {}
     func didReceiveGoAway(lastStreamID: Int32) {}
+    /// This side's END_STREAM went out on `stream` (the last DATA or the trailers).
+    func didSendEndOfStream(stream: Int32) {}
     func streamDidClose(stream: Int32, errorCode: UInt32) {}
     func connectionDidClose() {}
 
@@ -337,6 +339,18 @@ class HTTP2Connection: IOHandler {
         scheduleFlush()
     }
 
+    /// Whether the peer has finished sending on `stream` (its END_STREAM arrived).
+    func peerFinishedSending(stream: Int32) -> Bool {
+        guard let session else { return true }
+        return nghttp2_session_get_stream_remote_close(session, stream) != 0
+    }
+
+    /// Whether this side has finished sending on `stream` (its END_STREAM went out).
+    func finishedSending(stream: Int32) -> Bool {
+        guard let session else { return true }
+        return nghttp2_session_get_stream_local_close(session, stream) != 0
+    }
+
     /// Tells nghttp2 that `count` received bytes of `stream` were taken: its window reopens.
     func consumeStream(_ stream: Int32, _ count: Int) {
         guard let session, count > 0 else { return }
@@ -448,6 +462,14 @@ class HTTP2Connection: IOHandler {
                 connection.didReceiveGoAway(lastStreamID: frame!.pointee.goaway.last_stream_id)
             default:
                 break
+            }
+            return 0
+        }
+        nghttp2_session_callbacks_set_on_frame_send_callback(callbacks) { _, frame, user in
+            let header = frame!.pointee.hd
+            let isStreamFrame = header.type == UInt8(NGHTTP2_HEADERS.rawValue) || header.type == UInt8(NGHTTP2_DATA.rawValue)
+            if isStreamFrame, header.flags & UInt8(NGHTTP2_FLAG_END_STREAM.rawValue) != 0 {
+                HTTP2Connection.connection(user).didSendEndOfStream(stream: header.stream_id)
             }
             return 0
         }

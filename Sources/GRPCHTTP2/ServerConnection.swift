@@ -415,6 +415,15 @@ final class ServerConnection: HTTP2Connection {
 
     // MARK: - Stream and connection lifecycle
 
+    /// The response is complete while the client still sends (a handler that ended before the
+    /// requests did): as RFC 9113 8.1 allows, RST_STREAM NO_ERROR tells it to stop, so neither
+    /// side waits on a window the other will never reopen.
+    override func didSendEndOfStream(stream id: Int32) {
+        guard streams[id] != nil, !peerFinishedSending(stream: id) else { return }
+        submitReset(stream: id, errorCode: NGHTTP2_NO_ERROR)
+        scheduleFlush()
+    }
+
     override func streamDidClose(stream id: Int32, errorCode: UInt32) {
         guard let stream = streams.removeValue(forKey: id) else { return }
         if let timer = stream.deadlineTimer { loop.cancel(timer) }

@@ -28,6 +28,7 @@ enum StreamTest {
     static let sum = MethodDescriptor<Message, Message>(service: name, method: "Sum", kind: .clientStreaming)
     static let slowSum = MethodDescriptor<Message, Message>(service: name, method: "SlowSum", kind: .clientStreaming)
     static let echo = MethodDescriptor<Message, Message>(service: name, method: "Echo", kind: .bidirectionalStreaming)
+    static let echoFirst = MethodDescriptor<Message, Message>(service: name, method: "EchoFirst", kind: .bidirectionalStreaming)
 
     static func service(_ probe: Probe) -> ServiceDefinition {
         ServiceDefinition(name: name, routes: [
@@ -75,6 +76,11 @@ enum StreamTest {
             Route(bidirectionalStreaming: echo) { requests, responses, _ in
                 for try await message in requests { try await responses.write(message) }
             },
+            // Answers the first request and ends the call while the client may still be sending.
+            Route(bidirectionalStreaming: echoFirst) { requests, responses, _ in
+                var iterator = requests.makeAsyncIterator()
+                if let first = try await iterator.next() { try await responses.write(first) }
+            },
         ])
     }
 }
@@ -117,6 +123,22 @@ extension Harness {
             return echoed
         })
         #expect(echoed == Array(0..<2_000))
+        await harness.stop()
+    }
+
+    @Test func aServerThatEndsFirstStopsAClientStillSending() async throws {
+        let harness = try Harness(probe: Probe())
+        let padding = String(repeating: "p", count: 16 * 1024)
+        let echoed = try await harness.channel.bidirectionalStreaming(StreamTest.echoFirst, requests: { requests in
+            // Far more than any window: without the server's reset this would wait for ever.
+            for index in 0..<10_000 { try await requests.write(OrderUpdate(driverId: padding, updatedAtUnixMs: Int64(index))) }
+        }, onResponse: { responses in
+            var echoed: [Int64] = []
+            for try await message in responses { echoed.append(message.updatedAtUnixMs) }
+            return echoed
+        })
+        #expect(echoed == [0])
+        #expect(try await harness.client.placeOrder(PlaceOrderRequest(customerId: "next")).orderId == "order_for_next")
         await harness.stop()
     }
 

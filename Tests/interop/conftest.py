@@ -3,9 +3,10 @@
 Why: our transport (Swift on libnghttp2) must interoperate with the reference implementation
 (grpcio) and follow the "gRPC over HTTP/2" wire spec byte for byte. These fixtures
 
-* generate the Python message/stub modules from Protos/ with grpc_tools.protoc into a temp dir
-  at session start (nothing generated is committed),
-* start `.build/debug/grpc-interop-server` (override with env GRPC_INTEROP_SERVER) on a free
+* generate the Python message/stub modules from Protos/ and Benchmarks/Protos/ with
+  grpc_tools.protoc into a temp dir at session start (nothing generated is committed),
+* start `Benchmarks/.build/debug/grpc-interop-server` (built by `swift build --package-path
+  Benchmarks`; override with env GRPC_INTEROP_SERVER) on a free
   port, read `listening on PORT` from its first stdout line, and stop it afterwards: one shared
   server per session (`server`), plus a factory (`start_server`) for tests that need their own
   process with special flags (tiny message limit, idle timeout, SIGTERM, ...).
@@ -25,12 +26,13 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 PROTOS = ROOT / "Protos"
-DEFAULT_SERVER = ROOT / ".build" / "debug" / "grpc-interop-server"
+BENCH_PROTOS = ROOT / "Benchmarks" / "Protos"
+DEFAULT_SERVER = ROOT / "Benchmarks" / ".build" / "debug" / "grpc-interop-server"
 START_TIMEOUT_S = 20.0
 
 
 def _generate_stubs() -> pathlib.Path:
-    """Compiles every proto of Protos/ into a temp dir and puts it on sys.path.
+    """Compiles every proto of Protos/ and Benchmarks/Protos/ into a temp dir and puts it on sys.path.
 
     health.proto is compiled from a flat copy so its module is `health_pb2` (a top-level
     `grpc/` folder would shadow grpcio's own `grpc` package); its proto package stays
@@ -45,6 +47,7 @@ def _generate_stubs() -> pathlib.Path:
     jobs = [
         (PROTOS, [p.name for p in sorted(PROTOS.glob("*.proto"))]),
         (flat, ["health.proto"]),
+        (BENCH_PROTOS, [p.name for p in sorted(BENCH_PROTOS.glob("*.proto"))]),
     ]
     for include, files in jobs:
         proto_include = pathlib.Path(protoc.__file__).parent / "_proto"
@@ -60,6 +63,8 @@ STUB_DIR = _generate_stubs()
 
 import health_pb2  # noqa: E402
 import health_pb2_grpc  # noqa: E402
+import interop_streams_pb2  # noqa: E402
+import interop_streams_pb2_grpc  # noqa: E402
 import order_service_pb2  # noqa: E402
 import order_service_pb2_grpc  # noqa: E402
 
@@ -67,7 +72,7 @@ import order_service_pb2_grpc  # noqa: E402
 def server_binary() -> pathlib.Path:
     path = pathlib.Path(os.environ.get("GRPC_INTEROP_SERVER", DEFAULT_SERVER))
     if not path.is_file() or not os.access(path, os.X_OK):
-        pytest.fail(f"interop server binary not found at {path}: run `swift build` first "
+        pytest.fail(f"interop server binary not found at {path}: run `swift build --package-path Benchmarks` first "
                     "(or set GRPC_INTEROP_SERVER to its path)", pytrace=False)
     return path
 
