@@ -43,6 +43,7 @@ let package = Package(
         .systemLibrary(name: "CProtobufC", providers: [.apt(["libprotobuf-c-dev"])]),
         .systemLibrary(name: "CHiredis", providers: [.apt(["libhiredis-dev"])]),
         .systemLibrary(name: "CSystem"),
+        .systemLibrary(name: "COpenSSL", providers: [.apt(["libssl-dev"])]),
         // protoc-c output is plain C that includes <protobuf-c/protobuf-c.h> itself, so the link is explicit.
         .target(name: "CPlatformProtos", dependencies: ["CProtobufC"], linkerSettings: [.linkedLibrary("protobuf-c")]),
         .target(name: "CGRPCProtos", dependencies: ["CProtobufC"], linkerSettings: [.linkedLibrary("protobuf-c")]),
@@ -53,7 +54,7 @@ let package = Package(
         .target(name: "PlatformProtos", dependencies: ["CPlatformProtos", "ProtobufRuntime", "RPCCore"]),
         .target(name: "EventLoop", dependencies: ["CSystem"]),
         .target(name: "GRPCHTTP2", dependencies: [
-            "CNGHTTP2", "EventLoop", "RPCCore", .product(name: "Logging", package: "swift-log"),
+            "CNGHTTP2", "COpenSSL", "EventLoop", "RPCCore", .product(name: "Logging", package: "swift-log"),
         ]),
         .testTarget(name: "GRPCHTTP2Tests", dependencies: ["GRPCHTTP2", "GRPCServices", "PlatformProtos", "TestSupport"]),
         .testTarget(name: "EventLoopTests", dependencies: ["EventLoop"]),
@@ -63,18 +64,22 @@ let package = Package(
         .target(name: "PlatformCommon", dependencies: [
             "RPCCore", "RedisClient", .product(name: "Logging", package: "swift-log"),
         ]),
-        .target(name: "OrderLogic", dependencies: ["PlatformCommon", "PlatformProtos"]),
-        .target(name: "RestaurantLogic", dependencies: ["PlatformCommon", "PlatformProtos"]),
-        .target(name: "DeliveryLogic", dependencies: ["PlatformCommon", "PlatformProtos"]),
+        .target(name: "CallerTokens", dependencies: ["COpenSSL"]),
+        .target(name: "PlatformAuth", dependencies: [
+            "CallerTokens", "PlatformCommon", "PlatformProtos", "RPCCore", .product(name: "Logging", package: "swift-log"),
+        ]),
+        .target(name: "OrderLogic", dependencies: ["PlatformAuth", "PlatformCommon", "PlatformProtos"]),
+        .target(name: "RestaurantLogic", dependencies: ["PlatformAuth", "PlatformCommon", "PlatformProtos"]),
+        .target(name: "DeliveryLogic", dependencies: ["PlatformAuth", "PlatformCommon", "PlatformProtos"]),
         .target(name: "ServiceRuntime", dependencies: [
-            "GRPCHTTP2", "GRPCServices", "RedisClient", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            "CallerTokens", "GRPCHTTP2", "GRPCServices", "PlatformAuth", "RedisClient", .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
         .executableTarget(name: "order-service", dependencies: ["OrderLogic", "PlatformProtos", "ServiceRuntime"]),
-        .executableTarget(name: "restaurant-service", dependencies: ["RestaurantLogic", "PlatformProtos", "ServiceRuntime"]),
+        .executableTarget(name: "restaurant-service", dependencies: ["PlatformAuth", "RestaurantLogic", "PlatformProtos", "ServiceRuntime"]),
         .executableTarget(name: "delivery-service", dependencies: ["DeliveryLogic", "PlatformProtos", "ServiceRuntime"]),
         .executableTarget(name: "test-client", dependencies: [
-            "GRPCHTTP2", "GRPCProtos", "PlatformProtos", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            "CallerTokens", "GRPCHTTP2", "GRPCProtos", "PlatformProtos", .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .testTarget(name: "PlatformProtosTests", dependencies: ["PlatformProtos", "GRPCProtos"]),
         .testTarget(name: "ServicesTests", dependencies: [

@@ -15,12 +15,13 @@
 // open assignments together with the stream's last id in one script: the snapshot shows exactly
 // the events up to that id, so the events after it are the changes to send.
 import Logging
+import PlatformAuth
 import PlatformCommon
 import PlatformProtos
 import RedisClient
 
-/// The DeliveryService implementation.
-public struct DeliveryServiceLogic: DeliveryServiceProvider {
+/// The DeliveryService implementation; it also tells the access policy who drives an order.
+public struct DeliveryServiceLogic: DeliveryServiceProvider, OrderPartiesLookup {
     /// Who gets automatic assignments when no pool is configured.
     public static let defaultDriver = "driver_auto"
 
@@ -118,6 +119,14 @@ public struct DeliveryServiceLogic: DeliveryServiceProvider {
         }
     }
 
+    /// The driver of the order's current assignment (the order's other parties are the order
+    /// service's to tell).
+    public func parties(ofOrder orderID: String, for caller: Caller) async throws(RPCError) -> OrderParties? {
+        let reply = try await redis.script(Scripts.currentDriver, arguments: [orderID])
+        guard let driver = reply.string else { return nil }
+        return OrderParties(driver: driver)
+    }
+
     /// An assignment replaced by another of the same order.
     static let reassigned = "REASSIGNED"
 }
@@ -211,6 +220,13 @@ enum Scripts {
         emit('DELIVERY_STATUS:' .. order .. ':' .. ARGV[2], {'\(Field.driver.rawValue)', fields[2], '\(Field.assignment.rawValue)', current,
             '\(Field.restaurant.rawValue)', ofields[2] or '', '\(Field.customer.rawValue)', ofields[3] or ''})
         return ARGV[2]
+        """
+
+    /// ARGV: order id. Returns the driver of its current assignment, or nil.
+    static let currentDriver = """
+        local current = redis.call('HGET', 'delivery:order:' .. ARGV[1], 'assignment')
+        if not current then return false end
+        return redis.call('HGET', 'delivery:assignment:' .. current, 'driver_id')
         """
 
     /// ARGV: driver id. Returns a flat list: id, order id, status per assignment, oldest first.

@@ -74,8 +74,10 @@ public final class GRPCServer: Sendable {
     private let boundPort = Atomic<Int>(0)
     private let listenFD = Atomic<Int32>(-1)
 
-    public init(configuration: ServerConfiguration, services: [ServiceDefinition], logger: Logger = Logger(label: "grpc")) {
-        core = ServerCore(configuration: configuration, router: Router(services),
+    /// `interceptors` run before every handler (authorization, say), in order.
+    public init(configuration: ServerConfiguration, services: [ServiceDefinition],
+                interceptors: [any ServerInterceptor] = [], logger: Logger = Logger(label: "grpc")) {
+        core = ServerCore(configuration: configuration, router: Router(services, interceptors: interceptors),
                           shuttingDown: OnceFlag(), logger: logger)
         group = EventLoopGroup(loopCount: configuration.loopCount, name: "grpc")
     }

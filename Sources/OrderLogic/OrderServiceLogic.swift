@@ -16,12 +16,13 @@
 // (`OrderStatus.after`) gives the next update. So no change between the snapshot and the stream
 // is missed or repeated.
 import Logging
+import PlatformAuth
 import PlatformCommon
 import PlatformProtos
 import RedisClient
 
-/// The OrderService implementation.
-public struct OrderServiceLogic: OrderServiceProvider {
+/// The OrderService implementation; it also tells the access policy who takes part in an order.
+public struct OrderServiceLogic: OrderServiceProvider, OrderPartiesLookup {
     public static let maxItems = 1000
     public static let maxItemLength = 512
 
@@ -124,6 +125,22 @@ public struct OrderServiceLogic: OrderServiceProvider {
             try await responses.write(current)
             if next.isFinal { return }
         }
+    }
+
+    public func parties(ofOrder orderID: String, for caller: Caller) async throws(RPCError) -> OrderParties? {
+        var parties = try await readParties(orderID)
+        if caller.role == .driver, let known = parties, known.driver != caller.subject {
+            // The driver may have been assigned a moment ago: learn of it before saying no.
+            try await events.catchUp()
+            parties = try await readParties(orderID)
+        }
+        return parties
+    }
+
+    private func readParties(_ orderID: String) async throws(RPCError) -> OrderParties? {
+        let fields = try await redis.command(["HMGET", OrderKeys.prefix + orderID, "customer_id", "restaurant_id", "driver_id"]).array ?? []
+        guard fields.count == 3, let customer = fields[0].string else { return nil }
+        return OrderParties(customer: customer, restaurant: fields[1].string, driver: fields[2].string)
     }
 
     /// Shows delivery stages on the orders, in event order. Stages only move an order in

@@ -2,6 +2,11 @@
 // (or typed message streams); `Route` erases the types to bytes so a transport can dispatch on
 // `:path` alone. Unary routes keep a handler of their own, without stream objects, because they
 // are the hot path.
+//
+// Interceptors run before every handler of a router, with the decoded request when the call has
+// exactly one (unary and server streaming) and nil otherwise, so a policy such as authorization
+// is enforced in one place for every service. A route is bound to its router's interceptors once,
+// when the router is built: the transport calls the bound handler and knows nothing of them.
 import Synchronization
 
 /// What a handler knows about its call, and where it puts response metadata.
@@ -13,6 +18,7 @@ public final class ServerContext: Sendable {
     /// When the client stops waiting (from `grpc-timeout`); the handler's task is cancelled then.
     public let deadline: ContinuousClock.Instant?
     private let response = Mutex<(headers: Metadata, trailers: Metadata)>((Metadata(), Metadata()))
+    private let values = Mutex<[ObjectIdentifier: any Sendable]>([:])
 
     public init(path: String, requestMetadata: Metadata, deadline: ContinuousClock.Instant?) {
         self.path = path
@@ -34,6 +40,49 @@ public final class ServerContext: Sendable {
     public var responseMetadata: (headers: Metadata, trailers: Metadata) {
         response.withLock { $0 }
     }
+
+    /// What interceptors learned about the call (the caller's identity, say), for the handler.
+    public subscript<Key: ServerContextKey>(_ key: Key.Type) -> Key.Value? {
+        get { values.withLock { $0[ObjectIdentifier(key)] as? Key.Value } }
+        set { values.withLock { $0[ObjectIdentifier(key)] = newValue } }
+    }
+}
+
+/// A typed slot of `ServerContext`, declared by whoever fills it.
+public protocol ServerContextKey {
+    associatedtype Value: Sendable
+}
+
+/// Runs around the handlers of a router: before (throwing refuses the call with that status) and
+/// after (with the call's status, whether the handler ran or was refused).
+public protocol ServerInterceptor: Sendable {
+    /// `request` is the decoded request of a unary or server-streaming call, nil for client and
+    /// bidirectional streaming (whose requests the handler reads).
+    func intercept(_ request: (any GRPCMessage)?, context: ServerContext) async throws(RPCError)
+    /// The call is over with `status` (OK, the handler's error, or an interceptor's refusal);
+    /// `response` is a unary call's response when it succeeded.
+    func finished(_ status: RPCError, response: (any GRPCMessage)?, context: ServerContext)
+}
+
+extension ServerInterceptor {
+    public func finished(_ status: RPCError, response: (any GRPCMessage)?, context: ServerContext) {}
+}
+
+extension [any ServerInterceptor] {
+    /// Runs `body` after every interceptor let the call through, and tells them how it ended.
+    func around<Result>(_ request: (any GRPCMessage)?, _ context: ServerContext,
+                        _ body: () async throws -> Result) async throws(RPCError) -> Result {
+        do {
+            for interceptor in self { try await interceptor.intercept(request, context: context) }
+            let result = try await body()
+            for interceptor in self { interceptor.finished(RPCError(.ok), response: result as? any GRPCMessage, context: context) }
+            return result
+        } catch {
+            let status = RPCError(from: error)
+            for interceptor in self { interceptor.finished(status, response: nil, context: context) }
+            throw status
+        }
+    }
 }
 
 /// A method bound to its implementation, with the message types erased to bytes so a transport
@@ -51,7 +100,22 @@ public struct Route: Sendable {
 
     public let path: String
     public let kind: RPCKind
+    /// The handler, bound to the interceptors of the router it is in.
     public let handler: Handler
+    private let bind: @Sendable ([any ServerInterceptor]) -> Handler
+
+    private init(path: String, kind: RPCKind, bind: @escaping @Sendable ([any ServerInterceptor]) -> Handler,
+                 interceptors: [any ServerInterceptor] = []) {
+        self.path = path
+        self.kind = kind
+        self.bind = bind
+        handler = bind(interceptors)
+    }
+
+    /// The same route with `interceptors` running before its handler.
+    public func intercepted(by interceptors: [any ServerInterceptor]) -> Route {
+        Route(path: path, kind: kind, bind: bind, interceptors: interceptors)
+    }
 
     /// A unary method.
     public init<Request, Response>(
@@ -59,20 +123,23 @@ public struct Route: Sendable {
         _ handler: @escaping @Sendable (Request, ServerContext) async throws -> Response
     ) {
         precondition(method.kind == .unary, "\(method.path) is not unary")
-        path = method.path
-        kind = .unary
-        self.handler = .unary { bytes, context throws(RPCError) in
-            let request: Request
-            do {
-                request = try Request(serializedBytes: bytes)
-            } catch {
-                // As grpc-go and grpc-java do: a request we cannot parse is INTERNAL.
-                throw RPCError(.internal, "\(error)")
-            }
-            do {
-                return try await handler(request, context).serializedBytes()
-            } catch {
-                throw RPCError(from: error)
+        self.init(path: method.path, kind: .unary) { interceptors in
+            .unary { bytes, context throws(RPCError) in
+                let request: Request
+                do {
+                    request = try Request(serializedBytes: bytes)
+                } catch {
+                    // As grpc-go and grpc-java do: a request we cannot parse is INTERNAL.
+                    throw RPCError(.internal, "\(error)")
+                }
+                if !interceptors.isEmpty {
+                    return try await interceptors.around(request, context) { try await handler(request, context) }.serializedBytes()
+                }
+                do {
+                    return try await handler(request, context).serializedBytes()
+                } catch {
+                    throw RPCError(from: error)
+                }
             }
         }
     }
@@ -82,9 +149,9 @@ public struct Route: Sendable {
         serverStreaming method: MethodDescriptor<Request, Response>,
         _ handler: @escaping @Sendable (Request, RPCWriter<Response>, ServerContext) async throws -> Void
     ) {
-        self.init(method, expecting: .serverStreaming) { requests, responses, context in
+        self.init(method, expecting: .serverStreaming) { requests, responses, context, interceptors in
             let request = try await RPCAsyncSequence<Request>(requests).single(path: method.path)
-            try await handler(request, RPCWriter(responses), context)
+            try await interceptors.around(request, context) { try await handler(request, RPCWriter(responses), context) }
         }
     }
 
@@ -93,8 +160,8 @@ public struct Route: Sendable {
         clientStreaming method: MethodDescriptor<Request, Response>,
         _ handler: @escaping @Sendable (RPCAsyncSequence<Request>, ServerContext) async throws -> Response
     ) {
-        self.init(method, expecting: .clientStreaming) { requests, responses, context in
-            let response = try await handler(RPCAsyncSequence(requests), context)
+        self.init(method, expecting: .clientStreaming) { requests, responses, context, interceptors in
+            let response = try await interceptors.around(nil, context) { try await handler(RPCAsyncSequence(requests), context) }
             try await responses.write(response.serializedBytes())
         }
     }
@@ -104,23 +171,23 @@ public struct Route: Sendable {
         bidirectionalStreaming method: MethodDescriptor<Request, Response>,
         _ handler: @escaping @Sendable (RPCAsyncSequence<Request>, RPCWriter<Response>, ServerContext) async throws -> Void
     ) {
-        self.init(method, expecting: .bidirectionalStreaming) { requests, responses, context in
-            try await handler(RPCAsyncSequence(requests), RPCWriter(responses), context)
+        self.init(method, expecting: .bidirectionalStreaming) { requests, responses, context, interceptors in
+            try await interceptors.around(nil, context) { try await handler(RPCAsyncSequence(requests), RPCWriter(responses), context) }
         }
     }
 
     private init<Request, Response>(
         _ method: MethodDescriptor<Request, Response>, expecting kind: RPCKind,
-        _ body: @escaping @Sendable (any MessageSource, any MessageSink, ServerContext) async throws -> Void
+        _ body: @escaping @Sendable (any MessageSource, any MessageSink, ServerContext, [any ServerInterceptor]) async throws -> Void
     ) {
         precondition(method.kind == kind, "\(method.path) is \(method.kind), not \(kind)")
-        path = method.path
-        self.kind = kind
-        handler = .streaming { requests, responses, context throws(RPCError) in
-            do {
-                try await body(requests, responses, context)
-            } catch {
-                throw RPCError(from: error)
+        self.init(path: method.path, kind: kind) { interceptors in
+            .streaming { requests, responses, context throws(RPCError) in
+                do {
+                    try await body(requests, responses, context, interceptors)
+                } catch {
+                    throw RPCError(from: error)
+                }
             }
         }
     }
@@ -143,12 +210,13 @@ public struct Router: Sendable {
     /// Names of the registered services (the health service reports each).
     public let serviceNames: [String]
 
-    public init(_ services: [ServiceDefinition]) {
+    /// `interceptors` run, in order, before every handler of every service.
+    public init(_ services: [ServiceDefinition], interceptors: [any ServerInterceptor] = []) {
         var routes: [String: Route] = [:]
         for service in services {
             for route in service.routes {
                 precondition(routes[route.path] == nil, "\(route.path) registered twice")
-                routes[route.path] = route
+                routes[route.path] = interceptors.isEmpty ? route : route.intercepted(by: interceptors)
             }
         }
         self.routes = routes

@@ -12,6 +12,7 @@
 // one of its orders carries the restaurant, so new orders, decisions, cancellations and delivery
 // stages all reach the kitchen screen as they happen.
 import Logging
+import PlatformAuth
 import PlatformCommon
 import PlatformProtos
 import RedisClient
@@ -23,13 +24,16 @@ public struct RestaurantServiceLogic: RestaurantServiceProvider {
 
     private let redis: RedisClient
     private let orders: OrderServiceClient
+    private let serviceToken: ServiceTokenFile?
     private let hub: EventHub
     private let logger: Logger
 
-    /// `orders` reaches the order service (its transport is the caller's choice).
-    public init(redis: RedisClient, orders: OrderServiceClient, logger: Logger) {
+    /// `orders` reaches the order service (its transport is the caller's choice); `serviceToken`
+    /// is presented on those calls when the order service requires one.
+    public init(redis: RedisClient, orders: OrderServiceClient, serviceToken: ServiceTokenFile? = nil, logger: Logger) {
         self.redis = redis
         self.orders = orders
+        self.serviceToken = serviceToken
         self.logger = logger
         hub = EventHub(redis: redis, logger: logger)
     }
@@ -112,10 +116,11 @@ public struct RestaurantServiceLogic: RestaurantServiceProvider {
         try Identifier.validate(orderID, field: "order_id")
         // The caller's deadline bounds our call to the order service too.
         let timeout = context.deadline.map { $0 - .now } ?? .seconds(10)
+        let options = serviceToken?.authorize(CallOptions(timeout: timeout)) ?? CallOptions(timeout: timeout)
         do {
             let response = try await orders.recordRestaurantDecision(
                 RecordRestaurantDecisionRequest(orderId: orderID, restaurantId: restaurantID, decision: decision.rawValue),
-                options: CallOptions(timeout: timeout))
+                options: options)
             return response.status
         } catch {
             switch error.code {
@@ -127,6 +132,10 @@ public struct RestaurantServiceLogic: RestaurantServiceProvider {
                 throw RPCError(.deadlineExceeded, "the order service did not answer in time")
             case .notFound, .failedPrecondition, .permissionDenied, .invalidArgument:
                 throw error
+            case .unauthenticated:
+                // Our own credentials were refused: the caller did nothing wrong, and nothing changed.
+                logger.error("the order service refused our service token", metadata: ["error": "\(error)"])
+                throw RPCError(.unavailable, "the order service refused the restaurant service's credentials: \(error.message)")
             default:
                 logger.error("order service failed", metadata: ["error": "\(error)"])
                 throw RPCError(.internal, "the order service failed: \(error)")

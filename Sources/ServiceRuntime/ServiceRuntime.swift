@@ -22,6 +22,7 @@ public struct ServiceOptions: ParsableArguments, Sendable {
     @Option(help: "Redis password (env REDIS_PASSWORD).") public var redisPassword: String?
     @Option(help: "trace, debug, info, notice, warning, error or critical (env LOG_LEVEL, default info).")
     public var logLevel: String?
+    @OptionGroup public var authentication: AuthOptions
 
     public init() {}
 
@@ -70,13 +71,13 @@ public struct ServiceOptions: ParsableArguments, Sendable {
 /// files behind them), until SIGTERM or SIGINT. Then health turns NOT_SERVING (every Watch is
 /// told), `beforeShutdown` runs (end long watches), the server drains gracefully, and `stop` runs.
 public func serve(_ services: [ServiceDefinition], descriptors: [ProtoFileDescriptor],
-                  configuration: ServerConfiguration, logger: Logger,
+                  configuration: ServerConfiguration, interceptors: [any ServerInterceptor] = [], logger: Logger,
                   beforeShutdown: @Sendable () async -> Void = {},
                   stop: @Sendable () async -> Void = {}) async throws {
     let health = HealthService(services: services.map(\.name))
     let reflection = ReflectionService(files: descriptors, served: services.map(\.name))
     let server = GRPCServer(configuration: configuration, services: services + [health.service] + reflection.services,
-                            logger: logger)
+                            interceptors: interceptors, logger: logger)
     do {
         try server.start()
     } catch {

@@ -25,8 +25,9 @@ struct DeliveryServiceCommand: AsyncParsableCommand {
         let logic = DeliveryServiceLogic(redis: redis, drivers: pool, logger: logger)
         await logic.start()
         let configuration = try options.serverConfiguration(defaultPort: 50053)
+        let interceptors = try options.authentication.interceptors(parties: logic, logger: logger)
         try await serve([logic.service], descriptors: PlatformProtosDescriptors.all, configuration: configuration,
-                        logger: logger, beforeShutdown: { logic.endWatches() }) {
+                        interceptors: interceptors, logger: logger, beforeShutdown: { logic.endWatches() }) {
             await logic.stop()
             redis.close()
         }

@@ -17,8 +17,9 @@ struct OrderServiceCommand: AsyncParsableCommand {
         let logic = OrderServiceLogic(redis: redis, logger: logger)
         await logic.start()
         let configuration = try options.serverConfiguration(defaultPort: 50051)
+        let interceptors = try options.authentication.interceptors(parties: logic, logger: logger)
         try await serve([logic.service], descriptors: PlatformProtosDescriptors.all, configuration: configuration,
-                        logger: logger, beforeShutdown: { logic.endWatches() }) {
+                        interceptors: interceptors, logger: logger, beforeShutdown: { logic.endWatches() }) {
             await logic.stop()
             redis.close()
         }

@@ -1,6 +1,7 @@
 // restaurant-service: RestaurantService on port 50052 (see RestaurantLogic for what it does).
 import ArgumentParser
 import GRPCHTTP2
+import PlatformAuth
 import PlatformProtos
 import RedisClient
 import RestaurantLogic
@@ -13,6 +14,8 @@ struct RestaurantServiceCommand: AsyncParsableCommand {
     @OptionGroup var options: ServiceOptions
     @Option(help: "The order service, host:port (env ORDER_SERVICE_ADDR, default localhost:50051).")
     var orderServiceAddr: String?
+    @Option(help: "File holding the token presented to the order service, re-read when it changes (env SERVICE_TOKEN_FILE).")
+    var serviceTokenFile: String?
 
     func run() async throws {
         let logger = try options.bootstrapLogging(label: "restaurant-service")
@@ -22,10 +25,13 @@ struct RestaurantServiceCommand: AsyncParsableCommand {
         }
         let orderChannel = GRPCChannel(host: address.host, port: address.port)
         let redis = RedisClient(configuration: try options.redisConfiguration())
-        let logic = RestaurantServiceLogic(redis: redis, orders: OrderServiceClient(transport: orderChannel), logger: logger)
+        let serviceToken = ServiceOptions.setting(serviceTokenFile, env: "SERVICE_TOKEN_FILE").map(ServiceTokenFile.init)
+        let logic = RestaurantServiceLogic(redis: redis, orders: OrderServiceClient(transport: orderChannel),
+                                           serviceToken: serviceToken, logger: logger)
         let configuration = try options.serverConfiguration(defaultPort: 50052)
+        let interceptors = try options.authentication.interceptors(parties: nil, logger: logger)
         try await serve([logic.service], descriptors: PlatformProtosDescriptors.all, configuration: configuration,
-                        logger: logger, beforeShutdown: { logic.endWatches() }) {
+                        interceptors: interceptors, logger: logger, beforeShutdown: { logic.endWatches() }) {
             orderChannel.close()
             redis.close()
         }

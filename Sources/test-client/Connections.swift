@@ -28,11 +28,13 @@ struct Connection<Client: Sendable>: Sendable {
     let client: Client
     let channel: GRPCChannel
     let timeout: Duration
+    let credentials: Credentials
 
-    init(service: String, address: TargetAddress, timeout: Duration, makeClient: (GRPCChannel) -> Client) {
+    init(service: String, address: TargetAddress, timeout: Duration, credentials: Credentials, makeClient: (GRPCChannel) -> Client) {
         self.service = service
         self.address = address
         self.timeout = timeout
+        self.credentials = credentials
         channel = GRPCChannel(host: address.host, port: address.port)
         client = makeClient(channel)
     }
@@ -40,9 +42,9 @@ struct Connection<Client: Sendable>: Sendable {
     /// Makes one call with the common deadline; a failure names this service and its address.
     /// (`rpc` is untyped-throwing only because Swift infers that for `{ try await $0.rpc(...) }`;
     /// the generated clients throw nothing but RPCError.)
-    func call<Response>(_ rpc: (Client, CallOptions) async throws -> Response) async throws(ServiceError) -> Response {
+    func call<Response>(as identity: Identity = .operator, _ rpc: (Client, CallOptions) async throws -> Response) async throws(ServiceError) -> Response {
         do {
-            return try await rpc(client, CallOptions(timeout: timeout))
+            return try await rpc(client, CallOptions(timeout: timeout, metadata: credentials.metadata(for: identity)))
         } catch {
             throw ServiceError(service: service, address: address, error: RPCError(from: error))
         }
@@ -50,9 +52,10 @@ struct Connection<Client: Sendable>: Sendable {
 
     /// A streaming call, without the common deadline unless `timeout` is given (a watch runs
     /// until its stream ends or the user stops it); a failure names this service and its address.
-    func stream<Result>(timeout: Duration? = nil, _ rpc: (Client, CallOptions) async throws -> Result) async throws(ServiceError) -> Result {
+    func stream<Result>(as identity: Identity = .operator, timeout: Duration? = nil,
+                        _ rpc: (Client, CallOptions) async throws -> Result) async throws(ServiceError) -> Result {
         do {
-            return try await rpc(client, CallOptions(timeout: timeout))
+            return try await rpc(client, CallOptions(timeout: timeout, metadata: credentials.metadata(for: identity)))
         } catch {
             throw ServiceError(service: service, address: address, error: RPCError(from: error))
         }
@@ -75,6 +78,8 @@ struct ConnectionOptions: ParsableArguments {
     var deliveryAddress: String?
     @Option(help: "Seconds each call may take.")
     var timeout: Double = 10
+    @Option(help: "A bearer token for every call (env PLATFORM_TOKEN; default: minted from run-platform's development key).")
+    var token: String?
 
     func validate() throws {
         guard timeout > 0, timeout.isFinite else { throw ValidationError("--timeout must be a positive number of seconds") }
@@ -101,11 +106,13 @@ struct ConnectionOptions: ParsableArguments {
     func connect() throws(ValidationError) -> Services {
         let addresses = try addresses()
         let timeout = Duration.milliseconds(Int64(timeout * 1000))
+        let credentials = try Credentials.resolve(token: token)
         return Services(
-            order: Connection(service: "OrderService", address: addresses.order, timeout: timeout, makeClient: { OrderServiceClient(transport: $0) }),
-            restaurant: Connection(service: "RestaurantService", address: addresses.restaurant, timeout: timeout,
+            order: Connection(service: "OrderService", address: addresses.order, timeout: timeout, credentials: credentials,
+                              makeClient: { OrderServiceClient(transport: $0) }),
+            restaurant: Connection(service: "RestaurantService", address: addresses.restaurant, timeout: timeout, credentials: credentials,
                                    makeClient: { RestaurantServiceClient(transport: $0) }),
-            delivery: Connection(service: "DeliveryService", address: addresses.delivery, timeout: timeout,
+            delivery: Connection(service: "DeliveryService", address: addresses.delivery, timeout: timeout, credentials: credentials,
                                  makeClient: { DeliveryServiceClient(transport: $0) }))
     }
 }

@@ -72,7 +72,7 @@ struct OrderCommands: ParsableCommand {
         func run() async throws {
             let request = PlaceOrderRequest(customerId: customer, items: items, totalPrice: total, restaurantId: restaurant)
             try await printResponse(connection) { services throws(ServiceError) in
-                try await services.order.call { try await $0.placeOrder(request, options: $1) }
+                try await services.order.call(as: .customer(customer)) { try await $0.placeOrder(request, options: $1) }
             }
         }
     }
@@ -139,7 +139,7 @@ struct RestaurantCommands: ParsableCommand {
         func run() async throws {
             let request = WatchRestaurantOrdersRequest(restaurantId: restaurant)
             try await printUpdates(connection, count: watch.count) { services, handle throws(ServiceError) in
-                try await services.restaurant.stream { client, options in
+                try await services.restaurant.stream(as: .restaurant(restaurant)) { client, options in
                     try await client.watchRestaurantOrders(request, options: options) { try await forEach($0, handle) }
                 }
             }
@@ -157,7 +157,7 @@ struct RestaurantCommands: ParsableCommand {
             let menu = try items.map(Self.parseItem)
             let request = UpdateMenuRequest(restaurantId: restaurant, items: menu)
             try await printResponse(connection) { services throws(ServiceError) in
-                try await services.restaurant.call { try await $0.updateMenu(request, options: $1) }
+                try await services.restaurant.call(as: .restaurant(restaurant)) { try await $0.updateMenu(request, options: $1) }
             }
         }
 
@@ -193,7 +193,7 @@ struct RestaurantCommands: ParsableCommand {
         func run() async throws {
             let request = AcceptOrderRequest(restaurantId: restaurant, orderId: order)
             try await printResponse(connection) { services throws(ServiceError) in
-                try await services.restaurant.call { try await $0.acceptOrder(request, options: $1) }
+                try await services.restaurant.call(as: .restaurant(restaurant)) { try await $0.acceptOrder(request, options: $1) }
             }
         }
     }
@@ -207,7 +207,7 @@ struct RestaurantCommands: ParsableCommand {
         func run() async throws {
             let request = RejectOrderRequest(restaurantId: restaurant, orderId: order)
             try await printResponse(connection) { services throws(ServiceError) in
-                try await services.restaurant.call { try await $0.rejectOrder(request, options: $1) }
+                try await services.restaurant.call(as: .restaurant(restaurant)) { try await $0.rejectOrder(request, options: $1) }
             }
         }
     }
@@ -228,7 +228,7 @@ struct DeliveryCommands: ParsableCommand {
         func run() async throws {
             let request = WatchDriverAssignmentsRequest(driverId: driver)
             try await printUpdates(connection, count: watch.count) { services, handle throws(ServiceError) in
-                try await services.delivery.stream { client, options in
+                try await services.delivery.stream(as: .driver(driver)) { client, options in
                     try await client.watchDriverAssignments(request, options: options) { try await forEach($0, handle) }
                 }
             }
@@ -271,7 +271,7 @@ struct DeliveryCommands: ParsableCommand {
         func run() async throws {
             let request = GetDriverAssignmentsRequest(driverId: driver)
             try await printResponse(connection) { services throws(ServiceError) in
-                try await services.delivery.call { try await $0.getDriverAssignments(request, options: $1) }
+                try await services.delivery.call(as: .driver(driver)) { try await $0.getDriverAssignments(request, options: $1) }
             }
         }
     }

@@ -1,7 +1,7 @@
 // test-client: the platform from a user's side. With no arguments it runs the guided tour; its
 // subcommands call one RPC each (for scripts), check health (also the containers' health check),
-// accept an order interactively, and generate load. Every subcommand takes the same address and
-// timeout flags (ConnectionOptions).
+// accept an order interactively, generate load, and mint development tokens. Every calling
+// subcommand takes the same address, timeout and credential flags (ConnectionOptions).
 import ArgumentParser
 
 @main
@@ -11,7 +11,7 @@ struct TestClient: AsyncParsableCommand {
         abstract: "Talks to OrderService, RestaurantService and DeliveryService.",
         subcommands: [
             Tour.self, Interactive.self, OrderCommands.self, RestaurantCommands.self, DeliveryCommands.self,
-            Health.self, Bench.self,
+            Health.self, Bench.self, MintToken.self,
         ],
         defaultSubcommand: Tour.self)
 }

@@ -38,12 +38,16 @@ struct Tour: AsyncParsableCommand {
         let first = try await place(PlaceOrderRequest(customerId: customer, items: ["burger", "fries"], totalPrice: 15.5),
                                     title: "Place an order", services, &steps)
         _ = try await steps.run("Read its status", sent: "GetOrderStatus order_id=\(first)") { () throws(ServiceError) in
-            let response = try await services.order.call { try await $0.getOrderStatus(GetOrderStatusRequest(orderId: first), options: $1) }
+            let response = try await services.order.call(as: .customer(customer)) {
+                try await $0.getOrderStatus(GetOrderStatusRequest(orderId: first), options: $1)
+            }
             return Outcome((), got: response.summary, ok: response.status == "PLACED" && response.items == ["burger", "fries"],
                            pass: "order \(first) is PLACED", fail: "expected PLACED with burger, fries")
         }
         _ = try await steps.run("Cancel it while it is still PLACED", sent: "CancelOrder order_id=\(first)") { () throws(ServiceError) in
-            let response = try await services.order.call { try await $0.cancelOrder(CancelOrderRequest(orderId: first), options: $1) }
+            let response = try await services.order.call(as: .customer(customer)) {
+                try await $0.cancelOrder(CancelOrderRequest(orderId: first), options: $1)
+            }
             return Outcome((), got: response.summary, ok: response.status == "CANCELED",
                            pass: "order canceled: \(first)", fail: "expected CANCELED, got \(response.status)")
         }
@@ -53,7 +57,7 @@ struct Tour: AsyncParsableCommand {
                     MenuItem(itemId: "soda", name: "Soda", price: 2.5)]
         _ = try await steps.run("Update the menu of \(restaurantID)",
                                 sent: "UpdateMenu restaurant_id=\(restaurantID) items=[\(menu.map(\.line).joined(separator: "; "))]") { () throws(ServiceError) in
-            let response = try await services.restaurant.call {
+            let response = try await services.restaurant.call(as: .restaurant(restaurantID)) {
                 try await $0.updateMenu(UpdateMenuRequest(restaurantId: restaurantID, items: menu), options: $1)
             }
             return Outcome((), got: response.summary, ok: response.status == "SUCCESS",
@@ -73,7 +77,7 @@ struct Tour: AsyncParsableCommand {
                                        title: "Place an order with \(restaurantID)", services, &steps)
         let rejected = try await place(PlaceOrderRequest(customerId: customer, items: ["fries"], totalPrice: 3.5, restaurantId: restaurantID),
                                        title: "Place another order with \(restaurantID)", services, &steps)
-        let live = LiveOrder(accepted, services)
+        let live = LiveOrder(accepted, customer: customer, services)
         defer { live.stop() }
         _ = try await steps.run("Follow \(accepted) live", sent: "WatchOrder order_id=\(accepted)") { () throws(ServiceError) in
             let first = try await live.next()
@@ -82,7 +86,7 @@ struct Tour: AsyncParsableCommand {
         }
         _ = try await steps.run("The restaurant accepts \(accepted)",
                                 sent: "AcceptOrder restaurant_id=\(restaurantID) order_id=\(accepted)") { () throws(ServiceError) in
-            let response = try await services.restaurant.call {
+            let response = try await services.restaurant.call(as: .restaurant(restaurantID)) {
                 try await $0.acceptOrder(AcceptOrderRequest(restaurantId: restaurantID, orderId: accepted), options: $1)
             }
             return Outcome((), got: response.summary, ok: response.status == "ACCEPTED",
@@ -90,7 +94,7 @@ struct Tour: AsyncParsableCommand {
         }
         _ = try await steps.run("The restaurant rejects \(rejected)",
                                 sent: "RejectOrder restaurant_id=\(restaurantID) order_id=\(rejected)") { () throws(ServiceError) in
-            let response = try await services.restaurant.call {
+            let response = try await services.restaurant.call(as: .restaurant(restaurantID)) {
                 try await $0.rejectOrder(RejectOrderRequest(restaurantId: restaurantID, orderId: rejected), options: $1)
             }
             return Outcome((), got: response.summary, ok: response.status == "REJECTED",
@@ -110,7 +114,7 @@ struct Tour: AsyncParsableCommand {
         for stage in ["PICKED_UP", "OUT_FOR_DELIVERY", "DELIVERED"] {
             _ = try await steps.run("The driver reports \(stage)",
                                     sent: "UpdateDeliveryStatus order_id=\(accepted) status=\(stage)") { () throws(ServiceError) in
-                let response = try await services.delivery.call {
+                let response = try await services.delivery.call(as: .driver(handDriver)) {
                     try await $0.updateDeliveryStatus(UpdateDeliveryStatusRequest(orderId: accepted, status: stage), options: $1)
                 }
                 return Outcome((), got: response.summary, ok: response.status == stage,
@@ -118,7 +122,7 @@ struct Tour: AsyncParsableCommand {
             }
         }
         _ = try await steps.run("List \(handDriver)'s assignments", sent: "GetDriverAssignments driver_id=\(handDriver)") { () throws(ServiceError) in
-            let response = try await services.delivery.call {
+            let response = try await services.delivery.call(as: .driver(handDriver)) {
                 try await $0.getDriverAssignments(GetDriverAssignmentsRequest(driverId: handDriver), options: $1)
             }
             let ok = response.assignments.contains { $0.orderId == accepted && $0.status == "DELIVERED" }
@@ -126,7 +130,7 @@ struct Tour: AsyncParsableCommand {
                            pass: "\(handDriver) delivered \(accepted)", fail: "expected \(accepted) DELIVERED in the list")
         }
         _ = try await steps.run("Read the order's final status", sent: "GetOrderStatus order_id=\(accepted)") { () throws(ServiceError) in
-            let response = try await services.order.call {
+            let response = try await services.order.call(as: .customer(customer)) {
                 try await $0.getOrderStatus(GetOrderStatusRequest(orderId: accepted), options: $1)
             }
             return Outcome((), got: response.summary, ok: response.status == "DELIVERED",
@@ -151,7 +155,7 @@ struct Tour: AsyncParsableCommand {
         let sent = "PlaceOrder customer_id=\(request.customerId) items=[\(request.items.joined(separator: ", "))] "
             + "total_price=\(request.totalPrice)" + restaurantField
         return try await steps.run(title, sent: sent) { () throws(ServiceError) in
-            let response = try await services.order.call { try await $0.placeOrder(request, options: $1) }
+            let response = try await services.order.call(as: .customer(request.customerId)) { try await $0.placeOrder(request, options: $1) }
             return Outcome(response.orderId, got: response.summary, ok: response.status == "PLACED" && !response.orderId.isEmpty,
                            pass: "order placed: \(response.orderId)", fail: "expected a new PLACED order")
         }
@@ -165,13 +169,14 @@ final class LiveOrder: Sendable {
     private let task: Task<Void, Never>
     private let address: TargetAddress
 
-    init(_ orderID: String, _ services: Services) {
+    /// Watches as the order's customer would.
+    init(_ orderID: String, customer: String, _ services: Services) {
         let (updates, sink) = AsyncStream<Result<OrderUpdate, ServiceError>>.makeStream()
         self.updates = updates
         address = services.order.address
         task = Task {
             do throws(ServiceError) {
-                try await services.order.stream(timeout: .seconds(60)) { client, options in
+                try await services.order.stream(as: .customer(customer), timeout: .seconds(60)) { client, options in
                     try await client.watchOrder(WatchOrderRequest(orderId: orderID), options: options) { stream in
                         for try await update in stream { sink.yield(.success(update)) }
                     }
