@@ -6,10 +6,13 @@
 // again against the same Redis, the way a container restart would, and extra delivery replicas
 // can be started next to the first. Each test builds its own Platform, so tests never share
 // Redis state and can run in parallel.
+import CallerTokens
 import DeliveryLogic
+import Foundation
 import GRPCHTTP2
 import Logging
 import OrderLogic
+import PlatformAuth
 import PlatformProtos
 import RedisClient
 import RestaurantLogic
@@ -28,9 +31,9 @@ final class ServiceNode: Sendable {
     private let extraChannels: [GRPCChannel]
 
     fileprivate init(service: ServiceDefinition, redis: RedisClient, extraChannels: [GRPCChannel] = [],
-                     stopLogic: @escaping @Sendable () async -> Void) throws {
+                     interceptors: [any ServerInterceptor] = [], stopLogic: @escaping @Sendable () async -> Void) throws {
         server = GRPCServer(configuration: ServerConfiguration(host: "127.0.0.1", port: 0, loopCount: 1),
-                            services: [service], logger: quietLogger)
+                            services: [service], interceptors: interceptors, logger: quietLogger)
         self.redis = redis
         self.stopLogic = stopLogic
         self.extraChannels = extraChannels
@@ -54,13 +57,17 @@ final class Platform: Sendable {
     /// The test's own view of Redis: inspect keys, subscribe to events.
     let redis: RedisClient
     let drivers: [String]
+    /// With `auth`, the services require tokens signed by this key (AUTH=required).
+    let keys: TestKeys?
     private let state: Mutex<(order: ServiceNode?, restaurant: ServiceNode?, deliveries: [ServiceNode], channels: [GRPCChannel])>
 
-    /// Starts Redis and the three services; `drivers` is the delivery service's pool.
-    init(drivers: [String] = []) async throws {
+    /// Starts Redis and the three services; `drivers` is the delivery service's pool; `auth`
+    /// installs the access policy on every service, as `AUTH=required` does.
+    init(drivers: [String] = [], auth: Bool = false) async throws {
         redisServer = try RedisServer()
         redis = RedisClient(configuration: RedisConfiguration(host: redisServer.host, port: redisServer.port))
         self.drivers = drivers
+        keys = auth ? try TestKeys() : nil
         state = Mutex((nil, nil, [], []))
         let order = try await startOrderService()
         state.withLock { $0.order = order }
@@ -80,15 +87,17 @@ final class Platform: Sendable {
         let redis = nodeRedis()
         let logic = OrderServiceLogic(redis: redis, logger: quietLogger)
         await logic.start()
-        return try ServiceNode(service: logic.service, redis: redis) { await logic.stop() }
+        return try ServiceNode(service: logic.service, redis: redis, interceptors: policy(parties: logic)) { await logic.stop() }
     }
 
     /// A new RestaurantService instance reaching the order service at `orderPort`.
     func startRestaurantService(orderPort: Int) throws -> ServiceNode {
         let redis = nodeRedis()
         let orderChannel = GRPCChannel(host: "127.0.0.1", port: orderPort)
-        let logic = RestaurantServiceLogic(redis: redis, orders: OrderServiceClient(transport: orderChannel), logger: quietLogger)
-        return try ServiceNode(service: logic.service, redis: redis, extraChannels: [orderChannel]) {}
+        let logic = RestaurantServiceLogic(redis: redis, orders: OrderServiceClient(transport: orderChannel),
+                                           serviceToken: keys.map { ServiceTokenFile(path: $0.serviceTokenFile) }, logger: quietLogger)
+        return try ServiceNode(service: logic.service, redis: redis, extraChannels: [orderChannel],
+                               interceptors: policy(parties: nil)) {}
     }
 
     /// Starts one more DeliveryService instance (a replica, or the one after a restart).
@@ -97,7 +106,7 @@ final class Platform: Sendable {
         let redis = nodeRedis()
         let logic = DeliveryServiceLogic(redis: redis, drivers: drivers, logger: quietLogger)
         await logic.start()
-        let node = try ServiceNode(service: logic.service, redis: redis) { await logic.stop() }
+        let node = try ServiceNode(service: logic.service, redis: redis, interceptors: policy(parties: logic)) { await logic.stop() }
         state.withLock { $0.deliveries.append(node) }
         return node
     }
@@ -121,6 +130,12 @@ final class Platform: Sendable {
         await stopOrderService()
         let order = try await startOrderService()
         state.withLock { $0.order = order }
+    }
+
+    /// The access policy, when the platform requires tokens.
+    private func policy(parties: (any OrderPartiesLookup)?) -> [any ServerInterceptor] {
+        guard let keys else { return [] }
+        return [AccessPolicy(tokens: TokenCache(verifier: TokenVerifier(keys: keys.publicKeys)), parties: parties, logger: quietLogger)]
     }
 
     func shutdown() async {
@@ -186,8 +201,8 @@ final class Platform: Sendable {
 }
 
 /// Runs `body` against a fresh platform and always tears it down.
-func withPlatform(drivers: [String] = [], _ body: (Platform) async throws -> Void) async throws {
-    let platform = try await Platform(drivers: drivers)
+func withPlatform(drivers: [String] = [], auth: Bool = false, _ body: (Platform) async throws -> Void) async throws {
+    let platform = try await Platform(drivers: drivers, auth: auth)
     do {
         try await body(platform)
     } catch {
@@ -262,5 +277,40 @@ final class EventRecorder: Sendable {
     func close() async {
         subscription.close()
         await task.value
+    }
+}
+
+/// A throwaway Ed25519 signing key (made with the openssl command, as an operator would) and the
+/// restaurant service's token, in a temporary directory.
+final class TestKeys: Sendable {
+    let directory: String
+    let signer: TokenSigner
+    let publicKeys: Ed25519PublicKeys
+    var serviceTokenFile: String { directory + "/service.token" }
+    var publicKeyFile: String { directory + "/signing.pub" }
+
+    init() throws {
+        directory = FileManager.default.temporaryDirectory.appendingPathComponent("keys-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        try Self.run(["/usr/bin/openssl", "genpkey", "-algorithm", "ed25519", "-out", directory + "/signing.key"])
+        try Self.run(["/usr/bin/openssl", "pkey", "-in", directory + "/signing.key", "-pubout", "-out", directory + "/signing.pub"])
+        signer = TokenSigner(key: try Ed25519PrivateKey(pemFile: directory + "/signing.key"))
+        publicKeys = try Ed25519PublicKeys(pemFile: directory + "/signing.pub")
+        let service = signer.token(subject: "restaurant-service", role: "service", lifetime: 3600, now: Date().timeIntervalSince1970)
+        try service.write(toFile: serviceTokenFile, atomically: true, encoding: .utf8)
+    }
+
+    deinit { try? FileManager.default.removeItem(atPath: directory) }
+
+    /// A token for `role`/`subject`, valid for `lifetime` seconds.
+    func token(_ role: String, _ subject: String, lifetime: Double = 600) -> String {
+        signer.token(subject: subject, role: role, lifetime: lifetime, now: Date().timeIntervalSince1970)
+    }
+
+    static func run(_ arguments: [String]) throws {
+        let (pid, _) = try ChildProcess.spawn(arguments)
+        var status: Int32 = 0
+        waitpid(pid, &status, 0)
+        guard status == 0 else { throw ChildProcess.SpawnError(description: "\(arguments.joined(separator: " ")) failed") }
     }
 }
