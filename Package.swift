@@ -33,6 +33,8 @@ let package = Package(
         .library(name: "GRPCHTTP2", targets: ["GRPCHTTP2"]),
         .library(name: "RedisClient", targets: ["RedisClient"]),
         .library(name: "PlatformProtos", targets: ["PlatformProtos"]),
+        .library(name: "CallerTokens", targets: ["CallerTokens"]),
+        .library(name: "PlatformAuth", targets: ["PlatformAuth"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),

@@ -3,12 +3,16 @@
 // The benchmark and interoperability tools of the food-ordering platform, apart from the product
 // (as grpc-swift and swift-nio keep theirs): they build on the platform's layers through the
 // root package's library products and are never shipped.
-//   BenchProtos          generated codecs of stream_bench.StreamBench (the C++ peer's yardstick)
+//   BenchProtos          generated codecs of Benchmarks/Protos: stream_bench.StreamBench (the C++
+//                        peer's yardstick) and interop.streams.StreamTest (the streaming interop tests)
 //   InMemoryOrders       OrderService from memory: the gRPC layer measured without Redis
-//   grpc-bench-server    InMemoryOrders plus StreamBench, for h2load against the peers
+//   grpc-bench-server    InMemoryOrders plus StreamBench, health and reflection, for h2load against the peers
 //   grpc-bench-client    request bodies for h2load, our own client's latency and throughput
-//   grpc-interop-server  what the grpcio interoperability tests (Tests/interop) talk to
+//   grpc-interop-server  what the grpcio interoperability tests (Tests/interop) talk to: InMemoryOrders,
+//                        StreamTest, health and reflection
 //   codec-bench, platform-bench, redis-bench   codecs, the running platform, the Redis client
+//   watch-bench          WatchOrder fan-out: memory per watcher, change-to-update latency
+//   auth-bench           CPU per call of the access policy
 import PackageDescription
 
 let package = Package(
@@ -29,16 +33,17 @@ let package = Package(
         .target(name: "InMemoryOrders", dependencies: [.product(name: "PlatformProtos", package: "food-platform")]),
         .executableTarget(name: "grpc-bench-server", dependencies: [
             "BenchProtos", "InMemoryOrders", .product(name: "GRPCHTTP2", package: "food-platform"),
-            .product(name: "GRPCServices", package: "food-platform"),
+            .product(name: "GRPCServices", package: "food-platform"), .product(name: "PlatformProtos", package: "food-platform"),
             .product(name: "ArgumentParser", package: "swift-argument-parser"), .product(name: "Logging", package: "swift-log"),
         ]),
         .executableTarget(name: "grpc-bench-client", dependencies: [
-            .product(name: "GRPCHTTP2", package: "food-platform"), .product(name: "PlatformProtos", package: "food-platform"),
+            "BenchProtos", .product(name: "GRPCHTTP2", package: "food-platform"),
+            .product(name: "PlatformProtos", package: "food-platform"),
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .executableTarget(name: "grpc-interop-server", dependencies: [
-            "InMemoryOrders", .product(name: "GRPCHTTP2", package: "food-platform"),
-            .product(name: "GRPCServices", package: "food-platform"),
+            "BenchProtos", "InMemoryOrders", .product(name: "GRPCHTTP2", package: "food-platform"),
+            .product(name: "GRPCServices", package: "food-platform"), .product(name: "PlatformProtos", package: "food-platform"),
             .product(name: "ArgumentParser", package: "swift-argument-parser"), .product(name: "Logging", package: "swift-log"),
         ]),
         .executableTarget(name: "codec-bench", dependencies: [.product(name: "PlatformProtos", package: "food-platform")]),
@@ -48,6 +53,16 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .executableTarget(name: "redis-bench", dependencies: [.product(name: "RedisClient", package: "food-platform")]),
+        .executableTarget(name: "watch-bench", dependencies: [
+            .product(name: "EventLoop", package: "food-platform"), .product(name: "GRPCHTTP2", package: "food-platform"),
+            .product(name: "PlatformProtos", package: "food-platform"),
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+        .executableTarget(name: "auth-bench", dependencies: [
+            .product(name: "CallerTokens", package: "food-platform"), .product(name: "PlatformAuth", package: "food-platform"),
+            .product(name: "PlatformProtos", package: "food-platform"),
+            .product(name: "ArgumentParser", package: "swift-argument-parser"), .product(name: "Logging", package: "swift-log"),
+        ]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -34,9 +34,10 @@ START_TIMEOUT_S = 20.0
 def _generate_stubs() -> pathlib.Path:
     """Compiles every proto of Protos/ and Benchmarks/Protos/ into a temp dir and puts it on sys.path.
 
-    health.proto is compiled from a flat copy so its module is `health_pb2` (a top-level
-    `grpc/` folder would shadow grpcio's own `grpc` package); its proto package stays
-    grpc.health.v1, so the service path on the wire is the standard one.
+    health.proto and reflection.proto (v1) are compiled from flat copies so their modules are
+    `health_pb2` and `reflection_pb2` (a top-level `grpc/` folder would shadow grpcio's own `grpc`
+    package); their proto packages stay grpc.health.v1 and grpc.reflection.v1, so the service
+    paths on the wire are the standard ones.
     """
     from grpc_tools import protoc
 
@@ -44,9 +45,10 @@ def _generate_stubs() -> pathlib.Path:
     flat = out / "_protos"
     flat.mkdir()
     shutil.copy(PROTOS / "grpc" / "health" / "v1" / "health.proto", flat / "health.proto")
+    shutil.copy(PROTOS / "grpc" / "reflection" / "v1" / "reflection.proto", flat / "reflection.proto")
     jobs = [
         (PROTOS, [p.name for p in sorted(PROTOS.glob("*.proto"))]),
-        (flat, ["health.proto"]),
+        (flat, ["health.proto", "reflection.proto"]),
         (BENCH_PROTOS, [p.name for p in sorted(BENCH_PROTOS.glob("*.proto"))]),
     ]
     for include, files in jobs:
@@ -67,6 +69,8 @@ import interop_streams_pb2  # noqa: E402
 import interop_streams_pb2_grpc  # noqa: E402
 import order_service_pb2  # noqa: E402
 import order_service_pb2_grpc  # noqa: E402
+import reflection_pb2  # noqa: E402
+import reflection_pb2_grpc  # noqa: E402
 
 
 def server_binary() -> pathlib.Path:

@@ -2,11 +2,13 @@
 //
 //   grpc-bench-client bodies DIR               gRPC-framed PlaceOrder/GetOrderStatus/CancelOrder
 //                                               requests (the same messages as the peers' bodies),
-//                                               and AcceptOrder of order_1 for the platform
+//                                               AcceptOrder of order_1 for the platform, and
+//                                               StreamBench/Stream of 100 replies of 64 bytes
 //   grpc-bench-client latency --port P          unary GetOrderStatus one at a time: p50/p90/p99
 //   grpc-bench-client throughput --port P       many concurrent calls on one channel: calls/s
 // The server is any OrderService with the peers' semantics (grpc-bench-server, or a peer).
 import ArgumentParser
+import BenchProtos
 import FoundationEssentials
 import GRPCHTTP2
 import PlatformProtos
@@ -39,6 +41,8 @@ enum BenchRequests {
     static let cancel = CancelOrderRequest(orderId: "order_1")
     /// For the platform's restaurant service: order_1 accepted once, then the same decision again.
     static let accept = AcceptOrderRequest(restaurantId: "r1", orderId: "order_1")
+    /// The C++ peer's streaming yardstick: one stream of 100 replies of 64 bytes.
+    static let stream = StreamRequest(count: 100, payloadBytes: 64)
 
     static func framed(_ message: some GRPCMessage) -> [UInt8] {
         MessageFraming.frame(message.serializedBytes())
@@ -53,7 +57,8 @@ struct Bodies: ParsableCommand {
         for (name, bytes) in [("place_order.bin", BenchRequests.framed(BenchRequests.place)),
                               ("get_order_status.bin", BenchRequests.framed(BenchRequests.status)),
                               ("cancel_order.bin", BenchRequests.framed(BenchRequests.cancel)),
-                              ("accept_order.bin", BenchRequests.framed(BenchRequests.accept))] {
+                              ("accept_order.bin", BenchRequests.framed(BenchRequests.accept)),
+                              ("stream_100x64.bin", BenchRequests.framed(BenchRequests.stream))] {
             try Data(bytes).write(to: URL(fileURLWithPath: directory).appendingPathComponent(name))
         }
     }

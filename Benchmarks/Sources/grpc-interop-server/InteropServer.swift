@@ -1,14 +1,18 @@
 // grpc-interop-server: the server that the Python grpcio interoperability tests call.
 //
-// It serves the peers' in-memory OrderService, plus behaviour that a test asks for through
-// request metadata, so every case the spec names can be provoked from a standard client:
+// It serves the peers' in-memory OrderService and interop.streams.StreamTest (all four RPC kinds,
+// StreamTestService.swift), grpc.health.v1 (Check only: the tests hold Watch to UNIMPLEMENTED, the
+// seed's wire contract) and server reflection. OrderService has behaviour that a test asks for
+// through request metadata, so every case the spec names can be provoked from a standard client:
 //   x-sleep-ms: N            the handler waits N ms first (deadlines, cancellation, concurrency)
 //   x-fail-code: N           the call fails with status N ...
 //   x-fail-message: TEXT     ... and this message (any UTF-8; it is percent-encoded on the wire)
 //   x-echo-*, *-bin          echoed back as response headers and as trailers (metadata round trip)
 // It prints "listening on PORT" once it accepts connections, and shuts down on SIGTERM.
 import ArgumentParser
+import BenchProtos
 import GRPCHTTP2
+import GRPCServices
 import InMemoryOrders
 import Logging
 import PlatformProtos
@@ -49,6 +53,11 @@ struct InteropOrderService: OrderServiceProvider {
         try await prepare(context)
         return try await orders.recordRestaurantDecision(request, context: context)
     }
+
+    func watchOrder(_ request: WatchOrderRequest, responses: RPCWriter<OrderUpdate>, context: ServerContext) async throws {
+        try await prepare(context)
+        try await orders.watchOrder(request, responses: responses, context: context)
+    }
 }
 
 @main
@@ -72,12 +81,20 @@ struct InteropServer: AsyncParsableCommand {
         configuration.maxConnections = maxConnections
         var logger = Logger(label: "grpc-interop-server")
         logger.logLevel = .warning
-        let server = GRPCServer(configuration: configuration, services: [InteropOrderService().service], logger: logger)
+        let services = [InteropOrderService().service, StreamTestService().service]
+        let health = HealthService(services: services.map(\.name))
+        // Check only, as the server answered before health became a service of its own.
+        let healthCheck = ServiceDefinition(name: health.service.name,
+                                            routes: health.service.routes.filter { $0.kind == .unary })
+        let reflection = ReflectionService(files: PlatformProtosDescriptors.all + BenchProtosDescriptors.all,
+                                           served: services.map(\.name))
+        let server = GRPCServer(configuration: configuration, services: services + [healthCheck] + reflection.services,
+                                logger: logger)
         try server.start()
         // Unbuffered, so the test that started us sees it at once.
         let line = "listening on \(server.port)\n"
         _ = line.withCString { write(1, $0, strlen($0)) }
-        await server.runUntilTerminated()
+        await server.runUntilTerminated(beforeShutdown: { health.enterShutdown() })
     }
 }
 

@@ -51,7 +51,7 @@ struct WatchBench: AsyncParsableCommand {
 
         let before = residentKiB(pid: orderPid)
         let latencies = Latencies()
-        let opened = Atomic<Int>(0)
+        let opened = Counter()
         let perConnection = 200
         let watchChannels = (0..<((watchers + perConnection - 1) / perConnection)).map { channel(orderPort, $0) }
         var tasks: [Task<Void, Never>] = []
@@ -65,7 +65,7 @@ struct WatchBench: AsyncParsableCommand {
                         for try await update in updates {
                             if first {
                                 first = false
-                                opened.add(1, ordering: .relaxed)
+                                opened.value.add(1, ordering: .relaxed)
                             } else {
                                 latencies.received(order: id, status: update.status)
                             }
@@ -77,9 +77,9 @@ struct WatchBench: AsyncParsableCommand {
             })
         }
         let openStart = ContinuousClock.now
-        while opened.load(ordering: .relaxed) < watchers {
+        while opened.value.load(ordering: .relaxed) < watchers {
             guard ContinuousClock.now - openStart < .seconds(120) else {
-                throw ValidationError("only \(opened.load(ordering: .relaxed)) of \(watchers) watches opened in 120 s")
+                throw ValidationError("only \(opened.value.load(ordering: .relaxed)) of \(watchers) watches opened in 120 s")
             }
             try await Task.sleep(for: .milliseconds(20))
         }
@@ -122,6 +122,11 @@ struct WatchBench: AsyncParsableCommand {
         for task in tasks { task.cancel() }
         for task in tasks { await task.value }
     }
+}
+
+/// A shared count.
+final class Counter: Sendable {
+    let value = Atomic<Int>(0)
 }
 
 /// When each order's latest change started, and the latencies of the updates that showed it.

@@ -2,4 +2,5 @@
 #ifndef C_BENCH_PROTOS_H
 #define C_BENCH_PROTOS_H
 #include "stream_bench.pb-c.h"
+#include "interop_streams.pb-c.h"
 #endif

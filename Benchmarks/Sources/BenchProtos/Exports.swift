@@ -1,0 +1,2 @@
+// Generated code and its users speak RPCCore's types (RPCError, ServerContext, RPCWriter, ...).
+@_exported import RPCCore
