@@ -75,7 +75,9 @@ import TestSupport
             let started = ContinuousClock.now
             let failure = await error { () throws(RedisError) in try await client.send(["GET", "fault:k"]) }
             #expect(failure?.kind == .unavailable)
-            #expect(ContinuousClock.now - started < .seconds(1))
+            // Fast means at the refused connect, not after the 5 s command timeout (the bound is
+        // generous: under a loaded test run the scheduler alone can take a second or two).
+        #expect(ContinuousClock.now - started < .seconds(4))
         }
         #expect(await events.wait { $0.contains { if case .connectionLost = $0 { true } else { false } } })
 
@@ -96,7 +98,9 @@ import TestSupport
         let failure = await error { () throws(RedisError) in try await client.send(["PING"]) }
         #expect(failure?.kind == .unavailable)
         #expect(failure?.description.contains("127.0.0.1:\(port)") == true)
-        #expect(ContinuousClock.now - started < .seconds(1))
+        // Fast means at the refused connect, not after the 5 s command timeout (the bound is
+        // generous: under a loaded test run the scheduler alone can take a second or two).
+        #expect(ContinuousClock.now - started < .seconds(4))
         let subscribeFailure = await error { () throws(RedisError) in try await client.subscribe(to: ["nobody"]) }
         #expect(subscribeFailure?.kind == .unavailable)
     }

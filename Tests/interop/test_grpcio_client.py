@@ -182,14 +182,18 @@ def test_health_unknown_service_is_not_found(health, service):
     assert info.value.code() == grpc.StatusCode.NOT_FOUND
 
 
-def test_health_watch_is_unimplemented(channel):
-    # Only Check is served: the streaming Watch method must be answered UNIMPLEMENTED, not hang.
+def test_health_watch_streams_the_current_status(channel):
+    # Watch (a server stream, added with streaming support) answers the current status at once
+    # and keeps the stream open for later changes; a service it does not serve is SERVICE_UNKNOWN.
     watch = channel.unary_stream("/grpc.health.v1.Health/Watch",
                                  request_serializer=health_pb2.HealthCheckRequest.SerializeToString,
                                  response_deserializer=health_pb2.HealthCheckResponse.FromString)
-    with pytest.raises(grpc.RpcError) as info:
-        list(watch(health_pb2.HealthCheckRequest(service=""), timeout=10))
-    assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    stream = watch(health_pb2.HealthCheckRequest(service=""), timeout=10)
+    assert next(stream).status == health_pb2.HealthCheckResponse.SERVING
+    stream.cancel()
+    unknown = watch(health_pb2.HealthCheckRequest(service="nope.Nope"), timeout=10)
+    assert next(unknown).status == health_pb2.HealthCheckResponse.SERVICE_UNKNOWN
+    unknown.cancel()
 
 
 # ---------------------------------------------------------------- deadlines and cancellation

@@ -1,8 +1,7 @@
 // grpc-interop-server: the server that the Python grpcio interoperability tests call.
 //
 // It serves the peers' in-memory OrderService and interop.streams.StreamTest (all four RPC kinds,
-// StreamTestService.swift), grpc.health.v1 (Check only: the tests hold Watch to UNIMPLEMENTED, the
-// seed's wire contract) and server reflection. OrderService has behaviour that a test asks for
+// StreamTestService.swift), grpc.health.v1 (Check and Watch) and server reflection. OrderService has behaviour that a test asks for
 // through request metadata, so every case the spec names can be provoked from a standard client:
 //   x-sleep-ms: N            the handler waits N ms first (deadlines, cancellation, concurrency)
 //   x-fail-code: N           the call fails with status N ...
@@ -83,12 +82,9 @@ struct InteropServer: AsyncParsableCommand {
         logger.logLevel = .warning
         let services = [InteropOrderService().service, StreamTestService().service]
         let health = HealthService(services: services.map(\.name))
-        // Check only, as the server answered before health became a service of its own.
-        let healthCheck = ServiceDefinition(name: health.service.name,
-                                            routes: health.service.routes.filter { $0.kind == .unary })
         let reflection = ReflectionService(files: PlatformProtosDescriptors.all + BenchProtosDescriptors.all,
                                            served: services.map(\.name))
-        let server = GRPCServer(configuration: configuration, services: services + [healthCheck] + reflection.services,
+        let server = GRPCServer(configuration: configuration, services: services + [health.service] + reflection.services,
                                 logger: logger)
         try server.start()
         // Unbuffered, so the test that started us sees it at once.
