@@ -68,6 +68,20 @@ public enum Socket {
         return .connection(fd)
     }
 
+    /// Accepts one pending connection as `accept` does, with the peer's address.
+    public static func acceptWithPeer(_ listener: Int32) -> (Accepted, PeerAddress) {
+        var storage = sockaddr_storage()
+        var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
+        let fd = withUnsafeMutablePointer(to: &storage) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.accept(listener, $0, &length) }
+        }
+        guard fd >= 0 else {
+            return (errno == EMFILE || errno == ENFILE ? .outOfDescriptors : .none, PeerAddress())
+        }
+        configureConnected(fd)
+        return (.connection(fd), PeerAddress(storage))
+    }
+
     /// Starts a non-blocking connect to the first address of `host:port` that accepts a socket.
     /// Completion is signalled by writability; `connectResult` then tells success or failure.
     public static func connect(host: String, port: Int) throws(SocketError) -> Int32 {
@@ -161,6 +175,51 @@ public enum Socket {
             cursor = entry.pointee.ai_next
         }
         return result
+    }
+}
+
+/// A peer's IP address (not its port): IPv4 as IPv4-mapped IPv6, so one key space holds both.
+public struct PeerAddress: Hashable, Sendable, CustomStringConvertible {
+    private let high: UInt64
+    private let low: UInt64
+
+    /// The unspecified address (::), for a peer whose address is unknown.
+    public init() {
+        high = 0
+        low = 0
+    }
+
+    init(_ storage: sockaddr_storage) {
+        var bytes = [UInt8](repeating: 0, count: 16)
+        var copy = storage
+        withUnsafeBytes(of: &copy) { raw in
+            if storage.ss_family == sa_family_t(AF_INET) {
+                // sin_addr follows the family and the port.
+                bytes[10] = 0xff
+                bytes[11] = 0xff
+                for index in 0..<4 { bytes[12 + index] = raw[4 + index] }
+            } else if storage.ss_family == sa_family_t(AF_INET6) {
+                // sin6_addr follows the family, the port and the flow label.
+                for index in 0..<16 { bytes[index] = raw[8 + index] }
+            }
+        }
+        high = bytes[0..<8].reduce(0) { $0 << 8 | UInt64($1) }
+        low = bytes[8..<16].reduce(0) { $0 << 8 | UInt64($1) }
+    }
+
+    public var description: String {
+        var bytes = [UInt8](repeating: 0, count: 16)
+        for index in 0..<8 {
+            bytes[index] = UInt8(truncatingIfNeeded: high >> (56 - 8 * UInt64(index)))
+            bytes[8 + index] = UInt8(truncatingIfNeeded: low >> (56 - 8 * UInt64(index)))
+        }
+        var text = [CChar](repeating: 0, count: Int(INET6_ADDRSTRLEN))
+        let isMappedIPv4 = high == 0 && low >> 32 == 0xffff
+        let family = isMappedIPv4 ? AF_INET : AF_INET6
+        let ok = bytes.withUnsafeBytes { raw in
+            inet_ntop(family, isMappedIPv4 ? raw.baseAddress! + 12 : raw.baseAddress!, &text, socklen_t(text.count)) != nil
+        }
+        return ok ? String(decoding: text.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self) : "?"
     }
 }
 

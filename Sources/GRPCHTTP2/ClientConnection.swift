@@ -156,7 +156,9 @@ final class ClientConnection: HTTP2Connection {
     private let onClosed: (ClientConnection) -> Void
     private let onRefused: (ClientCall) -> Void
 
-    init(loop: EventLoop, fd: Int32, buffers: LoopBuffers, authority: String,
+    private let scheme: String
+
+    init(loop: EventLoop, fd: Int32, buffers: LoopBuffers, authority: String, tls: TLSSession? = nil,
          onConnected: @escaping (ClientConnection) -> Void,
          onClosed: @escaping (ClientConnection) -> Void,
          onRefused: @escaping (ClientCall) -> Void) {
@@ -164,29 +166,38 @@ final class ClientConnection: HTTP2Connection {
         self.onConnected = onConnected
         self.onClosed = onClosed
         self.onRefused = onRefused
-        super.init(loop: loop, fd: fd, buffers: buffers, server: false, settings: [
+        scheme = tls == nil ? "http" : "https"
+        super.init(loop: loop, fd: fd, buffers: buffers, server: false, tls: tls, settings: [
             (NGHTTP2_SETTINGS_ENABLE_PUSH, 0),
         ])
     }
 
-    var isReady: Bool { !connecting && !goingAway && !isClosed }
+    var isReady: Bool { !connecting && transportEstablished && !goingAway && !isClosed }
+    /// Connected, and the TLS handshake is under way.
+    var inTLSHandshake: Bool { !connecting && !transportEstablished }
 
     override func handleIO(_ events: IOEvents) {
         guard connecting else { return super.handleIO(events) }
         if let error = Socket.connectResult(fd) {
+            closeReason = "\(error)"
             failAll(RPCError(.unavailable, "cannot connect to \(authority): \(error)"))
             close()
             return
         }
         connecting = false
-        flush()
+        beginTransport()
+        // With TLS, calls start once the handshake is done (`tlsHandshakeDidComplete`).
+        if tls == nil, !isClosed { onConnected(self) }
+    }
+
+    override func tlsHandshakeDidComplete() {
         onConnected(self)
     }
 
     /// Starts a call on this connection (ready, on the loop).
     func startCall(_ call: ClientCall) {
         var headers: [HeaderField] = [
-            (":method", "POST"), (":scheme", "http"), (":path", call.path), (":authority", authority),
+            (":method", "POST"), (":scheme", scheme), (":path", call.path), (":authority", authority),
             ("content-type", "application/grpc"), ("te", "trailers"), ("user-agent", "food-platform-grpc/1.0"),
             ("grpc-accept-encoding", "identity"),
         ]
@@ -361,7 +372,7 @@ final class ClientConnection: HTTP2Connection {
     }
 
     override func connectionDidClose() {
-        failAll(RPCError(.unavailable, "connection to \(authority) closed"))
+        failAll(RPCError(.unavailable, "connection to \(authority) closed" + (closeReason.map { ": \($0)" } ?? "")))
         onClosed(self)
     }
 }

@@ -12,9 +12,12 @@ import Synchronization
 
 /// Client settings.
 public struct ClientConfiguration: Sendable {
+    /// Covers the TCP connect and, with TLS, the handshake.
     public var connectTimeout: Duration = .seconds(5)
     /// Largest response message accepted.
     public var maxResponseSize = 4 * 1024 * 1024
+    /// TLS (h2 by ALPN, the server's certificate and name verified); nil speaks h2c.
+    public var tls: ClientTLSConfiguration?
 
     public init() {}
 }
@@ -191,8 +194,18 @@ final class ChannelState {
             failWaiting(RPCError(.unavailable, "cannot connect to \(authority): \(error)"))
             return
         }
+        var session: TLSSession?
+        if let tls = configuration.tls {
+            do {
+                session = try tls.makeSession(fd: fd, host: host)
+            } catch {
+                Socket.close(fd)
+                failWaiting(RPCError(.unavailable, "cannot connect to \(authority): \(error)"))
+                return
+            }
+        }
         let fresh = ClientConnection(
-            loop: loop, fd: fd, buffers: buffers, authority: authority,
+            loop: loop, fd: fd, buffers: buffers, authority: authority, tls: session,
             onConnected: { [weak self] connection in self?.connected(connection) },
             onClosed: { [weak self] connection in self?.connectionClosed(connection) },
             onRefused: { [weak self] call in self?.retry(call) })
@@ -200,7 +213,8 @@ final class ChannelState {
         fresh.start(awaitingConnect: true)
         connectTimer = loop.schedule(after: configuration.connectTimeout) { [weak self, weak fresh] in
             guard let self, let fresh, self.connection === fresh, !fresh.isReady else { return }
-            self.failWaiting(RPCError(.unavailable, "timed out connecting to \(self.authority)"))
+            let step = fresh.inTLSHandshake ? "in the TLS handshake with" : "connecting to"
+            self.failWaiting(RPCError(.unavailable, "timed out \(step) \(self.authority)"))
             fresh.close()
         }
     }
@@ -219,7 +233,7 @@ final class ChannelState {
         connection = nil
         if let connectTimer { loop.cancel(connectTimer) }
         // Calls queued behind a failed connect fail with the connect error, said once.
-        failWaiting(RPCError(.unavailable, "cannot connect to \(authority): connection closed"))
+        failWaiting(RPCError(.unavailable, "cannot connect to \(authority): \(closedConnection.closeReason ?? "connection closed")"))
     }
 
     private func retry(_ call: ClientCall) {

@@ -7,6 +7,12 @@
 // grace period, then close what is left. The server serves exactly the services it is given: the
 // health and reflection services are ordinary ones (module GRPCServices), so the caller flips
 // health to NOT_SERVING (`runUntilTerminated`'s `beforeShutdown`) before the drain begins.
+//
+// Admission, against floods of sockets that never speak (ServerConnection.swift has the
+// per-connection handshake bound, keepalive and ping policy): a peer address may hold at most
+// `maxConnectionsPerPeer` connections; at `maxConnections`, the new connection takes the place of
+// one on the accepting loop that has not finished its handshake (the oldest), else of the one
+// idle longest (no call open, least recent activity), and is refused only when all are busy.
 import CNGHTTP2
 @preconcurrency import Dispatch
 import EventLoop
@@ -29,8 +35,27 @@ public struct ServerConfiguration: Sendable {
     public var maxHeaderListSize = 16 * 1024
     /// A connection with no open stream for this long is sent GOAWAY and closed.
     public var idleTimeout: Duration = .seconds(300)
-    /// Connections beyond this are closed as soon as they are accepted.
+    /// At this many connections, a new one replaces one that has not finished its handshake
+    /// (oldest first), else the one idle longest; it is refused only when every one has calls open.
     public var maxConnections = 4096
+    /// Connections one peer IP address may hold at once; more are closed as soon as accepted.
+    /// 512 leaves room for clients behind one NAT and for connection pools, while a single
+    /// address cannot take more than an eighth of `maxConnections`.
+    public var maxConnectionsPerPeer = 512
+    /// TLS (h2 by ALPN) on every connection; nil serves h2c (HTTP/2 over plaintext).
+    public var tls: ServerTLSConfiguration?
+    /// A connection must have finished its handshake (TLS, then the HTTP/2 client preface and its
+    /// first SETTINGS) this long after it was accepted, or it is closed.
+    public var handshakeTimeout: Duration = .seconds(10)
+    /// After this long with nothing received, the server sends a PING (gRPC's default: 2 hours).
+    public var keepaliveInterval: Duration = .seconds(7200)
+    /// A PING unanswered for this long closes the connection (gRPC's default: 20 s).
+    public var keepaliveTimeout: Duration = .seconds(20)
+    /// A PING sooner than this after the previous one, while no call is open, is a strike
+    /// (gRPC's `min_recv_ping_interval_without_data`, 5 minutes).
+    public var minimumPingInterval: Duration = .seconds(300)
+    /// Strikes allowed; one more is answered GOAWAY ENHANCE_YOUR_CALM "too_many_pings" (gRPC: 2).
+    public var maxPingStrikes = 2
     /// How long in-flight RPCs may run after a shutdown begins.
     public var shutdownGracePeriod: Duration = .seconds(10)
 
@@ -48,12 +73,32 @@ final class ServerCore: Sendable {
     let logger: Logger
     let connectionCount = Atomic<Int>(0)
     let shuttingDown: OnceFlag
+    /// Open connections per peer address, across every loop.
+    private let peers = Mutex<[PeerAddress: Int]>([:])
 
     init(configuration: ServerConfiguration, router: Router, shuttingDown: OnceFlag, logger: Logger) {
         self.configuration = configuration
         self.router = router
         self.shuttingDown = shuttingDown
         self.logger = logger
+    }
+
+    /// Counts a new connection from `peer`; false when the peer is at its cap.
+    func admit(_ peer: PeerAddress) -> Bool {
+        let limit = configuration.maxConnectionsPerPeer
+        return peers.withLock { counts in
+            let count = counts[peer, default: 0]
+            guard count < limit else { return false }
+            counts[peer] = count + 1
+            return true
+        }
+    }
+
+    /// A connection from `peer` has closed.
+    func release(_ peer: PeerAddress) {
+        peers.withLock { counts in
+            if let count = counts[peer], count > 1 { counts[peer] = count - 1 } else { counts[peer] = nil }
+        }
     }
 }
 
@@ -66,7 +111,8 @@ final class OnceFlag: Sendable {
     func set() -> Bool { !value.exchange(true, ordering: .relaxed) }
 }
 
-/// A gRPC server over HTTP/2 (h2c, prior knowledge) serving methods of all four kinds.
+/// A gRPC server over HTTP/2 (TLS with ALPN h2 when configured, else h2c with prior knowledge)
+/// serving methods of all four kinds.
 public final class GRPCServer: Sendable {
     private let core: ServerCore
     private let group: EventLoopGroup
@@ -91,13 +137,17 @@ public final class GRPCServer: Sendable {
         let (fd, port) = try Socket.listen(host: core.configuration.host, port: core.configuration.port)
         boundPort.store(port, ordering: .relaxed)
         listenFD.store(fd, ordering: .relaxed)
-        let bound = group.loops.map { loop in
-            let listener = LoopBound(Listener(loop: loop, fd: fd, core: core), loop: loop)
-            loop.execute { listener.value.start() }
-            return listener
+        let bound = group.loops.map { loop in LoopBound(Listener(loop: loop, fd: fd, core: core), loop: loop) }
+        for listener in bound {
+            let siblings = bound.filter { $0.loop !== listener.loop }
+            listener.loop.execute {
+                listener.value.siblings = siblings
+                listener.value.start()
+            }
         }
         listeners.withLock { $0 = bound }
         core.logger.info("serving", metadata: ["address": "\(core.configuration.host):\(port)",
+                                                "tls": "\(core.configuration.tls.map { $0.requiresClientCertificate ? "mtls" : "on" } ?? "off")",
                                                 "services": "\(core.router.serviceNames.joined(separator: ","))"])
     }
 
@@ -144,15 +194,26 @@ public final class GRPCServer: Sendable {
     }
 }
 
-/// Accepts connections on one loop and remembers them, for draining.
+/// Accepts connections on one loop and remembers them, for draining and eviction.
 final class Listener: IOHandler {
     let loop: EventLoop
     let fd: Int32
     private let core: ServerCore
-    private var connections: [ObjectIdentifier: ServerConnection] = [:]
+    /// By accept order (a serial number), so eviction can find the oldest.
+    private var connections: [UInt64: ServerConnection] = [:]
+    private var nextSerial: UInt64 = 0
+    /// Serials in accept order of connections that may still be handshaking; entries of those
+    /// that finished or closed are skipped when met, and pruned when they pile up.
+    private var handshakeQueue: [UInt64] = []
+    private var handshakeQueueHead = 0
     private var accepting = false
     /// This loop's I/O buffers, lent to each of its connections in turn.
     private let buffers = LoopBuffers()
+    /// Refusals are logged at most once a second (a flood must not flood the log).
+    private var lastRefusalLog: ContinuousClock.Instant?
+    private var refusedSinceLog = 0
+    /// The other loops' listeners, asked to make room when this loop has nothing to evict.
+    var siblings: [LoopBound<Listener>] = []
 
     init(loop: EventLoop, fd: Int32, core: ServerCore) {
         self.loop = loop
@@ -168,7 +229,8 @@ final class Listener: IOHandler {
     func handleIO(_ events: IOEvents) {
         while accepting {
             let client: Int32
-            switch Socket.accept(fd) {
+            let (accepted, peer) = Socket.acceptWithPeer(fd)
+            switch accepted {
             case .connection(let accepted):
                 client = accepted
             case .none:
@@ -182,23 +244,121 @@ final class Listener: IOHandler {
                 }
                 return
             }
-            // Count first, then check, so loops racing for the last slot cannot both take it.
-            if core.connectionCount.add(1, ordering: .relaxed).newValue > core.configuration.maxConnections {
-                core.connectionCount.subtract(1, ordering: .relaxed)
-                core.logger.warning("connection limit reached, closing new connection",
-                                    metadata: ["limit": "\(core.configuration.maxConnections)"])
+            guard core.admit(peer) else {
+                refused("connection limit per peer reached", peer, limit: core.configuration.maxConnectionsPerPeer)
                 Socket.close(client)
                 continue
             }
-            let connection = ServerConnection(loop: loop, fd: client, buffers: buffers, core: core)
-            let key = ObjectIdentifier(connection)
-            connections[key] = connection
-            connection.onClose = { [unowned self, core] in
-                self.connections[key] = nil
-                core.connectionCount.subtract(1, ordering: .relaxed)
+            // Count first, then check, so loops racing for the last slot cannot both take it. The
+            // slot stays reserved while another loop is asked to make room.
+            if core.connectionCount.add(1, ordering: .relaxed).newValue > core.configuration.maxConnections, !evictOne() {
+                makeRoomElsewhere(client, peer, siblings[...])
+                continue
             }
-            connection.start()
+            admit(client, peer)
         }
+    }
+
+    /// Serves an accepted socket whose slot is counted.
+    private func admit(_ client: Int32, _ peer: PeerAddress) {
+        guard !core.shuttingDown.isSet else {
+            // Shutdown began while another loop was making room.
+            forget(client, peer)
+            return
+        }
+        var session: TLSSession?
+        if let tls = core.configuration.tls {
+            session = tls.makeSession(fd: client)
+            if session == nil {
+                core.logger.error("cannot create a TLS session, closing new connection")
+                forget(client, peer)
+                return
+            }
+        }
+        let connection = ServerConnection(loop: loop, fd: client, buffers: buffers, core: core, tls: session)
+        nextSerial += 1
+        let serial = nextSerial
+        connections[serial] = connection
+        handshakeQueue.append(serial)
+        if handshakeQueue.count - handshakeQueueHead > 2 * connections.count + 64 { pruneHandshakeQueue() }
+        connection.onClose = { [unowned self, core] in
+            self.connections[serial] = nil
+            core.connectionCount.subtract(1, ordering: .relaxed)
+            core.release(peer)
+        }
+        connection.start()
+    }
+
+    /// Closes a socket that will not be served and gives its slot back.
+    private func forget(_ client: Int32, _ peer: PeerAddress) {
+        core.connectionCount.subtract(1, ordering: .relaxed)
+        core.release(peer)
+        Socket.close(client)
+    }
+
+    /// This loop had nothing to evict: asks the other loops in turn (each evicts on its own
+    /// thread), admitting the socket once one made room, refusing it when none could.
+    private func makeRoomElsewhere(_ client: Int32, _ peer: PeerAddress, _ candidates: ArraySlice<LoopBound<Listener>>) {
+        guard let next = candidates.first else {
+            refused("connection limit reached and every connection is busy", peer, limit: core.configuration.maxConnections)
+            forget(client, peer)
+            return
+        }
+        let this = LoopBound(self, loop: loop)
+        let rest = candidates.dropFirst()
+        next.loop.execute {
+            let evicted = next.value.evictOne()
+            this.loop.execute {
+                if evicted {
+                    this.value.admit(client, peer)
+                } else {
+                    this.value.makeRoomElsewhere(client, peer, rest)
+                }
+            }
+        }
+    }
+
+    /// Closes one connection of this loop to make room: the oldest that has not finished its
+    /// handshake, else the one idle longest. False when every connection has calls open.
+    private func evictOne() -> Bool {
+        while handshakeQueueHead < handshakeQueue.count {
+            let serial = handshakeQueue[handshakeQueueHead]
+            handshakeQueueHead += 1
+            if let connection = connections[serial], !connection.handshakeComplete, !connection.isClosed {
+                core.logger.debug("at the connection limit: closing the oldest connection still handshaking")
+                connection.evict()
+                return true
+            }
+        }
+        handshakeQueue.removeAll(keepingCapacity: true)
+        handshakeQueueHead = 0
+        var victim: ServerConnection?
+        for connection in connections.values where connection.isIdle && !connection.isClosed {
+            if victim == nil || connection.lastActivityTime < victim!.lastActivityTime { victim = connection }
+        }
+        guard let victim else { return false }
+        core.logger.debug("at the connection limit: closing the connection idle longest")
+        victim.evict()
+        return true
+    }
+
+    /// Drops queue entries of connections that finished their handshake or closed.
+    private func pruneHandshakeQueue() {
+        handshakeQueue = handshakeQueue[handshakeQueueHead...].filter { serial in
+            connections[serial].map { !$0.handshakeComplete } ?? false
+        }
+        handshakeQueueHead = 0
+    }
+
+    private func refused(_ reason: String, _ peer: PeerAddress, limit: Int) {
+        refusedSinceLog += 1
+        let now = ContinuousClock.now
+        if let last = lastRefusalLog, now - last < .seconds(1) { return }
+        core.logger.warning("\(reason), closing new connection", metadata: [
+            "peer": "\(peer)", "limit": "\(limit)", "refused": "\(refusedSinceLog)",
+        ])
+        lastRefusalLog = now
+        refusedSinceLog = 0
     }
 
     func stopAccepting() {

@@ -25,6 +25,13 @@
 //
 // Callbacks never close the connection themselves: they mark it, and the I/O path closes it once
 // nghttp2 has returned, so the session is never freed under its own feet.
+//
+// TLS (TLS.swift) slots in under the same path: with a `TLSSession`, the handshake runs first
+// (its WANT_READ/WANT_WRITE set the epoll interest; nothing of HTTP/2 is sent before it is done,
+// and ALPN must have agreed on h2), then reads and writes go through SSL_read/SSL_write instead
+// of the socket: one SSL_write per batch, exactly as one send per batch without TLS. OpenSSL may
+// hold input that epoll cannot see (read-ahead), so after a read the connection looks again
+// before the loop waits. h2c pays one nil check per read and per write for all this.
 import CNGHTTP2
 import EventLoop
 #if canImport(Glibc)
@@ -100,11 +107,20 @@ class HTTP2Connection: IOHandler {
     private var flushScheduled = false
     var outgoingBodies: [Int32: OutgoingBody] = [:]
     var streamingBodies: [Int32: StreamOutbound] = [:]
+    /// TLS on this connection; nil for h2c.
+    let tls: TLSSession?
+    /// Why the connection closed, when it was not simply the peer hanging up (TLS failures).
+    var closeReason: String?
+    /// Set on every read that brought bytes; the server's keepalive clears it when it looks.
+    var receivedBytes = false
+    private var readScheduled = false
 
-    init(loop: EventLoop, fd: Int32, buffers: LoopBuffers, server: Bool, settings: [(nghttp2_settings_id, UInt32)]) {
+    init(loop: EventLoop, fd: Int32, buffers: LoopBuffers, server: Bool, tls: TLSSession? = nil,
+         settings: [(nghttp2_settings_id, UInt32)]) {
         self.loop = loop
         self.fd = fd
         self.buffers = buffers
+        self.tls = tls
         var callbacks: OpaquePointer?
         nghttp2_session_callbacks_new(&callbacks)
         Self.installCallbacks(callbacks)
@@ -138,12 +154,24 @@ class HTTP2Connection: IOHandler {
     }
 
     /// Starts watching the socket. Call once, on the loop. A client whose connect is still in
-    /// progress watches for writability first and calls `flush()` once connected.
+    /// progress watches for writability first and calls `beginTransport()` once connected.
     func start(awaitingConnect: Bool = false) {
         watching = awaitingConnect ? .write : .read
         loop.register(fd, for: watching, handler: self)
-        if !awaitingConnect { flush() }
+        if !awaitingConnect { beginTransport() }
     }
+
+    /// The socket is connected: start the TLS handshake, or HTTP/2 at once (our SETTINGS).
+    func beginTransport() {
+        if tls != nil {
+            continueHandshake()
+        } else {
+            flush()
+        }
+    }
+
+    /// Whether HTTP/2 may run: no TLS, or its handshake is done.
+    var transportEstablished: Bool { tls?.established ?? true }
 
     // MARK: - Overridden by the server and the client
 
@@ -158,11 +186,21 @@ class HTTP2Connection: IOHandler {
     func didSendEndOfStream(stream: Int32) {}
     func streamDidClose(stream: Int32, errorCode: UInt32) {}
     func connectionDidClose() {}
+    /// The peer's first SETTINGS frame arrived (after its preface, on the server).
+    func didReceiveSettings() {}
+    /// A PING arrived (nghttp2 has answered it) or, with `ack`, the answer to ours.
+    func didReceivePing(ack: Bool) {}
+    /// The TLS handshake is done and h2 agreed; HTTP/2 starts right after this returns.
+    func tlsHandshakeDidComplete() {}
 
     // MARK: - I/O
 
     func handleIO(_ events: IOEvents) {
-        if events.contains(.write) { flush() }
+        if let tls, !tls.established {
+            continueHandshake()
+            return
+        }
+        if events.contains(.write) || (tls?.writeWantsRead == true && events.contains(.read)) { flush() }
         guard !isClosed else { return }
         if !events.isDisjoint(with: .hangup), !pendingOutput.isEmpty {
             // The peer hung up with our output unread: nothing will drain it, and a level-triggered
@@ -170,15 +208,78 @@ class HTTP2Connection: IOHandler {
             close()
             return
         }
-        if events.contains(.read) || !events.isDisjoint(with: .hangup) { readAvailable() }
+        if events.contains(.read) || !events.isDisjoint(with: .hangup)
+            || (tls?.readWantsWrite == true && events.contains(.write)) {
+            readAvailable()
+        }
+    }
+
+    /// Drives the TLS handshake one step; once done (h2 agreed), HTTP/2 begins: our SETTINGS go
+    /// out and whatever the peer sent along with its last handshake flight is read.
+    private func continueHandshake() {
+        guard let tls, !isClosed else { return }
+        switch tls.handshake() {
+        case .wantRead:
+            setInterest(.read)
+        case .wantWrite:
+            setInterest(.write)
+        case .failed(let reason):
+            closeReason = "TLS handshake failed: \(reason)"
+            close()
+        case .done:
+            guard tls.negotiatedProtocol == "h2" else {
+                closeReason = "TLS handshake failed: the peer did not negotiate h2 (ALPN)"
+                close()
+                return
+            }
+            tlsHandshakeDidComplete()
+            guard !isClosed else { return }
+            setInterest(.read)
+            readAvailable()
+        }
+    }
+
+    private func setInterest(_ wanted: IOEvents) {
+        if wanted != watching {
+            watching = wanted
+            loop.modify(fd, for: wanted)
+        }
+    }
+
+    private func transportRead() -> IOResult {
+        guard let tls else { return Socket.read(fd, into: buffers.read) }
+        return tls.read(into: buffers.read)
+    }
+
+    private func transportWrite(_ bytes: UnsafeRawBufferPointer) -> IOResult {
+        guard let tls else { return Socket.write(fd, from: bytes) }
+        return tls.write(from: bytes)
+    }
+
+    /// Closes after a failed read or write, keeping TLS's reason.
+    private func closeAfterFailure() {
+        if closeReason == nil, let failure = tls?.failure { closeReason = failure }
+        close()
+    }
+
+    /// Reads again before the loop waits: OpenSSL holds input that epoll will not report.
+    private func scheduleRead() {
+        guard !readScheduled else { return }
+        readScheduled = true
+        loop.runBeforeWaiting { [weak self] in
+            guard let self else { return }
+            self.readScheduled = false
+            if !self.isClosed { self.readAvailable() }
+        }
     }
 
     private func readAvailable() {
         // A bounded number of reads per wake-up keeps one busy peer from starving the others.
         for _ in 0..<8 {
             guard !isClosed, pendingOutput.isEmpty else { break }
-            switch Socket.read(fd, into: buffers.read) {
+            switch transportRead() {
             case .transferred(let count):
+                receivedBytes = true
                 processingInput = true
                 let consumed = nghttp2_session_mem_recv(session, buffers.read.baseAddress!.assumingMemoryBound(to: UInt8.self), count)
                 processingInput = false
@@ -190,7 +291,7 @@ class HTTP2Connection: IOHandler {
                 flush()
                 return
             case .closed, .failed:
-                close()
+                closeAfterFailure()
                 return
             }
             if closeRequested { break }
@@ -212,7 +313,7 @@ class HTTP2Connection: IOHandler {
 
     /// Writes what nghttp2 has to send; closes when the session is done or a close was asked for.
     func flush() {
-        guard !isClosed, !processingInput else { return }
+        guard !isClosed, !processingInput, transportEstablished else { return }
         if !pendingOutput.isEmpty {
             guard writePending() else { return }
         }
@@ -227,13 +328,14 @@ class HTTP2Connection: IOHandler {
                 buffers.write.append(contentsOf: UnsafeRawBufferPointer(start: chunk, count: length))
             }
             if buffers.write.isEmpty { break }
-            switch buffers.write.withUnsafeBytes({ Socket.write(fd, from: $0) }) {
+            switch buffers.write.withUnsafeBytes({ transportWrite($0) }) {
             case .transferred(let written):
                 if written < buffers.write.count { pendingOutput = Array(buffers.write[written...]) }
             case .wouldBlock:
+                // With TLS, OpenSSL keeps what it already encrypted and wants the same bytes again.
                 pendingOutput = buffers.write
             case .closed, .failed:
-                close()
+                closeAfterFailure()
                 return
             }
         }
@@ -247,14 +349,14 @@ class HTTP2Connection: IOHandler {
 
     /// Returns true when everything pending went out.
     private func writePending() -> Bool {
-        let result = pendingOutput.withUnsafeBytes { Socket.write(fd, from: $0) }
+        let result = pendingOutput.withUnsafeBytes { transportWrite($0) }
         switch result {
         case .transferred(let written):
             pendingOutput.removeFirst(written)
         case .wouldBlock:
             break
         case .closed, .failed:
-            close()
+            closeAfterFailure()
             return false
         }
         updateInterest()
@@ -262,16 +364,19 @@ class HTTP2Connection: IOHandler {
     }
 
     private func updateInterest() {
-        let wanted: IOEvents = pendingOutput.isEmpty ? .read : .write
-        if wanted != watching {
-            watching = wanted
-            loop.modify(fd, for: wanted)
+        var wanted: IOEvents = pendingOutput.isEmpty ? .read : .write
+        if let tls {
+            if tls.readWantsWrite { wanted.insert(.write) }
+            if tls.writeWantsRead { wanted.insert(.read) }
+            if pendingOutput.isEmpty, !closeRequested, tls.hasPendingInput { scheduleRead() }
         }
+        setInterest(wanted)
     }
 
     func close() {
         guard !isClosed else { return }
         isClosed = true
+        tls?.close()
         loop.deregister(fd)
         Socket.close(fd)
         outgoingBodies.removeAll()
@@ -372,11 +477,20 @@ class HTTP2Connection: IOHandler {
     private(set) var goAwaySent = false
 
     /// Sends GOAWAY naming the last stream this side processed: streams after it were not.
-    func submitGoAway(errorCode: nghttp2_error_code = NGHTTP2_NO_ERROR) {
+    func submitGoAway(errorCode: nghttp2_error_code = NGHTTP2_NO_ERROR, debugData: String = "") {
         guard let session else { return }
         goAwaySent = true
         let last = nghttp2_session_get_last_proc_stream_id(session)
-        nghttp2_submit_goaway(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), last, errorCode.rawValue, nil, 0)
+        let debug = Array(debugData.utf8)
+        debug.withUnsafeBufferPointer {
+            _ = nghttp2_submit_goaway(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), last, errorCode.rawValue, $0.baseAddress, $0.count)
+        }
+    }
+
+    /// Sends a PING; the answer comes back as `didReceivePing(ack: true)`.
+    func submitPing() {
+        guard let session else { return }
+        _ = nghttp2_submit_ping(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), nil)
     }
 
     // MARK: - nghttp2 callbacks (nonisolated C functions: they find the connection in user_data)
@@ -460,6 +574,10 @@ class HTTP2Connection: IOHandler {
                 connection.didReceiveEndOfData(stream: header.stream_id)
             case Int(NGHTTP2_GOAWAY.rawValue):
                 connection.didReceiveGoAway(lastStreamID: frame!.pointee.goaway.last_stream_id)
+            case Int(NGHTTP2_SETTINGS.rawValue) where header.flags & UInt8(NGHTTP2_FLAG_ACK.rawValue) == 0:
+                connection.didReceiveSettings()
+            case Int(NGHTTP2_PING.rawValue):
+                connection.didReceivePing(ack: header.flags & UInt8(NGHTTP2_FLAG_ACK.rawValue) != 0)
             default:
                 break
             }

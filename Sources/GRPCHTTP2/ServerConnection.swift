@@ -16,6 +16,15 @@
 // Every failure is answered on its own stream; only HTTP/2 protocol errors end the connection.
 // A deadline timer, the client's RST_STREAM or the connection closing cancels the handler's Task
 // and ends its message streams.
+//
+// Against hostile or dead peers (GRPCServer.swift has the connection-level policy):
+// - The handshake (TLS, then the client preface and its first SETTINGS) must be over within
+//   `handshakeTimeout`, or the connection is closed; until then it is first in line for eviction.
+// - Keepalive: after `keepaliveInterval` in which nothing was read, a PING; no answer within
+//   `keepaliveTimeout` closes the connection.
+// - Ping abuse, as gRPC servers judge it: a PING while no call is open (or has just ended) that
+//   comes sooner than `minimumPingInterval` after the previous one is a strike; past
+//   `maxPingStrikes` strikes, GOAWAY ENHANCE_YOUR_CALM "too_many_pings" and the connection closes.
 import CNGHTTP2
 import EventLoop
 import Logging
@@ -29,6 +38,15 @@ final class ServerConnection: HTTP2Connection {
     private var draining = false
     /// Called once when the connection has closed (the listener forgets it).
     var onClose: (() -> Void)?
+    /// TLS (if any), the client preface and its first SETTINGS have all arrived.
+    private(set) var handshakeComplete = false
+    /// The handshake bound, then the keepalive timer (one timer at a time).
+    private var guardTimer: TimerID?
+    private var awaitingPingAck = false
+    private var pingStrikes = 0
+    /// A call ended since the last PING: the next one is not judged (gRPC resets on activity).
+    private var callEndedSincePing = false
+    private var lastPingReceived: ContinuousClock.Instant?
 
     /// What the server knows about one request stream.
     private final class RequestStream {
@@ -62,14 +80,95 @@ final class ServerConnection: HTTP2Connection {
         init(maxMessageSize: Int) { assembler = MessageAssembler(maxMessageSize: maxMessageSize) }
     }
 
-    init(loop: EventLoop, fd: Int32, buffers: LoopBuffers, core: ServerCore) {
+    init(loop: EventLoop, fd: Int32, buffers: LoopBuffers, core: ServerCore, tls: TLSSession?) {
         self.core = core
         let config = core.configuration
-        super.init(loop: loop, fd: fd, buffers: buffers, server: true, settings: [
+        super.init(loop: loop, fd: fd, buffers: buffers, server: true, tls: tls, settings: [
             (NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, config.maxConcurrentStreams),
             (NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, UInt32(config.maxHeaderListSize)),
         ])
         scheduleIdleCheck()
+        guardTimer = loop.schedule(after: config.handshakeTimeout) { [weak self] in
+            guard let self, !self.isClosed, !self.handshakeComplete else { return }
+            self.core.logger.debug("handshake not finished in time, closing", metadata: [
+                "timeout": "\(config.handshakeTimeout)", "tls": "\(self.tls.map { $0.established ? "done" : "pending" } ?? "none")",
+            ])
+            self.close()
+        }
+    }
+
+    // MARK: - Handshake, keepalive and pings
+
+    override func didReceiveSettings() {
+        guard !handshakeComplete else { return }
+        handshakeComplete = true
+        if let guardTimer { loop.cancel(guardTimer) }
+        scheduleKeepalive()
+    }
+
+    /// Eligible for eviction as idle: handshake done and no call open.
+    var isIdle: Bool { handshakeComplete && streams.isEmpty }
+
+    /// When a stream last began or ended (or the connection was accepted).
+    var lastActivityTime: ContinuousClock.Instant { lastActivity }
+
+    /// Makes room for a new connection: a polite GOAWAY when HTTP/2 is up, then close.
+    func evict() {
+        if handshakeComplete {
+            submitGoAway()
+            flush()
+        }
+        close()
+    }
+
+    private func scheduleKeepalive() {
+        guardTimer = loop.schedule(after: core.configuration.keepaliveInterval) { [weak self] in
+            self?.keepaliveCheck()
+        }
+    }
+
+    private func keepaliveCheck() {
+        guard !isClosed else { return }
+        if receivedBytes {
+            // The peer spoke during the interval: it is alive; look again an interval from now.
+            receivedBytes = false
+            scheduleKeepalive()
+            return
+        }
+        awaitingPingAck = true
+        submitPing()
+        flush()
+        let timeout = core.configuration.keepaliveTimeout
+        guardTimer = loop.schedule(after: timeout) { [weak self] in
+            guard let self, !self.isClosed, self.awaitingPingAck else { return }
+            self.core.logger.debug("keepalive PING unanswered, closing", metadata: ["timeout": "\(timeout)"])
+            self.close()
+        }
+    }
+
+    override func didReceivePing(ack: Bool) {
+        if ack {
+            guard awaitingPingAck else { return }
+            awaitingPingAck = false
+            if let guardTimer { loop.cancel(guardTimer) }
+            receivedBytes = false
+            scheduleKeepalive()
+            return
+        }
+        let now = ContinuousClock.now
+        defer { lastPingReceived = now }
+        if !streams.isEmpty || callEndedSincePing {
+            // Pings while calls are active (or right after one) are fine: BDP and liveness probes.
+            callEndedSincePing = false
+            pingStrikes = 0
+            return
+        }
+        if let last = lastPingReceived, now - last < core.configuration.minimumPingInterval { pingStrikes += 1 }
+        if pingStrikes > core.configuration.maxPingStrikes, !closeRequested {
+            core.logger.notice("client pings too often, sending GOAWAY ENHANCE_YOUR_CALM", metadata: ["strikes": "\(pingStrikes)"])
+            submitGoAway(errorCode: NGHTTP2_ENHANCE_YOUR_CALM, debugData: "too_many_pings")
+            closeRequested = true
+        }
     }
 
     // MARK: - Request headers
@@ -431,6 +530,7 @@ final class ServerConnection: HTTP2Connection {
         if !stream.responded { stream.task?.cancel() }
         endQueues(stream, RPCError(.cancelled, "the client cancelled the call"))
         lastActivity = .now
+        callEndedSincePing = true
         if draining && streams.isEmpty && goAwaySent { closeRequested = true }
     }
 
@@ -440,6 +540,11 @@ final class ServerConnection: HTTP2Connection {
     /// the wire when the first one left are served, not silently dropped.
     func drain() {
         guard !isClosed, !draining else { return }
+        guard handshakeComplete else {
+            // Not speaking HTTP/2 yet: there is nothing to drain.
+            close()
+            return
+        }
         draining = true
         submitShutdownNotice()
         flush()
@@ -479,6 +584,8 @@ final class ServerConnection: HTTP2Connection {
 
     override func connectionDidClose() {
         if let idleTimer { loop.cancel(idleTimer) }
+        if let guardTimer { loop.cancel(guardTimer) }
+        if let closeReason { core.logger.debug("connection closed", metadata: ["reason": "\(closeReason)"]) }
         for stream in streams.values {
             stream.task?.cancel()
             if let timer = stream.deadlineTimer { loop.cancel(timer) }

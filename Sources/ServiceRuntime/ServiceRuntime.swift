@@ -23,6 +23,7 @@ public struct ServiceOptions: ParsableArguments, Sendable {
     @Option(help: "trace, debug, info, notice, warning, error or critical (env LOG_LEVEL, default info).")
     public var logLevel: String?
     @OptionGroup public var authentication: AuthOptions
+    @OptionGroup public var tls: TLSOptions
 
     public init() {}
 
@@ -40,7 +41,9 @@ public struct ServiceOptions: ParsableArguments, Sendable {
         guard let port = portText.map(Int.init) ?? defaultPort, (0...65535).contains(port) else {
             throw ValidationError("PORT must be a port number, got \(portText ?? "")")
         }
-        return ServerConfiguration(host: host, port: port)
+        var configuration = ServerConfiguration(host: host, port: port)
+        configuration.tls = try tls.serverTLSConfiguration()
+        return configuration
     }
 
     public func redisConfiguration() throws -> RedisConfiguration {

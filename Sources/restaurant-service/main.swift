@@ -23,7 +23,9 @@ struct RestaurantServiceCommand: AsyncParsableCommand {
         guard let address = try? TargetAddress(parsing: addressText) else {
             throw ValidationError("ORDER_SERVICE_ADDR must be host:port, got \(addressText)")
         }
-        let orderChannel = GRPCChannel(host: address.host, port: address.port)
+        var orderChannelConfiguration = ClientConfiguration()
+        orderChannelConfiguration.tls = try TLSOptions.clientTLS(env: "ORDER_SERVICE")  // ORDER_SERVICE_TLS_CA
+        let orderChannel = GRPCChannel(host: address.host, port: address.port, configuration: orderChannelConfiguration)
         let redis = RedisClient(configuration: try options.redisConfiguration())
         let serviceToken = ServiceOptions.setting(serviceTokenFile, env: "SERVICE_TOKEN_FILE").map(ServiceTokenFile.init)
         let logic = RestaurantServiceLogic(redis: redis, orders: OrderServiceClient(transport: orderChannel),

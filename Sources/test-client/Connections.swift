@@ -30,12 +30,15 @@ struct Connection<Client: Sendable>: Sendable {
     let timeout: Duration
     let credentials: Credentials
 
-    init(service: String, address: TargetAddress, timeout: Duration, credentials: Credentials, makeClient: (GRPCChannel) -> Client) {
+    init(service: String, address: TargetAddress, timeout: Duration, credentials: Credentials, tls: ClientTLSConfiguration?,
+         makeClient: (GRPCChannel) -> Client) {
         self.service = service
         self.address = address
         self.timeout = timeout
         self.credentials = credentials
-        channel = GRPCChannel(host: address.host, port: address.port)
+        var configuration = ClientConfiguration()
+        configuration.tls = tls
+        channel = GRPCChannel(host: address.host, port: address.port, configuration: configuration)
         client = makeClient(channel)
     }
 
@@ -80,6 +83,9 @@ struct ConnectionOptions: ParsableArguments {
     var timeout: Double = 10
     @Option(help: "A bearer token for every call (env PLATFORM_TOKEN; default: minted from run-platform's development key).")
     var token: String?
+    @Option(name: .customLong("tls-ca"), help: "Connect with TLS, trusting this CA (PEM; env PLATFORM_TLS_CA; default: run-platform's development CA when it exists).")
+    var tlsCA: String?
+    @Flag(help: "Connect without TLS (h2c), even when a development CA exists.") var plaintext = false
 
     func validate() throws {
         guard timeout > 0, timeout.isFinite else { throw ValidationError("--timeout must be a positive number of seconds") }
@@ -107,13 +113,30 @@ struct ConnectionOptions: ParsableArguments {
         let addresses = try addresses()
         let timeout = Duration.milliseconds(Int64(timeout * 1000))
         let credentials = try Credentials.resolve(token: token)
+        let tls = try tlsConfiguration()
         return Services(
-            order: Connection(service: "OrderService", address: addresses.order, timeout: timeout, credentials: credentials,
+            order: Connection(service: "OrderService", address: addresses.order, timeout: timeout, credentials: credentials, tls: tls,
                               makeClient: { OrderServiceClient(transport: $0) }),
-            restaurant: Connection(service: "RestaurantService", address: addresses.restaurant, timeout: timeout, credentials: credentials,
-                                   makeClient: { RestaurantServiceClient(transport: $0) }),
+            restaurant: Connection(service: "RestaurantService", address: addresses.restaurant, timeout: timeout,
+                                   credentials: credentials, tls: tls, makeClient: { RestaurantServiceClient(transport: $0) }),
             delivery: Connection(service: "DeliveryService", address: addresses.delivery, timeout: timeout, credentials: credentials,
-                                 makeClient: { DeliveryServiceClient(transport: $0) }))
+                                 tls: tls, makeClient: { DeliveryServiceClient(transport: $0) }))
+    }
+
+    /// TLS trusting `--tls-ca`/`PLATFORM_TLS_CA`, else the development CA when there is one; nil
+    /// (h2c) with `--plaintext` or neither.
+    func tlsConfiguration() throws(ValidationError) -> ClientTLSConfiguration? {
+        guard !plaintext else { return nil }
+        let environment = ProcessInfo.processInfo.environment["PLATFORM_TLS_CA"].flatMap { $0.isEmpty ? nil : $0 }
+        let development = Credentials.developmentCA
+        guard let ca = tlsCA ?? environment ?? (FileManager.default.fileExists(atPath: development) ? development : nil) else {
+            return nil
+        }
+        do {
+            return try ClientTLSConfiguration(trustRootsFile: ca)
+        } catch {
+            throw ValidationError("--tls-ca \(ca): \(error)")
+        }
     }
 }
 

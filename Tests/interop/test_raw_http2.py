@@ -573,36 +573,43 @@ def test_idle_timeout_spares_busy_connection(start_server):
         c.close()
 
 
-def test_max_connections(start_server):
+def test_max_connections_makes_room_by_closing_the_longest_idle(start_server):
+    # At the limit a new connection is not refused while an idle one can make room: the one idle
+    # longest is closed (a flood of idle sockets cannot lock honest clients out).
     server = start_server("--max-connections", "2")
     first, second = H2Client(server.port), H2Client(server.port)
     try:
         for c in (first, second):
             assert c.wait(c.call(body=frame(place_request()))).trailers[b"grpc-status"] == b"0"
-        third = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+        third = H2Client(server.port)
         try:
-            third.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
-        except (ConnectionResetError, BrokenPipeError):
-            pass
-        try:
-            assert _wait_eof(third, 5), "a connection over the limit was not closed"
+            assert third.wait(third.call(body=frame(place_request()))).trailers[b"grpc-status"] == b"0"
+            assert _wait_eof(first.sock, 5), "the connection idle longest was not closed to make room"
+            assert second.wait(second.call(body=frame(place_request()))).trailers[b"grpc-status"] == b"0"
         finally:
             third.close()
-        for c in (first, second):
-            assert c.wait(c.call(body=frame(place_request()))).trailers[b"grpc-status"] == b"0"
-        # Once one closes, a new connection is accepted again (eventually).
+    finally:
         first.close()
-        deadline = time.monotonic() + 5
-        while True:
+        second.close()
+
+
+def test_max_connections_refuses_when_every_connection_is_busy(start_server):
+    server = start_server("--max-connections", "2")
+    first, second = H2Client(server.port), H2Client(server.port)
+    try:
+        busy = [(c, c.call(body=frame(place_request()), extra=[("x-sleep-ms", "2000")])) for c in (first, second)]
+        time.sleep(0.3)  # both calls are in their handlers now
+        third = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+        try:
             try:
-                fourth = H2Client(server.port, timeout=2)
-                r = fourth.wait(fourth.call(body=frame(place_request())), timeout=2)
-                fourth.close()
-                assert r.trailers[b"grpc-status"] == b"0"
-                break
-            except (AssertionError, OSError):
-                assert time.monotonic() < deadline, "no connection accepted after one of the two closed"
-                time.sleep(0.2)
+                third.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+            except (ConnectionResetError, BrokenPipeError):
+                pass
+            assert _wait_eof(third, 5), "a connection over the limit was not closed while every other was busy"
+        finally:
+            third.close()
+        for c, stream in busy:
+            assert c.wait(stream).trailers[b"grpc-status"] == b"0"
     finally:
         first.close()
         second.close()
