@@ -17,10 +17,17 @@ public final class TokenCache: Sendable {
 
     /// The claims of a valid token, from the cache when it was verified before and has not expired.
     public func claims(for token: String, now: Double) throws(TokenError) -> TokenClaims {
-        if let cached = entries.withLock({ $0[token] }), cached.expiresAt + TokenVerifier.clockSkew > now {
+        try claims(forHeader: token, token: { token }, now: now)
+    }
+
+    /// The same, keyed by the whole header value the token came in (so a cached call allocates
+    /// nothing); `token` extracts the token itself, only when it must be verified.
+    public func claims(forHeader key: String, token: () -> String, now: Double) throws(TokenError) -> TokenClaims {
+        if let cached = entries.withLock({ $0[key] }), cached.expiresAt + TokenVerifier.clockSkew > now {
             return cached
         }
-        let claims = try verifier.verify(token, now: now)
+        let claims = try verifier.verify(token(), now: now)
+        let token = key
         entries.withLock { entries in
             if entries.count >= Self.capacity {
                 entries = entries.filter { $0.value.expiresAt + TokenVerifier.clockSkew > now }

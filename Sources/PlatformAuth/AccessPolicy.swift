@@ -94,7 +94,6 @@ public struct AccessPolicy: ServerInterceptor {
             if Self.isOpen(context.path) { return }
             throw RPCError(.permissionDenied, "no access rule covers \(context.path)")
         }
-        if method.audited, let request { context[AuditRequestKey.self] = RequestBox(message: request) }
         let caller = try authenticate(context.requestMetadata)
         context[CallerKey.self] = caller
         switch method.rule {
@@ -119,14 +118,14 @@ public struct AccessPolicy: ServerInterceptor {
         }
     }
 
-    public func finished(_ status: RPCError, response: (any GRPCMessage)?, context: ServerContext) {
+    public func finished(_ status: RPCError, request: (any GRPCMessage)?, response: (any GRPCMessage)?, context: ServerContext) {
         guard let method = Self.methods[context.path], method.audited else { return }
         let caller = context.caller
         logger.info("audit", metadata: [
             "rpc": "\(context.path)",
             "role": "\(caller?.role.rawValue ?? "none")",
             "sub": "\(caller?.subject ?? "")",
-            "order": "\(method.auditedOrder(context.auditRequest, response) ?? "")",
+            "order": "\(method.auditedOrder(request, response) ?? "")",
             "outcome": "\(status.code)",
         ])
     }
@@ -136,12 +135,12 @@ public struct AccessPolicy: ServerInterceptor {
         guard let header = metadata["authorization"] else {
             throw RPCError(.unauthenticated, "no authorization: Bearer token")
         }
-        guard header.count > 7, header.prefix(7).lowercased() == "bearer " else {
+        guard Self.isBearer(header) else {
             throw RPCError(.unauthenticated, "the authorization header is not a Bearer token")
         }
         let claims: TokenClaims
         do {
-            claims = try tokens.claims(for: String(header.dropFirst(7)), now: now())
+            claims = try tokens.claims(forHeader: header, token: { String(header.dropFirst(7)) }, now: now())
         } catch {
             throw RPCError(.unauthenticated, "invalid token: \(error)")
         }
@@ -153,6 +152,15 @@ public struct AccessPolicy: ServerInterceptor {
 
     private func denied(_ caller: Caller, _ path: String) -> RPCError {
         RPCError(.permissionDenied, "a \(caller.role.rawValue) may not call \(path)")
+    }
+
+    /// `Bearer ` in any case, then something: checked on the bytes, allocating nothing.
+    static func isBearer(_ header: String) -> Bool {
+        var bytes = header.utf8.makeIterator()
+        for expected in "bearer ".utf8 {
+            guard let byte = bytes.next(), byte | (expected == UInt8(ascii: " ") ? 0 : 0x20) == expected else { return false }
+        }
+        return bytes.next() != nil
     }
 
     /// Health and reflection answer anyone.
@@ -193,24 +201,9 @@ struct MethodAccess: Sendable {
     let auditedOrder: @Sendable ((any GRPCMessage)?, (any GRPCMessage)?) -> String?
 }
 
-/// The request, kept for the audit line of `finished` (which sees only the response).
-enum AuditRequestKey: ServerContextKey {
-    typealias Value = RequestBox
-}
-
-/// A request message carried through the context.
-struct RequestBox: @unchecked Sendable {
-    // GRPCMessage is Sendable; the existential box only needs the marker.
-    let message: any GRPCMessage
-}
-
-extension ServerContext {
-    var auditRequest: (any GRPCMessage)? { self[AuditRequestKey.self]?.message }
-}
-
-/// A field of a request type, for the table.
-private func field<Message: GRPCMessage>(_ path: KeyPath<Message, String> & Sendable) -> @Sendable (any GRPCMessage) -> String? {
-    { ($0 as? Message)?[keyPath: path] }
+/// A field of a request type, for the table (a closure, not a key path: this runs on every call).
+private func field<Message: GRPCMessage>(_ read: @escaping @Sendable (Message) -> String) -> @Sendable (any GRPCMessage) -> String? {
+    { ($0 as? Message).map(read) }
 }
 
 extension AccessPolicy {
@@ -225,31 +218,32 @@ extension AccessPolicy {
         func change(_ rule: MethodAccess.Rule, order: @escaping @Sendable ((any GRPCMessage)?, (any GRPCMessage)?) -> String?) -> MethodAccess {
             MethodAccess(rule: rule, audited: true, auditedOrder: order)
         }
-        func requestOrder<Message: GRPCMessage>(_ path: KeyPath<Message, String> & Sendable) -> @Sendable ((any GRPCMessage)?, (any GRPCMessage)?) -> String? {
-            { request, _ in request.flatMap(field(path)) }
+        func requestOrder<Message: GRPCMessage>(_ read: @escaping @Sendable (Message) -> String) -> @Sendable ((any GRPCMessage)?, (any GRPCMessage)?) -> String? {
+            let orderOf = field(read)
+            return { request, _ in request.flatMap(orderOf) }
         }
         let orderParties: Set<Role> = [.customer, .restaurant, .driver]
         return [
-            O.placeOrder.path: change(.owner(.customer, field(\PlaceOrderRequest.customerId))) { _, response in
+            O.placeOrder.path: change(.owner(.customer, field { (r: PlaceOrderRequest) in r.customerId })) { _, response in
                 (response as? PlaceOrderResponse)?.orderId
             },
-            O.getOrderStatus.path: read(.party(orderParties, field(\GetOrderStatusRequest.orderId))),
-            O.watchOrder.path: read(.party(orderParties, field(\WatchOrderRequest.orderId))),
-            O.cancelOrder.path: change(.party([.customer], field(\CancelOrderRequest.orderId)),
-                                       order: requestOrder(\CancelOrderRequest.orderId)),
-            O.recordRestaurantDecision.path: change(.roles([.service]), order: requestOrder(\RecordRestaurantDecisionRequest.orderId)),
-            R.updateMenu.path: change(.owner(.restaurant, field(\UpdateMenuRequest.restaurantId))) { _, _ in nil },
+            O.getOrderStatus.path: read(.party(orderParties, field { (r: GetOrderStatusRequest) in r.orderId })),
+            O.watchOrder.path: read(.party(orderParties, field { (r: WatchOrderRequest) in r.orderId })),
+            O.cancelOrder.path: change(.party([.customer], field { (r: CancelOrderRequest) in r.orderId }),
+                                       order: requestOrder { (r: CancelOrderRequest) in r.orderId }),
+            O.recordRestaurantDecision.path: change(.roles([.service]), order: requestOrder { (r: RecordRestaurantDecisionRequest) in r.orderId }),
+            R.updateMenu.path: change(.owner(.restaurant, field { (r: UpdateMenuRequest) in r.restaurantId })) { _, _ in nil },
             R.getMenu.path: read(.anyCaller),
-            R.acceptOrder.path: change(.owner(.restaurant, field(\AcceptOrderRequest.restaurantId)),
-                                       order: requestOrder(\AcceptOrderRequest.orderId)),
-            R.rejectOrder.path: change(.owner(.restaurant, field(\RejectOrderRequest.restaurantId)),
-                                       order: requestOrder(\RejectOrderRequest.orderId)),
-            R.watchRestaurantOrders.path: read(.owner(.restaurant, field(\WatchRestaurantOrdersRequest.restaurantId))),
-            D.assignDriver.path: change(.roles([.operator]), order: requestOrder(\AssignDriverRequest.orderId)),
-            D.updateDeliveryStatus.path: change(.party([.driver], field(\UpdateDeliveryStatusRequest.orderId)),
-                                                order: requestOrder(\UpdateDeliveryStatusRequest.orderId)),
-            D.getDriverAssignments.path: read(.owner(.driver, field(\GetDriverAssignmentsRequest.driverId))),
-            D.watchDriverAssignments.path: read(.owner(.driver, field(\WatchDriverAssignmentsRequest.driverId))),
+            R.acceptOrder.path: change(.owner(.restaurant, field { (r: AcceptOrderRequest) in r.restaurantId }),
+                                       order: requestOrder { (r: AcceptOrderRequest) in r.orderId }),
+            R.rejectOrder.path: change(.owner(.restaurant, field { (r: RejectOrderRequest) in r.restaurantId }),
+                                       order: requestOrder { (r: RejectOrderRequest) in r.orderId }),
+            R.watchRestaurantOrders.path: read(.owner(.restaurant, field { (r: WatchRestaurantOrdersRequest) in r.restaurantId })),
+            D.assignDriver.path: change(.roles([.operator]), order: requestOrder { (r: AssignDriverRequest) in r.orderId }),
+            D.updateDeliveryStatus.path: change(.party([.driver], field { (r: UpdateDeliveryStatusRequest) in r.orderId }),
+                                                order: requestOrder { (r: UpdateDeliveryStatusRequest) in r.orderId }),
+            D.getDriverAssignments.path: read(.owner(.driver, field { (r: GetDriverAssignmentsRequest) in r.driverId })),
+            D.watchDriverAssignments.path: read(.owner(.driver, field { (r: WatchDriverAssignmentsRequest) in r.driverId })),
         ]
     }()
 }

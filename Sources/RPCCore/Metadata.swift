@@ -30,7 +30,7 @@ public struct Metadata: Sendable, Equatable, Sequence {
 
     /// The first text value for a name, if any.
     public subscript(name: String) -> String? {
-        let key = name.lowercased()
+        let key = Self.lowercased(name)
         for entry in entries where entry.name == key {
             if case .string(let text) = entry.value { return text }
         }
@@ -39,11 +39,16 @@ public struct Metadata: Sendable, Equatable, Sequence {
 
     /// The first binary value for a `-bin` name, if any.
     public func bytes(_ name: String) -> [UInt8]? {
-        let key = name.lowercased()
+        let key = Self.lowercased(name)
         for entry in entries where entry.name == key {
             if case .binary(let bytes) = entry.value { return bytes }
         }
         return nil
+    }
+
+    /// Names are stored lower-cased; looking one up that already is (the usual case) allocates nothing.
+    private static func lowercased(_ name: String) -> String {
+        name.utf8.contains { $0 >= UInt8(ascii: "A") && $0 <= UInt8(ascii: "Z") } ? name.lowercased() : name
     }
 
     public func makeIterator() -> IndexingIterator<[(name: String, value: Value)]> {

@@ -60,12 +60,12 @@ public protocol ServerInterceptor: Sendable {
     /// bidirectional streaming (whose requests the handler reads).
     func intercept(_ request: (any GRPCMessage)?, context: ServerContext) async throws(RPCError)
     /// The call is over with `status` (OK, the handler's error, or an interceptor's refusal);
-    /// `response` is a unary call's response when it succeeded.
-    func finished(_ status: RPCError, response: (any GRPCMessage)?, context: ServerContext)
+    /// `request` as `intercept` saw it, `response` a unary call's response when it succeeded.
+    func finished(_ status: RPCError, request: (any GRPCMessage)?, response: (any GRPCMessage)?, context: ServerContext)
 }
 
 extension ServerInterceptor {
-    public func finished(_ status: RPCError, response: (any GRPCMessage)?, context: ServerContext) {}
+    public func finished(_ status: RPCError, request: (any GRPCMessage)?, response: (any GRPCMessage)?, context: ServerContext) {}
 }
 
 extension [any ServerInterceptor] {
@@ -75,11 +75,13 @@ extension [any ServerInterceptor] {
         do {
             for interceptor in self { try await interceptor.intercept(request, context: context) }
             let result = try await body()
-            for interceptor in self { interceptor.finished(RPCError(.ok), response: result as? any GRPCMessage, context: context) }
+            for interceptor in self {
+                interceptor.finished(RPCError(.ok), request: request, response: result as? any GRPCMessage, context: context)
+            }
             return result
         } catch {
             let status = RPCError(from: error)
-            for interceptor in self { interceptor.finished(status, response: nil, context: context) }
+            for interceptor in self { interceptor.finished(status, request: request, response: nil, context: context) }
             throw status
         }
     }
