@@ -34,7 +34,14 @@ struct TestPKI: Sendable {
     }
 
     private static func make() throws -> TestPKI {
-        let directory = NSTemporaryDirectory() + "grpc-tls-tests-\(getpid())"
+        // Directories of earlier test processes that have exited go first.
+        let temporary = NSTemporaryDirectory()
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: temporary)) ?? [] where name.hasPrefix("grpc-tls-tests-") {
+            if let pid = Int32(name.dropFirst("grpc-tls-tests-".count)), kill(pid, 0) != 0 {
+                try? FileManager.default.removeItem(atPath: temporary + name)
+            }
+        }
+        let directory = temporary + "grpc-tls-tests-\(getpid())"
         try? FileManager.default.removeItem(atPath: directory)
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         let pki = TestPKI(directory: directory)
