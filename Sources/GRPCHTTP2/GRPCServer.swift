@@ -142,6 +142,7 @@ public final class GRPCServer: Sendable {
             let siblings = bound.filter { $0.loop !== listener.loop }
             listener.loop.execute {
                 listener.value.siblings = siblings
+                listener.value.all = bound
                 listener.value.start()
             }
         }
@@ -214,6 +215,11 @@ final class Listener: IOHandler {
     private var refusedSinceLog = 0
     /// The other loops' listeners, asked to make room when this loop has nothing to evict.
     var siblings: [LoopBound<Listener>] = []
+    /// Every loop's listener, this one included: the connections this one accepts are handed to
+    /// them in turn. Whichever loop wins `accept` (one usually wins them all, since both watch the
+    /// same socket), every loop gets its share of connections and so of the work.
+    var all: [LoopBound<Listener>] = []
+    private var nextTarget = 0
 
     init(loop: EventLoop, fd: Int32, core: ServerCore) {
         self.loop = loop
@@ -255,12 +261,24 @@ final class Listener: IOHandler {
                 makeRoomElsewhere(client, peer, siblings[...])
                 continue
             }
+            handOut(client, peer)
+        }
+    }
+
+    /// Serves the socket on the next loop in turn (this one, or another through `execute`).
+    private func handOut(_ client: Int32, _ peer: PeerAddress) {
+        guard all.count > 1 else { return admit(client, peer) }
+        let target = all[nextTarget % all.count]
+        nextTarget &+= 1
+        if target.loop === loop {
             admit(client, peer)
+        } else {
+            target.loop.execute { target.value.admit(client, peer) }
         }
     }
 
     /// Serves an accepted socket whose slot is counted.
-    private func admit(_ client: Int32, _ peer: PeerAddress) {
+    func admit(_ client: Int32, _ peer: PeerAddress) {
         guard !core.shuttingDown.isSet else {
             // Shutdown began while another loop was making room.
             forget(client, peer)
