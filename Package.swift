@@ -66,7 +66,7 @@ let package = Package(
         .target(name: "PlatformCommon", dependencies: [
             "RPCCore", "RedisClient", .product(name: "Logging", package: "swift-log"),
         ]),
-        .target(name: "CallerTokens", dependencies: ["COpenSSL"]),
+        .target(name: "CallerTokens", dependencies: ["COpenSSL", "RPCCore"]),
         .target(name: "PlatformAuth", dependencies: [
             "CallerTokens", "PlatformCommon", "PlatformProtos", "RPCCore", .product(name: "Logging", package: "swift-log"),
         ]),

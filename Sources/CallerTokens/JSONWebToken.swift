@@ -8,6 +8,7 @@
 // claims (`sub`, `role` and `exp` required; `exp` and `nbf` checked with a small clock skew;
 // `aud` when an audience is configured). Only then are the claims trusted.
 import FoundationEssentials
+import RPCCore
 
 /// A verified token's claims.
 public struct TokenClaims: Sendable, Equatable {
@@ -148,47 +149,9 @@ enum JSONValue {
     }
 }
 
-/// base64url without padding (RFC 4648 section 5), as JWTs use it.
+/// base64url without padding (RFC 4648 section 5), as JWTs use it (RPCCore's `Base64`).
 public enum Base64URL {
-    private static let alphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_".utf8)
+    public static func encode(_ bytes: [UInt8]) -> String { Base64.encode(bytes, alphabet: .url, padded: false) }
 
-    public static func encode(_ bytes: [UInt8]) -> String {
-        var out: [UInt8] = []
-        out.reserveCapacity((bytes.count * 4 + 2) / 3)
-        var index = 0
-        while index < bytes.count {
-            let chunk = bytes[index..<min(index + 3, bytes.count)]
-            var value = UInt32(0)
-            for (offset, byte) in chunk.enumerated() { value |= UInt32(byte) << (16 - 8 * offset) }
-            for position in 0...chunk.count { out.append(alphabet[Int(value >> (18 - 6 * position) & 0x3F)]) }
-            index += 3
-        }
-        return String(decoding: out, as: UTF8.self)
-    }
-
-    /// Nil for a character outside the alphabet (padding is not allowed in JWTs).
-    public static func decode(_ text: Substring) -> [UInt8]? {
-        var out: [UInt8] = []
-        out.reserveCapacity(text.utf8.count * 3 / 4)
-        var value = UInt32(0)
-        var bits = 0
-        for char in text.utf8 {
-            let digit: UInt8
-            switch char {
-            case UInt8(ascii: "A")...UInt8(ascii: "Z"): digit = char - UInt8(ascii: "A")
-            case UInt8(ascii: "a")...UInt8(ascii: "z"): digit = char - UInt8(ascii: "a") + 26
-            case UInt8(ascii: "0")...UInt8(ascii: "9"): digit = char - UInt8(ascii: "0") + 52
-            case UInt8(ascii: "-"): digit = 62
-            case UInt8(ascii: "_"): digit = 63
-            default: return nil
-            }
-            value = value << 6 | UInt32(digit)
-            bits += 6
-            if bits >= 8 {
-                bits -= 8
-                out.append(UInt8(truncatingIfNeeded: value >> UInt32(bits)))
-            }
-        }
-        return out
-    }
+    public static func decode(_ text: Substring) -> [UInt8]? { Base64.decode(text) }
 }

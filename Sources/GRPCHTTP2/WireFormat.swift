@@ -1,6 +1,7 @@
 // The parts of the "gRPC over HTTP/2" spec that are pure text and bytes, shared by the server and
 // the client: length-prefixed message framing, `grpc-timeout`, the percent-encoding of
-// `grpc-message`, base64 for `-bin` metadata, and the HTTP-status fallback mapping.
+// `grpc-message`, base64 for `-bin` metadata (RPCCore's `Base64`), and the HTTP-status fallback
+// mapping.
 import RPCCore
 
 /// Length-prefixed message framing: 1 byte compressed flag, 4 bytes big-endian length, payload.
@@ -152,55 +153,6 @@ enum StatusMessageEncoding {
         case UInt8(ascii: "A")...UInt8(ascii: "F"): byte - UInt8(ascii: "A") + 10
         default: nil
         }
-    }
-}
-
-/// Base64 for `-bin` metadata values: sent padded, accepted padded or not.
-enum Base64 {
-    private static let alphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/".utf8)
-
-    static func encode(_ bytes: [UInt8]) -> String {
-        var out: [UInt8] = []
-        out.reserveCapacity((bytes.count + 2) / 3 * 4)
-        var index = 0
-        while index < bytes.count {
-            let chunk = bytes[index..<min(index + 3, bytes.count)]
-            var value = UInt32(0)
-            for (offset, byte) in chunk.enumerated() { value |= UInt32(byte) << (16 - 8 * offset) }
-            for position in 0..<4 {
-                if position <= chunk.count {
-                    out.append(alphabet[Int(value >> (18 - 6 * position) & 0x3F)])
-                } else {
-                    out.append(UInt8(ascii: "="))
-                }
-            }
-            index += 3
-        }
-        return String(decoding: out, as: UTF8.self)
-    }
-
-    static func decode(_ text: String) -> [UInt8]? {
-        var out: [UInt8] = []
-        var value = UInt32(0)
-        var bits = 0
-        for char in text.utf8 where char != UInt8(ascii: "=") {
-            let digit: UInt8
-            switch char {
-            case UInt8(ascii: "A")...UInt8(ascii: "Z"): digit = char - UInt8(ascii: "A")
-            case UInt8(ascii: "a")...UInt8(ascii: "z"): digit = char - UInt8(ascii: "a") + 26
-            case UInt8(ascii: "0")...UInt8(ascii: "9"): digit = char - UInt8(ascii: "0") + 52
-            case UInt8(ascii: "+"), UInt8(ascii: "-"): digit = 62
-            case UInt8(ascii: "/"), UInt8(ascii: "_"): digit = 63
-            default: return nil
-            }
-            value = value << 6 | UInt32(digit)
-            bits += 6
-            if bits >= 8 {
-                bits -= 8
-                out.append(UInt8(truncatingIfNeeded: value >> UInt32(bits)))
-            }
-        }
-        return out
     }
 }
 
