@@ -222,7 +222,9 @@ private func hardenedHarness(_ configure: (inout ServerConfiguration) -> Void) t
         let harness = try hardenedHarness {
             $0.maxConnections = 200
             $0.maxConnectionsPerPeer = 1000
-            $0.handshakeTimeout = .seconds(3)
+            // Long enough that nothing is closed by the bound before the checks below, even on a
+            // loaded machine; the bound is then what closes the rest.
+            $0.handshakeTimeout = .seconds(10)
         }
         let port = harness.server.port
         // 240 connections that never send the preface: the last 40 push out the oldest.
@@ -230,17 +232,17 @@ private func hardenedHarness(_ configure: (inout ServerConfiguration) -> Void) t
         #expect(flood.count == 240)
         // Once the server has taken them all, 40 have made room for the others.
         var evictedEarly = 0
-        for _ in 0..<200 where evictedEarly < 40 {
+        for _ in 0..<500 where evictedEarly < 40 {
             evictedEarly = await blocking { flood.filter { $0.waitForClose(within: .zero) }.count }
             try await Task.sleep(for: .milliseconds(10))
         }
         #expect(evictedEarly == 40)
         let started = ContinuousClock.now
         #expect(try await harness.client.placeOrder(PlaceOrderRequest(customerId: "honest")).orderId == "order_for_honest")
-        // Served at once, well before the handshake bound would have freed anything.
-        #expect(ContinuousClock.now - started < .seconds(2))
+        // Served by eviction, well before the handshake bound would have freed anything.
+        #expect(ContinuousClock.now - started < .seconds(5))
         // Every flood connection is closed: evicted, or at the handshake bound.
-        let closed = await blocking { flood.filter { $0.waitForClose(within: .seconds(6)) }.count }
+        let closed = await blocking { flood.filter { $0.waitForClose(within: .seconds(15)) }.count }
         #expect(closed == 240)
         for raw in flood { raw.close() }
         #expect(try await harness.client.placeOrder(PlaceOrderRequest(customerId: "still")).orderId == "order_for_still")
@@ -329,12 +331,17 @@ private func hardenedHarness(_ configure: (inout ServerConfiguration) -> Void) t
             let other = try? RawConnection(port: port, source: "127.0.0.2")
             let otherServed = (try? other?.handshake()) != nil
             other?.close()
-            // Closing one frees its place.
+            // Closing one frees its place, once the server has seen the close (a loaded machine
+            // may take a while: try again for up to 5 s).
             held[0].close()
-            Glibc.usleep(200_000)
-            let again = try? RawConnection(port: port)
-            let afterRelease = (try? again?.handshake()) != nil && !(again?.waitForClose(within: .milliseconds(200)) ?? true)
-            again?.close()
+            var afterRelease = false
+            let deadline = ContinuousClock.now + .seconds(5)
+            while !afterRelease, ContinuousClock.now < deadline {
+                Glibc.usleep(100_000)
+                let again = try? RawConnection(port: port)
+                afterRelease = (try? again?.handshake()) != nil && !(again?.waitForClose(within: .milliseconds(200)) ?? true)
+                again?.close()
+            }
             return (held.count, fourthClosed, otherServed, afterRelease)
         }
         #expect(outcome.held == 3)
