@@ -153,5 +153,11 @@ enum JSONValue {
 public enum Base64URL {
     public static func encode(_ bytes: [UInt8]) -> String { Base64.encode(bytes, alphabet: .url, padded: false) }
 
-    public static func decode(_ text: Substring) -> [UInt8]? { Base64.decode(text) }
+    /// Strict: only the canonical spelling (URL alphabet, no padding, no stray bits) decodes, so
+    /// one token has exactly one text (a lenient decoder would let a holder of one valid token
+    /// spell it in thousands of ways, each a cache miss and a signature check).
+    public static func decode(_ text: Substring) -> [UInt8]? {
+        guard let bytes = Base64.decode(text), encode(bytes).utf8.elementsEqual(text.utf8) else { return nil }
+        return bytes
+    }
 }

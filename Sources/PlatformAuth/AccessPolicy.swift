@@ -110,8 +110,11 @@ public struct AccessPolicy: ServerInterceptor {
             }
         case .party(let roles, let orderOf):
             guard roles.contains(caller.role) else { throw denied(caller, context.path) }
+            // No order id to check (no request, or the table names the wrong type): refuse, so a
+            // mistake in the table closes the method instead of opening it.
+            guard let orderID = request.flatMap(orderOf) else { throw denied(caller, context.path) }
             // A malformed id is the handler's to refuse (INVALID_ARGUMENT), as without a token.
-            guard let orderID = request.flatMap(orderOf), Identifier.isValid(orderID) else { return }
+            guard Identifier.isValid(orderID) else { return }
             guard let found = try await parties?.parties(ofOrder: orderID, for: caller), found.includes(caller) else {
                 throw RPCError(.notFound, "order \(orderID) not found")
             }

@@ -65,6 +65,8 @@ func hmacSHA256(key: [UInt8], _ message: [UInt8]) -> [UInt8] {
                 (handmadeToken(header: #"{"alg":"EdDSA"}"#, claims: #"{"role":"customer","exp":\#(Int(now) + 600)}"#) { privateKey.sign($0) }, "no sub"),
                 (keys.token("chef", "c1"), "unknown role chef"),
                 (String(repeating: "a", count: 9000), "larger than"),
+                // A valid token spelled another way (padding added): only the canonical text counts.
+                (keys.token("customer", "c1") + "==", "not a JWT"),
             ]
             let request = PlaceOrderRequest(customerId: "c1", items: ["tea"], totalPrice: 1)
             for (token, reason) in cases {
