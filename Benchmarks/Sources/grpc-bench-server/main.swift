@@ -40,10 +40,17 @@ struct BenchServer: AsyncParsableCommand {
     @Option(help: "Port to listen on.") var port = 60051
     @Option(help: "Address to listen on.") var host = "127.0.0.1"
     @Option(help: "Event loop threads (default: one per core).") var loops: Int?
+    @Option(help: "PEM certificate chain: serve TLS (h2 by ALPN) instead of h2c; needs --tls-key.") var tlsCert: String?
+    @Option(help: "PEM private key of --tls-cert.") var tlsKey: String?
 
     func run() async throws {
         var configuration = ServerConfiguration(host: host, port: port)
         if let loops { configuration.loopCount = loops }
+        switch (tlsCert, tlsKey) {
+        case (let cert?, let key?): configuration.tls = try ServerTLSConfiguration(certificateChainFile: cert, privateKeyFile: key)
+        case (nil, nil): break
+        default: throw ValidationError("--tls-cert and --tls-key go together")
+        }
         var logger = Logger(label: "grpc-bench-server")
         logger.logLevel = .info
         let services = [MemoryOrderService().service, StreamBenchService().service]
