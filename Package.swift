@@ -85,8 +85,8 @@ let package = Package(
         ]),
         .testTarget(name: "PlatformProtosTests", dependencies: ["PlatformProtos", "GRPCProtos"]),
         .testTarget(name: "ServicesTests", dependencies: [
-            "CallerTokens", "COpenSSL", "OrderLogic", "PlatformAuth", "RestaurantLogic", "DeliveryLogic", "GRPCHTTP2", "PlatformProtos",
-            "RedisClient", "TestSupport",
+            "CallerTokens", "COpenSSL", "OrderLogic", "PlatformAuth", "PlatformCommon", "RestaurantLogic", "DeliveryLogic", "GRPCHTTP2",
+            "PlatformProtos", "RedisClient", "TestSupport",
             .product(name: "Logging", package: "swift-log"),
         ]),
     ],

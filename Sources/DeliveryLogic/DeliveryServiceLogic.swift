@@ -2,9 +2,10 @@
 //
 // Keys: `delivery:assignment:<id>` (hash: order_id, driver_id, status), `delivery:order:<id>`
 // (hash: accepted, auto_assigned, assignment = the active one, restaurant and customer as the
-// ORDER_ACCEPTED event told them), `delivery:driver:<id>:assignments` (list, oldest first) and
+// ORDER_ACCEPTED event told them, order_status and order_event = the newest order event seen:
+// delivery never reads the order service's keys), `delivery:driver:<id>:assignments` (list, oldest first) and
 // `delivery:driver:<id>:active` (open assignments, for least-loaded).
-// The service learns of accepted orders from ORDER_ACCEPTED events (EventConsumer) and assigns a
+// The service learns of orders from the order service's events (EventConsumer) and assigns a
 // driver automatically; the script marks the order `auto_assigned` in the same step, so replays,
 // restarts and a second replica never assign twice. Every assignment and stage change appends
 // DRIVER_ASSIGNED / DELIVERY_STATUS to the event stream and publishes it in that same step, with
@@ -37,11 +38,18 @@ public struct DeliveryServiceLogic: DeliveryServiceProvider, OrderPartiesLookup 
         hub = EventHub(redis: redis, logger: logger)
         let pool = drivers.isEmpty ? [Self.defaultDriver] : drivers
         events = EventConsumer(name: "delivery_service", redis: redis, logger: logger) { events throws(RPCError) in
-            let accepted = events.filter { $0.kind == .orderAccepted }
-            guard !accepted.isEmpty else { return }
-            let orders = accepted.flatMap { [$0.orderID, $0.restaurantID ?? "", $0.customerID ?? ""] }
+            var orders: [String] = []
+            for event in events {
+                // The order service's own announcements: delivery judges manual assignments by them.
+                guard let id = event.id, event.kind.isOrderServiceEvent,
+                      let status = event.announcedStatus else { continue }
+                orders += [status.rawValue, event.orderID, id.description, event.restaurantID ?? "", event.customerID ?? ""]
+            }
+            guard !orders.isEmpty else { return }
             let reply = try await redis.script(Scripts.assign, arguments: ["auto", String(pool.count)] + pool + orders)
-            logger.info("drivers assigned automatically", metadata: ["orders": "\(accepted.count)", "new": "\(reply.int ?? 0)"])
+            if let assigned = reply.int, assigned > 0 {
+                logger.info("drivers assigned automatically", metadata: ["new": "\(assigned)"])
+            }
         }
     }
 
@@ -136,9 +144,10 @@ enum Scripts {
     private typealias Field = PlatformEvent.Field
 
     /// ARGV: 'manual', order id, driver id: returns {assignment id, driver id}. Or 'auto', the pool
-    /// size k, the k pool drivers, then order id, restaurant, customer per accepted order: each
-    /// order not yet auto-assigned gets the least loaded driver (idempotent: replays and replicas
-    /// assign nothing twice); returns how many.
+    /// size k, the k pool drivers, then per order event its announced status, order id, event id,
+    /// restaurant and customer: the order's `order_status` follows the newest of them, and each
+    /// ACCEPTED order not yet auto-assigned gets the least loaded driver (idempotent: replays and
+    /// replicas assign nothing twice); returns how many were assigned.
     static let assign = """
         \(eventLua)
         local function assign(order, driver)
@@ -170,7 +179,7 @@ enum Scripts {
             local order, driver = ARGV[2], ARGV[3]
             local okey = 'delivery:order:' .. order
             if not redis.call('HGET', okey, 'accepted') then
-                local status = redis.call('HGET', '\(OrderKeys.prefix)' .. order, 'status')
+                local status = redis.call('HGET', okey, 'order_status')
                 if not status then return {'ERR', 'NOT_FOUND:order ' .. order .. ' not found'} end
                 return {'ERR', 'FAILED_PRECONDITION:order ' .. order .. ' is ' .. status .. ', not accepted'}
             end
@@ -183,16 +192,21 @@ enum Scripts {
 
         local poolSize = tonumber(ARGV[2])
         local assigned = 0
-        for i = 3 + poolSize, #ARGV, 3 do
-            local okey = 'delivery:order:' .. ARGV[i]
-            if not redis.call('HGET', okey, 'auto_assigned') then
+        for i = 3 + poolSize, #ARGV, 5 do
+            local status, order, event = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+            local okey = 'delivery:order:' .. order
+            local last = redis.call('HGET', okey, 'order_event')
+            if not last or older(last, event) then
+                redis.call('HSET', okey, 'order_status', status, 'order_event', event)
+            end
+            if status == 'ACCEPTED' and not redis.call('HGET', okey, 'auto_assigned') then
                 local driver, best = nil, nil
                 for p = 3, 2 + poolSize do
                     local load = tonumber(redis.call('GET', 'delivery:driver:' .. ARGV[p] .. ':active') or '0')
                     if best == nil or load < best then best = load; driver = ARGV[p] end
                 end
-                redis.call('HSET', okey, 'accepted', '1', 'auto_assigned', '1', 'restaurant', ARGV[i + 1], 'customer', ARGV[i + 2])
-                assign(ARGV[i], driver)
+                redis.call('HSET', okey, 'accepted', '1', 'auto_assigned', '1', 'restaurant', ARGV[i + 3], 'customer', ARGV[i + 4])
+                assign(order, driver)
                 assigned = assigned + 1
             end
         end

@@ -44,6 +44,21 @@ extension OrderStatus {
     }
 }
 
+extension PlatformEvent {
+    /// The order status this event announces, as GetOrderStatus reports it (a restaurant's
+    /// watch shows it; delivery keeps the order service's announcements).
+    public var announcedStatus: OrderStatus? {
+        switch kind {
+        case .orderPlaced: .placed
+        case .orderAccepted: .accepted
+        case .orderRejected: .rejected
+        case .orderCanceled: .canceled
+        case .driverAssigned: .assigned
+        case .deliveryStatus: detail.flatMap(DeliveryStatus.init(rawValue:))?.orderStatus
+        }
+    }
+}
+
 /// The stages a delivery reports through UpdateDeliveryStatus.
 public enum DeliveryStatus: String, Sendable, CaseIterable {
     case assigned = "ASSIGNED"

@@ -38,6 +38,14 @@ public struct PlatformEvent: Sendable, Equatable, CustomStringConvertible {
         case driverAssigned = "DRIVER_ASSIGNED"
         /// The delivery reached a stage; detail: PICKED_UP, OUT_FOR_DELIVERY, DELIVERED, FAILED, ...
         case deliveryStatus = "DELIVERY_STATUS"
+
+        /// Written by the order service (the others are the delivery service's).
+        public var isOrderServiceEvent: Bool {
+            switch self {
+            case .orderPlaced, .orderAccepted, .orderRejected, .orderCanceled: true
+            case .driverAssigned, .deliveryStatus: false
+            }
+        }
     }
 
     /// The fields of a stream entry besides `event` (the text).

@@ -48,23 +48,11 @@ public struct RestaurantServiceLogic: RestaurantServiceProvider {
         let subscription = try await hub.subscribe(.restaurant(request.restaurantId))
         defer { subscription.cancel() }
         for try await event in subscription {
-            guard let status = Self.status(after: event) else { continue }
+            guard let status = event.announcedStatus else { continue }
             try await responses.write(RestaurantOrderUpdate(
                 orderId: event.orderID, status: status.rawValue, customerId: event.customerID ?? "",
                 items: event.items ?? [], totalPrice: event.totalPrice ?? 0, driverId: event.driverID ?? "",
                 updatedAtUnixMs: Int64(event.id?.milliseconds ?? 0)))
-        }
-    }
-
-    /// The order status an event announces, as GetOrderStatus reports it.
-    static func status(after event: PlatformEvent) -> OrderStatus? {
-        switch event.kind {
-        case .orderPlaced: .placed
-        case .orderAccepted: .accepted
-        case .orderRejected: .rejected
-        case .orderCanceled: .canceled
-        case .driverAssigned: .assigned
-        case .deliveryStatus: event.detail.flatMap(DeliveryStatus.init(rawValue:))?.orderStatus
         }
     }
 

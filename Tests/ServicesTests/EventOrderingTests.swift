@@ -1,0 +1,130 @@
+// Events applied out of order by several replicas never move an order backwards.
+//
+// The order service's projection keeps the id of the last event it applied to each order
+// (`last_event`) and skips any event at or before it. The first test replays the interleaving
+// that once left orders stuck at PICKED_UP: replica B applies [E1, E2] while the lagging replica
+// A still holds [E1] and applies it afterwards. The second runs three replicas over many orders,
+// each reading the stream from its own position in its own batch sizes, interleaved at random,
+// with replays of earlier stretches, and checks that every order ends at the status its newest
+// event gives. Both start from the state before any stage was applied (the orders' hashes are
+// put back to it), and both apply through `OrderServiceLogic.apply`, the code the consumers run.
+@testable import OrderLogic
+import PlatformCommon
+import PlatformProtos
+import RedisClient
+import Testing
+
+@Suite struct EventOrderingTests {
+    /// The stream's entries as events, in stream order.
+    private func streamEvents(_ redis: RedisClient) async throws -> [PlatformEvent] {
+        let entries = try await redis.send(["XRANGE", PlatformEvents.stream, "-", "+"]).array ?? []
+        return entries.compactMap { entry in
+            guard let parts = entry.array, parts.count == 2, let id = parts[0].string else { return nil }
+            return PlatformEvent(entryID: id, fields: (parts[1].array ?? []).map(\.string))
+        }
+    }
+
+    /// Puts the order back to ASSIGNED as of its assignment event: no delivery stage applied yet.
+    private func rewind(_ order: String, to assignment: PlatformEvent, _ redis: RedisClient) async throws {
+        _ = try await redis.send(["HSET", OrderKeys.prefix + order, "status", OrderStatus.assigned.rawValue,
+                                  "last_event", assignment.id!.description])
+    }
+
+    /// Places and accepts an order per journey, waits for their drivers, then reports each
+    /// journey's stages on its order.
+    private func delivered(_ journeys: [[DeliveryStatus]], on platform: Platform) async throws -> [String] {
+        var ids: [String] = []
+        for _ in journeys { ids.append(try await platform.placeAcceptedOrder()) }
+        for id in ids { await eventually("\(id) assigned") { try await platform.orderStatus(id) == "ASSIGNED" } }
+        // Stage by stage across the orders, so each order's events are spread over the stream.
+        for step in 0..<(journeys.map(\.count).max() ?? 0) {
+            for (id, journey) in zip(ids, journeys) where step < journey.count {
+                _ = try await platform.deliveries.updateDeliveryStatus(UpdateDeliveryStatusRequest(orderId: id, status: journey[step].rawValue))
+            }
+        }
+        return ids
+    }
+
+    @Test func aLaggingReplicaApplyingAnOlderEventChangesNothing() async throws {
+        try await withPlatform(drivers: ["d1"]) { platform in
+            let id = try await delivered([[.pickedUp, .outForDelivery]], on: platform)[0]
+            await eventually("\(id) out for delivery") { try await platform.orderStatus(id) == "OUT_FOR_DELIVERY" }
+            let events = try await streamEvents(platform.redis).filter { $0.orderID == id }
+            let stages = events.filter { $0.kind == .deliveryStatus }
+            let assignments = events.filter { $0.kind == .driverAssigned }
+            let details = stages.map { $0.detail ?? "" }
+            try #require(details == ["PICKED_UP", "OUT_FOR_DELIVERY"] && assignments.count == 1)
+            let (e1, e2) = (stages[0], stages[1])
+
+            try await rewind(id, to: assignments[0], platform.redis)
+            try await OrderServiceLogic.apply([e1, e2], redis: platform.redis)  // replica B
+            try await OrderServiceLogic.apply([e1], redis: platform.redis)      // replica A, late
+            #expect(try await platform.orderStatus(id) == "OUT_FOR_DELIVERY")
+            let last = try await platform.redis.send(["HGET", OrderKeys.prefix + id, "last_event"]).string
+            let newest = e2.id?.description
+            #expect(last == newest)
+        }
+    }
+
+    /// One replica's reading of `stages`: batches of 1 to 8 in stream order from a random start
+    /// in the first quarter, with now and then a replay of an earlier stretch (a restarted or
+    /// lagging replica re-reading what others applied long ago).
+    private static func replicaBatches(_ stages: [PlatformEvent]) -> [[PlatformEvent]] {
+        var batches: [[PlatformEvent]] = []
+        var position = Int.random(in: 0..<max(1, stages.count / 4))
+        while position < stages.count {
+            let size = Int.random(in: 1...8)
+            batches.append(Array(stages[position..<min(stages.count, position + size)]))
+            if Bool.random(), position > 1 {
+                let back = Int.random(in: 0..<position - 1)
+                batches.append(Array(stages[back..<Int.random(in: back + 1..<position)]))
+            }
+            position += size
+        }
+        return batches
+    }
+
+    /// Three replicas at once, each reading `stages` its own way, and one more that applies them
+    /// all from the start, so every event is applied at least once.
+    private static func applyAsReplicas(_ stages: [PlatformEvent], redis: RedisClient) async throws {
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for _ in 0..<3 {
+                let batches = replicaBatches(stages)
+                group.addTask {
+                    for batch in batches {
+                        try await OrderServiceLogic.apply(batch, redis: redis)
+                        if Bool.random() { await Task.yield() }
+                    }
+                }
+            }
+            group.addTask { try await OrderServiceLogic.apply(stages, redis: redis) }
+            try await group.waitForAll()
+        }
+    }
+
+    @Test func replicasApplyingInAnyInterleavingAgreeWithTheNewestEvent() async throws {
+        try await withPlatform(drivers: ["d1", "d2", "d3"]) { platform in
+            let journeys: [[DeliveryStatus]] = [
+                [.pickedUp], [.pickedUp, .outForDelivery], [.pickedUp, .outForDelivery, .delivered],
+                [.pickedUp, .failed], [.outForDelivery, .delivered], [.pickedUp, .outForDelivery, .failed],
+            ]
+            let plan = (0..<30).map { _ in journeys.randomElement()! }
+            let ids = try await delivered(plan, on: platform)
+            let events = try await streamEvents(platform.redis).filter { ids.contains($0.orderID) }
+            var expected: [String: String] = [:]
+            for id in ids {
+                let settled = events.filter { $0.orderID == id }.reduce(OrderStatus.accepted) { $0.after($1) ?? $0 }.rawValue
+                expected[id] = settled
+                await eventually("\(id) settled") { try await platform.orderStatus(id) == settled }
+                let assignment = try #require(events.first { $0.orderID == id && $0.kind == .driverAssigned })
+                try await rewind(id, to: assignment, platform.redis)
+            }
+
+            let stages = events.filter { $0.kind == .deliveryStatus }
+            try await Self.applyAsReplicas(stages, redis: platform.redis)
+            for (index, id) in ids.enumerated() {
+                #expect(try await platform.orderStatus(id) == expected[id], "order \(id): \(plan[index])")
+            }
+        }
+    }
+}
