@@ -9,9 +9,11 @@
 // event applied twice (a crash between apply and save, two replicas) is harmless because every
 // apply is idempotent.
 //
-// Catch-ups run on start, on every message, after every resubscription and once a second with
-// no message at all (so a subscription that died silently delays events by a second, never
-// forever); the saved position only moves forwards (a Lua compare), so replicas cannot undo each
+// The bell is a blocking read of the stream itself (`XREAD BLOCK` from the last entry seen, on a
+// connection of its own): it returns as soon as an entry is appended, and a read that times out is
+// simply repeated, so no timer polls the stream and no Pub/Sub connection can die silently
+// between a service and its events. A catch-up runs on start and whenever the read returns
+// entries; the saved position only moves forwards (a Lua compare), so replicas cannot undo each
 // other. Catch-ups are coalesced: whoever asks while one runs waits for the next one, which starts after
 // the request and so sees every event written before it. Services use that for read-your-writes:
 // the order service catches up before answering GetOrderStatus.
@@ -34,10 +36,8 @@ public actor EventConsumer {
     private var waiters: [(ticket: Int, continuation: CheckedContinuation<Result<Void, RPCError>, Never>)] = []
     private var working = false
     private var listener: Task<Void, Never>?
-    private var ticker: Task<Void, Never>?
-    /// How often a catch-up runs with no message: the safety net for a Pub/Sub connection that
-    /// died without the client noticing (a half-open TCP connection says nothing).
-    public static let idleCatchUpInterval: Duration = .seconds(1)
+    /// How long one blocking read waits before it is repeated (below the client's command timeout).
+    static let blockMilliseconds = 1_000
 
     /// `name` identifies the consumer's saved position; replicas of one service share it.
     public init(name: String, redis: RedisClient, logger: Logger, apply: @escaping Apply) {
@@ -47,40 +47,41 @@ public actor EventConsumer {
         self.logger = logger
     }
 
-    /// Subscribes to the channel (retrying until Redis answers) and catches up on start, on every
-    /// message and after every resubscription, until `stop`.
+    /// Catches up now and whenever the stream grows, until `stop`; retries while Redis is away.
     public func start() {
         guard listener == nil else { return }
-        ticker = Task {
-            while !Task.isCancelled {
-                try? await Task.sleep(for: Self.idleCatchUpInterval)
-                self.requestCatchUp()
-            }
-        }
         listener = Task { [redis, logger] in
+            let connection = redis.makeBlockingConnection()
+            defer { connection.close() }
+            var seen: String?
             var delay: Duration = .milliseconds(50)
             while !Task.isCancelled {
-                let subscription: RedisSubscription
-                do {
-                    subscription = try await redis.subscribe(to: [PlatformEvents.channel])
+                do throws(RedisError) {
+                    guard let last = seen else {
+                        // Note the stream's end first: whatever comes after it wakes the read below,
+                        // and the catch-up asked for next covers everything up to it.
+                        let tail = try await connection.send(["XREVRANGE", PlatformEvents.stream, "+", "-", "COUNT", "1"])
+                        seen = tail.array?.first?.array?.first?.string ?? "0-0"
+                        self.requestCatchUp()
+                        continue
+                    }
+                    let reply = try await connection.send([
+                        "XREAD", "COUNT", "256", "BLOCK", String(Self.blockMilliseconds), "STREAMS", PlatformEvents.stream, last,
+                    ])
+                    delay = .milliseconds(50)
+                    guard let entries = reply.array?.first?.array?.last?.array, let newest = entries.last?.array?.first?.string else { continue }
+                    seen = newest
+                    // Ring without waiting: a burst of entries while one catch-up runs costs a
+                    // single further read of the stream, not one per entry.
+                    self.requestCatchUp()
                 } catch {
-                    logger.warning("cannot subscribe to \(PlatformEvents.channel), retrying", metadata: ["error": "\(error)"])
+                    if Task.isCancelled { break }
+                    logger.warning("waiting for events failed, retrying", metadata: ["error": "\(error)"])
+                    // Whatever came meanwhile is found by the catch-up after the next tail read.
+                    seen = nil
                     try? await Task.sleep(for: delay)
                     delay = min(delay * 2, .seconds(2))
-                    continue
                 }
-                self.requestCatchUp()
-                for await event in subscription {
-                    switch event {
-                    case .message, .resubscribed:
-                        // Ring the bell without waiting: a burst of messages while one catch-up
-                        // runs costs a single further read of the stream, not one per message.
-                        self.requestCatchUp()
-                    case .connectionLost(let error):
-                        logger.warning("event subscription lost, will catch up after resubscribing", metadata: ["error": "\(error)"])
-                    }
-                }
-                subscription.close()
             }
         }
     }
@@ -88,8 +89,6 @@ public actor EventConsumer {
     public func stop() {
         listener?.cancel()
         listener = nil
-        ticker?.cancel()
-        ticker = nil
     }
 
     /// Applies every event written before this call. Throws UNAVAILABLE when Redis is down.
