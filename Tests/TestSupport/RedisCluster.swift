@@ -48,9 +48,14 @@ public final class RedisCluster: @unchecked Sendable {
             + ["--cluster-replicas", String(replicasPerMaster), "--cluster-yes"]
         _ = try ChildProcess.output(of: create, timeoutSeconds: 120)
         try waitUntilHealthy(timeout: timeout)
-        // Replicas must have synced before a test kills a master and expects a promotion.
+        // Replicas must have synced before a test kills a master and expects a promotion (a
+        // replica that never synced is not eligible) or waits for an acknowledgement.
         try RedisProcessGroup.waitUntil("replicas in sync", timeout: timeout) {
-            try nodes().filter { !$0.isMaster }.allSatisfy { group.cli($0.port, "INFO", "replication").contains("master_link_status:up") }
+            let synced = ports.filter { port in
+                let replication = group.cli(port, "INFO", "replication")
+                return replication.contains("role:slave") && replication.contains("master_link_status:up")
+            }
+            return synced.count == masters * replicasPerMaster
         }
     }
 
