@@ -1,9 +1,15 @@
 // Keeps one logical Redis connection alive: connect, handshake, pipeline, time out, reconnect.
 // Loop-confined; the public types talk to it only through `EventLoop.execute`.
 //
-// States: connecting -> handshaking (AUTH, then SELECT) -> ready; any failure -> waiting to
-// retry (backoff doubling from reconnectInitialDelay to reconnectMaximumDelay) -> connecting.
-// After a *working* connection drops, the first reconnect starts at once.
+// States: (resolving ->) connecting -> handshaking (AUTH, then SELECT, then ROLE) -> ready; any
+// failure -> waiting to retry (backoff doubling from reconnectInitialDelay to
+// reconnectMaximumDelay) -> connecting. After a *working* connection drops, the first reconnect
+// starts at once.
+//
+// Where to connect is the configured host and port, or, for a `.discovered` target, an address
+// asked for anew before every attempt (the master Sentinel names, a live cluster node for a
+// subscription). A target that must be a master is checked with ROLE in the handshake, and a
+// READONLY or LOADING reply drops the connection: the master moved, so look for it again.
 //
 // Fail fast: commands wait for a connection only during the first attempt after start or after
 // a drop (usually a millisecond on a LAN). Once an attempt has failed, Redis counts as down and
@@ -17,14 +23,16 @@
 // received since the timed-out command was sent is the connection considered dead and dropped,
 // which makes a silently vanished server reconnect instead of timing out forever.
 import EventLoop
+import Synchronization
 
 /// One command awaiting its reply, and how to hand the reply over.
 final class PendingCommand {
     enum Completion {
         /// A caller awaiting the reply.
         case caller(UnsafeContinuation<Result<RedisReply, RedisError>, Never>)
-        /// Our own follow-up (handshake, WATCH): gets the connection generation too.
-        case handler((Result<RedisReply, RedisError>, _ generation: Int) -> Void)
+        /// Our own follow-up (handshake, WATCH, a cluster router): gets the command too, to read
+        /// its `generation` and `wasWritten`.
+        case handler((Result<RedisReply, RedisError>, PendingCommand) -> Void)
         /// Nobody needs the reply (the MULTI and QUEUED replies of a transaction).
         case discard
     }
@@ -33,6 +41,9 @@ final class PendingCommand {
     var deadline = ContinuousClock.Instant.now
     var generation = 0
     var repliesBeforeSend: UInt64 = 0
+    /// Handed to hiredis on a live connection: it may have run even if no reply comes. A command
+    /// failed without this was never sent, so it is safe to send again elsewhere.
+    fileprivate(set) var wasWritten = false
 
     init(_ completion: Completion) { self.completion = completion }
 
@@ -43,9 +54,36 @@ final class PendingCommand {
         self.completion = nil
         switch completion {
         case .caller(let continuation): continuation.resume(returning: result)
-        case .handler(let handler): handler(result, generation)
+        case .handler(let handler): handler(result, self)
         case .discard: break
         }
+    }
+}
+
+/// Where a manager connects.
+enum ConnectionTarget {
+    /// The configuration's host and port.
+    case configured
+    /// An address found by `find` before every attempt; `label` names it in errors until then.
+    /// With `mustBeMaster`, the handshake checks ROLE and READONLY/LOADING replies drop the
+    /// connection.
+    case discovered(label: String, mustBeMaster: Bool, find: (@escaping (Result<RedisEndpoint, RedisError>) -> Void) -> Void)
+}
+
+/// What `RedisClient` sends commands through: one connection, or a cluster router over many.
+/// Loop-confined.
+protocol CommandSink: AnyObject {
+    /// Connects unless already started (a router connects lazily instead).
+    func start()
+    /// Sends commands back to back; with `generation`, only on that very connection.
+    func send(batch: [[[UInt8]]], _ commands: [PendingCommand], generation: Int?)
+    /// Stops for good: pending and later commands fail with `.unavailable`.
+    func close()
+}
+
+extension CommandSink {
+    func send(_ arguments: [[UInt8]], _ command: PendingCommand, generation: Int? = nil) {
+        send(batch: [arguments], [command], generation: generation)
     }
 }
 
@@ -60,9 +98,10 @@ struct ConnectionEvents {
 }
 
 /// A self-healing, pipelined connection to one Redis server.
-final class ConnectionManager: HiredisConnectionDelegate {
+final class ConnectionManager: HiredisConnectionDelegate, CommandSink {
     private enum State {
         case idle
+        case resolving
         case connecting(HiredisConnection, timer: TimerID)
         case handshaking(HiredisConnection)
         case ready(HiredisConnection)
@@ -72,6 +111,9 @@ final class ConnectionManager: HiredisConnectionDelegate {
 
     let configuration: RedisConfiguration
     let loop: EventLoop
+    private let target: ConnectionTarget
+    /// The server as "host:port" (or the target's label before the first attempt), for errors.
+    private var endpoint: String
     var events = ConnectionEvents()
     private var state = State.idle
     /// Commands accepted while the first attempt connects; sent in order once ready.
@@ -83,13 +125,22 @@ final class ConnectionManager: HiredisConnectionDelegate {
     private var lastFailure: RedisError
     /// Set when AUTH/SELECT was refused, reported when that connection has closed.
     private var refusal: RedisError?
-    /// Counts ready connections: state tied to one connection (WATCH) checks it did not change.
+    /// Names the ready connection, unique across all managers (a cluster router finds the
+    /// manager a WATCH was sent on by it): state tied to one connection checks it did not change.
     private(set) var generation = 0
+    private static let generations = Atomic<Int>(0)
 
-    init(configuration: RedisConfiguration, loop: EventLoop) {
+    init(configuration: RedisConfiguration, loop: EventLoop, target: ConnectionTarget = .configured) {
         self.configuration = configuration
         self.loop = loop
-        lastFailure = RedisError(.unavailable, endpoint: configuration.endpoint, detail: "not connected yet")
+        self.target = target
+        if case .discovered(let label, _, _) = target { endpoint = label } else { endpoint = configuration.endpoint }
+        lastFailure = RedisError(.unavailable, endpoint: endpoint, detail: "not connected yet")
+    }
+
+    private var mustBeMaster: Bool {
+        if case .discovered(_, true, _) = target { return true }
+        return false
     }
 
     /// Connects unless already started.
@@ -97,17 +148,12 @@ final class ConnectionManager: HiredisConnectionDelegate {
         if case .idle = state { connect() }
     }
 
-    /// Sends one command; with `generation`, only on that very connection.
-    func send(_ arguments: [[UInt8]], _ command: PendingCommand, generation required: Int? = nil) {
-        send(batch: [arguments], [command], generation: required)
-    }
-
     /// Sends commands back to back: nothing else is sent between them (MULTI ... EXEC).
-    func send(batch: [[[UInt8]]], _ commands: [PendingCommand], generation required: Int? = nil) {
+    func send(batch: [[[UInt8]]], _ commands: [PendingCommand], generation required: Int?) {
         switch state {
         case .ready(let connection) where required == nil || required == generation:
             for (arguments, command) in zip(batch, commands) { submit(arguments, command, on: connection) }
-        case .idle, .connecting, .handshaking:
+        case .idle, .resolving, .connecting, .handshaking:
             if required == nil, consecutiveFailures == 0 {
                 waiting.append(contentsOf: zip(batch, commands).map { ($0, $1) })
                 start()
@@ -119,7 +165,7 @@ final class ConnectionManager: HiredisConnectionDelegate {
         case .waitingToRetry:
             fail(commands, with: lastFailure)
         case .closed:
-            fail(commands, with: RedisError(.unavailable, endpoint: configuration.endpoint, detail: "client closed"))
+            fail(commands, with: RedisError(.unavailable, endpoint: endpoint, detail: "client closed"))
         }
     }
 
@@ -151,22 +197,37 @@ final class ConnectionManager: HiredisConnectionDelegate {
             connection.close(reason: "client closed")
         case .waitingToRetry(let timer):
             loop.cancel(timer)
-        case .idle, .closed:
+        case .idle, .resolving, .closed:
             break
         }
-        failWaiting(with: RedisError(.unavailable, endpoint: configuration.endpoint, detail: "client closed"))
+        failWaiting(with: RedisError(.unavailable, endpoint: endpoint, detail: "client closed"))
     }
 
     private var connectionReset: RedisError {
-        RedisError(.unavailable, endpoint: configuration.endpoint, detail: "connection was reset during the transaction")
+        RedisError(.unavailable, endpoint: endpoint, detail: "connection was reset during the transaction")
     }
 
     // MARK: - Connecting
 
     private func connect() {
+        guard case .discovered(_, _, let find) = target else {
+            return connect(to: RedisEndpoint(host: configuration.host, port: configuration.port))
+        }
+        state = .resolving
+        find { [self] found in
+            guard case .resolving = state else { return }  // closed meanwhile
+            switch found {
+            case .success(let address): connect(to: address)
+            case .failure(let error): attemptFailed(error, wasReady: false)
+            }
+        }
+    }
+
+    private func connect(to address: RedisEndpoint) {
+        endpoint = address.description
         let connection = HiredisConnection(loop: loop, delegate: self)
-        if let reason = connection.connect(host: configuration.host, port: configuration.port) {
-            attemptFailed(RedisError(.unavailable, endpoint: configuration.endpoint, detail: "cannot connect: \(reason)"), wasReady: false)
+        if let reason = connection.connect(host: address.host, port: address.port) {
+            attemptFailed(RedisError(.unavailable, endpoint: endpoint, detail: "cannot connect: \(reason)"), wasReady: false)
             return
         }
         let timeout = configuration.connectTimeout
@@ -183,18 +244,22 @@ final class ConnectionManager: HiredisConnectionDelegate {
         var steps: [[String]] = []
         if let password = configuration.password { steps.append(["AUTH", password]) }
         if configuration.database != 0 { steps.append(["SELECT", String(configuration.database)]) }
+        if mustBeMaster { steps.append(["ROLE"]) }
         handshake(steps[...], on: connection)
     }
 
-    /// Runs AUTH and SELECT one after the other, so a refused AUTH is the error reported.
+    /// Runs AUTH, SELECT and ROLE one after the other, so a refused AUTH is the error reported.
     private func handshake(_ steps: ArraySlice<[String]>, on connection: HiredisConnection) {
         guard let step = steps.first else { return becameReady(connection) }
         let command = PendingCommand(.handler { [self] result, _ in
             guard case .handshaking(let current) = state, current === connection else { return }
             switch result {
             case .success(.error(let message)):
-                refusal = RedisError(.authentication(message), endpoint: configuration.endpoint, detail: "\(step[0]) refused")
+                refusal = RedisError(.authentication(message), endpoint: endpoint, detail: "\(step[0]) refused")
                 connection.close(reason: message)
+            case .success(let reply) where step == ["ROLE"] && reply.array?.first?.string != "master":
+                // Sentinel named a server that is not (or no longer) the master: ask again.
+                connection.close(reason: "not the master (ROLE \(reply.array?.first?.string ?? "?"))")
             case .success:
                 handshake(steps.dropFirst(), on: connection)
             case .failure:
@@ -207,7 +272,7 @@ final class ConnectionManager: HiredisConnectionDelegate {
     private func becameReady(_ connection: HiredisConnection) {
         state = .ready(connection)
         consecutiveFailures = 0
-        generation += 1
+        generation = Self.generations.add(1, ordering: .relaxed).newValue
         let queued = waiting
         waiting = []
         for (arguments, command) in queued { submit(arguments, command, on: connection) }
@@ -230,7 +295,7 @@ final class ConnectionManager: HiredisConnectionDelegate {
             attemptFailed(refusal, wasReady: false)
         } else {
             let detail = wasReady ? "connection lost: \(reason)" : "cannot connect: \(reason)"
-            attemptFailed(RedisError(.unavailable, endpoint: configuration.endpoint, detail: detail), wasReady: wasReady)
+            attemptFailed(RedisError(.unavailable, endpoint: endpoint, detail: detail), wasReady: wasReady)
         }
     }
 
@@ -268,8 +333,9 @@ final class ConnectionManager: HiredisConnectionDelegate {
         command.deadline = .now + configuration.commandTimeout
         command.generation = generation
         command.repliesBeforeSend = repliesReceived
-        guard connection.send(arguments, for: command) else {
-            command.complete(.failure(RedisError(.unavailable, endpoint: configuration.endpoint, detail: "connection lost: \(connection.failureReason)")))
+        command.wasWritten = connection.send(arguments, for: command)
+        guard command.wasWritten else {
+            command.complete(.failure(RedisError(.unavailable, endpoint: endpoint, detail: "connection lost: \(connection.failureReason)")))
             return
         }
         inFlight.append(command)
@@ -278,12 +344,19 @@ final class ConnectionManager: HiredisConnectionDelegate {
 
     func connection(_ connection: HiredisConnection, received reply: RedisReply?, for command: PendingCommand?) {
         guard let reply else {
-            command?.complete(.failure(RedisError(.unavailable, endpoint: configuration.endpoint, detail: "connection lost: \(connection.failureReason)")))
+            command?.complete(.failure(RedisError(.unavailable, endpoint: endpoint, detail: "connection lost: \(connection.failureReason)")))
             return
         }
         repliesReceived &+= 1
         guard let command else { return events.push(reply) }
-        command.complete(.success(reply))
+        if mustBeMaster, case .error(let message) = reply, message.hasPrefix("READONLY") || message.hasPrefix("LOADING") {
+            // The server was demoted (or is still loading after a restart): not run, and the
+            // master is elsewhere now.
+            command.complete(.failure(RedisError(.unavailable, endpoint: endpoint, detail: message)))
+            reset(reason: message)
+        } else {
+            command.complete(.success(reply))
+        }
         while let head = inFlight.first, head.isCompleted { inFlight.removeFirst() }
     }
 
@@ -302,7 +375,7 @@ final class ConnectionManager: HiredisConnectionDelegate {
             inFlight.removeFirst()
             guard !head.isCompleted else { continue }
             connectionSilent = connectionSilent || head.repliesBeforeSend == repliesReceived
-            head.complete(.failure(RedisError(.timeout, endpoint: configuration.endpoint,
+            head.complete(.failure(RedisError(.timeout, endpoint: endpoint,
                                               detail: "no reply within \(configuration.commandTimeout)")))
         }
         if connectionSilent {

@@ -14,18 +14,30 @@
 // Plain MULTI/EXEC batches need no WATCH and go, contiguously, over the shared connection.
 //
 // Scripts: `eval` loads a script once with SCRIPT LOAD, caches its SHA1 by script text and runs
-// EVALSHA; on NOSCRIPT (server restarted or flushed) it falls back to EVAL, which reloads it.
+// EVALSHA; on NOSCRIPT (server restarted or flushed, or a cluster node that has not seen it yet)
+// it falls back to EVAL, which loads it there.
+//
+// Deployments: every connection above is a `CommandSink`. Standalone, it is one
+// `ConnectionManager`; with Sentinel, a manager that asks the sentinels for the master before
+// each connect; in a cluster, a `ClusterRouter` holding one manager per master, all routers of a
+// client sharing one slot map (`ClusterTopology`). The rest of this file does not know which.
+//
+// WAIT: a write made with `waitForReplicas` is followed by `WAIT n timeout` in the same batch,
+// so the two are sent back to back on the one connection (the same node) and WAIT counts the
+// replicas that have that write.
 import EventLoop
 import Synchronization
 
-/// A Redis client: one self-reconnecting connection shared by all callers, plus a dedicated
-/// connection for WATCH transactions and one per subscription. Call `close()` when done.
+/// A Redis client: one self-reconnecting connection shared by all callers (one per master in a
+/// cluster), plus a dedicated connection for WATCH transactions and one per subscription. The
+/// deployment (`configuration.deployment`) decides where they connect. Call `close()` when done.
 public final class RedisClient: Sendable {
     public let configuration: RedisConfiguration
     private let loop: EventLoop
     private let ownsLoop: Bool
-    private let commands: LoopBound<ConnectionManager>
-    private let watchConnection: LoopBound<ConnectionManager>
+    private let discovery: Discovery
+    private let commands: LoopBound<any CommandSink>
+    private let watchConnection: LoopBound<any CommandSink>
     private let transactionGate: LoopBound<TransactionGate>
     private let scriptHashes = Mutex<[String: String]>([:])
     /// Set by `close()`: an owned loop stops, and work queued on a stopped loop never runs.
@@ -36,8 +48,9 @@ public final class RedisClient: Sendable {
         self.configuration = configuration
         self.loop = loop ?? EventLoop(name: "redis-\(configuration.endpoint)")
         ownsLoop = loop == nil
-        commands = LoopBound(ConnectionManager(configuration: configuration, loop: self.loop), loop: self.loop)
-        watchConnection = LoopBound(ConnectionManager(configuration: configuration, loop: self.loop), loop: self.loop)
+        discovery = Discovery(configuration: configuration, loop: self.loop)
+        commands = LoopBound(discovery.makeSink(), loop: self.loop)
+        watchConnection = LoopBound(discovery.makeSink(), loop: self.loop)
         transactionGate = LoopBound(TransactionGate(), loop: self.loop)
         let commands = self.commands
         self.loop.execute { commands.value.start() }
@@ -47,10 +60,11 @@ public final class RedisClient: Sendable {
     /// client except subscriptions (close those yourself) and stops the client's own loop.
     public func close() {
         guard !isClosed.exchange(true, ordering: .acquiringAndReleasing) else { return }
-        let (commands, watchConnection) = (self.commands, self.watchConnection)
+        let (commands, watchConnection, discovery) = (self.commands, self.watchConnection, self.discovery)
         loop.execute {
             commands.value.close()
             watchConnection.value.close()
+            discovery.close()
         }
         if ownsLoop, !loop.inEventLoop { loop.shutdownGracefully() }
     }
@@ -67,7 +81,15 @@ public final class RedisClient: Sendable {
         try await checked(submit(arguments, on: commands))
     }
 
-    /// PUBLISH; returns how many subscribers received the message.
+    /// `send`, and with `waitForReplicas` (and `configuration.waitReplicas` > 0) WAIT right after
+    /// it on the same connection. Throws `.notReplicated` when fewer replicas acknowledged: the
+    /// command did run on the master and is not undone. Use it for writes.
+    public func send(_ arguments: [String], waitForReplicas: Bool) async throws(RedisError) -> RedisReply {
+        try await send(Self.argv(arguments), waitingForReplicas: waitForReplicas)
+    }
+
+    /// PUBLISH; returns how many subscribers received the message (in a cluster, only those
+    /// connected to the node it was sent to: the message still reaches every node's subscribers).
     @discardableResult
     public func publish(channel: String, message: String) async throws(RedisError) -> Int {
         try await publish(channel: channel, message: Array(message.utf8))
@@ -116,8 +138,8 @@ public final class RedisClient: Sendable {
 
         let (watchReply, generation) = await withUnsafeContinuation { continuation in
             watchConnection.loop.execute {
-                watchConnection.value.send(Self.argv(["WATCH"] + keys), PendingCommand(.handler { result, generation in
-                    continuation.resume(returning: (result, generation))
+                watchConnection.value.send(Self.argv(["WATCH"] + keys), PendingCommand(.handler { result, command in
+                    continuation.resume(returning: (result, command.generation))
                 }))
             }
         }
@@ -157,7 +179,19 @@ public final class RedisClient: Sendable {
     // MARK: - Scripts
 
     /// Runs a Lua script by its SHA1 (EVALSHA), loading it on first use and again after NOSCRIPT.
+    /// In a cluster it runs on the master of its first key; all its keys must share a slot.
     public func eval(_ script: String, keys: [String] = [], arguments: [String] = []) async throws(RedisError) -> RedisReply {
+        try await eval(script, keys: keys, arguments: arguments, waitForReplicas: false)
+    }
+
+    /// `eval`, and with `waitForReplicas` (and `configuration.waitReplicas` > 0) WAIT right after
+    /// the script on the same connection. Throws `.notReplicated(acknowledged:)` when fewer than
+    /// `waitReplicas` replicas acknowledged within `waitTimeout`: the script *did* run on the
+    /// master and is not rolled back; the write is only at risk of being lost if the master dies
+    /// before a replica has it. Even an acknowledged write can be lost if a replica that did not
+    /// acknowledge is the one promoted.
+    public func eval(_ script: String, keys: [String] = [], arguments: [String] = [],
+                     waitForReplicas: Bool) async throws(RedisError) -> RedisReply {
         let parameters = [String(keys.count)] + keys + arguments
         let hash: String
         if let cached = scriptHashes.withLock({ $0[script] }) {
@@ -170,11 +204,25 @@ public final class RedisClient: Sendable {
             hash = loaded
         }
         do {
-            return try await send(["EVALSHA", hash] + parameters)
+            return try await send(Self.argv(["EVALSHA", hash] + parameters), waitingForReplicas: waitForReplicas)
         } catch {
             guard case .server(let message) = error.kind, message.hasPrefix("NOSCRIPT") else { throw error }
-            return try await send(["EVAL", script] + parameters)
+            return try await send(Self.argv(["EVAL", script] + parameters), waitingForReplicas: waitForReplicas)
         }
+    }
+
+    private func send(_ arguments: [[UInt8]], waitingForReplicas: Bool) async throws(RedisError) -> RedisReply {
+        let replicas = configuration.waitReplicas
+        guard waitingForReplicas, replicas > 0 else { return try await send(arguments) }
+        let milliseconds = max(1, Int(configuration.waitTimeout.nanoseconds / 1_000_000))
+        let replies = await submit(batch: [arguments, Self.argv(["WAIT", String(replicas), String(milliseconds)])], on: commands)
+        let reply = try checked(replies[0])
+        let acknowledged = Int(try checked(replies[1]).int ?? 0)
+        guard acknowledged >= replicas else {
+            throw RedisError(.notReplicated(acknowledged: acknowledged), endpoint: configuration.endpoint,
+                             detail: "WAIT \(replicas) \(milliseconds) after \(String(decoding: arguments[0], as: UTF8.self))")
+        }
+        return reply
     }
 
     // MARK: - Pub/Sub
@@ -184,16 +232,17 @@ public final class RedisClient: Sendable {
     /// `.unavailable` when Redis cannot be reached now; later drops are healed in the background.
     public func subscribe(to channels: [String]) async throws(RedisError) -> RedisSubscription {
         if isClosed.load(ordering: .acquiring) { throw closedError }
-        return try await RedisSubscription.open(channels: channels, configuration: configuration, loop: loop)
+        return try await RedisSubscription.open(channels: channels, connection: discovery.makeSubscriptionConnection())
     }
 
     // MARK: - Blocking commands
 
     /// A connection of its own for blocking reads such as XREAD BLOCK: on the shared pipelined
     /// connection they would hold every other caller's reply behind them. It reconnects by
-    /// itself like the others; `close()` it when done.
+    /// itself like the others; `close()` it when done. In a cluster each command goes to the
+    /// master of its key, on a connection to that node of this blocking connection's own.
     public func makeBlockingConnection() -> RedisBlockingConnection {
-        let connection = LoopBound(ConnectionManager(configuration: configuration, loop: loop), loop: loop)
+        let connection = LoopBound(discovery.makeSink(), loop: loop)
         loop.execute { connection.value.start() }
         return RedisBlockingConnection(client: self, connection: connection)
     }
@@ -204,7 +253,7 @@ public final class RedisClient: Sendable {
         RedisError(.unavailable, endpoint: configuration.endpoint, detail: "client closed")
     }
 
-    fileprivate func submit(_ arguments: [[UInt8]], on connection: LoopBound<ConnectionManager>, generation: Int? = nil) async -> Result<RedisReply, RedisError> {
+    fileprivate func submit(_ arguments: [[UInt8]], on connection: LoopBound<any CommandSink>, generation: Int? = nil) async -> Result<RedisReply, RedisError> {
         if isClosed.load(ordering: .acquiring) { return .failure(closedError) }
         return await withUnsafeContinuation { continuation in
             connection.loop.execute {
@@ -214,14 +263,24 @@ public final class RedisClient: Sendable {
     }
 
     /// MULTI, commands, EXEC sent contiguously; the result is EXEC's.
-    private func submitTransaction(_ commands: [[String]], on connection: LoopBound<ConnectionManager>, generation: Int?) async -> Result<RedisReply, RedisError> {
-        let batch = [["MULTI"]] + commands + [["EXEC"]]
-        let arguments = batch.map(Self.argv)
-        if isClosed.load(ordering: .acquiring) { return .failure(closedError) }
+    private func submitTransaction(_ commands: [[String]], on connection: LoopBound<any CommandSink>, generation: Int?) async -> Result<RedisReply, RedisError> {
+        let batch = ([["MULTI"]] + commands + [["EXEC"]]).map(Self.argv)
+        return await submit(batch: batch, on: connection, generation: generation).last!
+    }
+
+    /// Commands sent back to back on one connection; one result per command.
+    private func submit(batch: [[[UInt8]]], on connection: LoopBound<any CommandSink>, generation: Int? = nil) async -> [Result<RedisReply, RedisError>] {
+        if isClosed.load(ordering: .acquiring) { return batch.map { _ in .failure(closedError) } }
         return await withUnsafeContinuation { continuation in
             connection.loop.execute {
-                let replies = arguments.dropLast().map { _ in PendingCommand(.discard) } + [PendingCommand(.caller(continuation))]
-                connection.value.send(batch: arguments, replies, generation: generation)
+                var results: [Result<RedisReply, RedisError>] = []
+                let commands = batch.map { _ in
+                    PendingCommand(.handler { result, _ in
+                        results.append(result)
+                        if results.count == batch.count { continuation.resume(returning: results) }
+                    })
+                }
+                connection.value.send(batch: batch, commands, generation: generation)
             }
         }
     }
@@ -278,9 +337,9 @@ final class TransactionGate {
 /// one command at a time (a blocked command holds the connection until it returns).
 public final class RedisBlockingConnection: Sendable {
     private let client: RedisClient
-    private let connection: LoopBound<ConnectionManager>
+    private let connection: LoopBound<any CommandSink>
 
-    fileprivate init(client: RedisClient, connection: LoopBound<ConnectionManager>) {
+    fileprivate init(client: RedisClient, connection: LoopBound<any CommandSink>) {
         self.client = client
         self.connection = connection
     }
@@ -293,5 +352,58 @@ public final class RedisBlockingConnection: Sendable {
     public func close() {
         let connection = self.connection
         connection.loop.execute { connection.value.close() }
+    }
+}
+
+/// What finds the servers of a client's deployment, shared by all its connections. Loop-confined
+/// like them; off the loop it is only handed to the constructors of new connections, which is
+/// why it is `@unchecked Sendable`.
+private enum Discovery: @unchecked Sendable {
+    case standalone(RedisConfiguration, EventLoop)
+    case cluster(ClusterTopology)
+    case sentinel(SentinelResolver, RedisConfiguration, EventLoop)
+
+    init(configuration: RedisConfiguration, loop: EventLoop) {
+        switch configuration.deployment {
+        case .standalone:
+            self = .standalone(configuration, loop)
+        case .cluster(let seeds):
+            self = .cluster(ClusterTopology(seeds: seeds, configuration: configuration, loop: loop))
+        case .sentinel(let sentinels, let masterName):
+            let resolver = SentinelResolver(sentinels: sentinels, masterName: masterName, configuration: configuration, loop: loop)
+            self = .sentinel(resolver, configuration, loop)
+        }
+    }
+
+    /// A new pipelined connection for commands (in a cluster, a router with one per master).
+    func makeSink() -> any CommandSink {
+        switch self {
+        case .cluster(let topology): ClusterRouter(topology: topology)
+        default: makeSubscriptionConnection()
+        }
+    }
+
+    /// A new single connection: in a cluster to any node (for Pub/Sub, which is cluster-wide),
+    /// with Sentinel to the master.
+    func makeSubscriptionConnection() -> ConnectionManager {
+        switch self {
+        case .standalone(let configuration, let loop):
+            ConnectionManager(configuration: configuration, loop: loop)
+        case .cluster(let topology):
+            ConnectionManager(configuration: topology.configuration, loop: topology.loop, target: .discovered(
+                label: topology.configuration.endpoint, mustBeMaster: false, find: topology.nodeForSubscription))
+        case .sentinel(let resolver, let configuration, let loop):
+            ConnectionManager(configuration: configuration, loop: loop, target: .discovered(
+                label: configuration.endpoint, mustBeMaster: true, find: resolver.findMaster))
+        }
+    }
+
+    /// Closes the discovery connections (the cluster's control connection, the sentinels).
+    func close() {
+        switch self {
+        case .standalone: break
+        case .cluster(let topology): topology.close()
+        case .sentinel(let resolver, _, _): resolver.close()
+        }
     }
 }

@@ -15,6 +15,10 @@ public struct RedisError: Error, Sendable, Equatable, CustomStringConvertible {
         case server(String)
         /// AUTH or SELECT was refused while connecting (e.g. WRONGPASS): a configuration problem.
         case authentication(String)
+        /// A write ran on the master but fewer than `waitReplicas` replicas acknowledged it within
+        /// `waitTimeout` (WAIT). It is not undone: it may be lost if the master dies before a
+        /// replica has it. Transient: retrying an idempotent write is safe.
+        case notReplicated(acknowledged: Int)
     }
 
     public let kind: Kind
@@ -29,8 +33,14 @@ public struct RedisError: Error, Sendable, Equatable, CustomStringConvertible {
         self.detail = detail
     }
 
-    /// True for `.unavailable` and `.timeout`: Redis may well work again later.
-    public var isTransient: Bool { kind == .unavailable || kind == .timeout }
+    /// True for `.unavailable`, `.timeout` and `.notReplicated`: Redis may well work (or catch up)
+    /// again later.
+    public var isTransient: Bool {
+        switch kind {
+        case .unavailable, .timeout, .notReplicated: true
+        case .server, .authentication: false
+        }
+    }
 
     public var description: String {
         switch kind {
@@ -38,6 +48,7 @@ public struct RedisError: Error, Sendable, Equatable, CustomStringConvertible {
         case .timeout: "Redis at \(endpoint) timed out: \(detail)"
         case .server(let message): "Redis at \(endpoint) replied with error: \(message)"
         case .authentication(let message): "Redis at \(endpoint) refused authentication: \(message)"
+        case .notReplicated(let acknowledged): "Redis at \(endpoint) wrote but only \(acknowledged) replicas acknowledged: \(detail)"
         }
     }
 }

@@ -1,7 +1,8 @@
 // Pub/Sub on a connection of its own (a subscribed connection can run nothing else).
 //
 // Design: a loop-confined `Subscriber` owns a `ConnectionManager` and re-issues SUBSCRIBE every
-// time the manager reports a ready connection; hiredis routes the confirmations and messages to
+// time the manager reports a ready connection (in a cluster the manager picks the next known
+// node on each connect, since plain Pub/Sub is cluster-wide; with Sentinel it finds the master); hiredis routes the confirmations and messages to
 // `events.push`. Events reach the consumer through an AsyncStream (unbounded buffer: a slow
 // consumer costs memory, never a lost message while connected). Messages published while the
 // connection was down are lost by Redis Pub/Sub itself, which is why the stream says
@@ -39,9 +40,11 @@ public struct RedisSubscription: AsyncSequence, Sendable {
         subscriber.loop.execute { subscriber.value.close() }
     }
 
-    static func open(channels: [String], configuration: RedisConfiguration, loop: EventLoop) async throws(RedisError) -> RedisSubscription {
+    /// Subscribes over `connection`, a new one of its own that is not started yet.
+    static func open(channels: [String], connection: ConnectionManager) async throws(RedisError) -> RedisSubscription {
         let (stream, continuation) = AsyncStream<Event>.makeStream()
-        let subscriber = LoopBound(Subscriber(channels: channels, configuration: configuration, loop: loop, events: continuation), loop: loop)
+        let loop = connection.loop
+        let subscriber = LoopBound(Subscriber(channels: channels, manager: connection, events: continuation), loop: loop)
         continuation.onTermination = { _ in
             subscriber.loop.execute { subscriber.value.close() }
         }
@@ -73,11 +76,11 @@ final class Subscriber {
     private var unconfirmed = 0
     private var keepAlive: Subscriber?
 
-    init(channels: [String], configuration: RedisConfiguration, loop: EventLoop, events: AsyncStream<RedisSubscription.Event>.Continuation) {
+    init(channels: [String], manager: ConnectionManager, events: AsyncStream<RedisSubscription.Event>.Continuation) {
         self.channels = channels
-        self.configuration = configuration
+        self.configuration = manager.configuration
         self.events = events
-        manager = ConnectionManager(configuration: configuration, loop: loop)
+        self.manager = manager
         manager.events = ConnectionEvents(
             ready: { [unowned self] in subscribe() },
             failed: { [unowned self] error, wasReady in connectionFailed(error, wasReady: wasReady) },

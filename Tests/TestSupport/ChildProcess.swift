@@ -64,6 +64,25 @@ public enum ChildProcess {
         return nil
     }
 
+    /// Runs a command to its end and returns what it printed (stdout), e.g. a `redis-cli` call.
+    /// Gives up reading after `timeoutSeconds` of silence.
+    public static func output(of arguments: [String], timeoutSeconds: Int32 = 60) throws -> String {
+        let (pid, fd) = try spawn(arguments, captureOutput: true)
+        defer {
+            close(fd!)
+            reap(pid)
+        }
+        var output: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        var poller = pollfd(fd: fd!, events: Int16(POLLIN), revents: 0)
+        while poll(&poller, 1, timeoutSeconds * 1000) > 0 {
+            let count = read(fd!, &buffer, buffer.count)
+            guard count > 0 else { break }
+            output += buffer[..<count]
+        }
+        return String(decoding: output, as: UTF8.self)
+    }
+
     /// Sends `signal` and waits for the process to exit.
     public static func stop(_ pid: pid_t, signal: Int32 = SIGTERM) {
         kill(pid, signal)

@@ -96,12 +96,28 @@ public final class RedisServer: @unchecked Sendable {
     // MARK: - Process and port
 
     private static func launch(port: Int, password: String?, directory: URL) throws -> pid_t {
+        try spawnAndWait(arguments(port: port, password: password, directory: directory), port: port)
+    }
+
+    /// The command line of a test redis-server on `port` in `directory` (nothing persisted);
+    /// the multi-node fixtures append their cluster or replication options to it.
+    static func arguments(port: Int, password: String?, directory: URL) throws -> [String] {
+        var arguments = [try executable(), "--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                         "--dir", directory.path, "--daemonize", "no", "--logfile", "redis-\(port).log"]
+        if let password { arguments += ["--requirepass", password, "--masterauth", password] }
+        return arguments
+    }
+
+    /// The redis-server binary (which is also redis-sentinel, with `--sentinel`).
+    static func executable() throws -> String {
         guard let executable = ["/usr/bin/redis-server", "/usr/local/bin/redis-server"].first(where: {
             FileManager.default.isExecutableFile(atPath: $0)
         }) else { throw Failure.notFound }
-        var arguments = [executable, "--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                         "--dir", directory.path, "--daemonize", "no", "--logfile", "redis-\(port).log"]
-        if let password { arguments += ["--requirepass", password] }
+        return executable
+    }
+
+    /// Spawns a Redis process that will listen on `port` and waits until it answers PING.
+    static func spawnAndWait(_ arguments: [String], port: Int) throws -> pid_t {
         let pid = try ChildProcess.spawn(arguments).pid
         let deadline = Date().addingTimeInterval(10)
         while Date() < deadline {
@@ -142,16 +158,28 @@ public final class RedisServer: @unchecked Sendable {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { throw Failure.didNotStart("socket: errno \(errno)") }
         defer { close(fd) }
+        guard bind(fd, port: 0) else { throw Failure.didNotStart("bind: errno \(errno)") }
         var address = loopback(port: 0)
-        let bound = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-        }
-        guard bound == 0 else { throw Failure.didNotStart("bind: errno \(errno)") }
         var length = socklen_t(MemoryLayout<sockaddr_in>.size)
         _ = withUnsafeMutablePointer(to: &address) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
         }
         return Int(UInt16(bigEndian: address.sin_port))
+    }
+
+    /// Whether `port` of 127.0.0.1 can be bound right now.
+    static func isFree(_ port: Int) -> Bool {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { return false }
+        defer { close(fd) }
+        return bind(fd, port: port)
+    }
+
+    private static func bind(_ fd: Int32, port: Int) -> Bool {
+        var address = loopback(port: port)
+        return withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        } == 0
     }
 
     private static func loopback(port: Int) -> sockaddr_in {
