@@ -46,7 +46,7 @@ public struct DeliveryServiceLogic: DeliveryServiceProvider, OrderPartiesLookup 
                 orders += [status.rawValue, event.orderID, id.description, event.restaurantID ?? "", event.customerID ?? ""]
             }
             guard !orders.isEmpty else { return }
-            let reply = try await redis.script(Scripts.assign, arguments: ["auto", String(pool.count)] + pool + orders)
+            let reply = try await redis.change(Scripts.assign, arguments: ["auto", String(pool.count)] + pool + orders)
             if let assigned = reply.int, assigned > 0 {
                 logger.info("drivers assigned automatically", metadata: ["new": "\(assigned)"])
             }
@@ -64,7 +64,7 @@ public struct DeliveryServiceLogic: DeliveryServiceProvider, OrderPartiesLookup 
         try Identifier.validate(request.driverId, field: "driver_id")
         // An order accepted a moment ago must be known here before we judge it.
         try await events.catchUp()
-        let reply = try scriptOutcome(await redis.script(Scripts.assign, arguments: ["manual", request.orderId, request.driverId]))
+        let reply = try scriptOutcome(await redis.change(Scripts.assign, arguments: ["manual", request.orderId, request.driverId]))
         guard let fields = reply.array, fields.count == 2, let assignment = fields[0].string else {
             throw RPCError(.internal, "unexpected reply assigning a driver")
         }
@@ -77,7 +77,7 @@ public struct DeliveryServiceLogic: DeliveryServiceProvider, OrderPartiesLookup 
             throw RPCError(.invalidArgument, "status must be one of \(DeliveryStatus.allCases.map(\.rawValue).joined(separator: ", "))")
         }
         try await events.catchUp()
-        let reply = try scriptOutcome(await redis.script(Scripts.update, arguments: [request.orderId, status.rawValue]))
+        let reply = try scriptOutcome(await redis.change(Scripts.update, arguments: [request.orderId, status.rawValue]))
         return UpdateDeliveryStatusResponse(orderId: request.orderId, status: reply.string ?? status.rawValue)
     }
 

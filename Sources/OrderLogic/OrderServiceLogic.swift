@@ -57,7 +57,7 @@ public struct OrderServiceLogic: OrderServiceProvider, OrderPartiesLookup {
             throw RPCError(.invalidArgument, "items must be 1 to \(Self.maxItemLength) bytes each")
         }
         try validateAmount(request.totalPrice, field: "total_price")
-        let reply = try await redis.script(Scripts.place, arguments:
+        let reply = try await redis.change(Scripts.place, arguments:
             [request.customerId, "\(request.totalPrice)", request.restaurantId] + request.items)
         if let id = reply.string { logger.debug("order placed", metadata: ["order": "\(id)"]) }
         guard let id = reply.string else { throw RPCError(.internal, "unexpected reply placing an order") }
@@ -79,7 +79,7 @@ public struct OrderServiceLogic: OrderServiceProvider, OrderPartiesLookup {
 
     public func cancelOrder(_ request: CancelOrderRequest, context: ServerContext) async throws -> CancelOrderResponse {
         try Identifier.validate(request.orderId, field: "order_id")
-        let reply = try scriptOutcome(await redis.script(Scripts.cancel, arguments: [request.orderId]))
+        let reply = try scriptOutcome(await redis.change(Scripts.cancel, arguments: [request.orderId]))
         return CancelOrderResponse(orderId: request.orderId, status: reply.string ?? "")
     }
 
@@ -89,7 +89,7 @@ public struct OrderServiceLogic: OrderServiceProvider, OrderPartiesLookup {
         guard request.decision == OrderStatus.accepted.rawValue || request.decision == OrderStatus.rejected.rawValue else {
             throw RPCError(.invalidArgument, "decision must be ACCEPTED or REJECTED")
         }
-        let reply = try scriptOutcome(await redis.script(Scripts.decide, arguments:
+        let reply = try scriptOutcome(await redis.change(Scripts.decide, arguments:
             [request.orderId, request.restaurantId, request.decision]))
         logger.info("order decided", metadata: ["order": "\(request.orderId)", "decision": "\(reply.string ?? "")"])
         return RecordRestaurantDecisionResponse(orderId: request.orderId, status: reply.string ?? "")
@@ -157,7 +157,7 @@ public struct OrderServiceLogic: OrderServiceProvider, OrderPartiesLookup {
                 continue  // our own events: the state changed with them
             }
         }
-        if !arguments.isEmpty { _ = try await redis.script(Scripts.applyDeliveryStages, arguments: arguments) }
+        if !arguments.isEmpty { _ = try await redis.change(Scripts.applyDeliveryStages, arguments: arguments) }
     }
 }
 

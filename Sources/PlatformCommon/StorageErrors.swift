@@ -15,10 +15,21 @@ extension RPCError {
 }
 
 extension RedisClient {
-    /// Runs a script, mapping Redis failures to the status a client should see.
+    /// Runs a script that only reads, mapping Redis failures to the status a client should see.
     public func script(_ script: String, keys: [String] = [], arguments: [String] = []) async throws(RPCError) -> RedisReply {
+        try await run(script, keys: keys, arguments: arguments, waitForReplicas: false)
+    }
+
+    /// Runs a script that changes state. With REDIS_WAIT_REPLICAS set it is acknowledged only
+    /// once that many replicas hold the change; otherwise UNAVAILABLE (the master has it, but it
+    /// may not survive the master's loss: retry).
+    public func change(_ script: String, keys: [String] = [], arguments: [String] = []) async throws(RPCError) -> RedisReply {
+        try await run(script, keys: keys, arguments: arguments, waitForReplicas: true)
+    }
+
+    private func run(_ script: String, keys: [String], arguments: [String], waitForReplicas: Bool) async throws(RPCError) -> RedisReply {
         do {
-            return try await eval(script, keys: keys, arguments: arguments)
+            return try await eval(script, keys: keys, arguments: arguments, waitForReplicas: waitForReplicas)
         } catch {
             throw RPCError(storage: error)
         }

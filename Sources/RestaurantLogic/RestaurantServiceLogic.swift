@@ -74,7 +74,7 @@ public struct RestaurantServiceLogic: RestaurantServiceProvider {
             try validateAmount(item.price, field: "item \(item.itemId): price")
             arguments += [item.itemId, item.name, "\(item.price)", item.description]
         }
-        _ = try await redis.script(Scripts.updateMenu, arguments: arguments)
+        _ = try await redis.change(Scripts.updateMenu, arguments: arguments)
         return UpdateMenuResponse(status: "SUCCESS")
     }
 

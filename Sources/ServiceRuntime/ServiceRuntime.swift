@@ -46,13 +46,44 @@ public struct ServiceOptions: ParsableArguments, Sendable {
         return configuration
     }
 
+    /// Single node by default (REDIS_HOST, REDIS_PORT); REDIS_SENTINELS with REDIS_SENTINEL_MASTER
+    /// follows a Sentinel-watched master; REDIS_WAIT_REPLICAS (with REDIS_WAIT_TIMEOUT_MS) makes
+    /// every change wait for that many replicas. README "Redis deployments" says what each
+    /// guarantees.
     public func redisConfiguration() throws -> RedisConfiguration {
         let portText = Self.setting(redisPort.map(String.init), env: "REDIS_PORT")
         guard let port = portText.map(Int.init) ?? 6379, (1...65535).contains(port) else {
             throw ValidationError("REDIS_PORT must be a port number, got \(portText ?? "")")
         }
-        return RedisConfiguration(host: Self.setting(redisHost, env: "REDIS_HOST") ?? "localhost", port: port,
-                                  password: Self.setting(redisPassword, env: "REDIS_PASSWORD"))
+        var configuration = RedisConfiguration(host: Self.setting(redisHost, env: "REDIS_HOST") ?? "localhost", port: port,
+                                               password: Self.setting(redisPassword, env: "REDIS_PASSWORD"))
+        if Self.setting(nil, env: "REDIS_CLUSTER_NODES") != nil {
+            // The client speaks Cluster, but the services' scripts still name keys inside Lua.
+            throw ValidationError("REDIS_CLUSTER_NODES: the services' keyspace does not run on Redis Cluster yet; use a single node or Sentinel")
+        }
+        if let sentinels = Self.setting(nil, env: "REDIS_SENTINELS") {
+            guard let master = Self.setting(nil, env: "REDIS_SENTINEL_MASTER") else {
+                throw ValidationError("REDIS_SENTINELS needs REDIS_SENTINEL_MASTER, the name the sentinels monitor")
+            }
+            do {
+                configuration.deployment = .sentinel(sentinels: try RedisEndpoint.list(parsing: sentinels), masterName: master)
+            } catch {
+                throw ValidationError("REDIS_SENTINELS: \(error)")
+            }
+        }
+        if let text = Self.setting(nil, env: "REDIS_WAIT_REPLICAS") {
+            guard let replicas = Int(text), replicas >= 0 else {
+                throw ValidationError("REDIS_WAIT_REPLICAS must be a number of replicas, got \(text)")
+            }
+            configuration.waitReplicas = replicas
+        }
+        if let text = Self.setting(nil, env: "REDIS_WAIT_TIMEOUT_MS") {
+            guard let milliseconds = Int(text), milliseconds > 0 else {
+                throw ValidationError("REDIS_WAIT_TIMEOUT_MS must be a positive number of milliseconds, got \(text)")
+            }
+            configuration.waitTimeout = .milliseconds(milliseconds)
+        }
+        return configuration
     }
 
     /// Sets up swift-log on standard error at the configured level and returns the service's logger.
