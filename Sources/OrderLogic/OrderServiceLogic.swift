@@ -5,8 +5,9 @@
 // and the restaurant's decision test the current status and change it in one step, and the
 // decision appends ORDER_ACCEPTED/ORDER_REJECTED to the event stream and publishes it in that same
 // step. Delivery stages arrive as events (DRIVER_ASSIGNED, DELIVERY_STATUS) through an
-// EventConsumer; GetOrderStatus catches up first, so a client that just updated a delivery reads
-// the stage it set. Every change also records the id of its event in the order (`last_event`),
+// EventConsumer; GetOrderStatus's script first applies, with the same Lua, whatever delivery events
+// the consumer has not applied yet (in the same round trip), so a client that just updated a
+// delivery reads the stage it set without a separate read of the stream. Every change also records the id of its event in the order (`last_event`),
 // and the projection skips an event older than that, so a replica that replays an old event can
 // never undo a newer one.
 //
@@ -24,6 +25,9 @@ import RedisClient
 /// The OrderService implementation; it also tells the access policy who takes part in an order.
 public struct OrderServiceLogic: OrderServiceProvider, OrderPartiesLookup {
     public static let maxItems = 1000
+    /// The order service's event consumer (its position is shared by the replicas).
+    static let consumerName = "order_service"
+    static let positionKey = EventConsumer.positionKey(consumerName)
     public static let maxItemLength = 512
 
     private let redis: RedisClient
@@ -35,7 +39,7 @@ public struct OrderServiceLogic: OrderServiceProvider, OrderPartiesLookup {
         self.redis = redis
         self.logger = logger
         hub = EventHub(redis: redis, logger: logger)
-        events = EventConsumer(name: "order_service", redis: redis, logger: logger) { events throws(RPCError) in
+        events = EventConsumer(name: Self.consumerName, redis: redis, logger: logger) { events throws(RPCError) in
             try await Self.apply(events, redis: redis)
         }
     }
@@ -66,8 +70,13 @@ public struct OrderServiceLogic: OrderServiceProvider, OrderPartiesLookup {
 
     public func getOrderStatus(_ request: GetOrderStatusRequest, context: ServerContext) async throws -> GetOrderStatusResponse {
         try Identifier.validate(request.orderId, field: "order_id")
-        try await events.catchUp()
-        let reply = try await redis.script(Scripts.get, arguments: [request.orderId])
+        // One round trip: the script applies the delivery events not applied yet, then reads.
+        // Only when more are pending than it takes at once does the consumer catch up first.
+        var reply = try await redis.script(Scripts.get, keys: [Self.positionKey], arguments: [request.orderId])
+        if reply.string == Scripts.behind {
+            try await events.catchUp()
+            reply = try await redis.script(Scripts.get, keys: [Self.positionKey], arguments: [request.orderId])
+        }
         guard let fields = reply.array, fields.count == 3, let status = fields[0].string else {
             throw RPCError(.notFound, "order \(request.orderId) not found")
         }
@@ -179,7 +188,35 @@ enum Scripts {
         return id
         """
 
+    /// What `get` answers when more events are pending than it applies in one go.
+    static let behind = "BEHIND"
+
+    /// KEYS[1]: the consumer's position; ARGV[1]: order id. Applies the delivery events after the
+    /// position (at most 256, else answers BEHIND and changes nothing) the way the consumer does,
+    /// moves the position forwards, then returns {status, total, items} or nil. So an order
+    /// changed a moment ago through the delivery service reads changed, in one round trip.
     static let get = """
+        \(eventLua)
+        \(applyStageLua)
+        local position = redis.call('GET', KEYS[1])
+        local entries = redis.call('XRANGE', '\(PlatformEvents.stream)', position and ('(' .. position) or '-', '+', 'COUNT', 257)
+        if #entries == 257 then return '\(behind)' end
+        for _, entry in ipairs(entries) do
+            local fields, text, driver = entry[2], nil, ''
+            for f = 1, #fields, 2 do
+                if fields[f] == '\(Field.text.rawValue)' then text = fields[f + 1] end
+                if fields[f] == '\(Field.driver.rawValue)' then driver = fields[f + 1] end
+            end
+            local kind, order, detail = string.match(text or '', '^([^:]+):([^:]+):?(.*)$')
+            if kind == 'DRIVER_ASSIGNED' then
+                applyStage(order, entry[1], kind, 'ASSIGNED', driver ~= '' and driver or detail)
+            elseif kind == 'DELIVERY_STATUS' then
+                applyStage(order, entry[1], kind, detail, driver)
+            end
+        end
+        if #entries > 0 and (not position or older(position, entries[#entries][1])) then
+            redis.call('SET', KEYS[1], entries[#entries][1])
+        end
         local key = '\(OrderKeys.prefix)' .. ARGV[1]
         local fields = redis.call('HMGET', key, 'status', 'total_price')
         if not fields[1] then return false end
@@ -226,27 +263,36 @@ enum Scripts {
         return {'ERR', 'FAILED_PRECONDITION:order ' .. ARGV[1] .. ' is ' .. status .. ', not PLACED'}
         """
 
-    /// ARGV: per event, order id, event id, kind, new status, driver. Only an order in delivery
-    /// moves (DELIVERED is final), and only forwards in the stream: an event at or before the
-    /// order's `last_event` is skipped (the same rules as `OrderStatus.after`).
+    /// ARGV: per event, order id, event id, kind, new status, driver; each applied by `applyStage`.
     static let applyDeliveryStages = """
         \(eventLua)
+        \(applyStageLua)
+        for i = 1, #ARGV, 5 do
+            applyStage(ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4])
+        end
+        return 1
+        """
+
+    /// `applyStage(order, event id, kind, stage, driver)`: the projection of one delivery event.
+    /// Only an order in delivery moves (DELIVERED is final), and only forwards in the stream: an
+    /// event at or before the order's `last_event` is skipped (the same rules as
+    /// `OrderStatus.after`).
+    private static let applyStageLua = """
         local inDelivery = {ACCEPTED = true, ASSIGNED = true, PICKED_UP = true, OUT_FOR_DELIVERY = true, DELIVERY_FAILED = true}
         local stages = {ASSIGNED = 'ASSIGNED', PICKED_UP = 'PICKED_UP', OUT_FOR_DELIVERY = 'OUT_FOR_DELIVERY',
             DELIVERED = 'DELIVERED', FAILED = 'DELIVERY_FAILED'}
-        for i = 1, #ARGV, 5 do
-            local key = '\(OrderKeys.prefix)' .. ARGV[i]
+        local function applyStage(order, event, kind, stageName, driver)
+            local key = '\(OrderKeys.prefix)' .. order
             local fields = redis.call('HMGET', key, 'status', 'last_event')
             local status, last = fields[1], fields[2]
-            local newer = not last or older(last, ARGV[i + 1])
-            local stage = stages[ARGV[i + 3]]
+            local newer = not last or older(last, event)
+            local stage = stages[stageName]
             if status and newer and inDelivery[status] and stage then
-                redis.call('HSET', key, 'status', stage, 'last_event', ARGV[i + 1])
-                if ARGV[i + 2] == 'DRIVER_ASSIGNED' and ARGV[i + 4] ~= '' then
-                    redis.call('HSET', key, 'driver_id', ARGV[i + 4])
+                redis.call('HSET', key, 'status', stage, 'last_event', event)
+                if kind == 'DRIVER_ASSIGNED' and driver ~= '' then
+                    redis.call('HSET', key, 'driver_id', driver)
                 end
             end
         end
-        return 1
         """
 }

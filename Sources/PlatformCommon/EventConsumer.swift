@@ -39,10 +39,13 @@ public actor EventConsumer {
     /// How long one blocking read waits before it is repeated (below the client's command timeout).
     static let blockMilliseconds = 1_000
 
+    /// Where the consumer called `name` keeps its position (the id of the last entry applied).
+    public static func positionKey(_ name: String) -> String { "consumer:\(name):position" }
+
     /// `name` identifies the consumer's saved position; replicas of one service share it.
     public init(name: String, redis: RedisClient, logger: Logger, apply: @escaping Apply) {
         self.redis = redis
-        self.positionKey = "consumer:\(name):position"
+        self.positionKey = Self.positionKey(name)
         self.apply = apply
         self.logger = logger
     }

@@ -12,6 +12,7 @@
 import PlatformCommon
 import PlatformProtos
 import RedisClient
+import RPCCore
 import Testing
 
 @Suite struct EventOrderingTests {
@@ -125,6 +126,38 @@ import Testing
             for (index, id) in ids.enumerated() {
                 #expect(try await platform.orderStatus(id) == expected[id], "order \(id): \(plan[index])")
             }
+        }
+    }
+
+    /// GetOrderStatus reads its own writes by applying, in its script, the delivery events the
+    /// consumer has not applied yet; past 256 pending ones it has the consumer catch up first.
+    /// The reader here is an order service whose consumer never started, so nothing else applies.
+    @Test func getOrderStatusAppliesPendingDeliveryEventsItself() async throws {
+        try await withPlatform(drivers: ["d1"]) { platform in
+            let id = try await delivered([[.pickedUp]], on: platform)[0]
+            await eventually("\(id) picked up") { try await platform.orderStatus(id) == "PICKED_UP" }
+            let events = try await streamEvents(platform.redis).filter { $0.orderID == id }
+            let assignments = events.filter { $0.kind == .driverAssigned }
+            let stages = events.filter { $0.kind == .deliveryStatus }
+            try #require(assignments.count == 1 && stages.count == 1)
+            let (assignment, stage) = (assignments[0], stages[0])
+            let reader = OrderServiceLogic(redis: platform.redis, logger: quietLogger)
+            let context = ServerContext(path: "/test", requestMetadata: Metadata(), deadline: nil)
+            let positionKey = OrderServiceLogic.positionKey
+
+            // One pending event: the script applies it and moves the position.
+            try await rewind(id, to: assignment, platform.redis)
+            _ = try await platform.redis.send(["SET", positionKey, assignment.id!.description])
+            #expect(try await reader.getOrderStatus(GetOrderStatusRequest(orderId: id), context: context).status == "PICKED_UP")
+            #expect(try await platform.redis.send(["GET", positionKey]).string == stage.id?.description)
+
+            // More than the script takes at once: the consumer catches up, then the script reads.
+            for _ in 0..<300 { _ = try await platform.placeOrder() }
+            try await rewind(id, to: assignment, platform.redis)
+            _ = try await platform.redis.send(["DEL", positionKey])
+            #expect(try await reader.getOrderStatus(GetOrderStatusRequest(orderId: id), context: context).status == "PICKED_UP")
+            let end = try await platform.redis.send(["XREVRANGE", PlatformEvents.stream, "+", "-", "COUNT", "1"]).array?.first?.array?.first?.string
+            #expect(try await platform.redis.send(["GET", positionKey]).string == end)
         }
     }
 }
