@@ -7,7 +7,7 @@ import TestSupport
 
 @Suite(.serialized) struct SentinelTests {
     @Test func theClientFindsTheMasterAndFollowsAFailover() async throws {
-        let group = try RedisSentinelGroup()
+        let group = try await RedisSentinelGroup.start()
         let client = RedisClient(configuration: RedisConfiguration(
             deployment: .sentinel(sentinels: try RedisEndpoint.list(parsing: group.sentinelList), masterName: group.masterName)))
         defer { client.close() }
@@ -25,7 +25,7 @@ import TestSupport
             try await client.send(["SET", "sentinel:k", "after"])
         }
         #expect(try written.get() == .status("OK"))
-        let promoted = try group.waitForNewMaster(replacing: master)
+        let promoted = try await group.waitForNewMaster(replacing: master)
         #expect(group.cli(promoted, ["GET", "sentinel:k"]).hasPrefix("after"))
         #expect(try await client.send(["GET", "sentinel:k"]).string == "after")
 
