@@ -18,6 +18,18 @@ func tag(servedBy port: Int, in cluster: RedisCluster) throws -> String {
     return "{\(try #require(tag))}"
 }
 
+/// Publishes `message` until `events` has received it (a resubscribed subscription may still be
+/// settling on its new node), for up to 30 s; returns whether it arrived.
+func publishUntilReceived(_ client: RedisClient, channel: String, message: String, by events: EventCollector) async -> Bool {
+    let delivered = await eventually(within: .seconds(30)) { () throws(RedisError) in
+        _ = try await client.publish(channel: channel, message: message)
+        if !(await events.wait(within: .milliseconds(200)) { $0.last?.text == message }) {
+            throw RedisError(.timeout, endpoint: "", detail: "not received yet")
+        }
+    }
+    return (try? delivered.get()) != nil
+}
+
 @Suite(.serialized) struct ClusterTests {
     @Test func keysSpreadOverEveryMasterFromOneSeed() async throws {
         let cluster = try await RedisCluster.start()
@@ -125,12 +137,7 @@ func tag(servedBy port: Int, in cluster: RedisCluster) throws -> String {
         let host = try #require(cluster.ports.first { cluster.cli($0, ["PUBSUB", "NUMSUB", "cluster:news"]).hasSuffix("1\n") })
         cluster.kill(host)
         #expect(await events.wait(within: .seconds(30)) { $0.contains(.resubscribed) })
-        let delivered = await eventually(within: .seconds(30)) { () throws(RedisError) in
-            _ = try await client.publish(channel: "cluster:news", message: "after the crash")
-            try? await Task.sleep(for: .milliseconds(100))
-            if events.all.last?.text != "after the crash" { throw RedisError(.timeout, endpoint: "", detail: "not yet delivered") }
-        }
-        #expect((try? delivered.get()) != nil)
+        #expect(await publishUntilReceived(client, channel: "cluster:news", message: "after the crash", by: events))
         subscription.close()
     }
 

@@ -30,12 +30,7 @@ import TestSupport
         #expect(try await client.send(["GET", "sentinel:k"]).string == "after")
 
         #expect(await events.wait(within: .seconds(30)) { $0.contains(.resubscribed) })
-        let delivered = await eventually(within: .seconds(30)) { () throws(RedisError) in
-            _ = try await client.publish(channel: "sentinel:news", message: "from the new master")
-            try? await Task.sleep(for: .milliseconds(100))
-            if events.all.last?.text != "from the new master" { throw RedisError(.timeout, endpoint: "", detail: "not yet delivered") }
-        }
-        #expect((try? delivered.get()) != nil)
+        #expect(await publishUntilReceived(client, channel: "sentinel:news", message: "from the new master", by: events))
         let read = await eventually(within: .seconds(30)) { () throws(RedisError) in
             try await blocking.send(["XADD", "sentinel:stream", "2-1", "n", "2"])
         }
