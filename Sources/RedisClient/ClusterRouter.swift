@@ -12,7 +12,8 @@
 //   without touching the map.
 // - TRYAGAIN, CLUSTERDOWN, or a node that cannot be reached while the command was not sent:
 //   read the map again and resend after a short backoff.
-// Resending is bounded by `commandTimeout` from the first send and by `redirectLimit`. A command
+// Resending is bounded by `commandTimeout` from the first send and by `redirectLimit`; past
+// them the command fails with `.unavailable` (the cluster is still moving). A command
 // that was written to a connection that then dropped may have run, so it is never resent: it
 // fails with `.unavailable` as on a single server (and the map is read again).
 import EventLoop
@@ -110,6 +111,9 @@ final class ClusterRouter: CommandSink {
             case .failure:
                 return complete(routed.commands, outcome)  // a timeout: it may have run
             case .success(.error(let message)):
+                // Out of time or redirects, the cluster is still moving: "try later", not a bug.
+                let unsettled = RedisError(.unavailable, endpoint: node.description, detail: message)
+                let giveUp: Outcome = routed.commands.map { _ in (.failure(unsettled), 0) }
                 if let redirect = Redirect(message, from: node) {
                     switch redirect.kind {
                     case .moved:
@@ -118,11 +122,11 @@ final class ClusterRouter: CommandSink {
                     case .ask:
                         routed.ask = redirect.target
                     }
-                    return retry(routed, after: .zero, otherwise: outcome)
+                    return retry(routed, after: .zero, otherwise: giveUp)
                 }
                 if message.hasPrefix("TRYAGAIN") || message.hasPrefix("CLUSTERDOWN") {
                     topology.refresh()
-                    return retry(routed, after: backoff(routed), otherwise: outcome)
+                    return retry(routed, after: backoff(routed), otherwise: giveUp)
                 }
             case .success:
                 break

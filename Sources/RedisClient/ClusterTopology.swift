@@ -58,6 +58,9 @@ final class ClusterTopology {
     /// so a reconnect after a node died tries another one.
     func nodeForSubscription(_ report: @escaping (Result<RedisEndpoint, RedisError>) -> Void) {
         let nodes = knownNodes
+        guard !nodes.isEmpty else {
+            return report(.failure(RedisError(.unavailable, endpoint: configuration.endpoint, detail: "no cluster node known")))
+        }
         subscriptionTurn += 1
         report(.success(nodes[subscriptionTurn % nodes.count]))
     }

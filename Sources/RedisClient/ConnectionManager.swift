@@ -33,8 +33,6 @@ final class PendingCommand {
         /// Our own follow-up (handshake, WATCH, a cluster router): gets the command too, to read
         /// its `generation` and `wasWritten`.
         case handler((Result<RedisReply, RedisError>, PendingCommand) -> Void)
-        /// Nobody needs the reply (the MULTI and QUEUED replies of a transaction).
-        case discard
     }
 
     private var completion: Completion?
@@ -55,7 +53,6 @@ final class PendingCommand {
         switch completion {
         case .caller(let continuation): continuation.resume(returning: result)
         case .handler(let handler): handler(result, self)
-        case .discard: break
         }
     }
 }

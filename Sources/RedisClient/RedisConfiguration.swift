@@ -26,7 +26,8 @@ public struct RedisConfiguration: Sendable, Equatable {
     /// How many replicas must acknowledge a write made with `waitForReplicas: true` (WAIT);
     /// 0 turns the wait off.
     public var waitReplicas: Int
-    /// How long WAIT waits for those acknowledgements.
+    /// How long WAIT waits for those acknowledgements; keep it well below `commandTimeout`,
+    /// which bounds the reply of the WAIT too.
     public var waitTimeout: Duration
 
     public init(

@@ -2,6 +2,7 @@
 // switch on `kind` without casting. The split matters to the service layer: `.unavailable` and
 // `.timeout` mean "Redis is not there right now" (gRPC UNAVAILABLE, retry later), while `.server`
 // and `.authentication` are answers from a working server (a bug or a misconfiguration).
+// `.notReplicated` is the odd one: the write happened, only its copies are missing (see WAIT).
 
 /// Why a Redis call failed, and against which server.
 public struct RedisError: Error, Sendable, Equatable, CustomStringConvertible {

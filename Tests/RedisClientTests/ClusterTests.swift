@@ -8,7 +8,7 @@ import TestSupport
 func makeClusterClient(_ cluster: RedisCluster, waitReplicas: Int = 0, seeds: Int = 1) throws -> RedisClient {
     let seedList = try RedisEndpoint.list(parsing: cluster.seedList)
     return RedisClient(configuration: RedisConfiguration(
-        deployment: .cluster(seeds: Array(seedList.prefix(seeds))), waitReplicas: waitReplicas, waitTimeout: .milliseconds(500)))
+        deployment: .cluster(seeds: Array(seedList.prefix(seeds))), waitReplicas: waitReplicas, waitTimeout: .seconds(3)))
 }
 
 /// A hash tag whose slot the master on `port` serves.
@@ -18,9 +18,21 @@ func tag(servedBy port: Int, in cluster: RedisCluster) throws -> String {
     return "{\(try #require(tag))}"
 }
 
+/// Publishes `message` until `events` has received it (a resubscribed subscription may still be
+/// settling on its new node), for up to 30 s; returns whether it arrived.
+func publishUntilReceived(_ client: RedisClient, channel: String, message: String, by events: EventCollector) async -> Bool {
+    let delivered = await eventually(within: .seconds(30)) { () throws(RedisError) in
+        _ = try await client.publish(channel: channel, message: message)
+        if !(await events.wait(within: .milliseconds(200)) { $0.last?.text == message }) {
+            throw RedisError(.timeout, endpoint: "", detail: "not received yet")
+        }
+    }
+    return (try? delivered.get()) != nil
+}
+
 @Suite(.serialized) struct ClusterTests {
     @Test func keysSpreadOverEveryMasterFromOneSeed() async throws {
-        let cluster = try RedisCluster()
+        let cluster = try await RedisCluster.start()
         let client = try makeClusterClient(cluster)
         defer { client.close() }
         try await withThrowingTaskGroup(of: Void.self) { group in
@@ -40,7 +52,7 @@ func tag(servedBy port: Int, in cluster: RedisCluster) throws -> String {
     }
 
     @Test func scriptsAndTransactionsRunOnTheNodeOfTheirHashTag() async throws {
-        let cluster = try RedisCluster()
+        let cluster = try await RedisCluster.start()
         let client = try makeClusterClient(cluster)
         defer { client.close() }
         let script = "redis.call('SET', KEYS[1], ARGV[1]); return redis.call('INCR', KEYS[2])"
@@ -64,7 +76,7 @@ func tag(servedBy port: Int, in cluster: RedisCluster) throws -> String {
     }
 
     @Test func movedAfterASlotMigratedIsFollowed() async throws {
-        let cluster = try RedisCluster()
+        let cluster = try await RedisCluster.start()
         let client = try makeClusterClient(cluster)
         defer { client.close() }
         let key = "moved:key"
@@ -82,7 +94,7 @@ func tag(servedBy port: Int, in cluster: RedisCluster) throws -> String {
     }
 
     @Test func askDuringAMigrationIsFollowedWithoutChangingTheMap() async throws {
-        let cluster = try RedisCluster()
+        let cluster = try await RedisCluster.start()
         let client = try makeClusterClient(cluster)
         defer { client.close() }
         let key = "{ask}:migrated"
@@ -109,7 +121,7 @@ func tag(servedBy port: Int, in cluster: RedisCluster) throws -> String {
     }
 
     @Test func pubSubReachesSubscribersOnOtherNodesAndSurvivesTheirCrash() async throws {
-        let cluster = try RedisCluster()
+        let cluster = try await RedisCluster.start()
         let client = try makeClusterClient(cluster, seeds: 6)
         defer { client.close() }
         let subscription = try await client.subscribe(to: ["cluster:news"])
@@ -125,17 +137,12 @@ func tag(servedBy port: Int, in cluster: RedisCluster) throws -> String {
         let host = try #require(cluster.ports.first { cluster.cli($0, ["PUBSUB", "NUMSUB", "cluster:news"]).hasSuffix("1\n") })
         cluster.kill(host)
         #expect(await events.wait(within: .seconds(30)) { $0.contains(.resubscribed) })
-        let delivered = await eventually(within: .seconds(30)) { () throws(RedisError) in
-            _ = try await client.publish(channel: "cluster:news", message: "after the crash")
-            try? await Task.sleep(for: .milliseconds(100))
-            if events.all.last?.text != "after the crash" { throw RedisError(.timeout, endpoint: "", detail: "not yet delivered") }
-        }
-        #expect((try? delivered.get()) != nil)
+        #expect(await publishUntilReceived(client, channel: "cluster:news", message: "after the crash", by: events))
         subscription.close()
     }
 
     @Test func blockingReadsGoToTheNodeOfTheirStream() async throws {
-        let cluster = try RedisCluster()
+        let cluster = try await RedisCluster.start()
         let client = try makeClusterClient(cluster)
         defer { client.close() }
         let masters = try cluster.masterPorts()
@@ -160,7 +167,7 @@ func tag(servedBy port: Int, in cluster: RedisCluster) throws -> String {
     }
 
     @Test func afterAMasterCrashesTheClientServesItsSlotsFromThePromotedReplica() async throws {
-        let cluster = try RedisCluster()
+        let cluster = try await RedisCluster.start()
         let client = try makeClusterClient(cluster, seeds: 6)
         defer { client.close() }
         let victim = try cluster.masterPorts()[0]
@@ -173,7 +180,7 @@ func tag(servedBy port: Int, in cluster: RedisCluster) throws -> String {
         }
         #expect(try served.get() == .status("OK"))
         #expect(ContinuousClock.now - started < .seconds(30))
-        let promoted = try cluster.waitForFailover(of: victim)
+        let promoted = try await cluster.waitForFailover(of: victim)
         #expect(promoted != victim)
         #expect(cluster.cli(promoted, ["GET", "\(tag):k"]).hasPrefix("after"))
         #expect(try await client.send(["GET", "\(tag):k"]).string == "after")
@@ -182,7 +189,7 @@ func tag(servedBy port: Int, in cluster: RedisCluster) throws -> String {
     }
 
     @Test func waitConfirmsReplicationAndReportsWhenTheReplicaIsGone() async throws {
-        let cluster = try RedisCluster()
+        let cluster = try await RedisCluster.start()
         let client = try makeClusterClient(cluster, waitReplicas: 1)
         defer { client.close() }
         let master = try cluster.masterPorts()[0]
@@ -194,7 +201,7 @@ func tag(servedBy port: Int, in cluster: RedisCluster) throws -> String {
 
         for replica in try cluster.replicaPorts(ofMaster: master) { cluster.kill(replica) }
         // Polled: the master notices the killed replica's closed socket a moment later.
-        let unreplicated = await eventually(within: .seconds(10)) { () throws(RedisError) -> RedisError in
+        let unreplicated = await eventually(within: .seconds(30)) { () throws(RedisError) -> RedisError in
             let failure = await error { () throws(RedisError) in try await client.eval(script, keys: ["\(tag):n"], waitForReplicas: true) }
             guard let failure, failure.kind == .notReplicated(acknowledged: 0) else {
                 throw RedisError(.timeout, endpoint: "", detail: "still acknowledged: \(String(describing: failure))")

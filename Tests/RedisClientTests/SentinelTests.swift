@@ -7,7 +7,7 @@ import TestSupport
 
 @Suite(.serialized) struct SentinelTests {
     @Test func theClientFindsTheMasterAndFollowsAFailover() async throws {
-        let group = try RedisSentinelGroup()
+        let group = try await RedisSentinelGroup.start()
         let client = RedisClient(configuration: RedisConfiguration(
             deployment: .sentinel(sentinels: try RedisEndpoint.list(parsing: group.sentinelList), masterName: group.masterName)))
         defer { client.close() }
@@ -25,17 +25,12 @@ import TestSupport
             try await client.send(["SET", "sentinel:k", "after"])
         }
         #expect(try written.get() == .status("OK"))
-        let promoted = try group.waitForNewMaster(replacing: master)
+        let promoted = try await group.waitForNewMaster(replacing: master)
         #expect(group.cli(promoted, ["GET", "sentinel:k"]).hasPrefix("after"))
         #expect(try await client.send(["GET", "sentinel:k"]).string == "after")
 
         #expect(await events.wait(within: .seconds(30)) { $0.contains(.resubscribed) })
-        let delivered = await eventually(within: .seconds(30)) { () throws(RedisError) in
-            _ = try await client.publish(channel: "sentinel:news", message: "from the new master")
-            try? await Task.sleep(for: .milliseconds(100))
-            if events.all.last?.text != "from the new master" { throw RedisError(.timeout, endpoint: "", detail: "not yet delivered") }
-        }
-        #expect((try? delivered.get()) != nil)
+        #expect(await publishUntilReceived(client, channel: "sentinel:news", message: "from the new master", by: events))
         let read = await eventually(within: .seconds(30)) { () throws(RedisError) in
             try await blocking.send(["XADD", "sentinel:stream", "2-1", "n", "2"])
         }

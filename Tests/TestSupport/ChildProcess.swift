@@ -14,7 +14,7 @@ public enum ChildProcess {
     }
 
     /// Starts `arguments[0]` with stdin and stderr on /dev/null and stdout on /dev/null or, with
-    /// `captureOutput`, on a pipe whose read end is returned. No signal is blocked in the child
+    /// `captureOutput`, on a pipe whose read end is returned; no other descriptor is inherited. No signal is blocked in the child
     /// (it would inherit the mask of a dispatch thread, which blocks SIGTERM).
     public static func spawn(_ arguments: [String], captureOutput: Bool = false) throws -> (pid: pid_t, output: Int32?) {
         var attributes = posix_spawnattr_t()
@@ -40,6 +40,9 @@ public enum ChildProcess {
         for fd in Int32(0)...2 where !(captureOutput && fd == 1) {
             posix_spawn_file_actions_addopen(&actions, fd, "/dev/null", fd == 0 ? O_RDONLY : O_WRONLY, 0)
         }
+        // Nothing else is inherited: a long-lived child (a cluster node, a sentinel) holding a
+        // copy of a test's client socket would keep that connection open after the test closed it.
+        _ = closeFrom(&actions, 3)
         let cArguments = arguments.map { strdup($0) } + [nil]
         defer { cArguments.forEach { free($0) } }
         var pid: pid_t = 0
@@ -64,6 +67,15 @@ public enum ChildProcess {
         return nil
     }
 
+    /// glibc's `posix_spawn_file_actions_addclosefrom_np` (2.34+), which Swift's Glibc module
+    /// does not import: looked up by name.
+    private static let closeFrom: @convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>?, Int32) -> Int32 = {
+        guard let symbol = dlsym(dlopen(nil, RTLD_NOW), "posix_spawn_file_actions_addclosefrom_np") else {
+            fatalError("glibc 2.34 or later needed (posix_spawn_file_actions_addclosefrom_np)")
+        }
+        return unsafeBitCast(symbol, to: (@convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>?, Int32) -> Int32).self)
+    }()
+
     /// Runs a command to its end and returns what it printed (stdout), e.g. a `redis-cli` call.
     /// Gives up reading after `timeoutSeconds` of silence.
     public static func output(of arguments: [String], timeoutSeconds: Int32 = 60) throws -> String {
@@ -81,6 +93,15 @@ public enum ChildProcess {
             output += buffer[..<count]
         }
         return String(decoding: output, as: UTF8.self)
+    }
+
+    /// Runs blocking work (starting a multi-node fixture, polling it) on a thread of its own, so
+    /// it does not hold one of the few threads Swift concurrency runs the tests on: on a 2-core
+    /// machine two blocked ones would stall every other test.
+    public static func offload<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws -> T {
+        try await withCheckedThrowingContinuation { continuation in
+            Thread { continuation.resume(with: Result { try work() }) }.start()
+        }
     }
 
     /// Sends `signal` and waits for the process to exit.

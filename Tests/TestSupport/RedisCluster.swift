@@ -8,6 +8,8 @@
 // after a failover. `kill(_:)` is a SIGKILL, as a crash; `waitForFailover(of:)` waits until a
 // replica serves the dead master's slots on every live node. A short node timeout (default 2 s)
 // keeps failovers to a few seconds. Everything goes with the fixture (processes and files).
+// Starting and the waits are async and run on a thread of their own (`ChildProcess.offload`):
+// they block for seconds, which tests must not do on Swift concurrency's few threads.
 import Foundation
 #if canImport(Glibc)
 import Glibc
@@ -32,10 +34,17 @@ public final class RedisCluster: @unchecked Sendable {
     /// The first slot each killed master served, to recognise its successor.
     private var killedSlots: [Int: Int] = [:]
 
-    /// Starts `masters` masters with `replicasPerMaster` replicas each and waits until the
-    /// cluster is ok (up to `timeout`).
-    public init(masters: Int = 3, replicasPerMaster: Int = 1, password: String? = nil,
-                nodeTimeoutMilliseconds: Int = 2000, timeout: Duration = .seconds(60)) throws {
+    /// Starts `masters` (at least 3) masters with `replicasPerMaster` replicas each and returns
+    /// once the cluster is ok and the replicas have synced (up to `timeout`).
+    public static func start(masters: Int = 3, replicasPerMaster: Int = 1, password: String? = nil,
+                             nodeTimeoutMilliseconds: Int = 2000, timeout: Duration = .seconds(60)) async throws -> RedisCluster {
+        try await ChildProcess.offload {
+            try RedisCluster(masters: masters, replicasPerMaster: replicasPerMaster, password: password,
+                             nodeTimeoutMilliseconds: nodeTimeoutMilliseconds, timeout: timeout)
+        }
+    }
+
+    private init(masters: Int, replicasPerMaster: Int, password: String?, nodeTimeoutMilliseconds: Int, timeout: Duration) throws {
         group = try RedisProcessGroup(password: password)
         let directory = group.directory.path
         for _ in 0..<(masters * (1 + replicasPerMaster)) {
@@ -47,7 +56,7 @@ public final class RedisCluster: @unchecked Sendable {
         let create = group.cliCommand(ports[0]) + ["--cluster", "create"] + ports.map { "127.0.0.1:\($0)" }
             + ["--cluster-replicas", String(replicasPerMaster), "--cluster-yes"]
         _ = try ChildProcess.output(of: create, timeoutSeconds: 120)
-        try waitUntilHealthy(timeout: timeout)
+        try waitUntilHealthySynchronously(timeout: timeout)
         // Replicas must have synced before a test kills a master and expects a promotion (a
         // replica that never synced is not eligible) or waits for an acknowledgement.
         try RedisProcessGroup.waitUntil("replicas in sync", timeout: timeout) {
@@ -120,7 +129,11 @@ public final class RedisCluster: @unchecked Sendable {
     }
 
     /// Waits until every running node reports `cluster_state:ok`.
-    public func waitUntilHealthy(timeout: Duration = .seconds(60)) throws {
+    public func waitUntilHealthy(timeout: Duration = .seconds(60)) async throws {
+        try await ChildProcess.offload { try self.waitUntilHealthySynchronously(timeout: timeout) }
+    }
+
+    private func waitUntilHealthySynchronously(timeout: Duration) throws {
         try RedisProcessGroup.waitUntil("cluster_state:ok on every node", timeout: timeout) {
             ports.allSatisfy { cli($0, ["CLUSTER", "INFO"]).contains("cluster_state:ok") }
         }
@@ -129,7 +142,11 @@ public final class RedisCluster: @unchecked Sendable {
     /// After `kill(port)` of a master: waits until every running node sees another node (the
     /// promoted replica) serving its slots and reports `cluster_state:ok`. Returns that node's port.
     @discardableResult
-    public func waitForFailover(of port: Int, timeout: Duration = .seconds(60)) throws -> Int {
+    public func waitForFailover(of port: Int, timeout: Duration = .seconds(60)) async throws -> Int {
+        try await ChildProcess.offload { try self.waitForFailoverSynchronously(of: port, timeout: timeout) }
+    }
+
+    private func waitForFailoverSynchronously(of port: Int, timeout: Duration) throws -> Int {
         guard let slot = lock.withLock({ killedSlots[port] }) else {
             throw RedisServer.Failure.didNotStart("\(port) was not a master killed with kill(_:)")
         }

@@ -6,7 +6,8 @@
 // a short down-after (1 s) and failover timeout, so a failover takes a few seconds. `init`
 // returns once the replicas are in sync and every sentinel knows the replicas and the other
 // sentinels, which a failover needs. `killMaster()` is a SIGKILL; `waitForNewMaster` waits
-// until the sentinels name another master and that server says it is one.
+// until the sentinels name another master and that server says it is one. Starting and waiting
+// run on a thread of their own (`ChildProcess.offload`), as the cluster fixture's do.
 import Foundation
 #if canImport(Glibc)
 import Glibc
@@ -21,8 +22,20 @@ public final class RedisSentinelGroup: @unchecked Sendable {
     public let dataPorts: [Int]
     private let group: RedisProcessGroup
 
-    public init(replicas: Int = 1, sentinels: Int = 3, masterName: String = "platform", password: String? = nil,
-                downAfterMilliseconds: Int = 1000, failoverTimeoutMilliseconds: Int = 3000, timeout: Duration = .seconds(60)) throws {
+    /// Starts the master, `replicas` replicas and `sentinels` sentinels (quorum 2) and returns
+    /// once the replicas have synced and the sentinels know them and each other.
+    public static func start(replicas: Int = 1, sentinels: Int = 3, masterName: String = "platform", password: String? = nil,
+                             downAfterMilliseconds: Int = 1000, failoverTimeoutMilliseconds: Int = 3000,
+                             timeout: Duration = .seconds(60)) async throws -> RedisSentinelGroup {
+        try await ChildProcess.offload {
+            try RedisSentinelGroup(replicas: replicas, sentinels: sentinels, masterName: masterName, password: password,
+                                   downAfterMilliseconds: downAfterMilliseconds,
+                                   failoverTimeoutMilliseconds: failoverTimeoutMilliseconds, timeout: timeout)
+        }
+    }
+
+    private init(replicas: Int, sentinels: Int, masterName: String, password: String?,
+                 downAfterMilliseconds: Int, failoverTimeoutMilliseconds: Int, timeout: Duration) throws {
         self.masterName = masterName
         group = try RedisProcessGroup(password: password)
         let master = try group.startServer()
@@ -81,7 +94,11 @@ public final class RedisSentinelGroup: @unchecked Sendable {
 
     /// Waits until the sentinels name a master other than `old` and it reports `role:master`.
     @discardableResult
-    public func waitForNewMaster(replacing old: Int, timeout: Duration = .seconds(60)) throws -> Int {
+    public func waitForNewMaster(replacing old: Int, timeout: Duration = .seconds(60)) async throws -> Int {
+        try await ChildProcess.offload { try self.waitForNewMasterSynchronously(replacing: old, timeout: timeout) }
+    }
+
+    private func waitForNewMasterSynchronously(replacing old: Int, timeout: Duration) throws -> Int {
         var found = 0
         try RedisProcessGroup.waitUntil("a new master instead of \(old)", timeout: timeout) {
             guard let master = try? masterPort(), master != old,
