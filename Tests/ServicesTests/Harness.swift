@@ -54,6 +54,9 @@ final class ServiceNode: Sendable {
 /// Redis plus the three services, and clients to each.
 final class Platform: Sendable {
     let redisServer: RedisServer
+    /// How every node (and the test's own client) reaches Redis: the platform's server, unless
+    /// the test brought a deployment of its own (Sentinel).
+    let redisConfiguration: RedisConfiguration
     /// The test's own view of Redis: inspect keys, subscribe to events.
     let redis: RedisClient
     let drivers: [String]
@@ -63,9 +66,10 @@ final class Platform: Sendable {
 
     /// Starts Redis and the three services; `drivers` is the delivery service's pool; `auth`
     /// installs the access policy on every service, as `AUTH=required` does.
-    init(drivers: [String] = [], auth: Bool = false) async throws {
+    init(drivers: [String] = [], auth: Bool = false, redis configuration: RedisConfiguration? = nil) async throws {
         redisServer = try RedisServer()
-        redis = RedisClient(configuration: RedisConfiguration(host: redisServer.host, port: redisServer.port))
+        redisConfiguration = configuration ?? RedisConfiguration(host: redisServer.host, port: redisServer.port)
+        redis = RedisClient(configuration: redisConfiguration)
         self.drivers = drivers
         keys = auth ? try TestKeys() : nil
         state = Mutex((nil, nil, [], []))
@@ -79,7 +83,7 @@ final class Platform: Sendable {
     // MARK: - Nodes
 
     private func nodeRedis() -> RedisClient {
-        RedisClient(configuration: RedisConfiguration(host: redisServer.host, port: redisServer.port))
+        RedisClient(configuration: redisConfiguration)
     }
 
     /// A new OrderService instance against the platform's Redis.
@@ -201,8 +205,9 @@ final class Platform: Sendable {
 }
 
 /// Runs `body` against a fresh platform and always tears it down.
-func withPlatform(drivers: [String] = [], auth: Bool = false, _ body: (Platform) async throws -> Void) async throws {
-    let platform = try await Platform(drivers: drivers, auth: auth)
+func withPlatform(drivers: [String] = [], auth: Bool = false, redis: RedisConfiguration? = nil,
+                  _ body: (Platform) async throws -> Void) async throws {
+    let platform = try await Platform(drivers: drivers, auth: auth, redis: redis)
     do {
         try await body(platform)
     } catch {
