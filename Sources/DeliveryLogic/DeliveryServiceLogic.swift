@@ -199,7 +199,7 @@ enum Scripts {
             if not last or older(last, event) then
                 redis.call('HSET', okey, 'order_status', status, 'order_event', event)
             end
-            if status == 'ACCEPTED' and not redis.call('HGET', okey, 'auto_assigned') then
+            if status == '\(OrderStatus.accepted.rawValue)' and not redis.call('HGET', okey, 'auto_assigned') then
                 local driver, best = nil, nil
                 for p = 3, 2 + poolSize do
                     local load = tonumber(redis.call('GET', 'delivery:driver:' .. ARGV[p] .. ':active') or '0')

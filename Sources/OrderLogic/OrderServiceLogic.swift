@@ -208,9 +208,9 @@ enum Scripts {
                 if fields[f] == '\(Field.driver.rawValue)' then driver = fields[f + 1] end
             end
             local kind, order, detail = string.match(text or '', '^([^:]+):([^:]+):?(.*)$')
-            if kind == 'DRIVER_ASSIGNED' then
-                applyStage(order, entry[1], kind, 'ASSIGNED', driver ~= '' and driver or detail)
-            elseif kind == 'DELIVERY_STATUS' then
+            if kind == '\(PlatformEvent.Kind.driverAssigned.rawValue)' then
+                applyStage(order, entry[1], kind, '\(OrderStatus.assigned.rawValue)', driver ~= '' and driver or detail)
+            elseif kind == '\(PlatformEvent.Kind.deliveryStatus.rawValue)' then
                 applyStage(order, entry[1], kind, detail, driver)
             end
         end
@@ -254,7 +254,8 @@ enum Scripts {
             return {'ERR', 'PERMISSION_DENIED:order ' .. ARGV[1] .. ' was placed with restaurant ' .. fields[2]}
         end
         if status == 'PLACED' then
-            local text = (ARGV[3] == 'ACCEPTED' and 'ORDER_ACCEPTED:' or 'ORDER_REJECTED:') .. ARGV[1]
+            local text = (ARGV[3] == '\(OrderStatus.accepted.rawValue)' and '\(PlatformEvent.Kind.orderAccepted.rawValue):'
+                or '\(PlatformEvent.Kind.orderRejected.rawValue):') .. ARGV[1]
             local event = emit(text, {'\(Field.customer.rawValue)', fields[5] or '', '\(Field.restaurant.rawValue)', ARGV[2]})
             redis.call('HSET', key, 'status', ARGV[3], 'decision', ARGV[3], 'decided_by', ARGV[2], 'last_event', event)
             return ARGV[3]
@@ -289,7 +290,7 @@ enum Scripts {
             local stage = stages[stageName]
             if status and newer and inDelivery[status] and stage then
                 redis.call('HSET', key, 'status', stage, 'last_event', event)
-                if kind == 'DRIVER_ASSIGNED' and driver ~= '' then
+                if kind == '\(PlatformEvent.Kind.driverAssigned.rawValue)' and driver ~= '' then
                     redis.call('HSET', key, 'driver_id', driver)
                 end
             end

@@ -15,8 +15,9 @@
 // between a service and its events. A catch-up runs on start and whenever the read returns
 // entries; the saved position only moves forwards (a Lua compare), so replicas cannot undo each
 // other. Catch-ups are coalesced: whoever asks while one runs waits for the next one, which starts after
-// the request and so sees every event written before it. Services use that for read-your-writes:
-// the order service catches up before answering GetOrderStatus.
+// the request and so sees every event written before it. Services use that for read-your-writes
+// (the delivery service before judging an assignment; the order service when GetOrderStatus finds
+// more events pending than its script applies itself).
 import Logging
 import RedisClient
 import RPCCore
