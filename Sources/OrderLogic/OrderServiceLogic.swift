@@ -70,13 +70,15 @@ public struct OrderServiceLogic: OrderServiceProvider, OrderPartiesLookup {
 
     public func getOrderStatus(_ request: GetOrderStatusRequest, context: ServerContext) async throws -> GetOrderStatusResponse {
         try Identifier.validate(request.orderId, field: "order_id")
-        // One round trip: the script applies the delivery events not applied yet, then reads.
-        // Only when more are pending than it takes at once does the consumer catch up first.
+        // One round trip: the script applies the delivery events the consumer has not applied
+        // yet, then reads. Only when more are pending than it takes at once does the consumer
+        // catch up first (twice at most: a stream that keeps outrunning it is UNAVAILABLE).
         var reply = try await redis.script(Scripts.get, keys: [Self.positionKey], arguments: [request.orderId])
-        if reply.string == Scripts.behind {
+        for _ in 0..<2 where reply.string == Scripts.behind {
             try await events.catchUp()
             reply = try await redis.script(Scripts.get, keys: [Self.positionKey], arguments: [request.orderId])
         }
+        if reply.string == Scripts.behind { throw RPCError(.unavailable, "events are arriving faster than they are applied, try again") }
         guard let fields = reply.array, fields.count == 3, let status = fields[0].string else {
             throw RPCError(.notFound, "order \(request.orderId) not found")
         }
@@ -193,8 +195,11 @@ enum Scripts {
 
     /// KEYS[1]: the consumer's position; ARGV[1]: order id. Applies the delivery events after the
     /// position (at most 256, else answers BEHIND and changes nothing) the way the consumer does,
-    /// moves the position forwards, then returns {status, total, items} or nil. So an order
-    /// changed a moment ago through the delivery service reads changed, in one round trip.
+    /// then returns {status, total, items} or nil. So an order changed a moment ago through the
+    /// delivery service reads changed, in one round trip. It leaves the position alone: the
+    /// consumer still applies those events itself (idempotently) and only then moves it, with
+    /// WAIT when configured, so what this script wrote without a WAIT is never the only copy a
+    /// failover could lose.
     static let get = """
         \(eventLua)
         \(applyStageLua)
@@ -213,9 +218,6 @@ enum Scripts {
             elseif kind == '\(PlatformEvent.Kind.deliveryStatus.rawValue)' then
                 applyStage(order, entry[1], kind, detail, driver)
             end
-        end
-        if #entries > 0 and (not position or older(position, entries[#entries][1])) then
-            redis.call('SET', KEYS[1], entries[#entries][1])
         end
         local key = '\(OrderKeys.prefix)' .. ARGV[1]
         local fields = redis.call('HMGET', key, 'status', 'total_price')

@@ -37,6 +37,9 @@ public actor EventConsumer {
     private var waiters: [(ticket: Int, continuation: CheckedContinuation<Result<Void, RPCError>, Never>)] = []
     private var working = false
     private var listener: Task<Void, Never>?
+    private var retryScheduled = false
+    /// The pause before a failed catch-up is tried again.
+    static let retryDelay: Duration = .milliseconds(200)
     /// How long one blocking read waits before it is repeated (below the client's command timeout).
     static let blockMilliseconds = 1_000
 
@@ -66,6 +69,7 @@ public actor EventConsumer {
                         // and the catch-up asked for next covers everything up to it.
                         let tail = try await connection.send(["XREVRANGE", PlatformEvents.stream, "+", "-", "COUNT", "1"])
                         seen = tail.array?.first?.array?.first?.string ?? "0-0"
+                        if Task.isCancelled { break }
                         self.requestCatchUp()
                         continue
                     }
@@ -76,7 +80,8 @@ public actor EventConsumer {
                     guard let entries = reply.array?.first?.array?.last?.array, let newest = entries.last?.array?.first?.string else { continue }
                     seen = newest
                     // Ring without waiting: a burst of entries while one catch-up runs costs a
-                    // single further read of the stream, not one per entry.
+                    // single further read of the stream, not one per entry. Not after `stop`.
+                    if Task.isCancelled { break }
                     self.requestCatchUp()
                 } catch {
                     if Task.isCancelled { break }
@@ -125,6 +130,9 @@ public actor EventConsumer {
             } catch {
                 logger.warning("catching up on events failed", metadata: ["error": "\(error)"])
                 result = .failure(error)
+                // Read the saved position again next time: after a failover it may be older.
+                position = nil
+                scheduleRetry()
             }
             completed = target
             let done = waiters.filter { $0.ticket <= target }
@@ -132,6 +140,22 @@ public actor EventConsumer {
             for waiter in done { waiter.continuation.resume(returning: result) }
         }
         working = false
+    }
+
+    /// After a failed catch-up, while started: the bell has already moved past the entries that
+    /// were not applied, so nothing else would ask again until the next event.
+    private func scheduleRetry() {
+        guard listener != nil, !retryScheduled else { return }
+        retryScheduled = true
+        Task {
+            try? await Task.sleep(for: Self.retryDelay)
+            self.retryNow()
+        }
+    }
+
+    private func retryNow() {
+        retryScheduled = false
+        if listener != nil { requestCatchUp() }
     }
 
     private func readStream() async throws(RPCError) {
@@ -154,7 +178,7 @@ public actor EventConsumer {
             if !events.isEmpty { try await apply(events) }
             // Saved only forwards: a replica that lags must not move the shared position back,
             // and one that is behind jumps to where the others already are.
-            position = try await redis.script(Self.savePosition, keys: [positionKey], arguments: [last]).string ?? last
+            position = try await redis.change(Self.savePosition, keys: [positionKey], arguments: [last]).string ?? last
         }
     }
 }

@@ -15,7 +15,8 @@ extension RPCError {
 }
 
 extension RedisClient {
-    /// Runs a script that only reads, mapping Redis failures to the status a client should see.
+    /// Runs a script that reads (or only rewrites state that the consumers apply again anyway),
+    /// mapping Redis failures to the status a client should see.
     public func script(_ script: String, keys: [String] = [], arguments: [String] = []) async throws(RPCError) -> RedisReply {
         try await run(script, keys: keys, arguments: arguments, waitForReplicas: false)
     }

@@ -78,8 +78,10 @@ public struct ServiceOptions: ParsableArguments, Sendable {
             configuration.waitReplicas = replicas
         }
         if let text = Self.setting(nil, env: "REDIS_WAIT_TIMEOUT_MS") {
-            guard let milliseconds = Int(text), milliseconds > 0 else {
-                throw ValidationError("REDIS_WAIT_TIMEOUT_MS must be a positive number of milliseconds, got \(text)")
+            // Below the command timeout, or a slow WAIT would time out the shared connection.
+            let limit = Int(configuration.commandTimeout / .milliseconds(1)) / 2
+            guard let milliseconds = Int(text), (1...limit).contains(milliseconds) else {
+                throw ValidationError("REDIS_WAIT_TIMEOUT_MS must be 1 to \(limit) milliseconds, got \(text)")
             }
             configuration.waitTimeout = .milliseconds(milliseconds)
         }

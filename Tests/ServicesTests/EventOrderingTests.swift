@@ -130,8 +130,9 @@ import Testing
     }
 
     /// GetOrderStatus reads its own writes by applying, in its script, the delivery events the
-    /// consumer has not applied yet; past 256 pending ones it has the consumer catch up first.
-    /// The reader here is an order service whose consumer never started, so nothing else applies.
+    /// consumer has not applied yet (leaving the consumer's position to the consumer); past 256
+    /// pending ones it has the consumer catch up first. The reader here is an order service
+    /// whose consumer never started.
     @Test func getOrderStatusAppliesPendingDeliveryEventsItself() async throws {
         try await withPlatform(drivers: ["d1"]) { platform in
             let id = try await delivered([[.pickedUp]], on: platform)[0]
@@ -140,24 +141,32 @@ import Testing
             let assignments = events.filter { $0.kind == .driverAssigned }
             let stages = events.filter { $0.kind == .deliveryStatus }
             try #require(assignments.count == 1 && stages.count == 1)
-            let (assignment, stage) = (assignments[0], stages[0])
+            let assignment = assignments[0]
             let reader = OrderServiceLogic(redis: platform.redis, logger: quietLogger)
             let context = ServerContext(path: "/test", requestMetadata: Metadata(), deadline: nil)
             let positionKey = OrderServiceLogic.positionKey
+            let redis = platform.redis
+            let streamEnd = { () async throws -> String? in
+                try await redis.send(["XREVRANGE", PlatformEvents.stream, "+", "-", "COUNT", "1"]).array?.first?.array?.first?.string
+            }
 
-            // One pending event: the script applies it and moves the position.
-            try await rewind(id, to: assignment, platform.redis)
-            _ = try await platform.redis.send(["SET", positionKey, assignment.id!.description])
+            // One pending event: the script applies it and leaves the position to the consumer.
+            // (No event is written from here on, so the platform's own consumer stays idle.)
+            try await rewind(id, to: assignment, redis)
+            _ = try await redis.send(["SET", positionKey, assignment.id!.description])
             #expect(try await reader.getOrderStatus(GetOrderStatusRequest(orderId: id), context: context).status == "PICKED_UP")
-            #expect(try await platform.redis.send(["GET", positionKey]).string == stage.id?.description)
+            #expect(try await redis.send(["GET", positionKey]).string == assignment.id?.description)
 
-            // More than the script takes at once: the consumer catches up, then the script reads.
+            // More pending than the script takes at once: it answers BEHIND, and GetOrderStatus has
+            // the consumer catch up from the start, then reads.
             for _ in 0..<300 { _ = try await platform.placeOrder() }
-            try await rewind(id, to: assignment, platform.redis)
-            _ = try await platform.redis.send(["DEL", positionKey])
+            let end = try await streamEnd()
+            await eventually("the platform's consumer caught up") { try await redis.send(["GET", positionKey]).string == end }
+            try await rewind(id, to: assignment, redis)
+            _ = try await redis.send(["DEL", positionKey])
+            #expect(try await redis.eval(Scripts.get, keys: [positionKey], arguments: [id]).string == Scripts.behind)
             #expect(try await reader.getOrderStatus(GetOrderStatusRequest(orderId: id), context: context).status == "PICKED_UP")
-            let end = try await platform.redis.send(["XREVRANGE", PlatformEvents.stream, "+", "-", "COUNT", "1"]).array?.first?.array?.first?.string
-            #expect(try await platform.redis.send(["GET", positionKey]).string == end)
+            #expect(try await redis.send(["GET", positionKey]).string == end)
         }
     }
 }

@@ -2,8 +2,9 @@
 // replicas and two order replicas on one Redis while orders are accepted ten at a time; one
 // delivery replica and one order replica die abruptly (their Redis connections and servers go
 // at once, as with kill -9) half-way through. Every accepted order is then assigned exactly
-// once, and every order's latest stage reads the same on the order replica that is left as on
-// the platform's own.
+// once, the consumers that are left store every order's latest stage, and it reads the same on
+// the order replica that is left as on the platform's own.
+import PlatformCommon
 import PlatformProtos
 import Testing
 
@@ -39,6 +40,14 @@ import Testing
             #expect(assignments.map(\.orderId).sorted() == ids.sorted())
 
             for id in ids { _ = try await platform.deliveries.updateDeliveryStatus(UpdateDeliveryStatusRequest(orderId: id, status: "PICKED_UP")) }
+            // The consumers that are left apply every stage: read the stored order, not through
+            // GetOrderStatus (whose script would apply a pending stage itself).
+            let redis = platform.redis
+            for id in ids {
+                await eventually("order \(id) stored as picked up") {
+                    try await redis.send(["HGET", OrderKeys.prefix + id, "status"]).string == "PICKED_UP"
+                }
+            }
             let replicas = [platform.orders, platform.orders(of: survivingOrder)]
             for id in ids {
                 for replica in replicas {
