@@ -74,9 +74,10 @@ final class Platform: Sendable {
 
     /// Starts Redis and the three services; `drivers` is the delivery service's pool; `auth`
     /// installs the access policy on every service, as `AUTH=required` does.
-    init(drivers: [String] = [], auth: Bool = false, redis configuration: RedisConfiguration? = nil) async throws {
+    init(drivers: [String] = [], auth: Bool = false, redis configuration: RedisConfiguration? = nil, waitReplicas: Int = 0) async throws {
         redisServer = try RedisServer()
-        redisConfiguration = configuration ?? RedisConfiguration(host: redisServer.host, port: redisServer.port)
+        redisConfiguration = configuration ?? RedisConfiguration(host: redisServer.host, port: redisServer.port,
+                                                                 waitReplicas: waitReplicas, waitTimeout: .milliseconds(100))
         redis = RedisClient(configuration: redisConfiguration)
         self.drivers = drivers
         keys = auth ? try TestKeys() : nil
@@ -213,9 +214,9 @@ final class Platform: Sendable {
 }
 
 /// Runs `body` against a fresh platform and always tears it down.
-func withPlatform(drivers: [String] = [], auth: Bool = false, redis: RedisConfiguration? = nil,
+func withPlatform(drivers: [String] = [], auth: Bool = false, redis: RedisConfiguration? = nil, waitReplicas: Int = 0,
                   _ body: (Platform) async throws -> Void) async throws {
-    let platform = try await Platform(drivers: drivers, auth: auth, redis: redis)
+    let platform = try await Platform(drivers: drivers, auth: auth, redis: redis, waitReplicas: waitReplicas)
     do {
         try await body(platform)
     } catch {

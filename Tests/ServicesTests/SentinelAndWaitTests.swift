@@ -2,13 +2,14 @@
 // and WAIT for one of them (REDIS_WAIT_REPLICAS=1). Kill -9 the master: once the sentinels have
 // promoted a replica (the other follows it, so WAIT can succeed again), the services serve again
 // without a restart (place, accept, automatic assignment, reads), and every change acknowledged
-// before the crash is still there, assigned once.
+// before the crash is still there, assigned once. And on a lone server, where no replica can
+// acknowledge, WAIT makes every change answer UNAVAILABLE while reads keep working.
 import PlatformProtos
 import RedisClient
 import Testing
 import TestSupport
 
-@Suite(.serialized) struct SentinelFailoverTests {
+@Suite(.serialized) struct SentinelAndWaitTests {
     @Test func theServicesFollowAFailoverAndKeepWhatWasAcknowledged() async throws {
         let sentinels = try await RedisSentinelGroup.start(replicas: 2, sentinels: 3)
         var configuration = RedisConfiguration(host: "127.0.0.1", port: 0,
@@ -39,6 +40,22 @@ import TestSupport
             let assignments = try await platform.allAssignments()
             #expect(Set(before + [after]).isSubset(of: Set(assignments.map(\.orderId))))
             #expect(assignments.count == Set(assignments.map(\.orderId)).count, "one assignment per order: \(assignments)")
+        }
+    }
+
+    /// WAIT is on every change, and only there: on a lone server (no replica can acknowledge)
+    /// with REDIS_WAIT_REPLICAS=1, a change answers UNAVAILABLE saying so, although the master
+    /// made it, while reads keep working.
+    @Test func withNoReplicaToAcknowledgeChangesAreUnavailableAndReadsWork() async throws {
+        try await withPlatform(waitReplicas: 1) { platform in
+            let orders = platform.orders
+            let before = try await platform.streamLength()
+            let failure = await outcome { try await orders.placeOrder(PlaceOrderRequest(customerId: "c", items: ["tea"], totalPrice: 1)) }
+            #expect(failure.code == .unavailable)
+            #expect(failure.message.contains("replicas acknowledged"), "\(failure.message)")
+            #expect(try await platform.streamLength() == before + 1, "the master made the change")
+            #expect(await outcome { try await orders.getOrderStatus(GetOrderStatusRequest(orderId: "order_1")) }.code == nil)
+            #expect(await statusCode { try await orders.getOrderStatus(GetOrderStatusRequest(orderId: "order_404")) } == .notFound)
         }
     }
 }
