@@ -279,11 +279,10 @@ enum Scripts {
     /// `applyStage(order, event id, kind, stage, driver)`: the projection of one delivery event.
     /// Only an order in delivery moves (DELIVERED is final), and only forwards in the stream: an
     /// event at or before the order's `last_event` is skipped (the same rules as
-    /// `OrderStatus.after`).
+    /// `OrderStatus.after`; its tables are built from `OrderStatus` and `DeliveryStatus`).
     private static let applyStageLua = """
-        local inDelivery = {ACCEPTED = true, ASSIGNED = true, PICKED_UP = true, OUT_FOR_DELIVERY = true, DELIVERY_FAILED = true}
-        local stages = {ASSIGNED = 'ASSIGNED', PICKED_UP = 'PICKED_UP', OUT_FOR_DELIVERY = 'OUT_FOR_DELIVERY',
-            DELIVERED = 'DELIVERED', FAILED = 'DELIVERY_FAILED'}
+        local inDelivery = {\(OrderStatus.allCases.filter(\.isInDelivery).map { "\($0.rawValue) = true" }.joined(separator: ", "))}
+        local stages = {\(DeliveryStatus.allCases.map { "\($0.rawValue) = '\($0.orderStatus.rawValue)'" }.joined(separator: ", "))}
         local function applyStage(order, event, kind, stageName, driver)
             local key = '\(OrderKeys.prefix)' .. order
             local fields = redis.call('HMGET', key, 'status', 'last_event')

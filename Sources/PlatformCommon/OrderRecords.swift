@@ -32,14 +32,9 @@ extension OrderStatus {
     /// watcher that applies the stream to a snapshot arrives where GetOrderStatus does.
     public func after(_ event: PlatformEvent) -> OrderStatus? {
         switch event.kind {
-        case .orderPlaced: return nil
-        case .orderAccepted: return self == .placed ? .accepted : nil
-        case .orderRejected: return self == .placed ? .rejected : nil
-        case .orderCanceled: return self == .placed ? .canceled : nil
-        case .driverAssigned: return isInDelivery ? .assigned : nil
-        case .deliveryStatus:
-            guard isInDelivery, let stage = event.detail.flatMap(DeliveryStatus.init(rawValue:)) else { return nil }
-            return stage.orderStatus
+        case .orderPlaced: nil
+        case .orderAccepted, .orderRejected, .orderCanceled: self == .placed ? event.announcedStatus : nil
+        case .driverAssigned, .deliveryStatus: isInDelivery ? event.announcedStatus : nil
         }
     }
 }
