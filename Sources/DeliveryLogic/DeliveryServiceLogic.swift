@@ -5,9 +5,10 @@
 // ORDER_ACCEPTED event told them, order_status and order_event = the newest order event seen:
 // delivery never reads the order service's keys), `delivery:driver:<id>:assignments` (list, oldest first) and
 // `delivery:driver:<id>:active` (open assignments, for least-loaded).
-// The service learns of orders from the order service's events (EventConsumer) and assigns a
-// driver automatically; the script marks the order `auto_assigned` in the same step, so replays,
-// restarts and a second replica never assign twice. Every assignment and stage change appends
+// The service learns of orders from the order service's events, through its consumer group
+// (EventConsumer: the replicas share the events, in any order), and assigns a driver
+// automatically; the script marks the order `auto_assigned` in the same step, so replays, restarts
+// and other replicas never assign twice, and `order_status` follows only the newest order event. Every assignment and stage change appends
 // DRIVER_ASSIGNED / DELIVERY_STATUS to the event stream and publishes it in that same step, with
 // the driver, the assignment and the order's restaurant and customer as fields, so watchers of
 // any of them are reached.
@@ -37,7 +38,7 @@ public struct DeliveryServiceLogic: DeliveryServiceProvider, OrderPartiesLookup 
         self.logger = logger
         hub = EventHub(redis: redis, logger: logger)
         let pool = drivers.isEmpty ? [Self.defaultDriver] : drivers
-        events = EventConsumer(name: "delivery_service", redis: redis, logger: logger) { events throws(RPCError) in
+        events = EventConsumer(group: "delivery_service", redis: redis, logger: logger) { events throws(RPCError) in
             var orders: [String] = []
             for event in events {
                 // The order service's own announcements: delivery judges manual assignments by them.
@@ -62,9 +63,9 @@ public struct DeliveryServiceLogic: DeliveryServiceProvider, OrderPartiesLookup 
     public func assignDriver(_ request: AssignDriverRequest, context: ServerContext) async throws -> AssignDriverResponse {
         try Identifier.validate(request.orderId, field: "order_id")
         try Identifier.validate(request.driverId, field: "driver_id")
-        // An order accepted a moment ago must be known here before we judge it.
-        try await events.catchUp()
-        let reply = try scriptOutcome(await redis.change(Scripts.assign, arguments: ["manual", request.orderId, request.driverId]))
+        let reply = try await judged { () async throws(RPCError) in
+            try await redis.change(Scripts.assign, arguments: ["manual", request.orderId, request.driverId])
+        }
         guard let fields = reply.array, fields.count == 2, let assignment = fields[0].string else {
             throw RPCError(.internal, "unexpected reply assigning a driver")
         }
@@ -76,8 +77,7 @@ public struct DeliveryServiceLogic: DeliveryServiceProvider, OrderPartiesLookup 
         guard let status = DeliveryStatus(rawValue: request.status) else {
             throw RPCError(.invalidArgument, "status must be one of \(DeliveryStatus.allCases.map(\.rawValue).joined(separator: ", "))")
         }
-        try await events.catchUp()
-        let reply = try scriptOutcome(await redis.change(Scripts.update, arguments: [request.orderId, status.rawValue]))
+        let reply = try await judged { () async throws(RPCError) in try await redis.change(Scripts.update, arguments: [request.orderId, status.rawValue]) }
         return UpdateDeliveryStatusResponse(orderId: request.orderId, status: reply.string ?? status.rawValue)
     }
 
@@ -124,6 +124,19 @@ public struct DeliveryServiceLogic: DeliveryServiceProvider, OrderPartiesLookup 
             default:
                 continue
             }
+        }
+    }
+
+    /// Runs a change that judges an order by what the service knows of it. When the answer is
+    /// no (NOT_FOUND, FAILED_PRECONDITION), the order may have been accepted or assigned a
+    /// moment ago, in events not applied yet: catch up and ask once more before saying no. The
+    /// script changes nothing when it says no, so asking again is safe.
+    private func judged(_ change: () async throws(RPCError) -> RedisReply) async throws(RPCError) -> RedisReply {
+        do throws(RPCError) {
+            return try scriptOutcome(await change())
+        } catch where error.code == .notFound || error.code == .failedPrecondition {
+            try await events.catchUp()
+            return try scriptOutcome(await change())
         }
     }
 

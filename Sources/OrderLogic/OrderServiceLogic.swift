@@ -4,12 +4,13 @@
 // `orders:seq`, so replicas never collide. Status changes are check-and-set scripts: cancelling
 // and the restaurant's decision test the current status and change it in one step, and the
 // decision appends ORDER_ACCEPTED/ORDER_REJECTED to the event stream and publishes it in that same
-// step. Delivery stages arrive as events (DRIVER_ASSIGNED, DELIVERY_STATUS) through an
-// EventConsumer; GetOrderStatus's script first applies, with the same Lua, whatever delivery events
-// the consumer has not applied yet (in the same round trip), so a client that just updated a
-// delivery reads the stage it set without a separate read of the stream. Every change also records the id of its event in the order (`last_event`),
-// and the projection skips an event older than that, so a replica that replays an old event can
-// never undo a newer one.
+// step. Delivery stages arrive as events (DRIVER_ASSIGNED, DELIVERY_STATUS) through the service's
+// consumer group (EventConsumer), whose replicas apply them in any order: every change records
+// the id of its event in the order (`last_event`), the projection skips an event older than that,
+// and each delivery event carries its driver, so the newest event alone decides what the order
+// shows. GetOrderStatus's script first applies, with the same Lua, the delivery events the group
+// has not acknowledged yet (in the same round trip), so a client that just updated a delivery
+// reads the stage it set without a separate read of the stream.
 //
 // WatchOrder subscribes to the process's EventHub first, then catches up and reads the order
 // with its `last_event`: every event the subscription delivers with a later id is a change the
@@ -25,9 +26,8 @@ import RedisClient
 /// The OrderService implementation; it also tells the access policy who takes part in an order.
 public struct OrderServiceLogic: OrderServiceProvider, OrderPartiesLookup {
     public static let maxItems = 1000
-    /// The order service's event consumer (its position is shared by the replicas).
-    static let consumerName = "order_service"
-    static let positionKey = EventConsumer.positionKey(consumerName)
+    /// The order service's consumer group (its replicas share it).
+    static let consumerGroup = "order_service"
     public static let maxItemLength = 512
 
     private let redis: RedisClient
@@ -36,10 +36,16 @@ public struct OrderServiceLogic: OrderServiceProvider, OrderPartiesLookup {
     private let logger: Logger
 
     public init(redis: RedisClient, logger: Logger) {
+        self.init(redis: redis, logger: logger, consumerGroup: Self.consumerGroup)
+    }
+
+    /// `consumerGroup`: another group than the service's own (a test's reader that consumes
+    /// nothing but must not disturb the service).
+    init(redis: RedisClient, logger: Logger, consumerGroup: String) {
         self.redis = redis
         self.logger = logger
         hub = EventHub(redis: redis, logger: logger)
-        events = EventConsumer(name: Self.consumerName, redis: redis, logger: logger) { events throws(RPCError) in
+        events = EventConsumer(group: consumerGroup, redis: redis, logger: logger) { events throws(RPCError) in
             try await Self.apply(events, redis: redis)
         }
     }
@@ -70,15 +76,15 @@ public struct OrderServiceLogic: OrderServiceProvider, OrderPartiesLookup {
 
     public func getOrderStatus(_ request: GetOrderStatusRequest, context: ServerContext) async throws -> GetOrderStatusResponse {
         try Identifier.validate(request.orderId, field: "order_id")
-        // One round trip: the script applies the delivery events the consumer has not applied
-        // yet, then reads. Only when more are pending than it takes at once does the consumer
-        // catch up first (twice at most: a stream that keeps outrunning it is UNAVAILABLE).
-        var reply = try await redis.script(Scripts.get, keys: [Self.positionKey], arguments: [request.orderId])
-        for _ in 0..<2 where reply.string == Scripts.behind {
+        // One round trip: the script applies the delivery events the consumer group has not
+        // acknowledged yet, then reads. Only when more are unapplied than it takes at once does
+        // the consumer catch up first; after that a plain read sees every earlier write.
+        var reply = try await redis.script(Scripts.get, keys: [PlatformEvents.stream],
+                                           arguments: [request.orderId, events.group, Scripts.applyUnapplied])
+        if reply.string == Scripts.behind {
             try await events.catchUp()
-            reply = try await redis.script(Scripts.get, keys: [Self.positionKey], arguments: [request.orderId])
+            reply = try await redis.script(Scripts.get, keys: [PlatformEvents.stream], arguments: [request.orderId, events.group, ""])
         }
-        if reply.string == Scripts.behind { throw RPCError(.unavailable, "events are arriving faster than they are applied, try again") }
         guard let fields = reply.array, fields.count == 3, let status = fields[0].string else {
             throw RPCError(.notFound, "order \(request.orderId) not found")
         }
@@ -130,7 +136,7 @@ public struct OrderServiceLogic: OrderServiceProvider, OrderPartiesLookup {
             guard let id = event.id, id > snapshotEvent, let next = state.after(event) else { continue }
             state = next
             current.status = next.rawValue
-            if event.kind == .driverAssigned, let driver = event.driverID { current.driverId = driver }
+            if let driver = event.driverID { current.driverId = driver }
             current.updatedAtUnixMs = Int64(id.milliseconds)
             current.final = next.isFinal
             try await responses.write(current)
@@ -162,8 +168,8 @@ public struct OrderServiceLogic: OrderServiceProvider, OrderPartiesLookup {
             guard let id = event.id else { continue }
             switch event.kind {
             case .driverAssigned, .deliveryStatus:
-                let stage = event.kind == .driverAssigned ? "ASSIGNED" : event.detail ?? ""
-                arguments += [event.orderID, id.description, event.kind.rawValue, stage, event.driverID ?? ""]
+                let stage = event.kind == .driverAssigned ? DeliveryStatus.assigned.rawValue : event.detail ?? ""
+                arguments += [event.orderID, id.description, stage, event.driverID ?? ""]
             case .orderPlaced, .orderAccepted, .orderRejected, .orderCanceled:
                 continue  // our own events: the state changed with them
             }
@@ -190,33 +196,37 @@ enum Scripts {
         return id
         """
 
-    /// What `get` answers when more events are pending than it applies in one go.
+    /// What `get` answers when more events are unapplied than it applies in one go.
     static let behind = "BEHIND"
+    /// `get`'s ARGV[3] when it is to apply the unapplied events first.
+    static let applyUnapplied = "apply"
 
-    /// KEYS[1]: the consumer's position; ARGV[1]: order id. Applies the delivery events after the
-    /// position (at most 256, else answers BEHIND and changes nothing) the way the consumer does,
-    /// then returns {status, total, items} or nil. So an order changed a moment ago through the
-    /// delivery service reads changed, in one round trip. It leaves the position alone: the
-    /// consumer still applies those events itself (idempotently) and only then moves it, with
-    /// WAIT when configured, so what this script wrote without a WAIT is never the only copy a
-    /// failover could lose.
+    /// KEYS[1]: the event stream; ARGV: order id, the consumer group, `applyUnapplied` or ''.
+    /// First (unless ARGV[3] is '') applies the delivery events the group has not acknowledged
+    /// (at most 256, else answers BEHIND and changes nothing) the way the consumer does; then
+    /// returns {status, total, items} or nil. So an order changed a moment ago through the
+    /// delivery service reads changed, in one round trip. It acknowledges nothing: a consumer
+    /// still applies those events itself (idempotently), with WAIT when configured, so what this
+    /// script wrote without a WAIT is never the only copy a failover could lose.
     static let get = """
         \(eventLua)
         \(applyStageLua)
-        local position = redis.call('GET', KEYS[1])
-        local entries = redis.call('XRANGE', '\(PlatformEvents.stream)', position and ('(' .. position) or '-', '+', 'COUNT', 257)
-        if #entries == 257 then return '\(behind)' end
-        for _, entry in ipairs(entries) do
-            local fields, text, driver = entry[2], nil, ''
-            for f = 1, #fields, 2 do
-                if fields[f] == '\(Field.text.rawValue)' then text = fields[f + 1] end
-                if fields[f] == '\(Field.driver.rawValue)' then driver = fields[f + 1] end
-            end
-            local kind, order, detail = string.match(text or '', '^([^:]+):([^:]+):?(.*)$')
-            if kind == '\(PlatformEvent.Kind.driverAssigned.rawValue)' then
-                applyStage(order, entry[1], kind, '\(OrderStatus.assigned.rawValue)', driver ~= '' and driver or detail)
-            elseif kind == '\(PlatformEvent.Kind.deliveryStatus.rawValue)' then
-                applyStage(order, entry[1], kind, detail, driver)
+        \(EventConsumer.unappliedLua)
+        if ARGV[3] ~= '' then
+            local entries = redis.call('XRANGE', KEYS[1], unappliedStart(KEYS[1], ARGV[2]), '+', 'COUNT', 257)
+            if #entries == 257 then return '\(behind)' end
+            for _, entry in ipairs(entries) do
+                local fields, text, driver = entry[2], nil, ''
+                for f = 1, #fields, 2 do
+                    if fields[f] == '\(Field.text.rawValue)' then text = fields[f + 1] end
+                    if fields[f] == '\(Field.driver.rawValue)' then driver = fields[f + 1] end
+                end
+                local kind, order, detail = string.match(text or '', '^([^:]+):([^:]+):?(.*)$')
+                if kind == '\(PlatformEvent.Kind.driverAssigned.rawValue)' then
+                    applyStage(order, entry[1], '\(DeliveryStatus.assigned.rawValue)', driver ~= '' and driver or detail)
+                elseif kind == '\(PlatformEvent.Kind.deliveryStatus.rawValue)' then
+                    applyStage(order, entry[1], detail, driver)
+                end
             end
         end
         local key = '\(OrderKeys.prefix)' .. ARGV[1]
@@ -266,24 +276,26 @@ enum Scripts {
         return {'ERR', 'FAILED_PRECONDITION:order ' .. ARGV[1] .. ' is ' .. status .. ', not PLACED'}
         """
 
-    /// ARGV: per event, order id, event id, kind, new status, driver; each applied by `applyStage`.
+    /// ARGV: per event, order id, event id, delivery stage, driver; each applied by `applyStage`.
     static let applyDeliveryStages = """
         \(eventLua)
         \(applyStageLua)
-        for i = 1, #ARGV, 5 do
-            applyStage(ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4])
+        for i = 1, #ARGV, 4 do
+            applyStage(ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3])
         end
         return 1
         """
 
-    /// `applyStage(order, event id, kind, stage, driver)`: the projection of one delivery event.
-    /// Only an order in delivery moves (DELIVERED is final), and only forwards in the stream: an
-    /// event at or before the order's `last_event` is skipped (the same rules as
-    /// `OrderStatus.after`; its tables are built from `OrderStatus` and `DeliveryStatus`).
+    /// `applyStage(order, event id, stage, driver)`: the projection of one delivery event. Only an
+    /// order in delivery moves (DELIVERED is final), and only forwards in the stream: an event at
+    /// or before the order's `last_event` is skipped (the same rules as `OrderStatus.after`; its
+    /// tables are built from `OrderStatus` and `DeliveryStatus`). Every delivery event carries
+    /// its driver, so the newest one alone gives both the stage and the driver: replicas may apply
+    /// an order's events in any order.
     private static let applyStageLua = """
         local inDelivery = {\(OrderStatus.allCases.filter(\.isInDelivery).map { "\($0.rawValue) = true" }.joined(separator: ", "))}
         local stages = {\(DeliveryStatus.allCases.map { "\($0.rawValue) = '\($0.orderStatus.rawValue)'" }.joined(separator: ", "))}
-        local function applyStage(order, event, kind, stageName, driver)
+        local function applyStage(order, event, stageName, driver)
             local key = '\(OrderKeys.prefix)' .. order
             local fields = redis.call('HMGET', key, 'status', 'last_event')
             local status, last = fields[1], fields[2]
@@ -291,9 +303,7 @@ enum Scripts {
             local stage = stages[stageName]
             if status and newer and inDelivery[status] and stage then
                 redis.call('HSET', key, 'status', stage, 'last_event', event)
-                if kind == '\(PlatformEvent.Kind.driverAssigned.rawValue)' and driver ~= '' then
-                    redis.call('HSET', key, 'driver_id', driver)
-                end
+                if driver ~= '' then redis.call('HSET', key, 'driver_id', driver) end
             end
         end
         """

@@ -1,93 +1,87 @@
-// Applies the platform's events to one service's state: every event once at least, in stream
-// order, whatever was missed while the service or Redis was down.
+// Applies the platform's events to one service's state through a Redis Streams consumer group:
+// the replicas of a service share the work, each event is applied at least once, and nothing is
+// lost while a replica, the service or Redis is down.
 //
-// The stream (PlatformEvents.stream) is the source of truth; Pub/Sub only rings the bell. A
-// consumer keeps its position (the last stream id it applied) in Redis under its own name, so a
-// restarted service, or a second replica, continues where the service left off. Catching up reads
-// the stream after that position in batches, applies each batch (in one script call, so a burst of
-// events costs a few round trips, not one each), then saves the position; an
-// event applied twice (a crash between apply and save, two replicas) is harmless because every
-// apply is idempotent.
+// Each service is one group on the stream (PlatformEvents.stream), named after the service; each
+// replica is one consumer of it, with a name of its own. A replica reads new entries with a
+// blocking `XREADGROUP ... >` on a connection of its own (so no timer polls the stream), applies a
+// batch in one script call and acknowledges it (XACK). What it had read but not applied when it
+// failed stays pending under its name: it applies those first when Redis is back, and another
+// replica claims them (XAUTOCLAIM) once they have been idle for `claimIdle`, so the events of a
+// replica that crashed are applied within `claimIdle + claimInterval` (about 6 s). A group starts
+// at the beginning of the stream: applying is idempotent, so a new group only costs time.
 //
-// The bell is a blocking read of the stream itself (`XREAD BLOCK` from the last entry seen, on a
-// connection of its own): it returns as soon as an entry is appended, and a read that times out is
-// simply repeated, so no timer polls the stream and no Pub/Sub connection can die silently
-// between a service and its events. A catch-up runs on start and whenever the read returns
-// entries; the saved position only moves forwards (a Lua compare), so replicas cannot undo each
-// other. Catch-ups are coalesced: whoever asks while one runs waits for the next one, which starts after
-// the request and so sees every event written before it. Services use that for read-your-writes
-// (the delivery service before judging an assignment; the order service when GetOrderStatus finds
-// more events pending than its script applies itself).
+// Replicas apply their batches concurrently, so the events of one order may be applied out of
+// order. The projections make that harmless instead of forbidding it: each keeps the id of the
+// last event it applied to an aggregate and skips older ones, and each event carries the full
+// state it announces (a stage carries its driver too), so skipping an older event loses nothing.
+// The order in which events reach a projection never changes where it ends.
+//
+// `catchUp()` is read-your-writes: it applies every event written before the call, whoever's they
+// are, without acknowledging them (their consumer still does), by reading the stream from the
+// group's oldest unacknowledged entry (or the group's last delivered one when none is pending).
+// Services use it where a client expects to see a change it just made through another service
+// (the delivery service learning of an order accepted a moment ago; the order service when
+// GetOrderStatus finds more events unapplied than its script applies itself). Catch-ups are
+// coalesced: whoever asks while one runs waits for the next one, which starts after the request.
 import Logging
 import RedisClient
 import RPCCore
 
-/// Reads the event stream from a saved position and hands the events, in order, to `apply`.
+/// Consumes the event stream as one replica of a service's consumer group.
 public actor EventConsumer {
-    /// Applies a batch of events in stream order; must be idempotent.
+    /// Applies a batch of events; must be idempotent and must not depend on the order of events.
     public typealias Apply = @Sendable ([PlatformEvent]) async throws(RPCError) -> Void
 
+    /// The group, shared by the replicas of a service.
+    public nonisolated let group: String
+    /// This replica's name in the group: unique per process start.
+    public nonisolated let consumer: String
     private let redis: RedisClient
-    private let positionKey: String
     private let apply: Apply
     private let logger: Logger
-    private var position: String?
     private var requested = 0
     private var completed = 0
     private var waiters: [(ticket: Int, continuation: CheckedContinuation<Result<Void, RPCError>, Never>)] = []
     private var working = false
     private var listener: Task<Void, Never>?
-    private var retryScheduled = false
-    /// The pause before a failed catch-up is tried again.
-    static let retryDelay: Duration = .milliseconds(200)
+
+    /// Entries read, claimed or caught up on per command.
+    static let batchSize = 256
     /// How long one blocking read waits before it is repeated (below the client's command timeout).
     static let blockMilliseconds = 1_000
+    /// How long an entry stays pending with a consumer before another one claims it.
+    public static let claimIdle: Duration = .seconds(5)
+    /// How often a replica looks for entries to claim.
+    static let claimInterval: Duration = .seconds(1)
+    /// A consumer with nothing pending, idle this long (a replica that is gone), is removed.
+    static let forgetIdle: Duration = .seconds(3_600)
 
-    /// Where the consumer called `name` keeps its position (the id of the last entry applied).
-    public static func positionKey(_ name: String) -> String { "consumer:\(name):position" }
-
-    /// `name` identifies the consumer's saved position; replicas of one service share it.
-    public init(name: String, redis: RedisClient, logger: Logger, apply: @escaping Apply) {
+    /// `group` names the service's consumer group; every replica of the service uses the same.
+    public init(group: String, redis: RedisClient, logger: Logger, apply: @escaping Apply) {
+        self.group = group
+        consumer = "replica-" + String(UInt64.random(in: .min ... .max), radix: 16)
         self.redis = redis
-        self.positionKey = Self.positionKey(name)
         self.apply = apply
         self.logger = logger
     }
 
-    /// Catches up now and whenever the stream grows, until `stop`; retries while Redis is away.
+    /// Consumes until `stop`, retrying while Redis is away.
     public func start() {
         guard listener == nil else { return }
-        listener = Task { [redis, logger] in
+        listener = Task { [group, consumer, redis, logger, apply] in
             let connection = redis.makeBlockingConnection()
             defer { connection.close() }
-            var seen: String?
+            let reader = GroupReader(group: group, consumer: consumer, redis: redis, connection: connection, apply: apply)
             var delay: Duration = .milliseconds(50)
             while !Task.isCancelled {
-                do throws(RedisError) {
-                    guard let last = seen else {
-                        // Note the stream's end first: whatever comes after it wakes the read below,
-                        // and the catch-up asked for next covers everything up to it.
-                        let tail = try await connection.send(["XREVRANGE", PlatformEvents.stream, "+", "-", "COUNT", "1"])
-                        seen = tail.array?.first?.array?.first?.string ?? "0-0"
-                        if Task.isCancelled { break }
-                        self.requestCatchUp()
-                        continue
-                    }
-                    let reply = try await connection.send([
-                        "XREAD", "COUNT", "256", "BLOCK", String(Self.blockMilliseconds), "STREAMS", PlatformEvents.stream, last,
-                    ])
+                do throws(RedisGroupError) {
+                    try await reader.step()
                     delay = .milliseconds(50)
-                    guard let entries = reply.array?.first?.array?.last?.array, let newest = entries.last?.array?.first?.string else { continue }
-                    seen = newest
-                    // Ring without waiting: a burst of entries while one catch-up runs costs a
-                    // single further read of the stream, not one per entry. Not after `stop`.
-                    if Task.isCancelled { break }
-                    self.requestCatchUp()
                 } catch {
                     if Task.isCancelled { break }
-                    logger.warning("waiting for events failed, retrying", metadata: ["error": "\(error)"])
-                    // Whatever came meanwhile is found by the catch-up after the next tail read.
-                    seen = nil
+                    logger.warning("consuming events failed, retrying", metadata: ["group": "\(group)", "error": "\(error)"])
+                    reader.failed()
                     try? await Task.sleep(for: delay)
                     delay = min(delay * 2, .seconds(2))
                 }
@@ -102,22 +96,16 @@ public actor EventConsumer {
 
     /// Applies every event written before this call. Throws UNAVAILABLE when Redis is down.
     public func catchUp() async throws(RPCError) {
-        let ticket = requestCatchUp()
-        let result = await withCheckedContinuation { continuation in
-            waiters.append((ticket, continuation))
-        }
-        try result.get()
-    }
-
-    /// Asks for a catch-up that starts after this call; returns its ticket.
-    @discardableResult
-    private func requestCatchUp() -> Int {
         requested += 1
+        let ticket = requested
         if !working {
             working = true
             Task { await self.work() }
         }
-        return requested
+        let result = await withCheckedContinuation { continuation in
+            waiters.append((ticket, continuation))
+        }
+        try result.get()
     }
 
     private func work() async {
@@ -125,14 +113,11 @@ public actor EventConsumer {
             let target = requested
             let result: Result<Void, RPCError>
             do throws(RPCError) {
-                try await readStream()
+                try await readThrough()
                 result = .success(())
             } catch {
-                logger.warning("catching up on events failed", metadata: ["error": "\(error)"])
+                logger.warning("catching up on events failed", metadata: ["group": "\(group)", "error": "\(error)"])
                 result = .failure(error)
-                // Read the saved position again next time: after a failover it may be older.
-                position = nil
-                scheduleRetry()
             }
             completed = target
             let done = waiters.filter { $0.ticket <= target }
@@ -142,57 +127,191 @@ public actor EventConsumer {
         working = false
     }
 
-    /// After a failed catch-up, while started: the bell has already moved past the entries that
-    /// were not applied, so nothing else would ask again until the next event.
-    private func scheduleRetry() {
-        guard listener != nil, !retryScheduled else { return }
-        retryScheduled = true
-        Task {
-            try? await Task.sleep(for: Self.retryDelay)
-            self.retryNow()
-        }
-    }
-
-    private func retryNow() {
-        retryScheduled = false
-        if listener != nil { requestCatchUp() }
-    }
-
-    private func readStream() async throws(RPCError) {
-        if position == nil {
-            position = try await redis.command(["GET", positionKey]).string ?? "0"
-        }
+    /// Applies the entries the group has not acknowledged yet, up to the stream's end as it was
+    /// when the last (short) batch was read.
+    private func readThrough() async throws(RPCError) {
+        var after = ""
         while true {
-            let start = position == "0" ? "-" : "(\(position!)"
-            let reply = try await redis.command(["XRANGE", PlatformEvents.stream, start, "+", "COUNT", "256"])
-            guard let entries = reply.array, !entries.isEmpty else { return }
-            var events: [PlatformEvent] = []
-            var last = position!
-            for entry in entries {
-                guard let parts = entry.array, parts.count == 2, let id = parts[0].string else { continue }
-                if let event = PlatformEvent(entryID: id, fields: (parts[1].array ?? []).map(\.string)) {
-                    events.append(event)
-                }
-                last = id
-            }
-            if !events.isEmpty { try await apply(events) }
-            // Saved only forwards: a replica that lags must not move the shared position back,
-            // and one that is behind jumps to where the others already are.
-            position = try await redis.change(Self.savePosition, keys: [positionKey], arguments: [last]).string ?? last
+            let reply = try await redis.script(Self.unapplied, keys: [PlatformEvents.stream],
+                                               arguments: [group, after, String(Self.batchSize)])
+            let entries = StreamEntries(range: reply)
+            if !entries.events.isEmpty { try await apply(entries.events) }
+            guard entries.ids.count == Self.batchSize, let last = entries.ids.last else { return }
+            after = last
         }
     }
 }
 
 extension EventConsumer {
-    /// KEYS[1]: the position key; ARGV[1]: a stream id. Stores it unless the stored id is newer;
-    /// returns the stored id.
-    static let savePosition = """
-        \(eventLua)
-        local current = redis.call('GET', KEYS[1])
-        if not current or older(current, ARGV[1]) then
-            redis.call('SET', KEYS[1], ARGV[1])
-            return ARGV[1]
+    /// Lua: `unappliedStart(stream, group)` is the XRANGE start of the entries `group` has not
+    /// acknowledged: its oldest pending entry, else just after its last delivered one; the
+    /// stream's beginning when the group does not exist yet.
+    public static let unappliedLua = """
+        local function unappliedStart(stream, group)
+            local ok, pending = pcall(redis.call, 'XPENDING', stream, group)
+            if not ok then return '-' end
+            if pending[1] > 0 then return pending[2] end
+            for _, info in ipairs(redis.call('XINFO', 'GROUPS', stream)) do
+                local name, delivered
+                for f = 1, #info, 2 do
+                    if info[f] == 'name' then name = info[f + 1] end
+                    if info[f] == 'last-delivered-id' then delivered = info[f + 1] end
+                end
+                if name == group then return '(' .. delivered end
+            end
+            return '-'
         end
-        return current
         """
+
+    /// KEYS[1]: the stream; ARGV: group, the id to read after ('' for the group's unapplied
+    /// start), count. Returns XRANGE's entries.
+    static let unapplied = """
+        \(unappliedLua)
+        local start = ARGV[2] ~= '' and ('(' .. ARGV[2]) or unappliedStart(KEYS[1], ARGV[1])
+        return redis.call('XRANGE', KEYS[1], start, '+', 'COUNT', ARGV[3])
+        """
+}
+
+/// A Redis failure while consuming, or an apply that failed (its entries stay pending).
+enum RedisGroupError: Error, CustomStringConvertible {
+    case redis(RedisError)
+    case apply(RPCError)
+
+    var description: String {
+        switch self {
+        case .redis(let error): "\(error)"
+        case .apply(let error): "applying events: \(error.message)"
+        }
+    }
+}
+
+/// The entries of an XRANGE, XREADGROUP or XAUTOCLAIM reply: every id (to acknowledge) and the
+/// platform events among them, in order.
+struct StreamEntries {
+    var ids: [String] = []
+    var events: [PlatformEvent] = []
+
+    /// From a list of `[id, [field, value, ...]]` (a deleted entry has no fields).
+    init(range reply: RedisReply) {
+        for entry in reply.array ?? [] {
+            guard let parts = entry.array, parts.count == 2, let id = parts[0].string else { continue }
+            ids.append(id)
+            if let fields = parts[1].array, let event = PlatformEvent(entryID: id, fields: fields.map(\.string)) {
+                events.append(event)
+            }
+        }
+    }
+}
+
+/// One replica's side of the group, driven by the consumer's listener task (one step at a time):
+/// create the group when missing, apply what is pending under its own name, read new entries,
+/// claim the entries of consumers that went quiet, forget consumers long gone.
+private final class GroupReader {
+    let group: String
+    let consumer: String
+    let redis: RedisClient
+    let connection: RedisBlockingConnection
+    let apply: EventConsumer.Apply
+    /// Entries of its own may be pending (at start, after a failure): read those before new ones.
+    var recovering = true
+    var groupExists = false
+    var lastClaim = ContinuousClock.now
+    var claimsSinceCleanup = 0
+
+    init(group: String, consumer: String, redis: RedisClient, connection: RedisBlockingConnection, apply: @escaping EventConsumer.Apply) {
+        self.group = group
+        self.consumer = consumer
+        self.redis = redis
+        self.connection = connection
+        self.apply = apply
+    }
+
+    func failed() { recovering = true }
+
+    func step() async throws(RedisGroupError) {
+        if !groupExists { try await createGroup() }
+        let reply: RedisReply
+        do {
+            reply = try await connection.send(recovering
+                ? ["XREADGROUP", "GROUP", group, consumer, "COUNT", String(EventConsumer.batchSize), "STREAMS", PlatformEvents.stream, "0"]
+                : ["XREADGROUP", "GROUP", group, consumer, "COUNT", String(EventConsumer.batchSize),
+                   "BLOCK", String(EventConsumer.blockMilliseconds), "STREAMS", PlatformEvents.stream, ">"])
+        } catch {
+            // The group went away (deleted, or a failover to a replica that never had it).
+            if case .server(let message) = error.kind, message.hasPrefix("NOGROUP") { groupExists = false }
+            throw .redis(error)
+        }
+        let entries = StreamEntries(range: reply.array?.first?.array?.last ?? .null)
+        if recovering, entries.ids.isEmpty { recovering = false }
+        try await applyAndAcknowledge(entries)
+        if ContinuousClock.now - lastClaim >= EventConsumer.claimInterval {
+            try await claim()
+            lastClaim = .now
+        }
+    }
+
+    private func createGroup() async throws(RedisGroupError) {
+        do {
+            _ = try await redis.send(["XGROUP", "CREATE", PlatformEvents.stream, group, "0", "MKSTREAM"], waitForReplicas: true)
+        } catch {
+            guard case .server(let message) = error.kind, message.hasPrefix("BUSYGROUP") else { throw .redis(error) }
+        }
+        groupExists = true
+    }
+
+    private func applyAndAcknowledge(_ entries: StreamEntries) async throws(RedisGroupError) {
+        guard !entries.ids.isEmpty else { return }
+        if !entries.events.isEmpty {
+            do throws(RPCError) { try await apply(entries.events) } catch { throw .apply(error) }
+        }
+        // Unacknowledged entries are only applied again: no WAIT needed.
+        do { _ = try await redis.send(["XACK", PlatformEvents.stream, group] + entries.ids) } catch { throw .redis(error) }
+    }
+
+    /// Takes over the entries other consumers have held for longer than `claimIdle`, and now and
+    /// then removes consumers that hold nothing and have been idle for `forgetIdle`.
+    private func claim() async throws(RedisGroupError) {
+        let idle = String(EventConsumer.claimIdle.milliseconds)
+        var cursor = "0-0"
+        repeat {
+            let reply: RedisReply
+            do {
+                reply = try await connection.send(["XAUTOCLAIM", PlatformEvents.stream, group, consumer, idle, cursor,
+                                                   "COUNT", String(EventConsumer.batchSize)])
+            } catch { throw .redis(error) }
+            guard let parts = reply.array, parts.count >= 2, let next = parts[0].string else { return }
+            try await applyAndAcknowledge(StreamEntries(range: parts[1]))
+            // Entries deleted from the stream while pending cannot be applied: drop them.
+            let deleted = (parts.count > 2 ? parts[2].array ?? [] : []).compactMap(\.string)
+            if !deleted.isEmpty {
+                do { _ = try await redis.send(["XACK", PlatformEvents.stream, group] + deleted) } catch { throw .redis(error) }
+            }
+            cursor = next
+        } while cursor != "0-0"
+        claimsSinceCleanup += 1
+        if claimsSinceCleanup >= 60 {
+            claimsSinceCleanup = 0
+            try await forgetIdleConsumers()
+        }
+    }
+
+    private func forgetIdleConsumers() async throws(RedisGroupError) {
+        let consumers: RedisReply
+        do { consumers = try await connection.send(["XINFO", "CONSUMERS", PlatformEvents.stream, group]) } catch { throw .redis(error) }
+        for info in consumers.array ?? [] {
+            var fields: [String: RedisReply] = [:]
+            let flat = info.array ?? []
+            for index in stride(from: 0, to: flat.count - 1, by: 2) {
+                if let name = flat[index].string { fields[name] = flat[index + 1] }
+            }
+            guard let name = fields["name"]?.string, name != consumer, fields["pending"]?.int == 0,
+                  let idle = fields["idle"]?.int, idle >= EventConsumer.forgetIdle.milliseconds else { continue }
+            do { _ = try await redis.send(["XGROUP", "DELCONSUMER", PlatformEvents.stream, group, name]) } catch { throw .redis(error) }
+        }
+    }
+}
+
+extension Duration {
+    /// Whole milliseconds.
+    var milliseconds: Int64 { components.seconds * 1_000 + components.attoseconds / 1_000_000_000_000_000 }
 }

@@ -1,8 +1,9 @@
 // Nothing lost, nothing doubled: the delivery service catching up after a restart, replaying the
-// whole stream, running as two replicas, starting while Redis is down; the order service catching
+// whole stream, claiming what a dead replica held, running as two replicas, starting while Redis is down; the order service catching
 // up on stages it missed; state surviving an order service restart; ids unique
 // across two order service instances; and Redis going away (UNAVAILABLE, never INTERNAL) and
 // coming back.
+import PlatformCommon
 import PlatformProtos
 import Testing
 
@@ -37,12 +38,44 @@ import Testing
             for _ in 0..<6 { ids.append(try await platform.placeAcceptedOrder()) }
             try await expectOneAssignmentEach(ids, on: platform)
             await platform.stopDeliveryServices()
-            #expect(try await platform.redis.send(["DEL", "consumer:delivery_service:position"]).int == 1)
-            let replica = try await platform.startDeliveryService()
-            // Wait until the new instance has read the whole stream again and saved its position.
-            let streamEnd = try await platform.redis.send(["XREVRANGE", "order_events:stream", "+", "-", "COUNT", "1"]).array?.first?.array?.first?.string
-            _ = try await platform.deliveries(of: replica).getDriverAssignments(GetDriverAssignmentsRequest(driverId: "d1"))
-            #expect(try await platform.redis.send(["GET", "consumer:delivery_service:position"]).string == streamEnd)
+            // The group starts over: every event is delivered again.
+            let redis = platform.redis
+            _ = try await redis.send(["XGROUP", "SETID", PlatformEvents.stream, "delivery_service", "0"])
+            try await platform.startDeliveryService()
+            // Wait until the new instance has been handed the whole stream again and applied it.
+            let streamEnd = try await redis.send(["XREVRANGE", PlatformEvents.stream, "+", "-", "COUNT", "1"]).array?.first?.array?.first?.string
+            await eventually("the stream replayed") {
+                let groups = try await redis.send(["XINFO", "GROUPS", PlatformEvents.stream]).array ?? []
+                let pending = try await redis.send(["XPENDING", PlatformEvents.stream, "delivery_service"]).array?.first?.int
+                return pending == 0 && groups.contains { info in
+                    let fields = (info.array ?? []).map(\.string)
+                    return fields.starts(with: ["name", "delivery_service"]) && fields.contains(streamEnd)
+                }
+            }
+            try await expectOneAssignmentEach(ids, on: platform)
+        }
+    }
+
+    /// A replica that took events and died before acknowledging them: after `claimIdle` a live
+    /// replica claims them and applies them.
+    @Test func eventsADeadReplicaHeldAreClaimedAndApplied() async throws {
+        try await withPlatform(drivers: ["d1", "d2"]) { platform in
+            await platform.stopDeliveryServices()
+            var ids: [String] = []
+            for _ in 0..<5 { ids.append(try await platform.placeAcceptedOrder()) }
+            let redis = platform.redis
+            let stream = PlatformEvents.stream
+            // (The stopped replica may not have got round to creating the group.)
+            _ = try? await redis.send(["XGROUP", "CREATE", stream, "delivery_service", "0"])
+            let taken = try await redis.send(["XREADGROUP", "GROUP", "delivery_service", "gone", "COUNT", "1000", "STREAMS", stream, ">"])
+            let heldByGone = { () async throws -> Int64? in
+                try await redis.send(["XPENDING", stream, "delivery_service", "-", "+", "1000", "gone"]).array.map { Int64($0.count) }
+            }
+            try #require(try await heldByGone() == Int64(taken.array?.first?.array?.last?.array?.count ?? -1))
+            try #require(try await heldByGone() ?? 0 >= 10, "the dead replica holds every order's events")
+            try await platform.startDeliveryService()
+            await eventually("the dead replica's events claimed", within: .seconds(15)) { try await heldByGone() == 0 }
+            #expect(try await redis.send(["XPENDING", stream, "delivery_service"]).array?.first?.int == 0)
             try await expectOneAssignmentEach(ids, on: platform)
         }
     }

@@ -61,6 +61,12 @@ import Testing
             try await OrderServiceLogic.apply([e1, e2], redis: platform.redis)  // replica B
             try await OrderServiceLogic.apply([e1], redis: platform.redis)      // replica A, late
             #expect(try await platform.orderStatus(id) == "OUT_FOR_DELIVERY")
+            // And the newest event alone, before the older ones: the stage and the driver are there.
+            try await rewind(id, to: assignments[0], platform.redis)
+            _ = try await platform.redis.send(["HDEL", OrderKeys.prefix + id, "driver_id"])
+            try await OrderServiceLogic.apply([e2, e1, assignments[0]], redis: platform.redis)
+            #expect(try await platform.orderStatus(id) == "OUT_FOR_DELIVERY")
+            #expect(try await platform.redis.send(["HGET", OrderKeys.prefix + id, "driver_id"]).string == "d1")
             let last = try await platform.redis.send(["HGET", OrderKeys.prefix + id, "last_event"]).string
             let newest = e2.id?.description
             #expect(last == newest)
@@ -129,11 +135,12 @@ import Testing
         }
     }
 
-    /// GetOrderStatus reads its own writes by applying, in its script, the delivery events the
-    /// consumer has not applied yet (leaving the consumer's position to the consumer); past 256
-    /// pending ones it has the consumer catch up first. The reader here is an order service
-    /// whose consumer never started.
-    @Test func getOrderStatusAppliesPendingDeliveryEventsItself() async throws {
+    /// GetOrderStatus reads its own writes by applying, in its script, the delivery events its
+    /// consumer group has not acknowledged (from the group's oldest pending entry, or after the
+    /// last one delivered), acknowledging nothing itself; past 256 of them it has the consumer
+    /// catch up first. The reader is an order service with a group of its own that it never
+    /// consumes, so the platform's consumers are left undisturbed.
+    @Test func getOrderStatusAppliesUnacknowledgedDeliveryEventsItself() async throws {
         try await withPlatform(drivers: ["d1"]) { platform in
             let id = try await delivered([[.pickedUp]], on: platform)[0]
             await eventually("\(id) picked up") { try await platform.orderStatus(id) == "PICKED_UP" }
@@ -141,32 +148,50 @@ import Testing
             let assignments = events.filter { $0.kind == .driverAssigned }
             let stages = events.filter { $0.kind == .deliveryStatus }
             try #require(assignments.count == 1 && stages.count == 1)
-            let assignment = assignments[0]
-            let reader = OrderServiceLogic(redis: platform.redis, logger: quietLogger)
+            let (assignment, stage) = (assignments[0].id!.description, stages[0].id!.description)
+            let group = "reader_under_test"
+            let reader = OrderServiceLogic(redis: platform.redis, logger: quietLogger, consumerGroup: group)
             let context = ServerContext(path: "/test", requestMetadata: Metadata(), deadline: nil)
-            let positionKey = OrderServiceLogic.positionKey
             let redis = platform.redis
-            let streamEnd = { () async throws -> String? in
-                try await redis.send(["XREVRANGE", PlatformEvents.stream, "+", "-", "COUNT", "1"]).array?.first?.array?.first?.string
+            let stream = PlatformEvents.stream
+            let readStatus = { () async throws -> String in
+                try await reader.getOrderStatus(GetOrderStatusRequest(orderId: id), context: context).status
+            }
+            let lastDelivered = { () async throws -> String? in
+                let groups = try await redis.send(["XINFO", "GROUPS", stream]).array ?? []
+                for info in groups {
+                    let fields = (info.array ?? []).map(\.string)
+                    guard let name = fields.firstIndex(of: "name"), fields[name + 1] == group,
+                          let delivered = fields.firstIndex(of: "last-delivered-id") else { continue }
+                    return fields[delivered + 1]
+                }
+                return nil
             }
 
-            // One pending event: the script applies it and leaves the position to the consumer.
-            // (No event is written from here on, so the platform's own consumer stays idle.)
-            try await rewind(id, to: assignment, redis)
-            _ = try await redis.send(["SET", positionKey, assignment.id!.description])
-            #expect(try await reader.getOrderStatus(GetOrderStatusRequest(orderId: id), context: context).status == "PICKED_UP")
-            #expect(try await redis.send(["GET", positionKey]).string == assignment.id?.description)
+            // The group was handed everything up to the assignment: the stage is unapplied.
+            // (From here on only ORDER_PLACED events are written, which the platform's order
+            // consumer leaves alone, so it puts back nothing this test rewinds.)
+            try await rewind(id, to: assignments[0], redis)
+            _ = try await redis.send(["XGROUP", "CREATE", stream, group, assignment])
+            #expect(try await readStatus() == "PICKED_UP")
+            #expect(try await lastDelivered() == assignment, "GetOrderStatus reads and acknowledges nothing")
 
-            // More pending than the script takes at once: it answers BEHIND, and GetOrderStatus has
-            // the consumer catch up from the start, then reads.
+            // The stage handed to a consumer that has not acknowledged it is unapplied too.
+            try await rewind(id, to: assignments[0], redis)
+            _ = try await redis.send(["XREADGROUP", "GROUP", group, "someone", "COUNT", "1", "STREAMS", stream, ">"])
+            #expect(try await lastDelivered() == stage)
+            #expect(try await readStatus() == "PICKED_UP")
+
+            // More unapplied than the script takes at once: it answers BEHIND, and GetOrderStatus
+            // has the consumer catch up, then reads.
+            _ = try await redis.send(["XACK", stream, group, stage])
+            _ = try await redis.send(["XGROUP", "SETID", stream, group, assignment])
             for _ in 0..<300 { _ = try await platform.placeOrder() }
-            let end = try await streamEnd()
-            await eventually("the platform's consumer caught up") { try await redis.send(["GET", positionKey]).string == end }
-            try await rewind(id, to: assignment, redis)
-            _ = try await redis.send(["DEL", positionKey])
-            #expect(try await redis.eval(Scripts.get, keys: [positionKey], arguments: [id]).string == Scripts.behind)
-            #expect(try await reader.getOrderStatus(GetOrderStatusRequest(orderId: id), context: context).status == "PICKED_UP")
-            #expect(try await redis.send(["GET", positionKey]).string == end)
+            try await rewind(id, to: assignments[0], redis)
+            #expect(try await redis.eval(Scripts.get, keys: [stream], arguments: [id, group, Scripts.applyUnapplied]).string
+                == Scripts.behind)
+            #expect(try await readStatus() == "PICKED_UP")
+            #expect(try await lastDelivered() == assignment)
         }
     }
 }

@@ -1,9 +1,10 @@
 // Replicas under a steady accept load, one of each service crashing midway: three delivery
 // replicas and two order replicas on one Redis while orders are accepted ten at a time; one
 // delivery replica and one order replica die abruptly (their Redis connections and servers go
-// at once, as with kill -9) half-way through. Every accepted order is then assigned exactly
-// once, the consumers that are left store every order's latest stage, and it reads the same on
-// the order replica that is left as on the platform's own.
+// at once, as with kill -9) half-way through. The events the dead replicas had taken but not
+// acknowledged are claimed by the others (XAUTOCLAIM) and nothing stays pending; every accepted
+// order is then assigned exactly once, the consumers that are left store every order's latest
+// stage, and it reads the same on the order replica that is left as on the platform's own.
 import PlatformCommon
 import PlatformProtos
 import Testing
@@ -52,6 +53,11 @@ import Testing
             for id in ids {
                 for replica in replicas {
                     #expect(try await replica.getOrderStatus(GetOrderStatusRequest(orderId: id)).status == "PICKED_UP", "order \(id)")
+                }
+            }
+            for group in ["delivery_service", "order_service"] {
+                await eventually("nothing pending in \(group)", within: .seconds(20)) {
+                    try await redis.send(["XPENDING", PlatformEvents.stream, group]).array?.first?.int == 0
                 }
             }
             await survivingOrder.stop()
