@@ -65,14 +65,14 @@ let package = Package(
         .testTarget(name: "RedisClientTests", dependencies: ["RedisClient", "TestSupport"]),
         .target(name: "PlatformCommon", dependencies: [
             "RPCCore", "RedisClient", .product(name: "Logging", package: "swift-log"),
-        ]),
+        ], exclude: ["Lua"]),
         .target(name: "CallerTokens", dependencies: ["COpenSSL", "RPCCore"]),
         .target(name: "PlatformAuth", dependencies: [
             "CallerTokens", "PlatformCommon", "PlatformProtos", "RPCCore", .product(name: "Logging", package: "swift-log"),
         ]),
-        .target(name: "OrderLogic", dependencies: ["PlatformAuth", "PlatformCommon", "PlatformProtos"]),
-        .target(name: "RestaurantLogic", dependencies: ["PlatformAuth", "PlatformCommon", "PlatformProtos"]),
-        .target(name: "DeliveryLogic", dependencies: ["PlatformAuth", "PlatformCommon", "PlatformProtos"]),
+        .target(name: "OrderLogic", dependencies: ["PlatformAuth", "PlatformCommon", "PlatformProtos"], exclude: ["Lua"]),
+        .target(name: "RestaurantLogic", dependencies: ["PlatformAuth", "PlatformCommon", "PlatformProtos"], exclude: ["Lua"]),
+        .target(name: "DeliveryLogic", dependencies: ["PlatformAuth", "PlatformCommon", "PlatformProtos"], exclude: ["Lua"]),
         .target(name: "ServiceRuntime", dependencies: [
             "CallerTokens", "GRPCHTTP2", "GRPCServices", "PlatformAuth", "RedisClient", .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),

@@ -1,21 +1,27 @@
-// DeliveryService: drivers and assignments in Redis, every change an atomic Lua script.
+// DeliveryService: drivers and assignments in Redis, every change an atomic Lua script (Lua/*.lua).
 //
-// Keys: `delivery:assignment:<id>` (hash: order_id, driver_id, status), `delivery:order:<id>`
-// (hash: accepted, auto_assigned, assignment = the active one, restaurant and customer as the
-// ORDER_ACCEPTED event told them, order_status and order_event = the newest order event seen:
-// delivery never reads the order service's keys), `delivery:driver:<id>:assignments` (list, oldest first) and
-// `delivery:driver:<id>:active` (open assignments, for least-loaded).
-// The service learns of orders from the order service's events, through its consumer group
-// (EventConsumer: the replicas share the events, in any order), and assigns a driver
-// automatically; the script marks the order `auto_assigned` in the same step, so replays, restarts
-// and other replicas never assign twice, and `order_status` follows only the newest order event. Every assignment and stage change appends
-// DRIVER_ASSIGNED / DELIVERY_STATUS to the event stream and publishes it in that same step, with
-// the driver, the assignment and the order's restaurant and customer as fields, so watchers of
-// any of them are reached.
+// Two kinds of keys (DeliveryKeys). Per order, a record in the order's partition (its hash tag,
+// beside the partition's event stream): the newest status the order service's events announced
+// (`order_status`, `order_event`; delivery never reads the order service's keys), whether it was
+// accepted and auto-assigned, its restaurant and customer, and its current assignment, driver and
+// stage. Every change of a record appends DRIVER_ASSIGNED / DELIVERY_STATUS to the partition's
+// stream in the same step, with the driver, the assignment and the order's restaurant and
+// customer as fields, so watchers of any of them are reached. And the driver pool, in a slot of
+// its own (`{drivers}`): each assignment's order, driver, status and last event, each driver's
+// assignments and open-assignment counter (for least-loaded), and the claims of automatic
+// assignments. The pool is a projection of the service's own events, applied by its consumer
+// like any other.
 //
-// WatchDriverAssignments subscribes to the process's EventHub first, then reads the driver's
-// open assignments together with the stream's last id in one script: the snapshot shows exactly
-// the events up to that id, so the events after it are the changes to send.
+// The service consumes every partition through its consumer group (EventConsumer: replicas share
+// the events, in any order). For an ACCEPTED order without an automatic assignment it claims the
+// least loaded driver in the pool's slot (idempotent per order: a replay, a restart, another
+// replica or a crash between the two steps gets the same claim back), then records the assignment
+// on the order's record with its event (once: `auto_assigned`). So no order is assigned twice,
+// and none is left unassigned. Manual assignment and stages change the record alone, in one step.
+//
+// WatchDriverAssignments subscribes to the process's EventHub first, catches up, then reads the
+// driver's assignments with the id of the last event applied to each: the events at or before
+// those are in the snapshot, the later ones are the changes to send.
 import Logging
 import PlatformAuth
 import PlatformCommon
@@ -26,6 +32,8 @@ import RedisClient
 public struct DeliveryServiceLogic: DeliveryServiceProvider, OrderPartiesLookup {
     /// Who gets automatic assignments when no pool is configured.
     public static let defaultDriver = "driver_auto"
+    /// The delivery service's consumer group (its replicas share it).
+    static let consumerGroup = "delivery_service"
 
     private let redis: RedisClient
     private let events: EventConsumer
@@ -38,23 +46,14 @@ public struct DeliveryServiceLogic: DeliveryServiceProvider, OrderPartiesLookup 
         self.logger = logger
         hub = EventHub(redis: redis, logger: logger)
         let pool = drivers.isEmpty ? [Self.defaultDriver] : drivers
-        events = EventConsumer(group: "delivery_service", redis: redis, logger: logger) { events throws(RPCError) in
-            var orders: [String] = []
-            for event in events {
-                // The order service's own announcements: delivery judges manual assignments by them.
-                guard let id = event.id, event.kind.isOrderServiceEvent,
-                      let status = event.announcedStatus else { continue }
-                orders += [status.rawValue, event.orderID, id.description, event.restaurantID ?? "", event.customerID ?? ""]
-            }
-            guard !orders.isEmpty else { return }
-            let reply = try await redis.change(Scripts.assign, arguments: ["auto", String(pool.count)] + pool + orders)
-            if let assigned = reply.int, assigned > 0 {
-                logger.info("drivers assigned automatically", metadata: ["new": "\(assigned)"])
-            }
+        events = EventConsumer(group: Self.consumerGroup, redis: redis, logger: logger) { events, partition throws(RPCError) in
+            let assigned = try await Self.assignAccepted(events, in: partition, pool: pool, redis: redis)
+            if assigned > 0 { logger.info("drivers assigned automatically", metadata: ["new": "\(assigned)"]) }
+            try await Self.projectAssignments(events, redis: redis)
         }
     }
 
-    /// Starts following ORDER_ACCEPTED events.
+    /// Starts following the events.
     public func start() async { await events.start() }
     /// Ends the watches (the server is about to drain).
     public func endWatches() { hub.shutdown() }
@@ -63,9 +62,11 @@ public struct DeliveryServiceLogic: DeliveryServiceProvider, OrderPartiesLookup 
     public func assignDriver(_ request: AssignDriverRequest, context: ServerContext) async throws -> AssignDriverResponse {
         try Identifier.validate(request.orderId, field: "order_id")
         try Identifier.validate(request.driverId, field: "driver_id")
-        let reply = try await judged { () async throws(RPCError) in
-            try await redis.change(Scripts.assign, arguments: ["manual", request.orderId, request.driverId])
+        guard let number = try await redis.command(["INCR", DeliveryKeys.assignmentSequence]).int else {
+            throw RPCError(.internal, "unexpected reply numbering an assignment")
         }
+        let reply = try await judged(Scripts.assign, order: request.orderId,
+                                     arguments: [request.orderId, "assignment_\(number)", request.driverId])
         guard let fields = reply.array, fields.count == 2, let assignment = fields[0].string else {
             throw RPCError(.internal, "unexpected reply assigning a driver")
         }
@@ -77,14 +78,16 @@ public struct DeliveryServiceLogic: DeliveryServiceProvider, OrderPartiesLookup 
         guard let status = DeliveryStatus(rawValue: request.status) else {
             throw RPCError(.invalidArgument, "status must be one of \(DeliveryStatus.allCases.map(\.rawValue).joined(separator: ", "))")
         }
-        let reply = try await judged { () async throws(RPCError) in try await redis.change(Scripts.update, arguments: [request.orderId, status.rawValue]) }
+        let reply = try await judged(Scripts.update, order: request.orderId, arguments: [request.orderId, status.rawValue])
         return UpdateDeliveryStatusResponse(orderId: request.orderId, status: reply.string ?? status.rawValue)
     }
 
     public func getDriverAssignments(_ request: GetDriverAssignmentsRequest, context: ServerContext) async throws -> GetDriverAssignmentsResponse {
         try Identifier.validate(request.driverId, field: "driver_id")
         try await events.catchUp()
-        let flat = try await redis.script(Scripts.list, arguments: [request.driverId]).array ?? []
+        let flat = try await redis.script(Scripts.list, keys: [
+            DeliveryKeys.assignments(of: request.driverId), DeliveryKeys.assignmentOrder, DeliveryKeys.assignmentStatus,
+        ]).array ?? []
         let assignments = stride(from: 0, to: flat.count - 2, by: 3).map { index in
             DeliveryAssignment(assignmentId: flat[index].string ?? "", orderId: flat[index + 1].string ?? "",
                                status: flat[index + 2].string ?? "")
@@ -99,26 +102,40 @@ public struct DeliveryServiceLogic: DeliveryServiceProvider, OrderPartiesLookup 
         try Identifier.validate(driver, field: "driver_id")
         let subscription = try await hub.subscribe(.driver(driver))
         defer { subscription.cancel() }
-        let reply = try await redis.script(Scripts.openAssignments, arguments: [driver]).array ?? []
-        let snapshot = reply.first?.string.flatMap(StreamID.init) ?? .zero
-        let open = Array(reply.dropFirst())
-        for index in stride(from: 0, to: open.count - 2, by: 3) {
+        // Everything the subscription may have missed is applied before the snapshot is read.
+        try await events.catchUp()
+        let flat = try await redis.script(Scripts.watchSnapshot, keys: [
+            DeliveryKeys.assignments(of: driver), DeliveryKeys.assignmentOrder, DeliveryKeys.assignmentStatus,
+            DeliveryKeys.assignmentEvent,
+        ]).array ?? []
+        // Per assignment in the snapshot, the last event it reflects (nil: none yet, only its claim).
+        var known: [String: StreamID?] = [:]
+        for index in stride(from: 0, to: flat.count - 3, by: 4) {
+            let assignment = flat[index].string ?? "", status = flat[index + 2].string ?? ""
+            known[assignment] = StreamID(flat[index + 3].string ?? "")
+            guard Self.isOpen(status) else { continue }
             try await responses.write(DriverAssignmentUpdate(
-                assignmentId: open[index].string ?? "", orderId: open[index + 1].string ?? "", status: open[index + 2].string ?? ""))
+                assignmentId: assignment, orderId: flat[index + 1].string ?? "", status: status))
+        }
+        func isNew(_ assignment: String, _ event: StreamID) -> Bool {
+            guard let last = known[assignment] else { return true }
+            return last.map { event > $0 } ?? true
         }
         for try await event in subscription {
-            guard let id = event.id, id > snapshot else { continue }
+            guard let id = event.id else { continue }
             let at = Int64(id.milliseconds)
-            if event.kind == .driverAssigned, event.previousDriverID == driver, let previous = event.previousAssignmentID {
+            if event.kind == .driverAssigned, event.previousDriverID == driver, let previous = event.previousAssignmentID,
+               isNew(previous, id) {
                 try await responses.write(DriverAssignmentUpdate(
                     assignmentId: previous, orderId: event.orderID, status: Self.reassigned, updatedAtUnixMs: at))
             }
             guard event.driverID == driver, let assignment = event.assignmentID else { continue }
             switch event.kind {
-            case .driverAssigned:
+            case .driverAssigned where known[assignment] == nil:
+                // (An assignment in the snapshot was sent with it: its creation is not news.)
                 try await responses.write(DriverAssignmentUpdate(
                     assignmentId: assignment, orderId: event.orderID, status: DeliveryStatus.assigned.rawValue, updatedAtUnixMs: at))
-            case .deliveryStatus:
+            case .deliveryStatus where isNew(assignment, id):
                 try await responses.write(DriverAssignmentUpdate(
                     assignmentId: assignment, orderId: event.orderID, status: event.detail ?? "", updatedAtUnixMs: at))
             default:
@@ -127,160 +144,131 @@ public struct DeliveryServiceLogic: DeliveryServiceProvider, OrderPartiesLookup 
         }
     }
 
-    /// Runs a change that judges an order by what the service knows of it. When the answer is
-    /// no (NOT_FOUND, FAILED_PRECONDITION), the order may have been accepted or assigned a
-    /// moment ago, in events not applied yet: catch up and ask once more before saying no. The
+    /// Runs a change script on an order's record (KEYS: the record, the partition's stream) that
+    /// judges the order by what the service knows of it. When the answer is no (NOT_FOUND,
+    /// FAILED_PRECONDITION), the order may have been accepted or assigned a moment ago, in
+    /// events not applied yet: catch up on its partition and ask once more before saying no. The
     /// script changes nothing when it says no, so asking again is safe.
-    private func judged(_ change: () async throws(RPCError) -> RedisReply) async throws(RPCError) -> RedisReply {
+    private func judged(_ script: String, order: String, arguments: [String]) async throws(RPCError) -> RedisReply {
+        let partition = OrderPartition(order: order)
+        let keys = [DeliveryKeys.order(order), partition.stream]
         do throws(RPCError) {
-            return try scriptOutcome(await change())
+            return try scriptOutcome(await redis.change(script, keys: keys, arguments: arguments))
         } catch where error.code == .notFound || error.code == .failedPrecondition {
-            try await events.catchUp()
-            return try scriptOutcome(await change())
+            try await events.catchUp(partition)
+            return try scriptOutcome(await redis.change(script, keys: keys, arguments: arguments))
         }
     }
 
     /// The driver of the order's current assignment (the order's other parties are the order
     /// service's to tell).
     public func parties(ofOrder orderID: String, for caller: Caller) async throws(RPCError) -> OrderParties? {
-        let reply = try await redis.script(Scripts.currentDriver, arguments: [orderID])
+        let reply = try await redis.script(Scripts.currentDriver, keys: [DeliveryKeys.order(orderID)])
         guard let driver = reply.string else { return nil }
         return OrderParties(driver: driver)
     }
 
     /// An assignment replaced by another of the same order.
     static let reassigned = "REASSIGNED"
+
+    /// The statuses of an assignment that no longer occupies its driver.
+    static let closedStatuses = [DeliveryStatus.delivered.rawValue, DeliveryStatus.failed.rawValue, reassigned]
+
+    /// Whether an assignment in this status still occupies its driver.
+    static func isOpen(_ status: String) -> Bool { !closedStatuses.contains(status) }
+
+    /// Follows the order service's announcements on the orders' records, and gives each newly
+    /// accepted order a driver: claim in the pool, then record on the order. Returns how many
+    /// assignments were recorded now.
+    static func assignAccepted(_ events: [PlatformEvent], in partition: OrderPartition, pool: [String],
+                               redis: RedisClient) async throws(RPCError) -> Int {
+        var announced: [(event: PlatformEvent, status: OrderStatus, id: StreamID)] = []
+        for event in events where event.kind.isOrderServiceEvent {
+            guard let id = event.id, let status = event.announcedStatus else { continue }
+            announced.append((event, status, id))
+        }
+        guard !announced.isEmpty else { return 0 }
+        let waiting = try await redis.change(Scripts.applyOrderEvents, keys: announced.map { DeliveryKeys.order($0.event.orderID) },
+                                             arguments: announced.flatMap { [$0.status.rawValue, $0.id.description] })
+        var accepted: [PlatformEvent] = []
+        for position in waiting.array ?? [] {
+            guard let index = position.int.map({ Int($0) - 1 }), announced.indices.contains(index) else { continue }
+            let event = announced[index].event
+            if !accepted.contains(where: { $0.orderID == event.orderID }) { accepted.append(event) }
+        }
+        guard !accepted.isEmpty else { return 0 }
+        let claims = try await redis.change(
+            Scripts.claim,
+            keys: [DeliveryKeys.claims, DeliveryKeys.assignmentSequence] + DeliveryKeys.assignmentHashes
+                + pool.flatMap { [DeliveryKeys.openAssignments(of: $0), DeliveryKeys.assignments(of: $0)] },
+            arguments: [String(pool.count)] + pool + accepted.map(\.orderID)).array ?? []
+        guard claims.count == 2 * accepted.count else { throw RPCError(.internal, "unexpected reply claiming drivers") }
+        var arguments: [String] = []
+        for (index, event) in accepted.enumerated() {
+            arguments += [event.orderID, claims[2 * index].string ?? "", claims[2 * index + 1].string ?? "",
+                          event.restaurantID ?? "", event.customerID ?? ""]
+        }
+        let recorded = try await redis.change(Scripts.record, keys: [partition.stream] + accepted.map { DeliveryKeys.order($0.orderID) },
+                                              arguments: arguments)
+        return Int(recorded.int ?? 0)
+    }
+
+    /// Applies the service's own events (assignments, stages) to the driver pool.
+    static func projectAssignments(_ events: [PlatformEvent], redis: RedisClient) async throws(RPCError) {
+        var keys = DeliveryKeys.assignmentHashes
+        var arguments: [String] = []
+        for event in events {
+            guard let id = event.id, let assignment = event.assignmentID, let driver = event.driverID else { continue }
+            let status: String
+            switch event.kind {
+            case .driverAssigned: status = DeliveryStatus.assigned.rawValue
+            case .deliveryStatus: status = event.detail ?? ""
+            default: continue
+            }
+            let previousDriver = event.previousAssignmentID == nil ? driver : event.previousDriverID ?? driver
+            keys += [DeliveryKeys.openAssignments(of: driver), DeliveryKeys.assignments(of: driver),
+                     DeliveryKeys.openAssignments(of: previousDriver), DeliveryKeys.assignments(of: previousDriver)]
+            arguments += [id.description, assignment, event.orderID, driver, status,
+                          event.previousAssignmentID ?? "", event.previousDriverID ?? ""]
+        }
+        if !arguments.isEmpty { _ = try await redis.change(Scripts.applyAssignmentEvents, keys: keys, arguments: arguments) }
+    }
 }
 
-/// The Lua scripts; the event fields are PlatformEvent.Field's.
+/// The delivery service's keys: per order in the order's partition, the pool in `{drivers}`.
+enum DeliveryKeys {
+    /// Hash: order_status, order_event, accepted, auto_assigned, restaurant, customer,
+    /// assignment, driver, assignment_status.
+    static func order(_ id: String) -> String { "delivery:\(OrderPartition(order: id).tag):order:\(id)" }
+
+    /// Hash: order id -> its automatic assignment.
+    static let claims = "delivery:{drivers}:claims"
+    /// Counter behind `assignment_<n>`.
+    static let assignmentSequence = "delivery:{drivers}:assignment:seq"
+    /// Hashes: assignment id -> its order, driver, status, last event applied.
+    static let assignmentOrder = "delivery:{drivers}:assignment:order"
+    static let assignmentDriver = "delivery:{drivers}:assignment:driver"
+    static let assignmentStatus = "delivery:{drivers}:assignment:status"
+    static let assignmentEvent = "delivery:{drivers}:assignment:event"
+    static let assignmentHashes = [assignmentOrder, assignmentDriver, assignmentStatus, assignmentEvent]
+    /// Sorted set: the driver's assignments, by number (oldest first).
+    static func assignments(of driver: String) -> String { "delivery:{drivers}:driver:\(driver):assignments" }
+    /// Counter: the driver's open assignments (least loaded gets the next automatic one).
+    static func openAssignments(of driver: String) -> String { "delivery:{drivers}:driver:\(driver):active" }
+}
+
+/// The scripts the service runs, each assembled from Lua/*.lua and the shared prelude.
 enum Scripts {
-    private typealias Field = PlatformEvent.Field
-
-    /// ARGV: 'manual', order id, driver id: returns {assignment id, driver id}. Or 'auto', the pool
-    /// size k, the k pool drivers, then per order event its announced status, order id, event id,
-    /// restaurant and customer: the order's `order_status` follows the newest of them, and each
-    /// ACCEPTED order not yet auto-assigned gets the least loaded driver (idempotent: replays and
-    /// replicas assign nothing twice); returns how many were assigned.
-    static let assign = """
-        \(eventLua)
-        local function assign(order, driver)
-            local okey = 'delivery:order:' .. order
-            local ofields = redis.call('HMGET', okey, 'assignment', 'restaurant', 'customer')
-            local current = ofields[1]
-            local previousDriver, previous = '', ''
-            if current then
-                local ckey = 'delivery:assignment:' .. current
-                local fields = redis.call('HMGET', ckey, 'status', 'driver_id')
-                if fields[1] ~= 'FAILED' and fields[1] ~= 'DELIVERED' then
-                    redis.call('HSET', ckey, 'status', '\(DeliveryServiceLogic.reassigned)')
-                    redis.call('DECR', 'delivery:driver:' .. fields[2] .. ':active')
-                    previousDriver, previous = fields[2], current
-                end
-            end
-            local id = 'assignment_' .. redis.call('INCR', 'delivery:assignment:seq')
-            redis.call('HSET', 'delivery:assignment:' .. id, 'order_id', order, 'driver_id', driver, 'status', 'ASSIGNED')
-            redis.call('RPUSH', 'delivery:driver:' .. driver .. ':assignments', id)
-            redis.call('INCR', 'delivery:driver:' .. driver .. ':active')
-            redis.call('HSET', okey, 'assignment', id)
-            emit('DRIVER_ASSIGNED:' .. order .. ':' .. driver, {'\(Field.driver.rawValue)', driver, '\(Field.assignment.rawValue)', id,
-                '\(Field.restaurant.rawValue)', ofields[2] or '', '\(Field.customer.rawValue)', ofields[3] or '',
-                '\(Field.previousDriver.rawValue)', previousDriver, '\(Field.previousAssignment.rawValue)', previous})
-            return id
-        end
-
-        if ARGV[1] == 'manual' then
-            local order, driver = ARGV[2], ARGV[3]
-            local okey = 'delivery:order:' .. order
-            if not redis.call('HGET', okey, 'accepted') then
-                local status = redis.call('HGET', okey, 'order_status')
-                if not status then return {'ERR', 'NOT_FOUND:order ' .. order .. ' not found'} end
-                return {'ERR', 'FAILED_PRECONDITION:order ' .. order .. ' is ' .. status .. ', not accepted'}
-            end
-            local current = redis.call('HGET', okey, 'assignment')
-            if current and redis.call('HGET', 'delivery:assignment:' .. current, 'status') == 'DELIVERED' then
-                return {'ERR', 'FAILED_PRECONDITION:order ' .. order .. ' is already delivered'}
-            end
-            return {assign(order, driver), driver}
-        end
-
-        local poolSize = tonumber(ARGV[2])
-        local assigned = 0
-        for i = 3 + poolSize, #ARGV, 5 do
-            local status, order, event = ARGV[i], ARGV[i + 1], ARGV[i + 2]
-            local okey = 'delivery:order:' .. order
-            local last = redis.call('HGET', okey, 'order_event')
-            if not last or older(last, event) then
-                redis.call('HSET', okey, 'order_status', status, 'order_event', event)
-            end
-            if status == '\(OrderStatus.accepted.rawValue)' and not redis.call('HGET', okey, 'auto_assigned') then
-                local driver, best = nil, nil
-                for p = 3, 2 + poolSize do
-                    local load = tonumber(redis.call('GET', 'delivery:driver:' .. ARGV[p] .. ':active') or '0')
-                    if best == nil or load < best then best = load; driver = ARGV[p] end
-                end
-                redis.call('HSET', okey, 'accepted', '1', 'auto_assigned', '1', 'restaurant', ARGV[i + 3], 'customer', ARGV[i + 4])
-                assign(order, driver)
-                assigned = assigned + 1
-            end
-        end
-        return assigned
-        """
-
-    /// ARGV: order id, new status. DELIVERED is final; FAILED and DELIVERED free the driver.
-    static let update = """
-        \(eventLua)
-        local order = ARGV[1]
-        local ofields = redis.call('HMGET', 'delivery:order:' .. order, 'assignment', 'restaurant', 'customer')
-        local current = ofields[1]
-        if not current then return {'ERR', 'NOT_FOUND:order ' .. order .. ' has no driver assigned'} end
-        local akey = 'delivery:assignment:' .. current
-        local fields = redis.call('HMGET', akey, 'status', 'driver_id')
-        if fields[1] == 'DELIVERED' then
-            return {'ERR', 'FAILED_PRECONDITION:order ' .. order .. ' is already delivered'}
-        end
-        local wasOpen = fields[1] ~= 'FAILED'
-        local isOpen = ARGV[2] ~= 'FAILED' and ARGV[2] ~= 'DELIVERED'
-        redis.call('HSET', akey, 'status', ARGV[2])
-        local active = 'delivery:driver:' .. fields[2] .. ':active'
-        if wasOpen and not isOpen then redis.call('DECR', active) end
-        if isOpen and not wasOpen then redis.call('INCR', active) end
-        emit('DELIVERY_STATUS:' .. order .. ':' .. ARGV[2], {'\(Field.driver.rawValue)', fields[2], '\(Field.assignment.rawValue)', current,
-            '\(Field.restaurant.rawValue)', ofields[2] or '', '\(Field.customer.rawValue)', ofields[3] or ''})
-        return ARGV[2]
-        """
-
-    /// ARGV: order id. Returns the driver of its current assignment, or nil.
-    static let currentDriver = """
-        local current = redis.call('HGET', 'delivery:order:' .. ARGV[1], 'assignment')
-        if not current then return false end
-        return redis.call('HGET', 'delivery:assignment:' .. current, 'driver_id')
-        """
-
-    /// ARGV: driver id. Returns a flat list: id, order id, status per assignment, oldest first.
-    static let list = """
-        local out = {}
-        for _, id in ipairs(redis.call('LRANGE', 'delivery:driver:' .. ARGV[1] .. ':assignments', 0, -1)) do
-            local fields = redis.call('HMGET', 'delivery:assignment:' .. id, 'order_id', 'status')
-            out[#out + 1] = id
-            out[#out + 1] = fields[1] or ''
-            out[#out + 1] = fields[2] or ''
-        end
-        return out
-        """
-
-    /// ARGV: driver id. Returns the stream's last id, then id, order id, status per open
-    /// assignment (not delivered, failed or reassigned), oldest first: the state at that id.
-    static let openAssignments = """
-        local last = redis.call('XREVRANGE', '\(PlatformEvents.stream)', '+', '-', 'COUNT', 1)
-        local out = {last[1] and last[1][1] or '0-0'}
-        for _, id in ipairs(redis.call('LRANGE', 'delivery:driver:' .. ARGV[1] .. ':assignments', 0, -1)) do
-            local fields = redis.call('HMGET', 'delivery:assignment:' .. id, 'order_id', 'status')
-            if fields[2] ~= 'DELIVERED' and fields[2] ~= 'FAILED' and fields[2] ~= '\(DeliveryServiceLogic.reassigned)' then
-                out[#out + 1] = id
-                out[#out + 1] = fields[1] or ''
-                out[#out + 1] = fields[2] or ''
-            end
-        end
-        return out
-        """
+    /// `REASSIGNED` and `closed[status]` (DeliveryServiceLogic.closedStatuses).
+    private static let assignmentLua = "local REASSIGNED = '\(DeliveryServiceLogic.reassigned)'\nlocal closed = {"
+        + DeliveryServiceLogic.closedStatuses.map { "\($0) = true" }.joined(separator: ", ") + "}"
+    static let applyOrderEvents = platformScript(DeliveryLua.applyOrderEvents)
+    static let claim = platformScript(DeliveryLua.claim)
+    static let record = platformScript(DeliveryLua.record)
+    static let assign = platformScript(DeliveryLua.assign)
+    static let update = platformScript(DeliveryLua.update)
+    static let currentDriver = platformScript(DeliveryLua.currentDriver)
+    static let applyAssignmentEvents = platformScript(assignmentLua, DeliveryLua.applyAssignmentEvents)
+    static let list = platformScript(DeliveryLua.list)
+    static let watchSnapshot = platformScript(DeliveryLua.watchSnapshot)
 }

@@ -2,10 +2,11 @@
 // the replicas of a service share the work, each event is applied at least once, and nothing is
 // lost while a replica, the service or Redis is down.
 //
-// Each service is one group on the stream (PlatformEvents.stream), named after the service; each
-// replica is one consumer of it, with a name of its own. A replica reads new entries with a
-// blocking `XREADGROUP ... >` on a connection of its own (so no timer polls the stream), applies a
-// batch in one script call and acknowledges it (XACK). What it had read but not applied when it
+// Each service is one group, named after the service, on every partition's stream
+// (OrderPartition); each replica is one consumer of each, with a name of its own. Per partition a
+// replica reads new entries with a blocking `XREADGROUP ... >` on a connection of its own (so no
+// timer polls a stream, and in a cluster each read goes to its partition's node), applies a batch
+// (all of one partition, so its scripts stay on one slot) and acknowledges it (XACK). What it had read but not applied when it
 // failed stays pending under its name: it applies those first when Redis is back, and another
 // replica claims them (XAUTOCLAIM) once they have been idle for `claimIdle`, so the events of a
 // replica that crashed are applied within `claimIdle + claimInterval` (about 6 s). A group starts
@@ -17,21 +18,24 @@
 // state it announces (a stage carries its driver too), so skipping an older event loses nothing.
 // The order in which events reach a projection never changes where it ends.
 //
-// `catchUp()` is read-your-writes: it applies every event written before the call, whoever's they
-// are, without acknowledging them (their consumer still does), by reading the stream from the
-// group's oldest unacknowledged entry (or the group's last delivered one when none is pending).
+// `catchUp(partition)` is read-your-writes: it applies every event of the partition (or of all of
+// them) written before the call, whoever's they are, without acknowledging them (their consumer
+// still does), by reading the stream from the group's oldest unacknowledged entry (or after the
+// group's last delivered one when none is pending).
 // Services use it where a client expects to see a change it just made through another service
 // (the delivery service learning of an order accepted a moment ago; the order service when
-// GetOrderStatus finds more events unapplied than its script applies itself). Catch-ups are
-// coalesced: whoever asks while one runs waits for the next one, which starts after the request.
+// GetOrderStatus finds more events unapplied than its script applies itself). Catch-ups of a
+// partition are coalesced: whoever asks while one runs waits for the next, which starts after the
+// request.
 import Logging
 import RedisClient
 import RPCCore
 
 /// Consumes the event stream as one replica of a service's consumer group.
 public actor EventConsumer {
-    /// Applies a batch of events; must be idempotent and must not depend on the order of events.
-    public typealias Apply = @Sendable ([PlatformEvent]) async throws(RPCError) -> Void
+    /// Applies a batch of events of one partition; must be idempotent and must not depend on the
+    /// order of events.
+    public typealias Apply = @Sendable ([PlatformEvent], OrderPartition) async throws(RPCError) -> Void
 
     /// The group, shared by the replicas of a service.
     public nonisolated let group: String
@@ -40,11 +44,17 @@ public actor EventConsumer {
     private let redis: RedisClient
     private let apply: Apply
     private let logger: Logger
-    private var requested = 0
-    private var completed = 0
-    private var waiters: [(ticket: Int, continuation: CheckedContinuation<Result<Void, RPCError>, Never>)] = []
-    private var working = false
-    private var listener: Task<Void, Never>?
+    /// Per partition index.
+    private var catchUps = Array(repeating: CatchUps(), count: OrderPartition.count)
+    private var listeners: [Task<Void, Never>] = []
+
+    /// The catch-ups of one partition: asked for, done, and who waits for which.
+    private struct CatchUps {
+        var requested = 0
+        var completed = 0
+        var waiters: [(ticket: Int, continuation: CheckedContinuation<Result<Void, RPCError>, Never>)] = []
+        var working = false
+    }
 
     /// Entries read, claimed or caught up on per command.
     static let batchSize = 256
@@ -66,76 +76,98 @@ public actor EventConsumer {
         self.logger = logger
     }
 
-    /// Consumes until `stop`, retrying while Redis is away.
+    /// Consumes every partition until `stop`, retrying while Redis is away.
     public func start() {
-        guard listener == nil else { return }
-        listener = Task { [group, consumer, redis, logger, apply] in
-            let connection = redis.makeBlockingConnection()
-            defer { connection.close() }
-            let reader = GroupReader(group: group, consumer: consumer, redis: redis, connection: connection, apply: apply)
-            var delay: Duration = .milliseconds(50)
-            while !Task.isCancelled {
-                do throws(RedisGroupError) {
-                    try await reader.step()
-                    delay = .milliseconds(50)
-                } catch {
-                    if Task.isCancelled { break }
-                    logger.warning("consuming events failed, retrying", metadata: ["group": "\(group)", "error": "\(error)"])
-                    reader.failed()
-                    try? await Task.sleep(for: delay)
-                    delay = min(delay * 2, .seconds(2))
+        guard listeners.isEmpty else { return }
+        listeners = OrderPartition.all.map { partition in
+            Task { [group, consumer, redis, logger, apply] in
+                let connection = redis.makeBlockingConnection()
+                defer { connection.close() }
+                let reader = GroupReader(group: group, consumer: consumer, partition: partition, redis: redis,
+                                         connection: connection, apply: apply)
+                var delay: Duration = .milliseconds(50)
+                while !Task.isCancelled {
+                    do throws(RedisGroupError) {
+                        try await reader.step()
+                        delay = .milliseconds(50)
+                    } catch {
+                        if Task.isCancelled { break }
+                        logger.warning("consuming events failed, retrying",
+                                       metadata: ["group": "\(group)", "partition": "\(partition)", "error": "\(error)"])
+                        reader.failed()
+                        try? await Task.sleep(for: delay)
+                        delay = min(delay * 2, .seconds(2))
+                    }
                 }
             }
         }
     }
 
     public func stop() {
-        listener?.cancel()
-        listener = nil
+        for listener in listeners { listener.cancel() }
+        listeners = []
     }
 
-    /// Applies every event written before this call. Throws UNAVAILABLE when Redis is down.
-    public func catchUp() async throws(RPCError) {
-        requested += 1
-        let ticket = requested
-        if !working {
-            working = true
-            Task { await self.work() }
+    /// Applies every event of `partition` (nil: of every partition) written before this call.
+    /// Throws UNAVAILABLE when Redis is down.
+    public func catchUp(_ partition: OrderPartition? = nil) async throws(RPCError) {
+        guard let partition else {
+            let failure = await withTaskGroup(of: RPCError?.self) { group -> RPCError? in
+                for partition in OrderPartition.all {
+                    group.addTask { () async -> RPCError? in
+                        do throws(RPCError) { try await self.catchUp(partition) } catch { return error }
+                        return nil
+                    }
+                }
+                var failure: RPCError?
+                while let result = await group.next() { failure = failure ?? result }
+                return failure
+            }
+            if let failure { throw failure }
+            return
+        }
+        let index = partition.index
+        catchUps[index].requested += 1
+        let ticket = catchUps[index].requested
+        if !catchUps[index].working {
+            catchUps[index].working = true
+            Task { await self.work(partition) }
         }
         let result = await withCheckedContinuation { continuation in
-            waiters.append((ticket, continuation))
+            catchUps[index].waiters.append((ticket, continuation))
         }
         try result.get()
     }
 
-    private func work() async {
-        while completed < requested {
-            let target = requested
+    private func work(_ partition: OrderPartition) async {
+        let index = partition.index
+        while catchUps[index].completed < catchUps[index].requested {
+            let target = catchUps[index].requested
             let result: Result<Void, RPCError>
             do throws(RPCError) {
-                try await readThrough()
+                try await readThrough(partition)
                 result = .success(())
             } catch {
-                logger.warning("catching up on events failed", metadata: ["group": "\(group)", "error": "\(error)"])
+                logger.warning("catching up on events failed", metadata: ["group": "\(group)", "partition": "\(partition)", "error": "\(error)"])
                 result = .failure(error)
             }
-            completed = target
-            let done = waiters.filter { $0.ticket <= target }
-            waiters.removeAll { $0.ticket <= target }
+            catchUps[index].completed = target
+            let done = catchUps[index].waiters.filter { $0.ticket <= target }
+            catchUps[index].waiters.removeAll { $0.ticket <= target }
             for waiter in done { waiter.continuation.resume(returning: result) }
         }
-        working = false
+        catchUps[index].working = false
     }
 
-    /// Applies the entries the group has not acknowledged yet, up to the stream's end as it was
-    /// when the last (short) batch was read.
-    private func readThrough() async throws(RPCError) {
+    /// Applies the entries of the partition the group has not acknowledged yet, up to the
+    /// stream's end as it was when the last (short) batch was read.
+    private func readThrough(_ partition: OrderPartition) async throws(RPCError) {
         var after = ""
         while true {
-            let reply = try await redis.script(Self.unapplied, keys: [PlatformEvents.stream],
+            let reply = try await redis.script(Self.unapplied, keys: [partition.stream],
                                                arguments: [group, after, String(Self.batchSize)])
             let entries = StreamEntries(range: reply)
-            if !entries.events.isEmpty { try await apply(entries.events) }
+            if !entries.events.isEmpty { try await apply(entries.events, partition) }
             guard entries.ids.count == Self.batchSize, let last = entries.ids.last else { return }
             after = last
         }
@@ -143,33 +175,8 @@ public actor EventConsumer {
 }
 
 extension EventConsumer {
-    /// Lua: `unappliedStart(stream, group)` is the XRANGE start of the entries `group` has not
-    /// acknowledged: its oldest pending entry, else just after its last delivered one; the
-    /// stream's beginning when the group does not exist yet.
-    public static let unappliedLua = """
-        local function unappliedStart(stream, group)
-            local ok, pending = pcall(redis.call, 'XPENDING', stream, group)
-            if not ok then return '-' end
-            if pending[1] > 0 then return pending[2] end
-            for _, info in ipairs(redis.call('XINFO', 'GROUPS', stream)) do
-                local name, delivered
-                for f = 1, #info, 2 do
-                    if info[f] == 'name' then name = info[f + 1] end
-                    if info[f] == 'last-delivered-id' then delivered = info[f + 1] end
-                end
-                if name == group then return '(' .. delivered end
-            end
-            return '-'
-        end
-        """
-
-    /// KEYS[1]: the stream; ARGV: group, the id to read after ('' for the group's unapplied
-    /// start), count. Returns XRANGE's entries.
-    static let unapplied = """
-        \(unappliedLua)
-        local start = ARGV[2] ~= '' and ('(' .. ARGV[2]) or unappliedStart(KEYS[1], ARGV[1])
-        return redis.call('XRANGE', KEYS[1], start, '+', 'COUNT', ARGV[3])
-        """
+    /// A catch-up's next batch (EventLua.unappliedRange).
+    static let unapplied = platformScript(EventLua.unapplied, EventLua.unappliedRange)
 }
 
 /// A Redis failure while consuming, or an apply that failed (its entries stay pending).
@@ -203,12 +210,15 @@ struct StreamEntries {
     }
 }
 
-/// One replica's side of the group, driven by the consumer's listener task (one step at a time):
+/// One replica's side of the group on one partition's stream, driven by a listener task of the
+/// consumer (one step at a time):
 /// create the group when missing, apply what is pending under its own name, read new entries,
 /// claim the entries of consumers that went quiet, forget consumers long gone.
 private final class GroupReader {
     let group: String
     let consumer: String
+    let partition: OrderPartition
+    let stream: String
     let redis: RedisClient
     let connection: RedisBlockingConnection
     let apply: EventConsumer.Apply
@@ -218,9 +228,12 @@ private final class GroupReader {
     var lastClaim = ContinuousClock.now
     var claimsSinceCleanup = 0
 
-    init(group: String, consumer: String, redis: RedisClient, connection: RedisBlockingConnection, apply: @escaping EventConsumer.Apply) {
+    init(group: String, consumer: String, partition: OrderPartition, redis: RedisClient, connection: RedisBlockingConnection,
+         apply: @escaping EventConsumer.Apply) {
         self.group = group
         self.consumer = consumer
+        self.partition = partition
+        stream = partition.stream
         self.redis = redis
         self.connection = connection
         self.apply = apply
@@ -233,9 +246,9 @@ private final class GroupReader {
         let reply: RedisReply
         do {
             reply = try await connection.send(recovering
-                ? ["XREADGROUP", "GROUP", group, consumer, "COUNT", String(EventConsumer.batchSize), "STREAMS", PlatformEvents.stream, "0"]
+                ? ["XREADGROUP", "GROUP", group, consumer, "COUNT", String(EventConsumer.batchSize), "STREAMS", stream, "0"]
                 : ["XREADGROUP", "GROUP", group, consumer, "COUNT", String(EventConsumer.batchSize),
-                   "BLOCK", String(EventConsumer.blockMilliseconds), "STREAMS", PlatformEvents.stream, ">"])
+                   "BLOCK", String(EventConsumer.blockMilliseconds), "STREAMS", stream, ">"])
         } catch {
             // The group went away (deleted, or a failover to a replica that never had it).
             if case .server(let message) = error.kind, message.hasPrefix("NOGROUP") { groupExists = false }
@@ -252,7 +265,7 @@ private final class GroupReader {
 
     private func createGroup() async throws(RedisGroupError) {
         do {
-            _ = try await redis.send(["XGROUP", "CREATE", PlatformEvents.stream, group, "0", "MKSTREAM"], waitForReplicas: true)
+            _ = try await redis.send(["XGROUP", "CREATE", stream, group, "0", "MKSTREAM"], waitForReplicas: true)
         } catch {
             guard case .server(let message) = error.kind, message.hasPrefix("BUSYGROUP") else { throw .redis(error) }
         }
@@ -262,10 +275,10 @@ private final class GroupReader {
     private func applyAndAcknowledge(_ entries: StreamEntries) async throws(RedisGroupError) {
         guard !entries.ids.isEmpty else { return }
         if !entries.events.isEmpty {
-            do throws(RPCError) { try await apply(entries.events) } catch { throw .apply(error) }
+            do throws(RPCError) { try await apply(entries.events, partition) } catch { throw .apply(error) }
         }
         // Unacknowledged entries are only applied again: no WAIT needed.
-        do { _ = try await redis.send(["XACK", PlatformEvents.stream, group] + entries.ids) } catch { throw .redis(error) }
+        do { _ = try await redis.send(["XACK", stream, group] + entries.ids) } catch { throw .redis(error) }
     }
 
     /// Takes over the entries other consumers have held for longer than `claimIdle`, and now and
@@ -276,7 +289,7 @@ private final class GroupReader {
         repeat {
             let reply: RedisReply
             do {
-                reply = try await connection.send(["XAUTOCLAIM", PlatformEvents.stream, group, consumer, idle, cursor,
+                reply = try await connection.send(["XAUTOCLAIM", stream, group, consumer, idle, cursor,
                                                    "COUNT", String(EventConsumer.batchSize)])
             } catch { throw .redis(error) }
             guard let parts = reply.array, parts.count >= 2, let next = parts[0].string else { return }
@@ -284,7 +297,7 @@ private final class GroupReader {
             // Entries deleted from the stream while pending cannot be applied: drop them.
             let deleted = (parts.count > 2 ? parts[2].array ?? [] : []).compactMap(\.string)
             if !deleted.isEmpty {
-                do { _ = try await redis.send(["XACK", PlatformEvents.stream, group] + deleted) } catch { throw .redis(error) }
+                do { _ = try await redis.send(["XACK", stream, group] + deleted) } catch { throw .redis(error) }
             }
             cursor = next
         } while cursor != "0-0"
@@ -297,7 +310,7 @@ private final class GroupReader {
 
     private func forgetIdleConsumers() async throws(RedisGroupError) {
         let consumers: RedisReply
-        do { consumers = try await connection.send(["XINFO", "CONSUMERS", PlatformEvents.stream, group]) } catch { throw .redis(error) }
+        do { consumers = try await connection.send(["XINFO", "CONSUMERS", stream, group]) } catch { throw .redis(error) }
         for info in consumers.array ?? [] {
             var fields: [String: RedisReply] = [:]
             let flat = info.array ?? []
@@ -306,7 +319,7 @@ private final class GroupReader {
             }
             guard let name = fields["name"]?.string, name != consumer, fields["pending"]?.int == 0,
                   let idle = fields["idle"]?.int, idle >= EventConsumer.forgetIdle.milliseconds else { continue }
-            do { _ = try await redis.send(["XGROUP", "DELCONSUMER", PlatformEvents.stream, group, name]) } catch { throw .redis(error) }
+            do { _ = try await redis.send(["XGROUP", "DELCONSUMER", stream, group, name]) } catch { throw .redis(error) }
         }
     }
 }

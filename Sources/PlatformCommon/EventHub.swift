@@ -1,16 +1,17 @@
-// Live events for watchers: one blocking reader of the event stream per process, however many
-// watchers there are (10,000 open WatchOrder calls are one Redis connection and one XREAD at a
-// time, not 10,000 of either).
+// Live events for watchers: one blocking reader per partition's stream per process, however many
+// watchers there are (10,000 open WatchOrder calls are `OrderPartition.count` Redis connections
+// and as many XREADs at a time, not 10,000 of either).
 //
-// The reader starts with the first subscription: it reads the stream's last id, then loops on
-// `XREAD BLOCK` from its position, so an event reaches the hub as soon as Redis has it. Each
+// The readers start with the first subscription: each reads its stream's last id, then loops on
+// `XREAD BLOCK` from its position, so an event reaches the hub as soon as Redis has it; the hub is
+// ready once every reader has its position. Each
 // event is routed by its fields to the subscriptions of its topics (the order, its restaurant,
 // its driver and, on a reassignment, the previous driver). Subscribing and dispatching take the
 // same lock, so a subscription receives every event the hub dispatches after `subscribe`
 // returned, and none before: every event it misses has an id at or below the position the hub
-// had reached when it subscribed. A watcher that reads its snapshot after subscribing therefore
-// sees each later change exactly once, by skipping the events its snapshot already reflects
-// (compare their ids with the snapshot's).
+// had reached in that event's stream when it subscribed. A watcher that reads its snapshot after
+// subscribing therefore sees each later change exactly once, by skipping the events its snapshot
+// already reflects (compare their ids with the snapshot's, within the stream of the order).
 //
 // A subscription buffers at most `bufferLimit` events; a watcher that falls that far behind (its
 // client stopped reading) is ended with RESOURCE_EXHAUSTED instead of growing without bound.
@@ -40,16 +41,19 @@ public final class EventHub: Sendable {
     private struct State {
         var subscribers: [Topic: [Int: Subscriber]] = [:]
         var nextID = 0
-        var position: StreamID?
+        /// Per partition index: how far its reader has dispatched.
+        var positions = [StreamID?](repeating: nil, count: OrderPartition.count)
         var started = false
         var stopped = false
         var readyWaiters: [CheckedContinuation<RPCError?, Never>] = []
+
+        var isReady: Bool { positions.allSatisfy { $0 != nil } }
     }
 
     private let redis: RedisClient
     private let logger: Logger
     private let state = Mutex(State())
-    private let reader = Mutex<Task<Void, Never>?>(nil)
+    private let readers = Mutex<[Task<Void, Never>]>([])
 
     public init(redis: RedisClient, logger: Logger) {
         self.redis = redis
@@ -62,7 +66,7 @@ public final class EventHub: Sendable {
         let failure = await withCheckedContinuation { (continuation: CheckedContinuation<RPCError?, Never>) in
             let ready = state.withLock { state -> RPCError?? in
                 if state.stopped { return .some(RPCError(.unavailable, "the server is shutting down")) }
-                if state.position != nil { return .some(nil) }
+                if state.isReady { return .some(nil) }
                 state.readyWaiters.append(continuation)
                 return nil
             }
@@ -101,7 +105,7 @@ public final class EventHub: Sendable {
             subscriber.continuation.finish()
         }
         for waiter in waiters { waiter.resume(returning: RPCError(.unavailable, "the server is shutting down")) }
-        reader.withLock { $0?.cancel() }
+        readers.withLock { $0.forEach { $0.cancel() } }
     }
 
     /// The number of open subscriptions (for tests and logs).
@@ -116,26 +120,26 @@ public final class EventHub: Sendable {
             return true
         }
         guard start else { return }
-        reader.withLock { $0 = Task { await self.read() } }
+        readers.withLock { $0 = OrderPartition.all.map { partition in Task { await self.read(partition) } } }
     }
 
-    private func read() async {
+    private func read(_ partition: OrderPartition) async {
         let connection = redis.makeBlockingConnection()
         defer { connection.close() }
         var delay: Duration = .milliseconds(50)
         while !Task.isCancelled {
             do throws(RedisError) {
-                guard let position = state.withLock({ $0.position }) else {
-                    let last = try await connection.send(["XREVRANGE", PlatformEvents.stream, "+", "-", "COUNT", "1"])
+                guard let position = state.withLock({ $0.positions[partition.index] }) else {
+                    let last = try await connection.send(["XREVRANGE", partition.stream, "+", "-", "COUNT", "1"])
                     let id = last.array?.first?.array?.first?.string.flatMap(StreamID.init) ?? .zero
-                    becameReady(at: id)
+                    reached(id, in: partition)
                     continue
                 }
                 let reply = try await connection.send([
-                    "XREAD", "COUNT", "1000", "BLOCK", "1000", "STREAMS", PlatformEvents.stream, position.description,
+                    "XREAD", "COUNT", "1000", "BLOCK", "1000", "STREAMS", partition.stream, position.description,
                 ])
                 delay = .milliseconds(50)
-                dispatch(Self.entries(of: reply))
+                dispatch(Self.entries(of: reply), in: partition)
             } catch {
                 if !Task.isCancelled {
                     logger.warning("reading events for watchers failed, retrying", metadata: ["error": "\(error)"])
@@ -147,9 +151,11 @@ public final class EventHub: Sendable {
         }
     }
 
-    private func becameReady(at position: StreamID) {
+    /// A reader has its first position: once all have, the waiting subscribers go ahead.
+    private func reached(_ position: StreamID, in partition: OrderPartition) {
         let waiters = state.withLock { state -> [CheckedContinuation<RPCError?, Never>] in
-            state.position = position
+            state.positions[partition.index] = position
+            guard state.isReady else { return [] }
             defer { state.readyWaiters = [] }
             return state.readyWaiters
         }
@@ -174,10 +180,10 @@ public final class EventHub: Sendable {
         }
     }
 
-    private func dispatch(_ entries: [(StreamID, PlatformEvent?)]) {
+    private func dispatch(_ entries: [(StreamID, PlatformEvent?)], in partition: OrderPartition) {
         guard let last = entries.last?.0 else { return }
         let overflowed = state.withLock { state -> [Subscriber] in
-            state.position = last
+            state.positions[partition.index] = last
             var overflowed: [Subscriber] = []
             for case let (_, event?) in entries {
                 for topic in Self.topics(of: event) {

@@ -1,6 +1,5 @@
-// The order's status vocabulary and where an order lives in Redis. The order service owns these
-// keys; the delivery service only reads an order's status (to say NOT_FOUND or FAILED_PRECONDITION
-// precisely), which is why the names are shared here instead of spelled twice.
+// The order's status vocabulary, shared by every service and by the Lua prelude (domainLua): the
+// statuses an order goes through, the stages a delivery reports, and how events move an order.
 
 /// Every status an order goes through.
 public enum OrderStatus: String, Sendable, CaseIterable {
@@ -72,16 +71,4 @@ public enum DeliveryStatus: String, Sendable, CaseIterable {
         case .failed: .deliveryFailed
         }
     }
-}
-
-/// Redis key names of orders (used inside Lua as the same literal prefixes).
-public enum OrderKeys {
-    /// Hash: customer_id, total_price, restaurant_id, status, decision, decided_by, driver_id,
-    /// last_event (the id of the last event applied to it: older ones are skipped).
-    public static let prefix = "order:"
-    /// List of the order's items, at `order:<id>:items`.
-    public static let itemsSuffix = ":items"
-    /// Counter behind `order_<n>`. Outside the `order:<id>` names on purpose: "seq" is a valid
-    /// order id a client may ask for, and must read as an unknown order, not as this counter.
-    public static let sequence = "orders:seq"
 }

@@ -1,27 +1,54 @@
-// The platform's event contract, in one place: the Pub/Sub channel, the Redis Stream that makes
+// The platform's event contract, in one place: the Pub/Sub channel, the Redis Streams that make
 // the events durable, the text form `TYPE:<order_id>[:detail]` the seed's subscribers read, and
 // the typed fields every stream entry carries beside that text.
 //
 // Pub/Sub alone loses what is published while a subscriber is down, so every event is appended
-// to the stream in the same atomic step (a Lua script) as the state change it announces, and then
-// published. Subscribers treat a Pub/Sub message as a doorbell and read the stream from their own
-// saved position (see EventConsumer), so nothing is missed and nothing is applied out of order.
-// Watchers (WatchOrder and friends) read the stream too, through one blocking reader per process
+// to a stream in the same atomic step (a Lua script) as the state change it announces, and then
+// published. The services read the streams, not the channel (see EventConsumer); watchers
+// (WatchOrder and friends) read them too, through one blocking reader per stream per process
 // (EventHub), and route each entry by its fields: the order, its restaurant, its driver.
+//
+// The orders are split into `OrderPartition.count` partitions by a hash of the order id. A
+// partition's hash tag (`{orders.<n>}`) is in the names of its orders' keys, the order service's
+// and the delivery service's alike, and of its stream, so every script that changes an order and
+// appends its event stays on one Redis Cluster slot, and the partitions spread over the nodes.
+// All the events of one order are in its partition's stream, in order.
 //
 // A stream entry is `event <text>` followed by field/value pairs named by `PlatformEvent.Field`.
 // The entry's id is the event's identity and its time (the id's first part is the Redis server's
-// clock in milliseconds). ORDER_PLACED goes to the stream only: the channel keeps exactly the
-// seed's messages.
+// clock in milliseconds); ids compare within one stream only. ORDER_PLACED goes to the stream
+// only: the channel keeps exactly the seed's messages.
+import RedisClient
 
 /// Names and formats every service shares.
 public enum PlatformEvents {
     /// The Pub/Sub channel of all order events.
     public static let channel = "order_events"
-    /// The Redis Stream holding every event published on `channel`, in order.
-    public static let stream = "order_events:stream"
-    /// The stream is capped (approximately) at this many entries: far more than any consumer's lag.
-    public static let streamMaxLength = 1_000_000
+    /// Each partition's stream is capped (approximately) at this many entries: about 1,000,000
+    /// events in all, far more than any consumer's lag.
+    public static let streamMaxLength = 1_000_000 / OrderPartition.count
+}
+
+/// One slice of the orders: the hash tag its orders' keys and its event stream share.
+public struct OrderPartition: Sendable, Hashable, CustomStringConvertible {
+    /// Fixed: changing it moves orders to other partitions (and other keys).
+    public static let count = 8
+    public static let all = (0..<count).map(OrderPartition.init(index:))
+
+    public let index: Int
+
+    private init(index: Int) { self.index = index }
+
+    /// The partition of an order, from its id (CRC16 of the id, as Redis Cluster hashes keys).
+    public init(order id: String) {
+        self.init(index: Int(RedisHashSlot.crc16(id.utf8)) % Self.count)
+    }
+
+    /// `{orders.<n>}`: in every key of the partition's orders.
+    public var tag: String { "{orders.\(index)}" }
+    /// The partition's event stream.
+    public var stream: String { "events:\(tag)" }
+    public var description: String { tag }
 }
 
 /// One event: the seed's `TYPE:<order_id>[:detail]` and the typed details of its stream entry.
@@ -153,27 +180,32 @@ public struct StreamID: Sendable, Hashable, Comparable, CustomStringConvertible 
     public var description: String { "\(milliseconds)-\(sequence)" }
 }
 
-/// Lua for the scripts that change state, so the change, the durable event and the notification
-/// are one atomic step:
-/// - `emit(text, fields, quiet)` appends the entry (`fields`: a flat field/value list named by
-///   `PlatformEvent.Field`), publishes `text` unless `quiet`, and returns the entry's id;
-/// - `older(a, b)` tells whether stream id `a` comes before `b`;
-/// - `encodeItems(list)` writes items as `PlatformEvent` reads them.
-public let eventLua = """
-    local function emit(text, fields, quiet)
-        local id = redis.call('XADD', '\(PlatformEvents.stream)', 'MAXLEN', '~', '\(PlatformEvents.streamMaxLength)', '*', '\(PlatformEvent.Field.text.rawValue)', text, unpack(fields))
-        if not quiet then redis.call('PUBLISH', '\(PlatformEvents.channel)', text) end
-        return id
-    end
-    local function older(a, b)
-        local am, as = string.match(a, '(%d+)-(%d+)')
-        local bm, bs = string.match(b, '(%d+)-(%d+)')
-        am, as, bm, bs = tonumber(am), tonumber(as), tonumber(bm), tonumber(bs)
-        return am < bm or (am == bm and as < bs)
-    end
-    local function encodeItems(list)
-        local parts = {}
-        for i, item in ipairs(list) do parts[i] = #item .. ':' .. item end
-        return table.concat(parts)
-    end
-    """
+/// The Lua prelude of every script: the domain's names as Lua tables, built from their Swift
+/// definitions so that no status, kind or field is spelled twice:
+/// - `Status.<RAW>` (OrderStatus), `Stage.<RAW>` (DeliveryStatus), `Kind.<RAW>` (event kinds),
+///   `Field.<swiftName>` (stream fields, e.g. `Field.previousDriver`);
+/// - `stageStatus[stage]`: the order status that shows a delivery stage; `inDelivery[status]`:
+///   the statuses delivery events move;
+/// - `channel` and `streamMaxLength`.
+public let domainLua: String = {
+    func table(_ name: String, _ pairs: [(String, String)]) -> String {
+        "local \(name) = {" + pairs.map { "\($0.0) = \($0.1)" }.joined(separator: ", ") + "}"
+    }
+    func quoted(_ text: String) -> String { "'\(text)'" }
+    return [
+        table("Status", OrderStatus.allCases.map { ($0.rawValue, quoted($0.rawValue)) }),
+        table("Stage", DeliveryStatus.allCases.map { ($0.rawValue, quoted($0.rawValue)) }),
+        table("Kind", PlatformEvent.Kind.allCases.map { ($0.rawValue, quoted($0.rawValue)) }),
+        table("Field", PlatformEvent.Field.allCases.map { (String(describing: $0), quoted($0.rawValue)) }),
+        table("stageStatus", DeliveryStatus.allCases.map { ($0.rawValue, quoted($0.orderStatus.rawValue)) }),
+        table("inDelivery", OrderStatus.allCases.filter(\.isInDelivery).map { ($0.rawValue, "true") }),
+        "local channel = \(quoted(PlatformEvents.channel))",
+        "local streamMaxLength = \(quoted(String(PlatformEvents.streamMaxLength)))",
+    ].joined(separator: "\n")
+}()
+
+/// A script made of the domain prelude, the event functions (`emit`, `older`, `encodeItems`,
+/// `entryFields`; EventLua.events) and the given pieces, in order.
+public func platformScript(_ pieces: String...) -> String {
+    ([domainLua, EventLua.events] + pieces).joined(separator: "\n")
+}

@@ -1,9 +1,9 @@
 // RestaurantService: menus in Redis; decisions on orders through the order service.
 //
-// A menu is a hash `restaurant:<id>:menu` (item_id -> JSON of name, price, description, encoded
-// by Redis's cjson inside the script) plus a list `restaurant:<id>:menu:order` that keeps items
-// in the order they were first added; upserting both is one script, so readers never see half an
-// update. Accepting or rejecting goes through OrderService.RecordRestaurantDecision, which
+// A menu is a hash (item_id -> JSON of name, price, description, encoded by Redis's cjson inside
+// the script) plus a list that keeps items in the order they were first added (MenuKeys, both
+// tagged with the restaurant id, so they share a Redis Cluster slot); upserting both is one
+// script (Lua/update_menu.lua), so readers never see half an update. Accepting or rejecting goes through OrderService.RecordRestaurantDecision, which
 // changes the order's status, records the event and publishes ORDER_ACCEPTED / ORDER_REJECTED in
 // one atomic step: an order that is canceled, unknown or another restaurant's cannot be accepted,
 // and when the order service is down nothing is published.
@@ -62,7 +62,7 @@ public struct RestaurantServiceLogic: RestaurantServiceProvider {
         guard request.items.count <= Self.maxMenuItems else {
             throw RPCError(.invalidArgument, "a menu has at most \(Self.maxMenuItems) items")
         }
-        var arguments = [request.restaurantId]
+        var arguments: [String] = []
         for item in request.items {
             try Identifier.validate(item.itemId, field: "item_id")
             guard !item.name.isEmpty, item.name.utf8.count <= Self.maxTextLength else {
@@ -74,13 +74,15 @@ public struct RestaurantServiceLogic: RestaurantServiceProvider {
             try validateAmount(item.price, field: "item \(item.itemId): price")
             arguments += [item.itemId, item.name, "\(item.price)", item.description]
         }
-        _ = try await redis.change(Scripts.updateMenu, arguments: arguments)
+        let keys = MenuKeys(request.restaurantId)
+        _ = try await redis.change(Scripts.updateMenu, keys: [keys.menu, keys.order], arguments: arguments)
         return UpdateMenuResponse(status: "SUCCESS")
     }
 
     public func getMenu(_ request: GetMenuRequest, context: ServerContext) async throws -> GetMenuResponse {
         try Identifier.validate(request.restaurantId, field: "restaurant_id")
-        let flat = try await redis.script(Scripts.getMenu, arguments: [request.restaurantId]).array ?? []
+        let keys = MenuKeys(request.restaurantId)
+        let flat = try await redis.script(Scripts.getMenu, keys: [keys.menu, keys.order]).array ?? []
         guard !flat.isEmpty else { throw RPCError(.notFound, "restaurant \(request.restaurantId) has no menu") }
         let items = stride(from: 0, to: flat.count - 3, by: 4).map { index in
             MenuItem(itemId: flat[index].string ?? "", name: flat[index + 1].string ?? "",
@@ -132,30 +134,21 @@ public struct RestaurantServiceLogic: RestaurantServiceProvider {
     }
 }
 
-enum Scripts {
-    /// ARGV: restaurant id, then item id, name, price, description per item.
-    static let updateMenu = """
-        local menu = 'restaurant:' .. ARGV[1] .. ':menu'
-        for i = 2, #ARGV, 4 do
-            if redis.call('HEXISTS', menu, ARGV[i]) == 0 then
-                redis.call('RPUSH', menu .. ':order', ARGV[i])
-            end
-            redis.call('HSET', menu, ARGV[i], cjson.encode({ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]}))
-        end
-        return 'SUCCESS'
-        """
+/// Where a restaurant's menu lives in Redis.
+struct MenuKeys {
+    /// Hash: item id -> JSON [name, price, description].
+    let menu: String
+    /// List: item ids, in the order they were first added.
+    let order: String
 
-    /// ARGV: restaurant id. Returns a flat list: id, name, price, description per item.
-    static let getMenu = """
-        local menu = 'restaurant:' .. ARGV[1] .. ':menu'
-        local out = {}
-        for _, id in ipairs(redis.call('LRANGE', menu .. ':order', 0, -1)) do
-            local item = cjson.decode(redis.call('HGET', menu, id))
-            out[#out + 1] = id
-            out[#out + 1] = item[1]
-            out[#out + 1] = item[2]
-            out[#out + 1] = item[3]
-        end
-        return out
-        """
+    init(_ restaurant: String) {
+        menu = "restaurant:{\(restaurant)}:menu"
+        order = menu + ":order"
+    }
+}
+
+/// The scripts the service runs (Lua/*.lua).
+enum Scripts {
+    static let updateMenu = MenuLua.updateMenu
+    static let getMenu = MenuLua.getMenu
 }

@@ -3,6 +3,7 @@
 // up on stages it missed; state surviving an order service restart; ids unique
 // across two order service instances; and Redis going away (UNAVAILABLE, never INTERNAL) and
 // coming back.
+@testable import OrderLogic
 import PlatformCommon
 import PlatformProtos
 import Testing
@@ -40,17 +41,22 @@ import Testing
             await platform.stopDeliveryServices()
             // The group starts over: every event is delivered again.
             let redis = platform.redis
-            _ = try await redis.send(["XGROUP", "SETID", PlatformEvents.stream, "delivery_service", "0"])
+            for partition in OrderPartition.all {
+                _ = try await redis.send(["XGROUP", "SETID", partition.stream, "delivery_service", "0"])
+            }
             try await platform.startDeliveryService()
-            // Wait until the new instance has been handed the whole stream again and applied it.
-            let streamEnd = try await redis.send(["XREVRANGE", PlatformEvents.stream, "+", "-", "COUNT", "1"]).array?.first?.array?.first?.string
-            await eventually("the stream replayed") {
-                let groups = try await redis.send(["XINFO", "GROUPS", PlatformEvents.stream]).array ?? []
-                let pending = try await redis.send(["XPENDING", PlatformEvents.stream, "delivery_service"]).array?.first?.int
-                return pending == 0 && groups.contains { info in
-                    let fields = (info.array ?? []).map(\.string)
-                    return fields.starts(with: ["name", "delivery_service"]) && fields.contains(streamEnd)
+            // Wait until the new instance has been handed every stream again and applied it.
+            await eventually("the streams replayed") {
+                for partition in OrderPartition.all {
+                    let end = try await redis.send(["XREVRANGE", partition.stream, "+", "-", "COUNT", "1"]).array?.first?.array?.first?.string
+                    let groups = try await redis.send(["XINFO", "GROUPS", partition.stream]).array ?? []
+                    let replayed = groups.contains { info in
+                        let fields = (info.array ?? []).map(\.string)
+                        return fields.starts(with: ["name", "delivery_service"]) && (end == nil || fields.contains(end))
+                    }
+                    if !replayed { return false }
                 }
+                return try await platform.pendingEvents(of: "delivery_service") == 0
             }
             try await expectOneAssignmentEach(ids, on: platform)
         }
@@ -64,18 +70,26 @@ import Testing
             var ids: [String] = []
             for _ in 0..<5 { ids.append(try await platform.placeAcceptedOrder()) }
             let redis = platform.redis
-            let stream = PlatformEvents.stream
-            // (The stopped replica may not have got round to creating the group.)
-            _ = try? await redis.send(["XGROUP", "CREATE", stream, "delivery_service", "0"])
-            let taken = try await redis.send(["XREADGROUP", "GROUP", "delivery_service", "gone", "COUNT", "1000", "STREAMS", stream, ">"])
-            let heldByGone = { () async throws -> Int64? in
-                try await redis.send(["XPENDING", stream, "delivery_service", "-", "+", "1000", "gone"]).array.map { Int64($0.count) }
+            var taken = 0
+            for partition in OrderPartition.all {
+                // (The stopped replica may not have got round to creating the group.)
+                _ = try? await redis.send(["XGROUP", "CREATE", partition.stream, "delivery_service", "0", "MKSTREAM"])
+                let reply = try await redis.send(["XREADGROUP", "GROUP", "delivery_service", "gone", "COUNT", "1000",
+                                                  "STREAMS", partition.stream, ">"])
+                taken += reply.array?.first?.array?.last?.array?.count ?? 0
             }
-            try #require(try await heldByGone() == Int64(taken.array?.first?.array?.last?.array?.count ?? -1))
-            try #require(try await heldByGone() ?? 0 >= 10, "the dead replica holds every order's events")
+            let heldByGone = { () async throws -> Int in
+                var held = 0
+                for partition in OrderPartition.all {
+                    held += try await redis.send(["XPENDING", partition.stream, "delivery_service", "-", "+", "1000", "gone"]).array?.count ?? 0
+                }
+                return held
+            }
+            try #require(try await heldByGone() == taken)
+            try #require(taken >= 10, "the dead replica holds every order's events")
             try await platform.startDeliveryService()
             await eventually("the dead replica's events claimed", within: .seconds(15)) { try await heldByGone() == 0 }
-            #expect(try await redis.send(["XPENDING", stream, "delivery_service"]).array?.first?.int == 0)
+            #expect(try await platform.pendingEvents(of: "delivery_service") == 0)
             try await expectOneAssignmentEach(ids, on: platform)
         }
     }
@@ -111,7 +125,9 @@ import Testing
             #expect(try await platform.orderStatus(delivered) == "DELIVERED")
             #expect(try await platform.placeOrder() == "order_3")
             // Replaying every delivery event from the start does not move a delivered order back.
-            _ = try await platform.redis.send(["DEL", "consumer:order_service:position"])
+            for partition in OrderPartition.all {
+                _ = try await platform.redis.send(["XGROUP", "SETID", partition.stream, "order_service", "0"])
+            }
             try await platform.restartOrderService()
             #expect(try await platform.orderStatus(delivered) == "DELIVERED")
         }
@@ -125,7 +141,7 @@ import Testing
             _ = try await platform.deliveries.updateDeliveryStatus(UpdateDeliveryStatusRequest(orderId: id, status: "OUT_FOR_DELIVERY"))
             try await platform.restartOrderService()
             await eventually("order \(id) out for delivery") {
-                try await platform.redis.send(["HGET", "order:\(id)", "status"]).string == "OUT_FOR_DELIVERY"
+                try await platform.redis.send(["HGET", OrderKeys(id).order, "status"]).string == "OUT_FOR_DELIVERY"
             }
             #expect(try await platform.orderStatus(id) == "OUT_FOR_DELIVERY")
         }

@@ -16,18 +16,9 @@ import RPCCore
 import Testing
 
 @Suite struct EventOrderingTests {
-    /// The stream's entries as events, in stream order.
-    private func streamEvents(_ redis: RedisClient) async throws -> [PlatformEvent] {
-        let entries = try await redis.send(["XRANGE", PlatformEvents.stream, "-", "+"]).array ?? []
-        return entries.compactMap { entry in
-            guard let parts = entry.array, parts.count == 2, let id = parts[0].string else { return nil }
-            return PlatformEvent(entryID: id, fields: (parts[1].array ?? []).map(\.string))
-        }
-    }
-
     /// Puts the order back to ASSIGNED as of its assignment event: no delivery stage applied yet.
     private func rewind(_ order: String, to assignment: PlatformEvent, _ redis: RedisClient) async throws {
-        _ = try await redis.send(["HSET", OrderKeys.prefix + order, "status", OrderStatus.assigned.rawValue,
+        _ = try await redis.send(["HSET", OrderKeys(order).order, "status", OrderStatus.assigned.rawValue,
                                   "last_event", assignment.id!.description])
     }
 
@@ -50,7 +41,7 @@ import Testing
         try await withPlatform(drivers: ["d1"]) { platform in
             let id = try await delivered([[.pickedUp, .outForDelivery]], on: platform)[0]
             await eventually("\(id) out for delivery") { try await platform.orderStatus(id) == "OUT_FOR_DELIVERY" }
-            let events = try await streamEvents(platform.redis).filter { $0.orderID == id }
+            let events = try await platform.streamEvents().filter { $0.orderID == id }
             let stages = events.filter { $0.kind == .deliveryStatus }
             let assignments = events.filter { $0.kind == .driverAssigned }
             let details = stages.map { $0.detail ?? "" }
@@ -63,11 +54,11 @@ import Testing
             #expect(try await platform.orderStatus(id) == "OUT_FOR_DELIVERY")
             // And the newest event alone, before the older ones: the stage and the driver are there.
             try await rewind(id, to: assignments[0], platform.redis)
-            _ = try await platform.redis.send(["HDEL", OrderKeys.prefix + id, "driver_id"])
+            _ = try await platform.redis.send(["HDEL", OrderKeys(id).order, "driver_id"])
             try await OrderServiceLogic.apply([e2, e1, assignments[0]], redis: platform.redis)
             #expect(try await platform.orderStatus(id) == "OUT_FOR_DELIVERY")
-            #expect(try await platform.redis.send(["HGET", OrderKeys.prefix + id, "driver_id"]).string == "d1")
-            let last = try await platform.redis.send(["HGET", OrderKeys.prefix + id, "last_event"]).string
+            #expect(try await platform.redis.send(["HGET", OrderKeys(id).order, "driver_id"]).string == "d1")
+            let last = try await platform.redis.send(["HGET", OrderKeys(id).order, "last_event"]).string
             let newest = e2.id?.description
             #expect(last == newest)
         }
@@ -117,7 +108,7 @@ import Testing
             ]
             let plan = (0..<30).map { _ in journeys.randomElement()! }
             let ids = try await delivered(plan, on: platform)
-            let events = try await streamEvents(platform.redis).filter { ids.contains($0.orderID) }
+            let events = try await platform.streamEvents().filter { ids.contains($0.orderID) }
             var expected: [String: String] = [:]
             for id in ids {
                 let settled = events.filter { $0.orderID == id }.reduce(OrderStatus.accepted) { $0.after($1) ?? $0 }.rawValue
@@ -144,7 +135,7 @@ import Testing
         try await withPlatform(drivers: ["d1"]) { platform in
             let id = try await delivered([[.pickedUp]], on: platform)[0]
             await eventually("\(id) picked up") { try await platform.orderStatus(id) == "PICKED_UP" }
-            let events = try await streamEvents(platform.redis).filter { $0.orderID == id }
+            let events = try await platform.streamEvents().filter { $0.orderID == id }
             let assignments = events.filter { $0.kind == .driverAssigned }
             let stages = events.filter { $0.kind == .deliveryStatus }
             try #require(assignments.count == 1 && stages.count == 1)
@@ -153,7 +144,7 @@ import Testing
             let reader = OrderServiceLogic(redis: platform.redis, logger: quietLogger, consumerGroup: group)
             let context = ServerContext(path: "/test", requestMetadata: Metadata(), deadline: nil)
             let redis = platform.redis
-            let stream = PlatformEvents.stream
+            let stream = OrderPartition(order: id).stream
             let readStatus = { () async throws -> String in
                 try await reader.getOrderStatus(GetOrderStatusRequest(orderId: id), context: context).status
             }
@@ -182,13 +173,19 @@ import Testing
             #expect(try await lastDelivered() == stage)
             #expect(try await readStatus() == "PICKED_UP")
 
-            // More unapplied than the script takes at once: it answers BEHIND, and GetOrderStatus
-            // has the consumer catch up, then reads.
+            // More unapplied than the script looks at (orders placed in the same partition): it
+            // answers BEHIND, and GetOrderStatus has the consumer catch up, then reads.
             _ = try await redis.send(["XACK", stream, group, stage])
             _ = try await redis.send(["XGROUP", "SETID", stream, group, assignment])
-            for _ in 0..<300 { _ = try await platform.placeOrder() }
+            var placedHere = 0
+            let orders = platform.orders  // one connection for them all
+            while placedHere < 300 {
+                let placed = try await orders.placeOrder(PlaceOrderRequest(customerId: "c", items: ["pizza"], totalPrice: 1)).orderId
+                if OrderPartition(order: placed) == OrderPartition(order: id) { placedHere += 1 }
+            }
             try await rewind(id, to: assignments[0], redis)
-            #expect(try await redis.eval(Scripts.get, keys: [stream], arguments: [id, group, Scripts.applyUnapplied]).string
+            let keys = OrderKeys(id)
+            #expect(try await redis.eval(Scripts.get, keys: [stream, keys.order, keys.items], arguments: [id, group, Scripts.applyUnapplied]).string
                 == Scripts.behind)
             #expect(try await readStatus() == "PICKED_UP")
             #expect(try await lastDelivered() == assignment)

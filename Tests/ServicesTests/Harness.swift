@@ -13,6 +13,7 @@ import GRPCHTTP2
 import Logging
 import OrderLogic
 import PlatformAuth
+import PlatformCommon
 import PlatformProtos
 import RedisClient
 import RestaurantLogic
@@ -208,8 +209,34 @@ final class Platform: Sendable {
     }
 
     /// The number of entries in the event stream.
+    /// The events on all partitions' streams.
     func streamLength() async throws -> Int64 {
-        try await redis.send(["XLEN", "order_events:stream"]).int ?? -1
+        var length: Int64 = 0
+        for partition in OrderPartition.all { length += try await redis.send(["XLEN", partition.stream]).int ?? 0 }
+        return length
+    }
+
+    /// Every event, partition by partition, each partition's in stream order (so each order's
+    /// events are in order).
+    func streamEvents() async throws -> [PlatformEvent] {
+        var events: [PlatformEvent] = []
+        for partition in OrderPartition.all {
+            for entry in try await redis.send(["XRANGE", partition.stream, "-", "+"]).array ?? [] {
+                guard let parts = entry.array, parts.count == 2, let id = parts[0].string,
+                      let event = PlatformEvent(entryID: id, fields: (parts[1].array ?? []).map(\.string)) else { continue }
+                events.append(event)
+            }
+        }
+        return events
+    }
+
+    /// The entries `group` has handed out and not had acknowledged, over all partitions.
+    func pendingEvents(of group: String) async throws -> Int64 {
+        var pending: Int64 = 0
+        for partition in OrderPartition.all {
+            pending += try await redis.send(["XPENDING", partition.stream, group]).array?.first?.int ?? 0
+        }
+        return pending
     }
 }
 

@@ -5,6 +5,7 @@
 // acknowledged are claimed by the others (XAUTOCLAIM) and nothing stays pending; every accepted
 // order is then assigned exactly once, the consumers that are left store every order's latest
 // stage, and it reads the same on the order replica that is left as on the platform's own.
+@testable import OrderLogic
 import PlatformCommon
 import PlatformProtos
 import Testing
@@ -46,7 +47,7 @@ import Testing
             let redis = platform.redis
             for id in ids {
                 await eventually("order \(id) stored as picked up") {
-                    try await redis.send(["HGET", OrderKeys.prefix + id, "status"]).string == "PICKED_UP"
+                    try await redis.send(["HGET", OrderKeys(id).order, "status"]).string == "PICKED_UP"
                 }
             }
             let replicas = [platform.orders, platform.orders(of: survivingOrder)]
@@ -57,7 +58,7 @@ import Testing
             }
             for group in ["delivery_service", "order_service"] {
                 await eventually("nothing pending in \(group)", within: .seconds(20)) {
-                    try await redis.send(["XPENDING", PlatformEvents.stream, group]).array?.first?.int == 0
+                    try await platform.pendingEvents(of: group) == 0
                 }
             }
             await survivingOrder.stop()

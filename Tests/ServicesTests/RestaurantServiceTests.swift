@@ -2,6 +2,8 @@
 // through the order service: the exact event published on `order_events` and appended to the
 // stream, refusals for canceled and unknown orders, and UNAVAILABLE with nothing published when
 // the order service is down.
+@testable import OrderLogic
+import PlatformCommon
 import PlatformProtos
 import Testing
 
@@ -59,7 +61,7 @@ import Testing
             #expect(try await platform.restaurants.acceptOrder(AcceptOrderRequest(restaurantId: "r1", orderId: id)).status == "ACCEPTED")
             #expect(try await recorder.publishedSoFar() == ["ORDER_ACCEPTED:\(id)"])
             #expect(try await platform.streamLength() == streamBefore + 1)
-            let last = try await platform.redis.send(["XREVRANGE", "order_events:stream", "+", "-", "COUNT", "1"])
+            let last = try await platform.redis.send(["XREVRANGE", OrderPartition(order: id).stream, "+", "-", "COUNT", "1"])
             // The seed's text first, then the typed fields watchers route by.
             #expect(last.array?.first?.array?.last?.array?.compactMap(\.string)
                 == ["event", "ORDER_ACCEPTED:\(id)", "customer", "customer-1", "restaurant", "r1"])
@@ -106,7 +108,7 @@ import Testing
             #expect(await statusCode { try await platform.restaurants.rejectOrder(RejectOrderRequest(restaurantId: "r1", orderId: id)) } == .unavailable)
             #expect(try await recorder.publishedSoFar() == [])
             #expect(try await platform.streamLength() == streamBefore)
-            #expect(try await platform.redis.send(["HGET", "order:\(id)", "status"]).string == "PLACED")
+            #expect(try await platform.redis.send(["HGET", OrderKeys(id).order, "status"]).string == "PLACED")
             await recorder.close()
         }
     }

@@ -1,0 +1,25 @@
+-- applyStage(key, event id, stage, driver): the projection of one delivery event on the order
+-- hash `key`. Only an order in delivery moves (DELIVERED is final), and only forwards in its
+-- partition's stream: an event at or before the order's `last_event` is skipped (the rules of
+-- OrderStatus.after). Every delivery event carries its driver, so the newest one alone gives
+-- both the stage and the driver: the events of an order may be applied in any order.
+local function applyStage(key, event, stageName, driver)
+    local fields = redis.call('HMGET', key, 'status', 'last_event')
+    local status, last = fields[1], fields[2]
+    local stage = stageStatus[stageName]
+    if status and (not last or older(last, event)) and inDelivery[status] and stage then
+        redis.call('HSET', key, 'status', stage, 'last_event', event)
+        if driver ~= '' then redis.call('HSET', key, 'driver_id', driver) end
+    end
+end
+
+-- The delivery stage and driver a stream entry announces, or nil for other events.
+local function deliveryStage(fields)
+    local kind, _, detail = string.match(fields[Field.text] or '', '^([^:]+):([^:]+):?(.*)$')
+    if kind == Kind.DRIVER_ASSIGNED then
+        local driver = fields[Field.driver] or ''
+        return Stage.ASSIGNED, driver ~= '' and driver or detail
+    elseif kind == Kind.DELIVERY_STATUS then
+        return detail, fields[Field.driver] or ''
+    end
+end

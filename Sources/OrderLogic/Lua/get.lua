@@ -1,0 +1,27 @@
+-- KEYS: the order's partition stream, the order's hash, its items. ARGV: order id, the order
+-- service's consumer group, 'apply' or ''. With 'apply', first applies the order's newest
+-- delivery event among those the group has not acknowledged (at most 256 looked at, else answers
+-- BEHIND and changes nothing), the way the consumer does. Then returns {status, total, items} or
+-- nil. So an order changed a moment ago through the delivery service reads changed, in one round
+-- trip. It acknowledges nothing: a consumer still applies those events (idempotently, with WAIT
+-- when configured), so what this script wrote without a WAIT is never the only copy.
+local stream, key, itemsKey = KEYS[1], KEYS[2], KEYS[3]
+if ARGV[3] ~= '' then
+    local entries = redis.call('XRANGE', stream, unappliedStart(stream, ARGV[2]), '+', 'COUNT', 257)
+    if #entries == 257 then return BEHIND end
+    local prefix = ':' .. ARGV[1]
+    for i = #entries, 1, -1 do
+        local fields = entryFields(entries[i][2])
+        local text = fields[Field.text] or ''
+        local stage, driver = deliveryStage(fields)
+        -- `TYPE:<order>` or `TYPE:<order>:<detail>`: the order is the second part.
+        local _, order = string.match(text, '^([^:]+):([^:]+)')
+        if stage and order == ARGV[1] then
+            applyStage(key, entries[i][1], stage, driver)
+            break
+        end
+    end
+end
+local fields = redis.call('HMGET', key, 'status', 'total_price')
+if not fields[1] then return false end
+return {fields[1], fields[2], redis.call('LRANGE', itemsKey, 0, -1)}

@@ -1,0 +1,5 @@
+-- KEYS: the order's hash. Returns {status, driver, restaurant, customer, last event id} or nil.
+local fields = redis.call('HMGET', KEYS[1], 'status', 'driver_id', 'restaurant_id', 'customer_id', 'last_event')
+if not fields[1] then return false end
+for i = 2, 5 do fields[i] = fields[i] or '' end
+return fields
