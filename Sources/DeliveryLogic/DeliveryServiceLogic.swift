@@ -62,7 +62,8 @@ public struct DeliveryServiceLogic: DeliveryServiceProvider, OrderPartiesLookup 
     public func assignDriver(_ request: AssignDriverRequest, context: ServerContext) async throws -> AssignDriverResponse {
         try Identifier.validate(request.orderId, field: "order_id")
         try Identifier.validate(request.driverId, field: "driver_id")
-        guard let number = try await redis.command(["INCR", DeliveryKeys.assignmentSequence]).int else {
+        // (With WAIT, so that a failover cannot hand the same number out again.)
+        guard let number = try await redis.command(["INCR", DeliveryKeys.assignmentSequence], waitForReplicas: true).int else {
             throw RPCError(.internal, "unexpected reply numbering an assignment")
         }
         let reply = try await judged(Scripts.assign, order: request.orderId,

@@ -68,8 +68,9 @@ public struct OrderServiceLogic: OrderServiceProvider, OrderPartiesLookup {
             throw RPCError(.invalidArgument, "items must be 1 to \(Self.maxItemLength) bytes each")
         }
         try validateAmount(request.totalPrice, field: "total_price")
-        // The id first: it names the partition, and so the keys, the script writes.
-        guard let number = try await redis.command(["INCR", OrderKeys.sequence]).int else {
+        // The id first: it names the partition, and so the keys, the script writes. (With WAIT, so
+        // that a failover cannot hand the same number out again.)
+        guard let number = try await redis.command(["INCR", OrderKeys.sequence], waitForReplicas: true).int else {
             throw RPCError(.internal, "unexpected reply numbering an order")
         }
         let id = "order_\(number)"

@@ -36,10 +36,11 @@ extension RedisClient {
         }
     }
 
-    /// Sends a command, mapping Redis failures to the status a client should see.
-    public func command(_ arguments: [String]) async throws(RPCError) -> RedisReply {
+    /// Sends a command, mapping Redis failures to the status a client should see. A command that
+    /// changes state passes `waitForReplicas` (see `change`).
+    public func command(_ arguments: [String], waitForReplicas: Bool = false) async throws(RPCError) -> RedisReply {
         do {
-            return try await send(arguments)
+            return try await send(arguments, waitForReplicas: waitForReplicas)
         } catch {
             throw RPCError(storage: error)
         }

@@ -46,8 +46,9 @@ public struct ServiceOptions: ParsableArguments, Sendable {
         return configuration
     }
 
-    /// Single node by default (REDIS_HOST, REDIS_PORT); REDIS_SENTINELS with REDIS_SENTINEL_MASTER
-    /// follows a Sentinel-watched master; REDIS_WAIT_REPLICAS (with REDIS_WAIT_TIMEOUT_MS) makes
+    /// Single node by default (REDIS_HOST, REDIS_PORT); REDIS_CLUSTER_NODES (a few nodes of a
+    /// Redis Cluster; the rest are discovered) or REDIS_SENTINELS with REDIS_SENTINEL_MASTER
+    /// (a Sentinel-watched master); REDIS_WAIT_REPLICAS (with REDIS_WAIT_TIMEOUT_MS) makes
     /// every change wait for that many replicas. README "Redis deployments" says what each
     /// guarantees.
     public func redisConfiguration() throws -> RedisConfiguration {
@@ -57,9 +58,16 @@ public struct ServiceOptions: ParsableArguments, Sendable {
         }
         var configuration = RedisConfiguration(host: Self.setting(redisHost, env: "REDIS_HOST") ?? "localhost", port: port,
                                                password: Self.setting(redisPassword, env: "REDIS_PASSWORD"))
-        if Self.setting(nil, env: "REDIS_CLUSTER_NODES") != nil {
-            // The client speaks Cluster, but the services' scripts still name keys inside Lua.
-            throw ValidationError("REDIS_CLUSTER_NODES: the services' keyspace does not run on Redis Cluster yet; use a single node or Sentinel")
+        let clusterNodes = Self.setting(nil, env: "REDIS_CLUSTER_NODES")
+        if let clusterNodes {
+            guard Self.setting(nil, env: "REDIS_SENTINELS") == nil else {
+                throw ValidationError("set REDIS_CLUSTER_NODES or REDIS_SENTINELS, not both")
+            }
+            do {
+                configuration.deployment = .cluster(seeds: try RedisEndpoint.list(parsing: clusterNodes))
+            } catch {
+                throw ValidationError("REDIS_CLUSTER_NODES: \(error)")
+            }
         }
         if let sentinels = Self.setting(nil, env: "REDIS_SENTINELS") {
             guard let master = Self.setting(nil, env: "REDIS_SENTINEL_MASTER") else {
