@@ -13,10 +13,10 @@
 // like any other.
 //
 // The service consumes every partition through its consumer group (EventConsumer: replicas share
-// the events, in any order). For an ACCEPTED order without an automatic assignment it claims the
-// least loaded driver in the pool's slot (idempotent per order: a replay, a restart, another
-// replica or a crash between the two steps gets the same claim back), then records the assignment
-// on the order's record with its event (once: `auto_assigned`). So no order is assigned twice,
+// the events, in any order). For an ACCEPTED order it claims the least loaded driver in the pool's
+// slot (idempotent per order: a replay, a restart, another replica or a crash between the two
+// steps gets the same claim back), then records the assignment on the order's record with its
+// event (once: `auto_assigned`), in the script that follows the order's announced status. So no order is assigned twice,
 // and none is left unassigned. Manual assignment and stages change the record alone, in one step.
 //
 // WatchDriverAssignments subscribes to the process's EventHub first, catches up, then reads the
@@ -178,9 +178,9 @@ public struct DeliveryServiceLogic: DeliveryServiceProvider, OrderPartiesLookup 
     /// Whether an assignment in this status still occupies its driver.
     static func isOpen(_ status: String) -> Bool { !closedStatuses.contains(status) }
 
-    /// Follows the order service's announcements on the orders' records, and gives each newly
-    /// accepted order a driver: claim in the pool, then record on the order. Returns how many
-    /// assignments were recorded now.
+    /// Follows the order service's announcements on the orders' records, and gives each accepted
+    /// order a driver: claim in the pool (idempotent per order), then record on the order with
+    /// its event, once. Returns how many assignments were recorded now.
     static func assignAccepted(_ events: [PlatformEvent], in partition: OrderPartition, pool: [String],
                                redis: RedisClient) async throws(RPCError) -> Int {
         var announced: [(event: PlatformEvent, status: OrderStatus, id: StreamID)] = []
@@ -189,27 +189,30 @@ public struct DeliveryServiceLogic: DeliveryServiceProvider, OrderPartiesLookup 
             announced.append((event, status, id))
         }
         guard !announced.isEmpty else { return 0 }
-        let waiting = try await redis.change(Scripts.applyOrderEvents, keys: announced.map { DeliveryKeys.order($0.event.orderID) },
-                                             arguments: announced.flatMap { [$0.status.rawValue, $0.id.description] })
-        var accepted: [PlatformEvent] = []
-        for position in waiting.array ?? [] {
-            guard let index = position.int.map({ Int($0) - 1 }), announced.indices.contains(index) else { continue }
-            let event = announced[index].event
-            if !accepted.contains(where: { $0.orderID == event.orderID }) { accepted.append(event) }
+        var accepted: [String] = []
+        for item in announced where item.status == .accepted && !accepted.contains(item.event.orderID) {
+            accepted.append(item.event.orderID)
         }
-        guard !accepted.isEmpty else { return 0 }
-        let claims = try await redis.change(
-            Scripts.claim,
-            keys: [DeliveryKeys.claims, DeliveryKeys.assignmentSequence] + DeliveryKeys.assignmentHashes
-                + pool.flatMap { [DeliveryKeys.openAssignments(of: $0), DeliveryKeys.assignments(of: $0)] },
-            arguments: [String(pool.count)] + pool + accepted.map(\.orderID)).array ?? []
-        guard claims.count == 2 * accepted.count else { throw RPCError(.internal, "unexpected reply claiming drivers") }
+        var claims: [String: (assignment: String, driver: String)] = [:]
+        if !accepted.isEmpty {
+            let reply = try await redis.change(
+                Scripts.claim,
+                keys: [DeliveryKeys.claims, DeliveryKeys.assignmentSequence] + DeliveryKeys.assignmentHashes
+                    + pool.flatMap { [DeliveryKeys.openAssignments(of: $0), DeliveryKeys.assignments(of: $0)] },
+                arguments: [String(pool.count)] + pool + accepted).array ?? []
+            guard reply.count == 2 * accepted.count else { throw RPCError(.internal, "unexpected reply claiming drivers") }
+            for (index, order) in accepted.enumerated() {
+                claims[order] = (reply[2 * index].string ?? "", reply[2 * index + 1].string ?? "")
+            }
+        }
         var arguments: [String] = []
-        for (index, event) in accepted.enumerated() {
-            arguments += [event.orderID, claims[2 * index].string ?? "", claims[2 * index + 1].string ?? "",
-                          event.restaurantID ?? "", event.customerID ?? ""]
+        for item in announced {
+            let claim = item.status == .accepted ? claims[item.event.orderID] : nil
+            arguments += [item.event.orderID, item.status.rawValue, item.id.description, claim?.assignment ?? "", claim?.driver ?? "",
+                          item.event.restaurantID ?? "", item.event.customerID ?? ""]
         }
-        let recorded = try await redis.change(Scripts.record, keys: [partition.stream] + accepted.map { DeliveryKeys.order($0.orderID) },
+        let recorded = try await redis.change(Scripts.applyOrderEvents,
+                                              keys: [partition.stream] + announced.map { DeliveryKeys.order($0.event.orderID) },
                                               arguments: arguments)
         return Int(recorded.int ?? 0)
     }
@@ -265,7 +268,6 @@ enum Scripts {
         + DeliveryServiceLogic.closedStatuses.map { "\($0) = true" }.joined(separator: ", ") + "}"
     static let applyOrderEvents = platformScript(DeliveryLua.applyOrderEvents)
     static let claim = platformScript(DeliveryLua.claim)
-    static let record = platformScript(DeliveryLua.record)
     static let assign = platformScript(DeliveryLua.assign)
     static let update = platformScript(DeliveryLua.update)
     static let currentDriver = platformScript(DeliveryLua.currentDriver)

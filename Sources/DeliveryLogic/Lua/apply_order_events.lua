@@ -1,16 +1,26 @@
--- KEYS: the delivery record of each event's order (`DeliveryKeys.order`, all in one partition).
--- ARGV per event: the order status it announces, its event id. Each record's `order_status`
--- follows the newest of them. Returns the positions (1-based) of the ACCEPTED events whose order
--- has no automatic assignment yet: the caller claims drivers for those, then records them.
-local waiting = {}
-for i = 1, #KEYS do
-    local key, status, event = KEYS[i], ARGV[2 * i - 1], ARGV[2 * i]
+-- KEYS: the partition's stream, then the delivery record of each event's order
+-- (`DeliveryKeys.order`). ARGV per event: the order id, the order status the event announces, its
+-- event id, and for an ACCEPTED order its claimed assignment, driver, restaurant and customer (''
+-- otherwise). Each
+-- record's `order_status` follows the newest of the events; each ACCEPTED order gets its claimed
+-- assignment recorded, with DRIVER_ASSIGNED, once (`auto_assigned`). Returns how many were
+-- recorded now.
+local stream = KEYS[1]
+local recorded = 0
+for i = 2, #KEYS do
+    local a = (i - 2) * 7
+    local key, order, status, event = KEYS[i], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
     local last = redis.call('HGET', key, 'order_event')
     if not last or older(last, event) then
         redis.call('HSET', key, 'order_status', status, 'order_event', event)
     end
-    if status == Status.ACCEPTED and not redis.call('HGET', key, 'auto_assigned') then
-        waiting[#waiting + 1] = i
+    local assignment, driver, restaurant, customer = ARGV[a + 4], ARGV[a + 5], ARGV[a + 6], ARGV[a + 7]
+    if assignment ~= '' and not redis.call('HGET', key, 'auto_assigned') then
+        redis.call('HSET', key, 'accepted', '1', 'auto_assigned', '1', 'restaurant', restaurant, 'customer', customer,
+            'assignment', assignment, 'driver', driver, 'assignment_status', Stage.ASSIGNED)
+        emit(stream, Kind.DRIVER_ASSIGNED .. ':' .. order .. ':' .. driver, {Field.driver, driver, Field.assignment, assignment,
+            Field.restaurant, restaurant, Field.customer, customer})
+        recorded = recorded + 1
     end
 end
-return waiting
+return recorded
