@@ -30,6 +30,7 @@
 import Logging
 import RedisClient
 import RPCCore
+import Synchronization
 
 /// Consumes the event stream as one replica of a service's consumer group.
 public actor EventConsumer {
@@ -103,9 +104,22 @@ public actor EventConsumer {
         }
     }
 
-    public func stop() {
-        for listener in listeners { listener.cancel() }
+    /// Stops consuming. Waits a little longer than a blocking read for the reads in flight and
+    /// applies what they return, so a graceful stop leaves nothing pending for another replica to
+    /// claim; past that (Redis unreachable, its client closed) it stops waiting.
+    public func stop() async {
+        let stopping = listeners
         listeners = []
+        for listener in stopping { listener.cancel() }
+        let finished = Atomic<Bool>(false)
+        Task {
+            for listener in stopping { await listener.value }
+            finished.store(true, ordering: .releasing)
+        }
+        let deadline = ContinuousClock.now + .milliseconds(Self.blockMilliseconds + 500)
+        while !finished.load(ordering: .acquiring), ContinuousClock.now < deadline {
+            try? await Task.sleep(for: .milliseconds(10))
+        }
     }
 
     /// Applies every event of `partition` (nil: of every partition) written before this call.

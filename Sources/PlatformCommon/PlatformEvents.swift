@@ -14,7 +14,8 @@
 // appends its event stays on one Redis Cluster slot, and the partitions spread over the nodes.
 // All the events of one order are in its partition's stream, in order.
 //
-// A stream entry is `event <text>` followed by field/value pairs named by `PlatformEvent.Field`.
+// A stream entry is a field map named by `PlatformEvent.Field`: `event` (the seed's text), `type`,
+// `order` and `detail`, then the typed details (customer, restaurant, driver, ...).
 // The entry's id is the event's identity and its time (the id's first part is the Redis server's
 // clock in milliseconds); ids compare within one stream only. ORDER_PLACED goes to the stream
 // only: the channel keeps exactly the seed's messages.
@@ -75,9 +76,15 @@ public struct PlatformEvent: Sendable, Equatable, CustomStringConvertible {
         }
     }
 
-    /// The fields of a stream entry besides `event` (the text).
+    /// The fields of a stream entry.
     public enum Field: String, Sendable, CaseIterable {
+        /// The seed's text, `TYPE:<order_id>[:detail]`, as published on the channel.
         case text = "event"
+        /// The event's kind, order and detail (what the text says, as fields of their own).
+        case kind = "type"
+        case order
+        /// DRIVER_ASSIGNED: the driver; DELIVERY_STATUS: the stage; empty for the others.
+        case detail
         case restaurant
         case customer
         case driver
@@ -111,13 +118,6 @@ public struct PlatformEvent: Sendable, Equatable, CustomStringConvertible {
         self.detail = detail
     }
 
-    /// Parses `TYPE:<order_id>[:detail]`; nil for anything else (unknown types are skipped).
-    public init?(text: String) {
-        let parts = text.split(separator: ":", maxSplits: 2, omittingEmptySubsequences: false)
-        guard parts.count >= 2, let kind = Kind(rawValue: String(parts[0])), !parts[1].isEmpty else { return nil }
-        self.init(kind, orderID: String(parts[1]), detail: parts.count == 3 ? String(parts[2]) : nil)
-    }
-
     /// Reads a stream entry: its id and its flat field/value list. Nil for an entry that is not
     /// a platform event.
     public init?(entryID: String, fields: [String?]) {
@@ -127,8 +127,8 @@ public struct PlatformEvent: Sendable, Equatable, CustomStringConvertible {
             if let name = fields[index].flatMap(Field.init(rawValue:)), let value = fields[index + 1] { values[name] = value }
             index += 2
         }
-        guard let text = values[.text], let parsed = PlatformEvent(text: text) else { return nil }
-        self = parsed
+        guard let kind = values[.kind].flatMap(Kind.init(rawValue:)), let order = values[.order], !order.isEmpty else { return nil }
+        self.init(kind, orderID: order, detail: values[.detail].flatMap { $0.isEmpty ? nil : $0 })
         id = StreamID(entryID)
         restaurantID = values[.restaurant].flatMap { $0.isEmpty ? nil : $0 }
         customerID = values[.customer].flatMap { $0.isEmpty ? nil : $0 }

@@ -64,7 +64,8 @@ import Testing
             let last = try await platform.redis.send(["XREVRANGE", OrderPartition(order: id).stream, "+", "-", "COUNT", "1"])
             // The seed's text first, then the typed fields watchers route by.
             #expect(last.array?.first?.array?.last?.array?.compactMap(\.string)
-                == ["event", "ORDER_ACCEPTED:\(id)", "customer", "customer-1", "restaurant", "r1"])
+                == ["event", "ORDER_ACCEPTED:\(id)", "type", "ORDER_ACCEPTED", "order", id, "detail", "",
+                    "customer", "customer-1", "restaurant", "r1"])
             #expect(try await platform.orderStatus(id) == "ACCEPTED")
             await recorder.close()
         }

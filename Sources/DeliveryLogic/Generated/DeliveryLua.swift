@@ -64,7 +64,7 @@ enum DeliveryLua {
         if assignment ~= '' and not redis.call('HGET', key, 'auto_assigned') then
             redis.call('HSET', key, 'accepted', '1', 'auto_assigned', '1', 'restaurant', restaurant, 'customer', customer,
                 'assignment', assignment, 'driver', driver, 'assignment_status', Stage.ASSIGNED)
-            emit(stream, Kind.DRIVER_ASSIGNED .. ':' .. order .. ':' .. driver, {Field.driver, driver, Field.assignment, assignment,
+            emit(stream, Kind.DRIVER_ASSIGNED, order, driver, {Field.driver, driver, Field.assignment, assignment,
                 Field.restaurant, restaurant, Field.customer, customer})
             recorded = recorded + 1
         end
@@ -89,7 +89,7 @@ enum DeliveryLua {
     local previousDriver, previous = '', ''
     if fields[3] and fields[5] ~= Stage.FAILED then previousDriver, previous = fields[4], fields[3] end
     redis.call('HSET', key, 'assignment', assignment, 'driver', driver, 'assignment_status', Stage.ASSIGNED)
-    emit(stream, Kind.DRIVER_ASSIGNED .. ':' .. order .. ':' .. driver, {Field.driver, driver, Field.assignment, assignment,
+    emit(stream, Kind.DRIVER_ASSIGNED, order, driver, {Field.driver, driver, Field.assignment, assignment,
         Field.restaurant, fields[6] or '', Field.customer, fields[7] or '',
         Field.previousDriver, previousDriver, Field.previousAssignment, previous})
     return {assignment, driver}
@@ -163,7 +163,7 @@ enum DeliveryLua {
         return {'ERR', 'FAILED_PRECONDITION:order ' .. order .. ' is already delivered'}
     end
     redis.call('HSET', key, 'assignment_status', stage)
-    emit(stream, Kind.DELIVERY_STATUS .. ':' .. order .. ':' .. stage, {Field.driver, fields[2], Field.assignment, fields[1],
+    emit(stream, Kind.DELIVERY_STATUS, order, stage, {Field.driver, fields[2], Field.assignment, fields[1],
         Field.restaurant, fields[4] or '', Field.customer, fields[5] or ''})
     return stage
     """#

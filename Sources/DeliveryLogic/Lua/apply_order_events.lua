@@ -18,7 +18,7 @@ for i = 2, #KEYS do
     if assignment ~= '' and not redis.call('HGET', key, 'auto_assigned') then
         redis.call('HSET', key, 'accepted', '1', 'auto_assigned', '1', 'restaurant', restaurant, 'customer', customer,
             'assignment', assignment, 'driver', driver, 'assignment_status', Stage.ASSIGNED)
-        emit(stream, Kind.DRIVER_ASSIGNED .. ':' .. order .. ':' .. driver, {Field.driver, driver, Field.assignment, assignment,
+        emit(stream, Kind.DRIVER_ASSIGNED, order, driver, {Field.driver, driver, Field.assignment, assignment,
             Field.restaurant, restaurant, Field.customer, customer})
         recorded = recorded + 1
     end

@@ -14,7 +14,7 @@ end
 local previousDriver, previous = '', ''
 if fields[3] and fields[5] ~= Stage.FAILED then previousDriver, previous = fields[4], fields[3] end
 redis.call('HSET', key, 'assignment', assignment, 'driver', driver, 'assignment_status', Stage.ASSIGNED)
-emit(stream, Kind.DRIVER_ASSIGNED .. ':' .. order .. ':' .. driver, {Field.driver, driver, Field.assignment, assignment,
+emit(stream, Kind.DRIVER_ASSIGNED, order, driver, {Field.driver, driver, Field.assignment, assignment,
     Field.restaurant, fields[6] or '', Field.customer, fields[7] or '',
     Field.previousDriver, previousDriver, Field.previousAssignment, previous})
 return {assignment, driver}

@@ -8,6 +8,6 @@ if fields[3] == Stage.DELIVERED then
     return {'ERR', 'FAILED_PRECONDITION:order ' .. order .. ' is already delivered'}
 end
 redis.call('HSET', key, 'assignment_status', stage)
-emit(stream, Kind.DELIVERY_STATUS .. ':' .. order .. ':' .. stage, {Field.driver, fields[2], Field.assignment, fields[1],
+emit(stream, Kind.DELIVERY_STATUS, order, stage, {Field.driver, fields[2], Field.assignment, fields[1],
     Field.restaurant, fields[4] or '', Field.customer, fields[5] or ''})
 return stage

@@ -28,14 +28,13 @@ enum OrderLua {
         end
     end
 
-    -- The delivery stage and driver a stream entry announces, or nil for other events.
+    -- The delivery stage and driver a stream entry (its fields by name) announces, or nil for other
+    -- events.
     local function deliveryStage(fields)
-        local kind, _, detail = string.match(fields[Field.text] or '', '^([^:]+):([^:]+):?(.*)$')
-        if kind == Kind.DRIVER_ASSIGNED then
-            local driver = fields[Field.driver] or ''
-            return Stage.ASSIGNED, driver ~= '' and driver or detail
-        elseif kind == Kind.DELIVERY_STATUS then
-            return detail, fields[Field.driver] or ''
+        if fields[Field.kind] == Kind.DRIVER_ASSIGNED then
+            return Stage.ASSIGNED, fields[Field.driver] or ''
+        elseif fields[Field.kind] == Kind.DELIVERY_STATUS then
+            return fields[Field.detail], fields[Field.driver] or ''
         end
     end
     """#
@@ -47,7 +46,7 @@ enum OrderLua {
     local status = fields[1]
     if not status then return {'ERR', 'NOT_FOUND:order ' .. ARGV[1] .. ' not found'} end
     if status ~= Status.PLACED then return 'COULD_NOT_CANCEL' end
-    local event = emit(stream, Kind.ORDER_CANCELED .. ':' .. ARGV[1], {Field.customer, fields[2] or '', Field.restaurant, fields[3] or ''})
+    local event = emit(stream, Kind.ORDER_CANCELED, ARGV[1], nil, {Field.customer, fields[2] or '', Field.restaurant, fields[3] or ''})
     redis.call('HSET', key, 'status', Status.CANCELED, 'last_event', event)
     return Status.CANCELED
     """#
@@ -65,7 +64,7 @@ enum OrderLua {
     end
     if status == Status.PLACED then
         local kind = ARGV[3] == Status.ACCEPTED and Kind.ORDER_ACCEPTED or Kind.ORDER_REJECTED
-        local event = emit(stream, kind .. ':' .. ARGV[1], {Field.customer, fields[5] or '', Field.restaurant, ARGV[2]})
+        local event = emit(stream, kind, ARGV[1], nil, {Field.customer, fields[5] or '', Field.restaurant, ARGV[2]})
         redis.call('HSET', key, 'status', ARGV[3], 'decision', ARGV[3], 'decided_by', ARGV[2], 'last_event', event)
         return ARGV[3]
     end
@@ -85,14 +84,10 @@ enum OrderLua {
     if ARGV[3] ~= '' then
         local entries = redis.call('XRANGE', stream, unappliedStart(stream, ARGV[2]), '+', 'COUNT', 257)
         if #entries == 257 then return BEHIND end
-        local prefix = ':' .. ARGV[1]
         for i = #entries, 1, -1 do
             local fields = entryFields(entries[i][2])
-            local text = fields[Field.text] or ''
             local stage, driver = deliveryStage(fields)
-            -- `TYPE:<order>` or `TYPE:<order>:<detail>`: the order is the second part.
-            local _, order = string.match(text, '^([^:]+):([^:]+)')
-            if stage and order == ARGV[1] then
+            if stage and fields[Field.order] == ARGV[1] then
                 applyStage(key, entries[i][1], stage, driver)
                 break
             end
@@ -111,7 +106,7 @@ enum OrderLua {
     local id = ARGV[1]
     if redis.call('EXISTS', key) == 1 then return {'ERR', 'INTERNAL:order ' .. id .. ' exists already'} end
     local items = {unpack(ARGV, 5)}
-    local event = emit(stream, Kind.ORDER_PLACED .. ':' .. id, {Field.customer, ARGV[2], Field.restaurant, ARGV[4],
+    local event = emit(stream, Kind.ORDER_PLACED, id, nil, {Field.customer, ARGV[2], Field.restaurant, ARGV[4],
         Field.items, encodeItems(items), Field.total, ARGV[3]}, true)
     redis.call('HSET', key, 'customer_id', ARGV[2], 'total_price', ARGV[3], 'restaurant_id', ARGV[4], 'status', Status.PLACED,
         'last_event', event)

@@ -13,13 +13,12 @@ local function applyStage(key, event, stageName, driver)
     end
 end
 
--- The delivery stage and driver a stream entry announces, or nil for other events.
+-- The delivery stage and driver a stream entry (its fields by name) announces, or nil for other
+-- events.
 local function deliveryStage(fields)
-    local kind, _, detail = string.match(fields[Field.text] or '', '^([^:]+):([^:]+):?(.*)$')
-    if kind == Kind.DRIVER_ASSIGNED then
-        local driver = fields[Field.driver] or ''
-        return Stage.ASSIGNED, driver ~= '' and driver or detail
-    elseif kind == Kind.DELIVERY_STATUS then
-        return detail, fields[Field.driver] or ''
+    if fields[Field.kind] == Kind.DRIVER_ASSIGNED then
+        return Stage.ASSIGNED, fields[Field.driver] or ''
+    elseif fields[Field.kind] == Kind.DELIVERY_STATUS then
+        return fields[Field.detail], fields[Field.driver] or ''
     end
 end

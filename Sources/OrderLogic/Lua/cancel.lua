@@ -4,6 +4,6 @@ local fields = redis.call('HMGET', key, 'status', 'customer_id', 'restaurant_id'
 local status = fields[1]
 if not status then return {'ERR', 'NOT_FOUND:order ' .. ARGV[1] .. ' not found'} end
 if status ~= Status.PLACED then return 'COULD_NOT_CANCEL' end
-local event = emit(stream, Kind.ORDER_CANCELED .. ':' .. ARGV[1], {Field.customer, fields[2] or '', Field.restaurant, fields[3] or ''})
+local event = emit(stream, Kind.ORDER_CANCELED, ARGV[1], nil, {Field.customer, fields[2] or '', Field.restaurant, fields[3] or ''})
 redis.call('HSET', key, 'status', Status.CANCELED, 'last_event', event)
 return Status.CANCELED

@@ -10,7 +10,7 @@ if fields[2] and fields[2] ~= '' and fields[2] ~= ARGV[2] then
 end
 if status == Status.PLACED then
     local kind = ARGV[3] == Status.ACCEPTED and Kind.ORDER_ACCEPTED or Kind.ORDER_REJECTED
-    local event = emit(stream, kind .. ':' .. ARGV[1], {Field.customer, fields[5] or '', Field.restaurant, ARGV[2]})
+    local event = emit(stream, kind, ARGV[1], nil, {Field.customer, fields[5] or '', Field.restaurant, ARGV[2]})
     redis.call('HSET', key, 'status', ARGV[3], 'decision', ARGV[3], 'decided_by', ARGV[2], 'last_event', event)
     return ARGV[3]
 end

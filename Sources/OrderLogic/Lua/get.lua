@@ -9,14 +9,10 @@ local stream, key, itemsKey = KEYS[1], KEYS[2], KEYS[3]
 if ARGV[3] ~= '' then
     local entries = redis.call('XRANGE', stream, unappliedStart(stream, ARGV[2]), '+', 'COUNT', 257)
     if #entries == 257 then return BEHIND end
-    local prefix = ':' .. ARGV[1]
     for i = #entries, 1, -1 do
         local fields = entryFields(entries[i][2])
-        local text = fields[Field.text] or ''
         local stage, driver = deliveryStage(fields)
-        -- `TYPE:<order>` or `TYPE:<order>:<detail>`: the order is the second part.
-        local _, order = string.match(text, '^([^:]+):([^:]+)')
-        if stage and order == ARGV[1] then
+        if stage and fields[Field.order] == ARGV[1] then
             applyStage(key, entries[i][1], stage, driver)
             break
         end

@@ -5,7 +5,7 @@ local key, itemsKey, stream = KEYS[1], KEYS[2], KEYS[3]
 local id = ARGV[1]
 if redis.call('EXISTS', key) == 1 then return {'ERR', 'INTERNAL:order ' .. id .. ' exists already'} end
 local items = {unpack(ARGV, 5)}
-local event = emit(stream, Kind.ORDER_PLACED .. ':' .. id, {Field.customer, ARGV[2], Field.restaurant, ARGV[4],
+local event = emit(stream, Kind.ORDER_PLACED, id, nil, {Field.customer, ARGV[2], Field.restaurant, ARGV[4],
     Field.items, encodeItems(items), Field.total, ARGV[3]}, true)
 redis.call('HSET', key, 'customer_id', ARGV[2], 'total_price', ARGV[3], 'restaurant_id', ARGV[4], 'status', Status.PLACED,
     'last_event', event)

@@ -8,11 +8,14 @@ public enum EventLua {
     -- notification are one atomic step. `Kind`, `Field`, `channel` and `streamMaxLength` come from the
     -- domain prelude (domainLua, built from the Swift definitions).
 
-    -- Appends an event to `stream` (the partition's stream, a key of the script): `text` as field
-    -- `event`, then `fields`, a flat field/value list named by Field; publishes `text` on the channel
-    -- unless `quiet`. Returns the entry's id.
-    local function emit(stream, text, fields, quiet)
-        local id = redis.call('XADD', stream, 'MAXLEN', '~', streamMaxLength, '*', Field.text, text, unpack(fields))
+    -- Appends an event to `stream` (the partition's stream, a key of the script): the seed's text
+    -- `<kind>:<order>[:<detail>]` as field `event`, the kind, order and detail as fields of their own,
+    -- then `fields`, a flat field/value list named by Field. Publishes the text on the channel unless
+    -- `quiet`. Returns the entry's id.
+    local function emit(stream, kind, order, detail, fields, quiet)
+        local text = kind .. ':' .. order .. (detail and (':' .. detail) or '')
+        local id = redis.call('XADD', stream, 'MAXLEN', '~', streamMaxLength, '*', Field.text, text, Field.kind, kind,
+            Field.order, order, Field.detail, detail or '', unpack(fields))
         if not quiet then redis.call('PUBLISH', channel, text) end
         return id
     end
