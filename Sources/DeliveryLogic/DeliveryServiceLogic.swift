@@ -150,7 +150,7 @@ public struct DeliveryServiceLogic: DeliveryServiceProvider, OrderPartiesLookup 
     /// FAILED_PRECONDITION), the order may have been accepted or assigned a moment ago, in
     /// events not applied yet: catch up on its partition and ask once more before saying no. The
     /// script changes nothing when it says no, so asking again is safe.
-    private func judged(_ script: String, order: String, arguments: [String]) async throws(RPCError) -> RedisReply {
+    private func judged(_ script: LuaFunction, order: String, arguments: [String]) async throws(RPCError) -> RedisReply {
         let partition = OrderPartition(order: order)
         let keys = [DeliveryKeys.order(order), partition.stream]
         do throws(RPCError) {
@@ -197,7 +197,8 @@ public struct DeliveryServiceLogic: DeliveryServiceProvider, OrderPartiesLookup 
         if !accepted.isEmpty {
             let reply = try await redis.change(
                 Scripts.claim,
-                keys: [DeliveryKeys.claims, DeliveryKeys.assignmentSequence] + DeliveryKeys.assignmentHashes
+                keys: [DeliveryKeys.claims, DeliveryKeys.assignmentSequence, DeliveryKeys.assignmentOrder,
+                       DeliveryKeys.assignmentDriver, DeliveryKeys.assignmentStatus]
                     + pool.flatMap { [DeliveryKeys.openAssignments(of: $0), DeliveryKeys.assignments(of: $0)] },
                 arguments: [String(pool.count)] + pool + accepted).array ?? []
             guard reply.count == 2 * accepted.count else { throw RPCError(.internal, "unexpected reply claiming drivers") }
@@ -261,17 +262,23 @@ enum DeliveryKeys {
     static func openAssignments(of driver: String) -> String { "delivery:{drivers}:driver:\(driver):active" }
 }
 
-/// The scripts the service runs, each assembled from Lua/*.lua and the shared prelude.
+/// The functions the service runs: its Lua/*.lua as one library.
 enum Scripts {
     /// `REASSIGNED` and `closed[status]` (DeliveryServiceLogic.closedStatuses).
     private static let assignmentLua = "local REASSIGNED = '\(DeliveryServiceLogic.reassigned)'\nlocal closed = {"
         + DeliveryServiceLogic.closedStatuses.map { "\($0) = true" }.joined(separator: ", ") + "}"
-    static let applyOrderEvents = platformScript(DeliveryLua.applyOrderEvents)
-    static let claim = platformScript(DeliveryLua.claim)
-    static let assign = platformScript(DeliveryLua.assign)
-    static let update = platformScript(DeliveryLua.update)
-    static let currentDriver = platformScript(DeliveryLua.currentDriver)
-    static let applyAssignmentEvents = platformScript(assignmentLua, DeliveryLua.applyAssignmentEvents)
-    static let list = platformScript(DeliveryLua.list)
-    static let watchSnapshot = platformScript(DeliveryLua.watchSnapshot)
+    static let library = LuaLibrary(
+        module: "delivery", helpers: [assignmentLua],
+        functions: ["apply_order_events": DeliveryLua.applyOrderEvents, "claim": DeliveryLua.claim, "assign": DeliveryLua.assign,
+                    "update": DeliveryLua.update, "current_driver": DeliveryLua.currentDriver,
+                    "apply_assignment_events": DeliveryLua.applyAssignmentEvents, "list": DeliveryLua.list,
+                    "watch_snapshot": DeliveryLua.watchSnapshot])
+    static let applyOrderEvents = library.function("apply_order_events")
+    static let claim = library.function("claim")
+    static let assign = library.function("assign")
+    static let update = library.function("update")
+    static let currentDriver = library.function("current_driver")
+    static let applyAssignmentEvents = library.function("apply_assignment_events")
+    static let list = library.function("list")
+    static let watchSnapshot = library.function("watch_snapshot")
 }

@@ -211,14 +211,18 @@ struct OrderKeys {
     }
 }
 
-/// The scripts the service runs, each assembled from Lua/*.lua and the shared prelude.
+/// The functions the service runs: its Lua/*.lua as one library.
 enum Scripts {
-    static let place = platformScript(OrderLua.place)
-    static let get = platformScript("local BEHIND = '\(behind)'", EventLua.unapplied, OrderLua.applyStage, OrderLua.get)
-    static let watchSnapshot = platformScript(OrderLua.watchSnapshot)
-    static let cancel = platformScript(OrderLua.cancel)
-    static let decide = platformScript(OrderLua.decide)
-    static let applyDeliveryEvents = platformScript(OrderLua.applyStage, OrderLua.applyDeliveryEvents)
+    static let library = LuaLibrary(
+        module: "order", helpers: ["local BEHIND = '\(behind)'", EventLua.unapplied, OrderLua.applyStage],
+        functions: ["place": OrderLua.place, "get": OrderLua.get, "watch_snapshot": OrderLua.watchSnapshot,
+                    "cancel": OrderLua.cancel, "decide": OrderLua.decide, "apply_delivery_events": OrderLua.applyDeliveryEvents])
+    static let place = library.function("place")
+    static let get = library.function("get")
+    static let watchSnapshot = library.function("watch_snapshot")
+    static let cancel = library.function("cancel")
+    static let decide = library.function("decide")
+    static let applyDeliveryEvents = library.function("apply_delivery_events")
 
     /// What `get` answers when more events are unapplied than it looks at in one go.
     static let behind = "BEHIND"

@@ -85,7 +85,7 @@ public actor EventConsumer {
                 let connection = redis.makeBlockingConnection()
                 defer { connection.close() }
                 let reader = GroupReader(group: group, consumer: consumer, partition: partition, redis: redis,
-                                         connection: connection, apply: apply)
+                                         connection: connection, logger: logger, apply: apply)
                 var delay: Duration = .milliseconds(50)
                 while !Task.isCancelled {
                     do throws(RedisGroupError) {
@@ -190,7 +190,8 @@ public actor EventConsumer {
 
 extension EventConsumer {
     /// A catch-up's next batch (EventLua.unappliedRange).
-    static let unapplied = platformScript(EventLua.unapplied, EventLua.unappliedRange)
+    static let unapplied = LuaLibrary(module: "events", helpers: [EventLua.unapplied],
+                                      functions: ["unapplied_range": EventLua.unappliedRange]).function("unapplied_range")
 }
 
 /// A Redis failure while consuming, or an apply that failed (its entries stay pending).
@@ -235,6 +236,7 @@ private final class GroupReader {
     let stream: String
     let redis: RedisClient
     let connection: RedisBlockingConnection
+    let logger: Logger
     let apply: EventConsumer.Apply
     /// Entries of its own may be pending (at start, after a failure): read those before new ones.
     var recovering = true
@@ -243,7 +245,8 @@ private final class GroupReader {
     var claimsSinceCleanup = 0
 
     init(group: String, consumer: String, partition: OrderPartition, redis: RedisClient, connection: RedisBlockingConnection,
-         apply: @escaping EventConsumer.Apply) {
+         logger: Logger, apply: @escaping EventConsumer.Apply) {
+        self.logger = logger
         self.group = group
         self.consumer = consumer
         self.partition = partition
@@ -289,10 +292,37 @@ private final class GroupReader {
     private func applyAndAcknowledge(_ entries: StreamEntries) async throws(RedisGroupError) {
         guard !entries.ids.isEmpty else { return }
         if !entries.events.isEmpty {
-            do throws(RPCError) { try await apply(entries.events, partition) } catch { throw .apply(error) }
+            do throws(RPCError) {
+                try await apply(entries.events, partition)
+            } catch where error.code == .unavailable {
+                throw .apply(error)  // Redis away: the entries stay pending, to be applied when it is back
+            } catch {
+                try await applyOneByOne(entries.events)
+            }
         }
         // Unacknowledged entries are only applied again: no WAIT needed.
         do { _ = try await redis.send(["XACK", stream, group] + entries.ids) } catch { throw .redis(error) }
+    }
+
+    /// After a batch failed for a reason other than Redis being away: applies its events one at a
+    /// time, and sets aside (in the partition's dead letters, `OrderPartition.deadLetters`) each
+    /// one that fails that way too, so that one event no script can apply does not stop its
+    /// partition on every replica.
+    private func applyOneByOne(_ events: [PlatformEvent]) async throws(RedisGroupError) {
+        for event in events {
+            do throws(RPCError) {
+                try await apply([event], partition)
+            } catch where error.code == .unavailable {
+                throw .apply(error)
+            } catch {
+                logger.error("an event could not be applied; set aside as a dead letter",
+                             metadata: ["group": "\(group)", "event": "\(event)", "id": "\(event.id?.description ?? "")", "error": "\(error)"])
+                do {
+                    _ = try await redis.send(["XADD", partition.deadLetters, "*", "id", event.id?.description ?? "", "group", group,
+                                              "event", event.description, "error", error.message], waitForReplicas: true)
+                } catch { throw .redis(error) }
+            }
+        }
     }
 
     /// Takes over the entries other consumers have held for longer than `claimIdle`, and now and

@@ -49,6 +49,8 @@ public struct OrderPartition: Sendable, Hashable, CustomStringConvertible {
     public var tag: String { "{orders.\(index)}" }
     /// The partition's event stream.
     public var stream: String { "events:\(tag)" }
+    /// Events a consumer group could not apply (id, group, event, error), set aside for an operator.
+    public var deadLetters: String { "events:dead:\(tag)" }
     public var description: String { tag }
 }
 
@@ -203,9 +205,3 @@ public let domainLua: String = {
         "local streamMaxLength = \(quoted(String(PlatformEvents.streamMaxLength)))",
     ].joined(separator: "\n")
 }()
-
-/// A script made of the domain prelude, the event functions (`emit`, `older`, `encodeItems`,
-/// `entryFields`; EventLua.events) and the given pieces, in order.
-public func platformScript(_ pieces: String...) -> String {
-    ([domainLua, EventLua.events] + pieces).joined(separator: "\n")
-}

@@ -15,22 +15,23 @@ extension RPCError {
 }
 
 extension RedisClient {
-    /// Runs a script that reads (or only rewrites state that the consumers apply again anyway),
-    /// mapping Redis failures to the status a client should see.
-    public func script(_ script: String, keys: [String] = [], arguments: [String] = []) async throws(RPCError) -> RedisReply {
-        try await run(script, keys: keys, arguments: arguments, waitForReplicas: false)
+    /// Runs a function that reads (or only rewrites state that the consumers apply again
+    /// anyway), mapping Redis failures to the status a client should see.
+    public func script(_ function: LuaFunction, keys: [String], arguments: [String] = []) async throws(RPCError) -> RedisReply {
+        try await run(function, keys: keys, arguments: arguments, waitForReplicas: false)
     }
 
-    /// Runs a script that changes state. With REDIS_WAIT_REPLICAS set it is acknowledged only
+    /// Runs a function that changes state. With REDIS_WAIT_REPLICAS set it is acknowledged only
     /// once that many replicas hold the change; otherwise UNAVAILABLE (the master has it, but it
     /// may not survive the master's loss: retry).
-    public func change(_ script: String, keys: [String] = [], arguments: [String] = []) async throws(RPCError) -> RedisReply {
-        try await run(script, keys: keys, arguments: arguments, waitForReplicas: true)
+    public func change(_ function: LuaFunction, keys: [String], arguments: [String] = []) async throws(RPCError) -> RedisReply {
+        try await run(function, keys: keys, arguments: arguments, waitForReplicas: true)
     }
 
-    private func run(_ script: String, keys: [String], arguments: [String], waitForReplicas: Bool) async throws(RPCError) -> RedisReply {
+    private func run(_ function: LuaFunction, keys: [String], arguments: [String], waitForReplicas: Bool) async throws(RPCError) -> RedisReply {
         do {
-            return try await eval(script, keys: keys, arguments: arguments, waitForReplicas: waitForReplicas)
+            return try await call(function: function.name, library: function.library.code, keys: keys, arguments: arguments,
+                                  waitForReplicas: waitForReplicas)
         } catch {
             throw RPCError(storage: error)
         }

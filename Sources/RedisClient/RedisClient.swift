@@ -212,17 +212,49 @@ public final class RedisClient: Sendable {
     }
 
     private func send(_ arguments: [[UInt8]], waitingForReplicas: Bool) async throws(RedisError) -> RedisReply {
+        try await send(batch: [arguments], waitingForReplicas: waitingForReplicas)
+    }
+
+    /// Sends `batch` together (in a cluster, to the node of its first key) and returns the last
+    /// command's reply; with `waitingForReplicas`, WAIT follows on the same connection.
+    private func send(batch: [[[UInt8]]], waitingForReplicas: Bool) async throws(RedisError) -> RedisReply {
         let replicas = configuration.waitReplicas
-        guard waitingForReplicas, replicas > 0 else { return try await send(arguments) }
+        guard waitingForReplicas, replicas > 0 else {
+            if batch.count == 1 { return try await send(batch[0]) }
+            let replies = await submit(batch: batch, on: commands)
+            for reply in replies.dropLast() { _ = try checked(reply) }
+            return try checked(replies[replies.count - 1])
+        }
         let milliseconds = max(1, Int(configuration.waitTimeout.nanoseconds / 1_000_000))
-        let replies = await submit(batch: [arguments, Self.argv(["WAIT", String(replicas), String(milliseconds)])], on: commands)
-        let reply = try checked(replies[0])
-        let acknowledged = Int(try checked(replies[1]).int ?? 0)
+        let replies = await submit(batch: batch + [Self.argv(["WAIT", String(replicas), String(milliseconds)])], on: commands)
+        for reply in replies.dropLast(2) { _ = try checked(reply) }
+        let reply = try checked(replies[replies.count - 2])
+        let acknowledged = Int(try checked(replies[replies.count - 1]).int ?? 0)
         guard acknowledged >= replicas else {
+            let command = batch.last.map { String(decoding: $0[0], as: UTF8.self) } ?? ""
             throw RedisError(.notReplicated(acknowledged: acknowledged), endpoint: configuration.endpoint,
-                             detail: "WAIT \(replicas) \(milliseconds) after \(String(decoding: arguments[0], as: UTF8.self))")
+                             detail: "WAIT \(replicas) \(milliseconds) after \(command)")
         }
         return reply
+    }
+
+    // MARK: - Functions
+
+    /// Calls `function` of a Redis Functions library (FCALL). Where the node does not know the
+    /// function yet, the library's code (`#!lua name=...`) is loaded first, in the same batch as
+    /// the call, so that in a cluster both go to the node of the call's first key. A library's
+    /// top level runs once per node, at load; a script's runs on every call. With
+    /// `waitForReplicas` as `send(_:waitForReplicas:)`.
+    public func call(function: String, library: String, keys: [String], arguments: [String],
+                     waitForReplicas: Bool = false) async throws(RedisError) -> RedisReply {
+        let call = Self.argv(["FCALL", function, String(keys.count)] + keys + arguments)
+        do {
+            return try await send(call, waitingForReplicas: waitForReplicas)
+        } catch {
+            guard case .server(let message) = error.kind, message.hasPrefix("ERR Function not found") else { throw error }
+            let load = Self.argv(["FUNCTION", "LOAD", "REPLACE", library])
+            return try await send(batch: [load, call], waitingForReplicas: waitForReplicas)
+        }
     }
 
     // MARK: - Pub/Sub

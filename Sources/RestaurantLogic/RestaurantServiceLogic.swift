@@ -147,8 +147,9 @@ struct MenuKeys {
     }
 }
 
-/// The scripts the service runs (Lua/*.lua).
+/// The functions the service runs: its Lua/*.lua as one library.
 enum Scripts {
-    static let updateMenu = MenuLua.updateMenu
-    static let getMenu = MenuLua.getMenu
+    static let library = LuaLibrary(module: "menu", functions: ["update_menu": MenuLua.updateMenu, "get_menu": MenuLua.getMenu])
+    static let updateMenu = library.function("update_menu")
+    static let getMenu = library.function("get_menu")
 }

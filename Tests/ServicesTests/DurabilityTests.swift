@@ -6,6 +6,8 @@
 @testable import OrderLogic
 import PlatformCommon
 import PlatformProtos
+import RPCCore
+import Synchronization
 import Testing
 
 @Suite struct DurabilityTests {
@@ -91,6 +93,37 @@ import Testing
             await eventually("the dead replica's events claimed", within: .seconds(15)) { try await heldByGone() == 0 }
             try await expectOneAssignmentEach(ids, on: platform)
             await eventually("nothing left pending") { try await platform.pendingEvents(of: "delivery_service") == 0 }
+        }
+    }
+
+    /// An event no apply can take (here the apply refuses it, as a bug would) is set aside as a
+    /// dead letter instead of stopping its partition; the events around it are applied.
+    @Test func anEventThatCannotBeAppliedIsSetAsideAndTheRestApplied() async throws {
+        try await withPlatform { platform in
+            let redis = platform.redis
+            let applied = Mutex<[String]>([])
+            let consumer = EventConsumer(group: "poison_test", redis: redis, logger: quietLogger) { events, _ throws(RPCError) in
+                if events.contains(where: { $0.orderID == "order_poison" }) { throw RPCError(.internal, "no script expects this") }
+                applied.withLock { $0 += events.map(\.orderID) }
+            }
+            let partition = OrderPartition(order: "order_poison")
+            let neighbour = (0..<1000).map { "order_n\($0)" }.filter { OrderPartition(order: $0) == partition }[0]
+            var ids: [String] = []
+            for order in ["order_poison", neighbour] {
+                ids.append(try await redis.send(["XADD", partition.stream, "*", "event", "ORDER_PLACED:\(order)", "type", "ORDER_PLACED",
+                                                 "order", order, "detail", ""]).string ?? "")
+            }
+            await consumer.start()
+            await eventually("the poison set aside") {
+                try await redis.send(["XLEN", partition.deadLetters]).int == 1
+            }
+            let letter = try await redis.send(["XRANGE", partition.deadLetters, "-", "+"]).array?.first?.array?.last?.array?.map(\.string) ?? []
+            #expect(letter.starts(with: ["id", ids[0], "group", "poison_test", "event", "ORDER_PLACED:order_poison"]))
+            await eventually("nothing pending") {
+                try await redis.send(["XPENDING", partition.stream, "poison_test"]).array?.first?.int == 0
+            }
+            #expect(applied.withLock { $0 } == [neighbour])
+            await consumer.stop()
         }
     }
 

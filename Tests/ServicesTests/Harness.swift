@@ -208,7 +208,6 @@ final class Platform: Sendable {
         return all
     }
 
-    /// The number of entries in the event stream.
     /// The events on all partitions' streams.
     func streamLength() async throws -> Int64 {
         var length: Int64 = 0

@@ -1,5 +1,5 @@
 -- In the driver pool's slot. KEYS: the claims (order -> assignment), the assignment sequence, the
--- assignments' order, driver, status and event hashes, then per pool driver its open-assignment
+-- assignments' order, driver and status hashes, then per pool driver its open-assignment
 -- counter and its assignments (a sorted set by assignment number). ARGV: the pool size k, the k
 -- drivers, then the orders to assign. Gives each order that has no claim yet the least loaded
 -- driver and a new assignment; an order claimed before (a replay, another replica, a crash
@@ -16,7 +16,7 @@ for i = 2 + poolSize, #ARGV do
     else
         local best, bestLoad = 1, nil
         for p = 1, poolSize do
-            local load = tonumber(redis.call('GET', KEYS[5 + 2 * p]) or '0')
+            local load = tonumber(redis.call('GET', KEYS[4 + 2 * p]) or '0')
             if bestLoad == nil or load < bestLoad then best, bestLoad = p, load end
         end
         local number = redis.call('INCR', sequence)
@@ -25,8 +25,8 @@ for i = 2 + poolSize, #ARGV do
         redis.call('HSET', assignmentOrder, id, order)
         redis.call('HSET', assignmentDriver, id, driver)
         redis.call('HSET', assignmentStatus, id, Stage.ASSIGNED)
-        redis.call('INCR', KEYS[5 + 2 * best])
-        redis.call('ZADD', KEYS[6 + 2 * best], number, id)
+        redis.call('INCR', KEYS[4 + 2 * best])
+        redis.call('ZADD', KEYS[5 + 2 * best], number, id)
         redis.call('HSET', claims, order, id)
         out[#out + 1] = id
         out[#out + 1] = driver

@@ -18,11 +18,14 @@ enum OrderLua {
     -- partition's stream: an event at or before the order's `last_event` is skipped (the rules of
     -- OrderStatus.after). Every delivery event carries its driver, so the newest one alone gives
     -- both the stage and the driver: the events of an order may be applied in any order.
+    -- The event applied last is written again: GetOrderStatus may have applied it without a WAIT, and
+    -- the consumer's write (followed by its WAIT) is what makes it safe from a failover.
     local function applyStage(key, event, stageName, driver)
         local fields = redis.call('HMGET', key, 'status', 'last_event')
         local status, last = fields[1], fields[2]
         local stage = stageStatus[stageName]
-        if status and (not last or older(last, event)) and inDelivery[status] and stage then
+        if not (status and stage) then return end
+        if last == event or ((not last or older(last, event)) and inDelivery[status]) then
             redis.call('HSET', key, 'status', stage, 'last_event', event)
             if driver ~= '' then redis.call('HSET', key, 'driver_id', driver) end
         end
