@@ -32,8 +32,14 @@ import RedisClient
 import RPCCore
 import Synchronization
 
+/// What a service needs of its consumer to read its own writes: apply every event written so far.
+public protocol EventCatchUp: Sendable {
+    /// Applies every event of `partition` (nil: of every partition) written before this call.
+    func catchUp(_ partition: OrderPartition?) async throws(RPCError)
+}
+
 /// Consumes the event stream as one replica of a service's consumer group.
-public actor EventConsumer {
+public actor EventConsumer: EventCatchUp {
     /// Applies a batch of events of one partition; must be idempotent and must not depend on the
     /// order of events.
     public typealias Apply = @Sendable ([PlatformEvent], OrderPartition) async throws(RPCError) -> Void

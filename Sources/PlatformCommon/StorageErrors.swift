@@ -1,16 +1,40 @@
 // How a storage failure looks to a gRPC client: Redis down or slow is UNAVAILABLE (retry later);
 // anything else Redis says is a bug on our side, INTERNAL. The message carries Redis's own
-// words, so the server's log line for the failed RPC says what went wrong.
+// words, so the server's log line for the failed RPC says what went wrong. A store (OrderStore)
+// reports `StorageError`, its own type; the service turns it into a status with
+// `RPCError(storage:)`.
 import RedisClient
 import RPCCore
 
+/// A store could not do what it was asked: its storage is away (try again), or it failed.
+public struct StorageError: Error, Sendable, CustomStringConvertible {
+    public enum Kind: Sendable { case unavailable, failed }
+    public let kind: Kind
+    public let message: String
+
+    public init(_ kind: Kind, _ message: String) {
+        self.kind = kind
+        self.message = message
+    }
+
+    /// What a Redis failure means to a store.
+    public init(_ error: RedisError) {
+        self.init(error.isTransient ? .unavailable : .failed, "\(error)")
+    }
+
+    public var description: String { message }
+}
+
 extension RPCError {
-    public init(storage error: RedisError) {
-        if error.isTransient {
-            self.init(.unavailable, "storage is unavailable, try again (\(error))")
-        } else {
-            self.init(.internal, "storage error (\(error))")
+    public init(storage error: StorageError) {
+        switch error.kind {
+        case .unavailable: self.init(.unavailable, "storage is unavailable, try again (\(error.message))")
+        case .failed: self.init(.internal, "storage error (\(error.message))")
         }
+    }
+
+    public init(storage error: RedisError) {
+        self.init(storage: StorageError(error))
     }
 }
 
@@ -34,6 +58,17 @@ extension RedisClient {
                                   waitForReplicas: waitForReplicas)
         } catch {
             throw RPCError(storage: error)
+        }
+    }
+
+    /// Runs a function for a store: a change (with WAIT when configured) or a read, failures as
+    /// the store reports them.
+    public func run(_ function: LuaFunction, keys: [String], arguments: [String] = [], change: Bool) async throws(StorageError) -> RedisReply {
+        do {
+            return try await call(function: function.name, library: function.library.code, keys: keys, arguments: arguments,
+                                  waitForReplicas: change)
+        } catch {
+            throw StorageError(error)
         }
     }
 

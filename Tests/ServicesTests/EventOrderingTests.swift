@@ -7,7 +7,7 @@
 // each reading the stream from its own position in its own batch sizes, interleaved at random,
 // with replays of earlier stretches, and checks that every order ends at the status its newest
 // event gives. Both start from the state before any stage was applied (the orders' hashes are
-// put back to it), and both apply through `OrderServiceLogic.apply`, the code the consumers run.
+// put back to it), and both apply through `RedisOrderStore.applyDeliveryEvents`, the code the consumers run.
 @testable import OrderLogic
 import PlatformCommon
 import PlatformProtos
@@ -49,13 +49,13 @@ import Testing
             let (e1, e2) = (stages[0], stages[1])
 
             try await rewind(id, to: assignments[0], platform.redis)
-            try await OrderServiceLogic.apply([e1, e2], redis: platform.redis)  // replica B
-            try await OrderServiceLogic.apply([e1], redis: platform.redis)      // replica A, late
+            try await RedisOrderStore(redis: platform.redis).applyDeliveryEvents([e1, e2])  // replica B
+            try await RedisOrderStore(redis: platform.redis).applyDeliveryEvents([e1])      // replica A, late
             #expect(try await platform.orderStatus(id) == "OUT_FOR_DELIVERY")
             // And the newest event alone, before the older ones: the stage and the driver are there.
             try await rewind(id, to: assignments[0], platform.redis)
             _ = try await platform.redis.send(["HDEL", OrderKeys(id).order, "driver_id"])
-            try await OrderServiceLogic.apply([e2, e1, assignments[0]], redis: platform.redis)
+            try await RedisOrderStore(redis: platform.redis).applyDeliveryEvents([e2, e1, assignments[0]])
             #expect(try await platform.orderStatus(id) == "OUT_FOR_DELIVERY")
             #expect(try await platform.redis.send(["HGET", OrderKeys(id).order, "driver_id"]).string == "d1")
             let last = try await platform.redis.send(["HGET", OrderKeys(id).order, "last_event"]).string
@@ -90,12 +90,12 @@ import Testing
                 let batches = replicaBatches(stages)
                 group.addTask {
                     for batch in batches {
-                        try await OrderServiceLogic.apply(batch, redis: redis)
+                        try await RedisOrderStore(redis: redis).applyDeliveryEvents(batch)
                         if Bool.random() { await Task.yield() }
                     }
                 }
             }
-            group.addTask { try await OrderServiceLogic.apply(stages, redis: redis) }
+            group.addTask { try await RedisOrderStore(redis: redis).applyDeliveryEvents(stages) }
             try await group.waitForAll()
         }
     }

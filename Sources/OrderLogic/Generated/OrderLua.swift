@@ -43,12 +43,13 @@ enum OrderLua {
     """#
     /// Lua/cancel.lua
     static let cancel = #"""
-    -- KEYS: the order's hash, its partition's stream. ARGV: order id. Cancels a PLACED order.
+    -- KEYS: the order's hash, its partition's stream. ARGV: order id. Cancels a PLACED order. Returns
+    -- CANCELED, 'NOT_CANCELABLE' (not PLACED) or 'NOT_FOUND'.
     local key, stream = KEYS[1], KEYS[2]
     local fields = redis.call('HMGET', key, 'status', 'customer_id', 'restaurant_id')
     local status = fields[1]
-    if not status then return {'ERR', 'NOT_FOUND:order ' .. ARGV[1] .. ' not found'} end
-    if status ~= Status.PLACED then return 'COULD_NOT_CANCEL' end
+    if not status then return 'NOT_FOUND' end
+    if status ~= Status.PLACED then return 'NOT_CANCELABLE' end
     local event = emit(stream, Kind.ORDER_CANCELED, ARGV[1], nil, {Field.customer, fields[2] or '', Field.restaurant, fields[3] or ''})
     redis.call('HSET', key, 'status', Status.CANCELED, 'last_event', event)
     return Status.CANCELED
@@ -57,22 +58,23 @@ enum OrderLua {
     static let decide = #"""
     -- KEYS: the order's hash, its partition's stream. ARGV: order id, restaurant id, ACCEPTED or
     -- REJECTED. Records the decision of the order's restaurant on a PLACED order; the same decision
-    -- again answers the same, any other is FAILED_PRECONDITION.
+    -- again answers the same. Returns {'DECIDED', decision}, {'NOT_FOUND'}, {'OTHER_RESTAURANT', its
+    -- restaurant} or {'NOT_PLACED', its status}.
     local key, stream = KEYS[1], KEYS[2]
     local fields = redis.call('HMGET', key, 'status', 'restaurant_id', 'decision', 'decided_by', 'customer_id')
     local status = fields[1]
-    if not status then return {'ERR', 'NOT_FOUND:order ' .. ARGV[1] .. ' not found'} end
+    if not status then return {'NOT_FOUND'} end
     if fields[2] and fields[2] ~= '' and fields[2] ~= ARGV[2] then
-        return {'ERR', 'PERMISSION_DENIED:order ' .. ARGV[1] .. ' was placed with restaurant ' .. fields[2]}
+        return {'OTHER_RESTAURANT', fields[2]}
     end
     if status == Status.PLACED then
         local kind = ARGV[3] == Status.ACCEPTED and Kind.ORDER_ACCEPTED or Kind.ORDER_REJECTED
         local event = emit(stream, kind, ARGV[1], nil, {Field.customer, fields[5] or '', Field.restaurant, ARGV[2]})
         redis.call('HSET', key, 'status', ARGV[3], 'decision', ARGV[3], 'decided_by', ARGV[2], 'last_event', event)
-        return ARGV[3]
+        return {'DECIDED', ARGV[3]}
     end
-    if fields[3] == ARGV[3] and fields[4] == ARGV[2] then return ARGV[3] end
-    return {'ERR', 'FAILED_PRECONDITION:order ' .. ARGV[1] .. ' is ' .. status .. ', not PLACED'}
+    if fields[3] == ARGV[3] and fields[4] == ARGV[2] then return {'DECIDED', ARGV[3]} end
+    return {'NOT_PLACED', status}
     """#
     /// Lua/get.lua
     static let get = #"""
@@ -104,17 +106,18 @@ enum OrderLua {
     static let place = #"""
     -- KEYS: the order's hash, its items, its partition's stream. ARGV: order id (new, from the
     -- sequence), customer, total price, restaurant, then the items. Stores the order as PLACED and
-    -- appends ORDER_PLACED (stream only: the channel carries the seed's messages). Returns the id.
+    -- appends ORDER_PLACED (stream only: the channel carries the seed's messages). Returns 'PLACED', or
+    -- 'EXISTS' (and changes nothing) when an order has the id already.
     local key, itemsKey, stream = KEYS[1], KEYS[2], KEYS[3]
     local id = ARGV[1]
-    if redis.call('EXISTS', key) == 1 then return {'ERR', 'INTERNAL:order ' .. id .. ' exists already'} end
+    if redis.call('EXISTS', key) == 1 then return 'EXISTS' end
     local items = {unpack(ARGV, 5)}
     local event = emit(stream, Kind.ORDER_PLACED, id, nil, {Field.customer, ARGV[2], Field.restaurant, ARGV[4],
         Field.items, encodeItems(items), Field.total, ARGV[3]}, true)
     redis.call('HSET', key, 'customer_id', ARGV[2], 'total_price', ARGV[3], 'restaurant_id', ARGV[4], 'status', Status.PLACED,
         'last_event', event)
     redis.call('RPUSH', itemsKey, unpack(items))
-    return id
+    return Status.PLACED
     """#
     /// Lua/watch_snapshot.lua
     static let watchSnapshot = #"""

@@ -1,0 +1,217 @@
+// What the order service keeps, in its own terms, and the Redis store that keeps it.
+//
+// OrderServiceLogic is written against `OrderStore`: each operation answers a domain outcome
+// (placed, not found, not cancelable, decided by another restaurant, ...) or throws a
+// `StorageError`, and the service alone turns those into gRPC statuses. So the service's rules
+// (validation, which outcome is which status, reading its own writes) are tested without a
+// server against a store in memory (ServicesTests' InMemoryOrderStore), and against Redis by the
+// service tests. `RedisOrderStore` keeps orders as described in OrderServiceLogic: each operation
+// is one function of the service's Lua library (Lua/*.lua), on the keys of OrderKeys.
+import PlatformAuth
+import PlatformCommon
+import RedisClient
+
+/// The order service's storage.
+public protocol OrderStore: Sendable {
+    /// A number no order has had (`order_<n>`), also across replicas and failovers.
+    func nextOrderNumber() async throws(StorageError) -> Int64
+    /// Stores a new PLACED order and its ORDER_PLACED event; false when the id is taken.
+    func place(_ order: NewOrder) async throws(StorageError) -> Bool
+    /// The order as GetOrderStatus shows it. With `applyingUnapplied`, the order's newest
+    /// delivery event that the service's consumers have not applied yet is applied first;
+    /// `.behind` says too many are unapplied to look through, and nothing was read.
+    func read(_ id: String, consumerGroup: String, applyingUnapplied: Bool) async throws(StorageError) -> OrderRead
+    func cancel(_ id: String) async throws(StorageError) -> CancelOutcome
+    /// Records the restaurant's decision (ACCEPTED or REJECTED) on a PLACED order, with its event.
+    func decide(_ id: String, restaurant: String, decision: OrderStatus) async throws(StorageError) -> DecisionOutcome
+    /// What WatchOrder starts from; nil for an unknown order.
+    func snapshot(_ id: String) async throws(StorageError) -> OrderSnapshot?
+    /// Who takes part in the order; nil for an unknown order.
+    func parties(_ id: String) async throws(StorageError) -> OrderParties?
+    /// Shows delivery events (DRIVER_ASSIGNED, DELIVERY_STATUS; others are ignored) on their
+    /// orders, skipping any older than the order's last event. The events are of one partition.
+    func applyDeliveryEvents(_ events: [PlatformEvent]) async throws(StorageError)
+}
+
+/// An order as PlaceOrder stores it.
+public struct NewOrder: Sendable, Equatable {
+    public var id: String
+    public var customer: String
+    public var restaurant: String
+    public var items: [String]
+    public var totalPrice: Double
+}
+
+/// What GetOrderStatus reads.
+public struct OrderView: Sendable, Equatable {
+    public var status: String
+    public var items: [String]
+    public var totalPrice: Double
+}
+
+public enum OrderRead: Sendable, Equatable {
+    case found(OrderView)
+    case notFound
+    /// More unapplied events than a read looks through: catch up, then read without applying.
+    case behind
+}
+
+public enum CancelOutcome: Sendable, Equatable {
+    case canceled
+    /// The order is past PLACED.
+    case notCancelable
+    case notFound
+}
+
+public enum DecisionOutcome: Sendable, Equatable {
+    /// Decided now, or the same decision of the same restaurant before.
+    case decided(OrderStatus)
+    case notFound
+    /// The order was placed with this other restaurant.
+    case otherRestaurant(String)
+    /// The order is in this status, past PLACED, by another decision.
+    case notPlaced(String)
+}
+
+/// An order's state as a watch starts from, and the id of the last event it reflects.
+public struct OrderSnapshot: Sendable, Equatable {
+    public var status: OrderStatus
+    public var driver: String
+    public var restaurant: String
+    public var customer: String
+    public var lastEvent: StreamID
+}
+
+/// Orders in Redis.
+public struct RedisOrderStore: OrderStore {
+    private let redis: RedisClient
+
+    public init(redis: RedisClient) { self.redis = redis }
+
+    public func nextOrderNumber() async throws(StorageError) -> Int64 {
+        // With WAIT, so that a failover cannot hand the same number out again.
+        let reply: RedisReply
+        do { reply = try await redis.send(["INCR", OrderKeys.sequence], waitForReplicas: true) } catch { throw StorageError(error) }
+        guard let number = reply.int else { throw StorageError(.failed, "INCR \(OrderKeys.sequence) answered \(reply)") }
+        return number
+    }
+
+    public func place(_ order: NewOrder) async throws(StorageError) -> Bool {
+        let keys = OrderKeys(order.id)
+        let reply = try await redis.run(Scripts.place, keys: [keys.order, keys.items, keys.partition.stream],
+                                        arguments: [order.id, order.customer, "\(order.totalPrice)", order.restaurant] + order.items,
+                                        change: true)
+        return reply.string == OrderStatus.placed.rawValue
+    }
+
+    public func read(_ id: String, consumerGroup: String, applyingUnapplied: Bool) async throws(StorageError) -> OrderRead {
+        let keys = OrderKeys(id)
+        let reply = try await redis.run(Scripts.get, keys: [keys.partition.stream, keys.order, keys.items],
+                                        arguments: [id, consumerGroup, applyingUnapplied ? Scripts.applyUnapplied : ""], change: false)
+        if reply.string == Scripts.behind { return .behind }
+        guard let fields = reply.array, fields.count == 3, let status = fields[0].string else { return .notFound }
+        return .found(OrderView(status: status, items: (fields[2].array ?? []).compactMap(\.string),
+                                totalPrice: fields[1].string.flatMap(Double.init) ?? 0))
+    }
+
+    public func cancel(_ id: String) async throws(StorageError) -> CancelOutcome {
+        let keys = OrderKeys(id)
+        let reply = try await redis.run(Scripts.cancel, keys: [keys.order, keys.partition.stream], arguments: [id], change: true)
+        switch reply.string {
+        case OrderStatus.canceled.rawValue: return .canceled
+        case "NOT_CANCELABLE": return .notCancelable
+        case "NOT_FOUND": return .notFound
+        default: throw StorageError(.failed, "cancel answered \(reply)")
+        }
+    }
+
+    public func decide(_ id: String, restaurant: String, decision: OrderStatus) async throws(StorageError) -> DecisionOutcome {
+        let keys = OrderKeys(id)
+        let reply = try await redis.run(Scripts.decide, keys: [keys.order, keys.partition.stream],
+                                        arguments: [id, restaurant, decision.rawValue], change: true)
+        let parts = (reply.array ?? []).map { $0.string ?? "" }
+        switch (parts.first, parts.count) {
+        case ("DECIDED", 2): if let status = OrderStatus(rawValue: parts[1]) { return .decided(status) }
+        case ("NOT_FOUND", 1): return .notFound
+        case ("OTHER_RESTAURANT", 2): return .otherRestaurant(parts[1])
+        case ("NOT_PLACED", 2): return .notPlaced(parts[1])
+        default: break
+        }
+        throw StorageError(.failed, "decide answered \(reply)")
+    }
+
+    public func snapshot(_ id: String) async throws(StorageError) -> OrderSnapshot? {
+        let reply = try await redis.run(Scripts.watchSnapshot, keys: [OrderKeys(id).order], change: false)
+        guard let fields = reply.array, fields.count == 5, let status = fields[0].string.flatMap(OrderStatus.init(rawValue:)) else {
+            return nil
+        }
+        return OrderSnapshot(status: status, driver: fields[1].string ?? "", restaurant: fields[2].string ?? "",
+                             customer: fields[3].string ?? "", lastEvent: fields[4].string.flatMap(StreamID.init) ?? .zero)
+    }
+
+    public func parties(_ id: String) async throws(StorageError) -> OrderParties? {
+        let reply: RedisReply
+        do {
+            reply = try await redis.send(["HMGET", OrderKeys(id).order, "customer_id", "restaurant_id", "driver_id"])
+        } catch { throw StorageError(error) }
+        let fields = reply.array ?? []
+        guard fields.count == 3, let customer = fields[0].string else { return nil }
+        return OrderParties(customer: customer, restaurant: fields[1].string, driver: fields[2].string)
+    }
+
+    public func applyDeliveryEvents(_ events: [PlatformEvent]) async throws(StorageError) {
+        var keys: [String] = []
+        var arguments: [String] = []
+        for event in events {
+            guard let id = event.id else { continue }
+            switch event.kind {
+            case .driverAssigned, .deliveryStatus:
+                let stage = event.kind == .driverAssigned ? DeliveryStatus.assigned.rawValue : event.detail ?? ""
+                keys.append(OrderKeys(event.orderID).order)
+                arguments += [id.description, stage, event.driverID ?? ""]
+            case .orderPlaced, .orderAccepted, .orderRejected, .orderCanceled:
+                continue  // the order service's own events: the state changed with them
+            }
+        }
+        if !keys.isEmpty { _ = try await redis.run(Scripts.applyDeliveryEvents, keys: keys, arguments: arguments, change: true) }
+    }
+}
+
+/// Where an order lives in Redis: the order service's keys, all with the order's partition tag.
+struct OrderKeys {
+    /// Counter behind `order_<n>`; untagged (its own slot), and outside the order keys' names, so
+    /// no order id can name it.
+    static let sequence = "orders:seq"
+
+    let partition: OrderPartition
+    /// Hash: customer_id, total_price, restaurant_id, status, decision, decided_by, driver_id,
+    /// last_event (the id of the last event applied to it: older ones are skipped).
+    let order: String
+    /// List of the order's items.
+    let items: String
+
+    init(_ id: String) {
+        partition = OrderPartition(order: id)
+        order = "order:\(partition.tag):\(id)"
+        items = order + ":items"
+    }
+}
+
+/// The functions the store runs: the service's Lua/*.lua as one library.
+enum Scripts {
+    static let library = LuaLibrary(
+        module: "order", helpers: ["local BEHIND = '\(behind)'", EventLua.unapplied, OrderLua.applyStage],
+        functions: ["place": OrderLua.place, "get": OrderLua.get, "watch_snapshot": OrderLua.watchSnapshot,
+                    "cancel": OrderLua.cancel, "decide": OrderLua.decide, "apply_delivery_events": OrderLua.applyDeliveryEvents])
+    static let place = library.function("place")
+    static let get = library.function("get")
+    static let watchSnapshot = library.function("watch_snapshot")
+    static let cancel = library.function("cancel")
+    static let decide = library.function("decide")
+    static let applyDeliveryEvents = library.function("apply_delivery_events")
+
+    /// What `get` answers when more events are unapplied than it looks at in one go.
+    static let behind = "BEHIND"
+    /// `get`'s ARGV[3] when it is to apply the order's unapplied delivery event first.
+    static let applyUnapplied = "apply"
+}

@@ -1,0 +1,265 @@
+// The order service's own rules, without a server: OrderServiceLogic on a store in memory.
+//
+// What is checked here is the service's part: validation before any storage, which store outcome
+// becomes which gRPC status (the seed's answers included: COULD_NOT_CANCEL, PERMISSION_DENIED for
+// another restaurant's order), a storage failure as UNAVAILABLE or INTERNAL, and reading its own
+// writes (a `.behind` read has the consumer catch up on the order's partition, then reads without
+// applying). The store keeps the rules of the Lua functions in Swift; the service tests run the
+// same RPCs against Redis.
+@testable import OrderLogic
+import PlatformAuth
+import PlatformCommon
+import PlatformProtos
+import RedisClient
+import RPCCore
+import Synchronization
+import Testing
+
+/// An OrderStore in memory, with the rules of the service's Lua.
+final class InMemoryOrderStore: OrderStore {
+    struct Order {
+        var order: NewOrder
+        var status: OrderStatus
+        var decidedBy: String?
+        var driver = ""
+    }
+
+    struct State {
+        var orders: [String: Order] = [:]
+        var numbers: Int64 = 0
+        /// How many reads still answer `.behind`.
+        var behindReads = 0
+        /// Each read's `applyingUnapplied`.
+        var reads: [Bool] = []
+        /// Thrown by every operation while set.
+        var failure: StorageError?
+        /// Handed out again by `nextOrderNumber` (a broken sequence).
+        var repeatNumbers = false
+    }
+
+    let state = Mutex(State())
+
+    private func checked<T>(_ body: (inout State) -> T) throws(StorageError) -> T {
+        let result = state.withLock { state -> Result<T, StorageError> in
+            if let failure = state.failure { return .failure(failure) }
+            return .success(body(&state))
+        }
+        return try result.get()
+    }
+
+    func nextOrderNumber() async throws(StorageError) -> Int64 {
+        try checked { state in
+            if !state.repeatNumbers { state.numbers += 1 }
+            return max(state.numbers, 1)
+        }
+    }
+
+    func place(_ order: NewOrder) async throws(StorageError) -> Bool {
+        try checked { state in
+            guard state.orders[order.id] == nil else { return false }
+            state.orders[order.id] = Order(order: order, status: .placed)
+            return true
+        }
+    }
+
+    func read(_ id: String, consumerGroup: String, applyingUnapplied: Bool) async throws(StorageError) -> OrderRead {
+        try checked { state in
+            state.reads.append(applyingUnapplied)
+            if applyingUnapplied, state.behindReads > 0 {
+                state.behindReads -= 1
+                return .behind
+            }
+            guard let order = state.orders[id] else { return .notFound }
+            return .found(OrderView(status: order.status.rawValue, items: order.order.items, totalPrice: order.order.totalPrice))
+        }
+    }
+
+    func cancel(_ id: String) async throws(StorageError) -> CancelOutcome {
+        try checked { state in
+            guard let order = state.orders[id] else { return .notFound }
+            guard order.status == .placed else { return .notCancelable }
+            state.orders[id]?.status = .canceled
+            return .canceled
+        }
+    }
+
+    func decide(_ id: String, restaurant: String, decision: OrderStatus) async throws(StorageError) -> DecisionOutcome {
+        try checked { state in
+            guard let order = state.orders[id] else { return .notFound }
+            if !order.order.restaurant.isEmpty, order.order.restaurant != restaurant { return .otherRestaurant(order.order.restaurant) }
+            if order.status == .placed {
+                state.orders[id]?.status = decision
+                state.orders[id]?.decidedBy = restaurant
+                return .decided(decision)
+            }
+            if order.status == decision, order.decidedBy == restaurant { return .decided(decision) }
+            return .notPlaced(order.status.rawValue)
+        }
+    }
+
+    func snapshot(_ id: String) async throws(StorageError) -> OrderSnapshot? {
+        try checked { state in
+            state.orders[id].map { OrderSnapshot(status: $0.status, driver: $0.driver, restaurant: $0.order.restaurant,
+                                                 customer: $0.order.customer, lastEvent: .zero) }
+        }
+    }
+
+    func parties(_ id: String) async throws(StorageError) -> OrderParties? {
+        try checked { state in
+            state.orders[id].map { OrderParties(customer: $0.order.customer, restaurant: $0.order.restaurant, driver: $0.driver) }
+        }
+    }
+
+    func applyDeliveryEvents(_ events: [PlatformEvent]) async throws(StorageError) {
+        try checked { state in
+            for event in events {
+                guard let order = state.orders[event.orderID], let next = order.status.after(event) else { continue }
+                state.orders[event.orderID]?.status = next
+                if let driver = event.driverID { state.orders[event.orderID]?.driver = driver }
+            }
+        }
+    }
+}
+
+/// Counts the catch-ups asked for, per partition.
+final class CountingCatchUp: EventCatchUp {
+    let partitions = Mutex<[OrderPartition?]>([])
+    func catchUp(_ partition: OrderPartition?) async throws(RPCError) { partitions.withLock { $0.append(partition) } }
+}
+
+@Suite struct OrderLogicUnitTests {
+    private let context = ServerContext(path: "/test", requestMetadata: Metadata(), deadline: nil)
+
+    /// The service on `store`. Its hub's client points at no server: these tests open no watch.
+    private func withLogic(_ store: InMemoryOrderStore, catchUp: CountingCatchUp = CountingCatchUp(),
+                           _ body: (OrderServiceLogic) async throws -> Void) async throws {
+        let unused = RedisClient(configuration: RedisConfiguration(host: "127.0.0.1", port: 1))
+        defer { unused.close() }
+        try await body(OrderServiceLogic(store: store, events: catchUp, hub: EventHub(redis: unused, logger: quietLogger),
+                                         logger: quietLogger))
+    }
+
+    private func code<T>(_ body: () async throws -> T) async -> StatusCode? {
+        do {
+            _ = try await body()
+            return nil
+        } catch let error as RPCError {
+            return error.code
+        } catch {
+            return .unknown
+        }
+    }
+
+    private func place(_ logic: OrderServiceLogic, restaurant: String = "r1") async throws -> String {
+        try await logic.placeOrder(PlaceOrderRequest(customerId: "c1", items: ["soup"], totalPrice: 4.5, restaurantId: restaurant),
+                                   context: context).orderId
+    }
+
+    @Test func placeOrderValidatesBeforeStoringAndNumbersTheOrders() async throws {
+        let store = InMemoryOrderStore()
+        try await withLogic(store) { logic in
+            let bad = [
+                PlaceOrderRequest(customerId: "", items: ["soup"], totalPrice: 1),
+                PlaceOrderRequest(customerId: "c1", items: [], totalPrice: 1),
+                PlaceOrderRequest(customerId: "c1", items: [""], totalPrice: 1),
+                PlaceOrderRequest(customerId: "c1", items: ["soup"], totalPrice: -1),
+                PlaceOrderRequest(customerId: "c1", items: ["soup"], totalPrice: .nan),
+                PlaceOrderRequest(customerId: "c1", items: ["soup"], totalPrice: 1, restaurantId: "no spaces"),
+            ]
+            for request in bad {
+                #expect(await code { try await logic.placeOrder(request, context: context) } == .invalidArgument, "\(request)")
+            }
+            #expect(store.state.withLock { $0.numbers } == 0, "nothing reached the store")
+            #expect(try await place(logic) == "order_1")
+            #expect(try await place(logic) == "order_2")
+            let read = try await logic.getOrderStatus(GetOrderStatusRequest(orderId: "order_2"), context: context)
+            #expect(read == GetOrderStatusResponse(orderId: "order_2", status: "PLACED", items: ["soup"], totalPrice: 4.5))
+        }
+    }
+
+    @Test func aNumberHandedOutTwiceIsInternalAndOverwritesNothing() async throws {
+        let store = InMemoryOrderStore()
+        try await withLogic(store) { logic in
+            let first = try await place(logic)
+            #expect(first == "order_1")
+            store.state.withLock { $0.repeatNumbers = true }
+            #expect(await code { try await place(logic, restaurant: "r2") } == .internal)
+            #expect(store.state.withLock { $0.orders["order_1"]?.order.restaurant } == "r1")
+        }
+    }
+
+    @Test func cancelAnswersAsTheSeedDid() async throws {
+        try await withLogic(InMemoryOrderStore()) { logic in
+            let id = try await place(logic)
+            #expect(try await logic.cancelOrder(CancelOrderRequest(orderId: id), context: context).status == "CANCELED")
+            #expect(try await logic.cancelOrder(CancelOrderRequest(orderId: id), context: context).status == "COULD_NOT_CANCEL")
+            #expect(await code { try await logic.cancelOrder(CancelOrderRequest(orderId: "order_9"), context: context) } == .notFound)
+            #expect(await code { try await logic.cancelOrder(CancelOrderRequest(orderId: ""), context: context) } == .invalidArgument)
+        }
+    }
+
+    @Test func eachDecisionOutcomeHasItsStatus() async throws {
+        try await withLogic(InMemoryOrderStore()) { logic in
+            let id = try await place(logic)
+            func decide(_ restaurant: String, _ decision: String, _ order: String? = nil) async throws -> String {
+                try await logic.recordRestaurantDecision(RecordRestaurantDecisionRequest(
+                    orderId: order ?? id, restaurantId: restaurant, decision: decision), context: context).status
+            }
+            #expect(await code { try await decide("r1", "MAYBE") } == .invalidArgument)
+            #expect(await code { try await decide("r1", "PLACED") } == .invalidArgument)
+            #expect(await code { try await decide("r2", "ACCEPTED") } == .permissionDenied)
+            #expect(try await decide("r1", "ACCEPTED") == "ACCEPTED")
+            #expect(try await decide("r1", "ACCEPTED") == "ACCEPTED", "the same decision again answers the same")
+            #expect(await code { try await decide("r1", "REJECTED") } == .failedPrecondition)
+            #expect(await code { try await decide("r1", "ACCEPTED", "order_9") } == .notFound)
+        }
+    }
+
+    @Test func aReadThatIsBehindCatchesUpOnTheOrdersPartitionThenReadsPlainly() async throws {
+        let store = InMemoryOrderStore()
+        let catchUp = CountingCatchUp()
+        try await withLogic(store, catchUp: catchUp) { logic in
+            let id = try await place(logic)
+            store.state.withLock { $0.behindReads = 1 }
+            #expect(try await logic.getOrderStatus(GetOrderStatusRequest(orderId: id), context: context).status == "PLACED")
+            #expect(catchUp.partitions.withLock { $0 } == [OrderPartition(order: id)])
+            #expect(store.state.withLock { $0.reads } == [true, false])
+            // Not behind: one read, applying what is unapplied, and no catch-up.
+            _ = try await logic.getOrderStatus(GetOrderStatusRequest(orderId: id), context: context)
+            #expect(catchUp.partitions.withLock { $0.count } == 1)
+            #expect(store.state.withLock { $0.reads } == [true, false, true])
+        }
+    }
+
+    @Test func storageFailuresAreUnavailableOrInternalAndNeverAnAnswer() async throws {
+        let store = InMemoryOrderStore()
+        try await withLogic(store) { logic in
+            let id = try await place(logic)
+            for (failure, expected) in [(StorageError(.unavailable, "down"), StatusCode.unavailable),
+                                        (StorageError(.failed, "broken"), StatusCode.internal)] {
+                store.state.withLock { $0.failure = failure }
+                #expect(await code { try await place(logic) } == expected)
+                #expect(await code { try await logic.getOrderStatus(GetOrderStatusRequest(orderId: id), context: context) } == expected)
+                #expect(await code { try await logic.cancelOrder(CancelOrderRequest(orderId: id), context: context) } == expected)
+                #expect(await code {
+                    try await logic.recordRestaurantDecision(RecordRestaurantDecisionRequest(orderId: id, restaurantId: "r1", decision: "ACCEPTED"),
+                                                             context: context)
+                } == expected)
+            }
+        }
+    }
+
+    @Test func aDriverMissingFromTheOrderIsLookedUpAgainAfterCatchingUp() async throws {
+        let store = InMemoryOrderStore()
+        let catchUp = CountingCatchUp()
+        try await withLogic(store, catchUp: catchUp) { logic in
+            let id = try await place(logic)
+            let driver = Caller(subject: "d7", role: .driver)
+            #expect(try await logic.parties(ofOrder: id, for: driver)?.customer == "c1")
+            #expect(catchUp.partitions.withLock { $0 } == [OrderPartition(order: id)])
+            let customer = Caller(subject: "c1", role: .customer)
+            _ = try await logic.parties(ofOrder: id, for: customer)
+            #expect(catchUp.partitions.withLock { $0.count } == 1, "only a driver not yet on the order makes it catch up")
+        }
+    }
+}
