@@ -1,9 +1,10 @@
 // RestaurantService: menus in Redis; decisions on orders through the order service.
 //
-// A menu is a hash (item_id -> JSON of name, price, description, encoded by Redis's cjson inside
-// the script) plus a list that keeps items in the order they were first added (MenuKeys, both
-// tagged with the restaurant id, so they share a Redis Cluster slot); upserting both is one
-// script (Lua/update_menu.lua), so readers never see half an update. Accepting or rejecting goes through OrderService.RecordRestaurantDecision, which
+// Menus live in a MenuStore. In Redis (RedisMenuStore) a menu is a hash (item_id -> JSON of name,
+// price, description, encoded by Redis's cjson inside the function) plus a list that keeps items
+// in the order they were first added (MenuKeys, both tagged with the restaurant id, so they share
+// a Redis Cluster slot); upserting both is one function (Lua/update_menu.lua), so readers never
+// see half an update. Accepting or rejecting goes through OrderService.RecordRestaurantDecision, which
 // changes the order's status, records the event and publishes ORDER_ACCEPTED / ORDER_REJECTED in
 // one atomic step: an order that is canceled, unknown or another restaurant's cannot be accepted,
 // and when the order service is down nothing is published.
@@ -22,7 +23,7 @@ public struct RestaurantServiceLogic: RestaurantServiceProvider {
     public static let maxMenuItems = 1000
     public static let maxTextLength = 1024
 
-    private let redis: RedisClient
+    private let menus: any MenuStore
     private let orders: OrderServiceClient
     private let serviceToken: ServiceTokenFile?
     private let hub: EventHub
@@ -31,11 +32,17 @@ public struct RestaurantServiceLogic: RestaurantServiceProvider {
     /// `orders` reaches the order service (its transport is the caller's choice); `serviceToken`
     /// is presented on those calls when the order service requires one.
     public init(redis: RedisClient, orders: OrderServiceClient, serviceToken: ServiceTokenFile? = nil, logger: Logger) {
-        self.redis = redis
+        self.init(menus: RedisMenuStore(redis: redis), orders: orders, serviceToken: serviceToken,
+                  hub: EventHub(redis: redis, logger: logger), logger: logger)
+    }
+
+    /// The service on any menu store.
+    init(menus: any MenuStore, orders: OrderServiceClient, serviceToken: ServiceTokenFile? = nil, hub: EventHub, logger: Logger) {
+        self.menus = menus
         self.orders = orders
         self.serviceToken = serviceToken
+        self.hub = hub
         self.logger = logger
-        hub = EventHub(redis: redis, logger: logger)
     }
 
     /// Ends the watches (the server is about to drain).
@@ -62,7 +69,6 @@ public struct RestaurantServiceLogic: RestaurantServiceProvider {
         guard request.items.count <= Self.maxMenuItems else {
             throw RPCError(.invalidArgument, "a menu has at most \(Self.maxMenuItems) items")
         }
-        var arguments: [String] = []
         for item in request.items {
             try Identifier.validate(item.itemId, field: "item_id")
             guard !item.name.isEmpty, item.name.utf8.count <= Self.maxTextLength else {
@@ -72,22 +78,24 @@ public struct RestaurantServiceLogic: RestaurantServiceProvider {
                 throw RPCError(.invalidArgument, "item \(item.itemId): description is longer than \(Self.maxTextLength) bytes")
             }
             try validateAmount(item.price, field: "item \(item.itemId): price")
-            arguments += [item.itemId, item.name, "\(item.price)", item.description]
         }
-        let keys = MenuKeys(request.restaurantId)
-        _ = try await redis.change(Scripts.updateMenu, keys: [keys.menu, keys.order], arguments: arguments)
+        do throws(StorageError) {
+            try await menus.update(request.restaurantId, items: request.items)
+        } catch {
+            throw RPCError(storage: error)
+        }
         return UpdateMenuResponse(status: "SUCCESS")
     }
 
     public func getMenu(_ request: GetMenuRequest, context: ServerContext) async throws -> GetMenuResponse {
         try Identifier.validate(request.restaurantId, field: "restaurant_id")
-        let keys = MenuKeys(request.restaurantId)
-        let flat = try await redis.script(Scripts.getMenu, keys: [keys.menu, keys.order]).array ?? []
-        guard !flat.isEmpty else { throw RPCError(.notFound, "restaurant \(request.restaurantId) has no menu") }
-        let items = stride(from: 0, to: flat.count - 3, by: 4).map { index in
-            MenuItem(itemId: flat[index].string ?? "", name: flat[index + 1].string ?? "",
-                     price: flat[index + 2].string.flatMap(Double.init) ?? 0, description: flat[index + 3].string ?? "")
+        let items: [MenuItem]
+        do throws(StorageError) {
+            items = try await menus.menu(of: request.restaurantId)
+        } catch {
+            throw RPCError(storage: error)
         }
+        guard !items.isEmpty else { throw RPCError(.notFound, "restaurant \(request.restaurantId) has no menu") }
         return GetMenuResponse(restaurantId: request.restaurantId, items: items)
     }
 
@@ -130,6 +138,36 @@ public struct RestaurantServiceLogic: RestaurantServiceProvider {
                 logger.error("order service failed", metadata: ["error": "\(error)"])
                 throw RPCError(.internal, "the order service failed: \(error)")
             }
+        }
+    }
+}
+
+/// The restaurant service's storage: menus.
+public protocol MenuStore: Sendable {
+    /// Adds or replaces these items of the restaurant's menu, at once; new items go last.
+    func update(_ restaurant: String, items: [MenuItem]) async throws(StorageError)
+    /// The restaurant's menu in the order the items were first added; empty when it has none.
+    func menu(of restaurant: String) async throws(StorageError) -> [MenuItem]
+}
+
+/// Menus in Redis.
+public struct RedisMenuStore: MenuStore {
+    private let redis: RedisClient
+
+    public init(redis: RedisClient) { self.redis = redis }
+
+    public func update(_ restaurant: String, items: [MenuItem]) async throws(StorageError) {
+        let keys = MenuKeys(restaurant)
+        _ = try await redis.run(Scripts.updateMenu, keys: [keys.menu, keys.order],
+                                arguments: items.flatMap { [$0.itemId, $0.name, "\($0.price)", $0.description] }, change: true)
+    }
+
+    public func menu(of restaurant: String) async throws(StorageError) -> [MenuItem] {
+        let keys = MenuKeys(restaurant)
+        let flat = try await redis.run(Scripts.getMenu, keys: [keys.menu, keys.order], change: false).array ?? []
+        return stride(from: 0, to: flat.count - 3, by: 4).map { index in
+            MenuItem(itemId: flat[index].string ?? "", name: flat[index + 1].string ?? "",
+                     price: flat[index + 2].string.flatMap(Double.init) ?? 0, description: flat[index + 3].string ?? "")
         }
     }
 }
