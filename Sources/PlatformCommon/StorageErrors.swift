@@ -39,29 +39,8 @@ extension RPCError {
 }
 
 extension RedisClient {
-    /// Runs a function that reads (or only rewrites state that the consumers apply again
-    /// anyway), mapping Redis failures to the status a client should see.
-    public func script(_ function: LuaFunction, keys: [String], arguments: [String] = []) async throws(RPCError) -> RedisReply {
-        try await run(function, keys: keys, arguments: arguments, waitForReplicas: false)
-    }
-
-    /// Runs a function that changes state. With REDIS_WAIT_REPLICAS set it is acknowledged only
-    /// once that many replicas hold the change; otherwise UNAVAILABLE (the master has it, but it
-    /// may not survive the master's loss: retry).
-    public func change(_ function: LuaFunction, keys: [String], arguments: [String] = []) async throws(RPCError) -> RedisReply {
-        try await run(function, keys: keys, arguments: arguments, waitForReplicas: true)
-    }
-
-    private func run(_ function: LuaFunction, keys: [String], arguments: [String], waitForReplicas: Bool) async throws(RPCError) -> RedisReply {
-        do {
-            return try await call(function: function.name, library: function.library.code, keys: keys, arguments: arguments,
-                                  waitForReplicas: waitForReplicas)
-        } catch {
-            throw RPCError(storage: error)
-        }
-    }
-
-    /// Runs a function for a store: a change (with WAIT when configured) or a read, failures as
+    /// Runs a function for a store: a change (`change`: with WAIT when REDIS_WAIT_REPLICAS is
+    /// set, so it is acknowledged only once that many replicas hold it) or a read. Failures as
     /// the store reports them.
     public func run(_ function: LuaFunction, keys: [String], arguments: [String] = [], change: Bool) async throws(StorageError) -> RedisReply {
         do {
@@ -72,29 +51,12 @@ extension RedisClient {
         }
     }
 
-    /// Sends a command, mapping Redis failures to the status a client should see. A command that
-    /// changes state passes `waitForReplicas` (see `change`).
-    public func command(_ arguments: [String], waitForReplicas: Bool = false) async throws(RPCError) -> RedisReply {
-        do {
-            return try await send(arguments, waitForReplicas: waitForReplicas)
+    /// Runs a function that reads, a failure as the status a client should see.
+    public func script(_ function: LuaFunction, keys: [String], arguments: [String] = []) async throws(RPCError) -> RedisReply {
+        do throws(StorageError) {
+            return try await run(function, keys: keys, arguments: arguments, change: false)
         } catch {
             throw RPCError(storage: error)
         }
     }
-}
-
-/// Scripts report a domain outcome as an error reply `CODE:message`, e.g. `NOT_FOUND:order x`;
-/// this turns such a reply into the matching status.
-public func scriptOutcome(_ reply: RedisReply) throws(RPCError) -> RedisReply {
-    guard case .array(let items) = reply, items.count == 2, items[0].string == "ERR",
-          let text = items[1].string else { return reply }
-    let parts = text.split(separator: ":", maxSplits: 1)
-    let code: StatusCode = switch parts.first {
-    case "NOT_FOUND": .notFound
-    case "FAILED_PRECONDITION": .failedPrecondition
-    case "PERMISSION_DENIED": .permissionDenied
-    case "INVALID_ARGUMENT": .invalidArgument
-    default: .internal
-    }
-    throw RPCError(code, parts.count == 2 ? String(parts[1]) : text)
 }

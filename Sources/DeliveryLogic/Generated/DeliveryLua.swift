@@ -75,24 +75,37 @@ enum DeliveryLua {
     static let assign = #"""
     -- KEYS: the order's delivery record, its partition's stream. ARGV: order id, a new assignment id,
     -- driver. Assigns an accepted, undelivered order to the driver, replacing its open assignment,
-    -- and appends DRIVER_ASSIGNED naming the replaced one. Returns {assignment, driver}.
+    -- and appends DRIVER_ASSIGNED naming the replaced one. Returns {'ASSIGNED'}, {'NOT_FOUND'},
+    -- {'NOT_ACCEPTED', the order's status} or {'DELIVERED'}; only the first changes anything.
     local key, stream = KEYS[1], KEYS[2]
     local order, assignment, driver = ARGV[1], ARGV[2], ARGV[3]
     local fields = redis.call('HMGET', key, 'accepted', 'order_status', 'assignment', 'driver', 'assignment_status', 'restaurant', 'customer')
     if not fields[1] then
-        if not fields[2] then return {'ERR', 'NOT_FOUND:order ' .. order .. ' not found'} end
-        return {'ERR', 'FAILED_PRECONDITION:order ' .. order .. ' is ' .. fields[2] .. ', not accepted'}
+        if not fields[2] then return {'NOT_FOUND'} end
+        return {'NOT_ACCEPTED', fields[2]}
     end
-    if fields[5] == Stage.DELIVERED then
-        return {'ERR', 'FAILED_PRECONDITION:order ' .. order .. ' is already delivered'}
-    end
+    if fields[5] == Stage.DELIVERED then return {'DELIVERED'} end
     local previousDriver, previous = '', ''
     if fields[3] and fields[5] ~= Stage.FAILED then previousDriver, previous = fields[4], fields[3] end
     redis.call('HSET', key, 'assignment', assignment, 'driver', driver, 'assignment_status', Stage.ASSIGNED)
     emit(stream, Kind.DRIVER_ASSIGNED, order, driver, {Field.driver, driver, Field.assignment, assignment,
         Field.restaurant, fields[6] or '', Field.customer, fields[7] or '',
         Field.previousDriver, previousDriver, Field.previousAssignment, previous})
-    return {assignment, driver}
+    return {'ASSIGNED'}
+    """#
+    /// Lua/assignments.lua
+    static let assignments = #"""
+    -- KEYS: the driver's assignments (sorted set), the assignments' order, status and event hashes.
+    -- Returns a flat list: id, order id, status, id of the last event applied ('' for none) per
+    -- assignment, oldest first.
+    local out = {}
+    for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+        out[#out + 1] = id
+        out[#out + 1] = redis.call('HGET', KEYS[2], id) or ''
+        out[#out + 1] = redis.call('HGET', KEYS[3], id) or ''
+        out[#out + 1] = redis.call('HGET', KEYS[4], id) or ''
+    end
+    return out
     """#
     /// Lua/claim.lua
     static let claim = #"""
@@ -139,46 +152,19 @@ enum DeliveryLua {
     if not fields[1] then return false end
     return fields[2]
     """#
-    /// Lua/list.lua
-    static let list = #"""
-    -- KEYS: the driver's assignments (sorted set), the assignments' order and status hashes.
-    -- Returns a flat list: id, order id, status per assignment, oldest first.
-    local out = {}
-    for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
-        out[#out + 1] = id
-        out[#out + 1] = redis.call('HGET', KEYS[2], id) or ''
-        out[#out + 1] = redis.call('HGET', KEYS[3], id) or ''
-    end
-    return out
-    """#
     /// Lua/update.lua
     static let update = #"""
     -- KEYS: the order's delivery record, its partition's stream. ARGV: order id, new stage. Moves the
     -- order's current assignment to the stage (DELIVERED is final) and appends DELIVERY_STATUS.
+    -- Returns {'UPDATED'}, {'NO_ASSIGNMENT'} or {'DELIVERED'} (already: nothing changed).
     local key, stream = KEYS[1], KEYS[2]
     local order, stage = ARGV[1], ARGV[2]
     local fields = redis.call('HMGET', key, 'assignment', 'driver', 'assignment_status', 'restaurant', 'customer')
-    if not fields[1] then return {'ERR', 'NOT_FOUND:order ' .. order .. ' has no driver assigned'} end
-    if fields[3] == Stage.DELIVERED then
-        return {'ERR', 'FAILED_PRECONDITION:order ' .. order .. ' is already delivered'}
-    end
+    if not fields[1] then return {'NO_ASSIGNMENT'} end
+    if fields[3] == Stage.DELIVERED then return {'DELIVERED'} end
     redis.call('HSET', key, 'assignment_status', stage)
     emit(stream, Kind.DELIVERY_STATUS, order, stage, {Field.driver, fields[2], Field.assignment, fields[1],
         Field.restaurant, fields[4] or '', Field.customer, fields[5] or ''})
-    return stage
-    """#
-    /// Lua/watch_snapshot.lua
-    static let watchSnapshot = #"""
-    -- KEYS: the driver's assignments (sorted set), the assignments' order, status and event hashes.
-    -- Returns a flat list: id, order id, status, id of the last event applied ('' for none) per
-    -- assignment, oldest first.
-    local out = {}
-    for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
-        out[#out + 1] = id
-        out[#out + 1] = redis.call('HGET', KEYS[2], id) or ''
-        out[#out + 1] = redis.call('HGET', KEYS[3], id) or ''
-        out[#out + 1] = redis.call('HGET', KEYS[4], id) or ''
-    end
-    return out
+    return {'UPDATED'}
     """#
 }

@@ -1,20 +1,19 @@
 -- KEYS: the order's delivery record, its partition's stream. ARGV: order id, a new assignment id,
 -- driver. Assigns an accepted, undelivered order to the driver, replacing its open assignment,
--- and appends DRIVER_ASSIGNED naming the replaced one. Returns {assignment, driver}.
+-- and appends DRIVER_ASSIGNED naming the replaced one. Returns {'ASSIGNED'}, {'NOT_FOUND'},
+-- {'NOT_ACCEPTED', the order's status} or {'DELIVERED'}; only the first changes anything.
 local key, stream = KEYS[1], KEYS[2]
 local order, assignment, driver = ARGV[1], ARGV[2], ARGV[3]
 local fields = redis.call('HMGET', key, 'accepted', 'order_status', 'assignment', 'driver', 'assignment_status', 'restaurant', 'customer')
 if not fields[1] then
-    if not fields[2] then return {'ERR', 'NOT_FOUND:order ' .. order .. ' not found'} end
-    return {'ERR', 'FAILED_PRECONDITION:order ' .. order .. ' is ' .. fields[2] .. ', not accepted'}
+    if not fields[2] then return {'NOT_FOUND'} end
+    return {'NOT_ACCEPTED', fields[2]}
 end
-if fields[5] == Stage.DELIVERED then
-    return {'ERR', 'FAILED_PRECONDITION:order ' .. order .. ' is already delivered'}
-end
+if fields[5] == Stage.DELIVERED then return {'DELIVERED'} end
 local previousDriver, previous = '', ''
 if fields[3] and fields[5] ~= Stage.FAILED then previousDriver, previous = fields[4], fields[3] end
 redis.call('HSET', key, 'assignment', assignment, 'driver', driver, 'assignment_status', Stage.ASSIGNED)
 emit(stream, Kind.DRIVER_ASSIGNED, order, driver, {Field.driver, driver, Field.assignment, assignment,
     Field.restaurant, fields[6] or '', Field.customer, fields[7] or '',
     Field.previousDriver, previousDriver, Field.previousAssignment, previous})
-return {assignment, driver}
+return {'ASSIGNED'}

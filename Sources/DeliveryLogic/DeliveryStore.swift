@@ -1,0 +1,214 @@
+// What the delivery service keeps, in its own terms, and the Redis store that keeps it.
+//
+// DeliveryServiceLogic is written against `DeliveryStore`: each operation answers a domain
+// outcome (assigned, not found, not accepted, already delivered, ...) or throws a `StorageError`,
+// and the service alone turns those into gRPC statuses (tested without a server in
+// DeliveryLogicUnitTests). `RedisDeliveryStore` keeps what DeliveryServiceLogic's header
+// describes: the per-order records in the orders' partitions and the driver pool in `{drivers}`,
+// each operation one function of the service's Lua library (Lua/*.lua) on DeliveryKeys.
+import PlatformCommon
+import RedisClient
+
+/// The delivery service's storage.
+public protocol DeliveryStore: Sendable {
+    /// A number no assignment has had (`assignment_<n>`), also across replicas and failovers.
+    func nextAssignmentNumber() async throws(StorageError) -> Int64
+    /// Gives an accepted, undelivered order to `driver` as assignment `assignment`, replacing its
+    /// open assignment, with DRIVER_ASSIGNED. Any other outcome changed nothing.
+    func assign(_ order: String, to driver: String, as assignment: String) async throws(StorageError) -> AssignOutcome
+    /// Moves the order's current assignment to `stage`, with DELIVERY_STATUS.
+    func update(_ order: String, to stage: DeliveryStatus) async throws(StorageError) -> UpdateOutcome
+    /// The driver's assignments, oldest first, with the id of the last event applied to each.
+    func assignments(of driver: String) async throws(StorageError) -> [AssignmentRecord]
+    /// The driver of the order's current assignment.
+    func currentDriver(of order: String) async throws(StorageError) -> String?
+    /// Follows the order service's events (of one partition) on the orders, and gives each
+    /// accepted order a driver once. Returns how many assignments were made now.
+    func applyOrderEvents(_ events: [PlatformEvent], in partition: OrderPartition) async throws(StorageError) -> Int
+    /// Applies the service's own events (assignments, stages) to the driver pool.
+    func applyAssignmentEvents(_ events: [PlatformEvent]) async throws(StorageError)
+}
+
+public enum AssignOutcome: Sendable, Equatable {
+    case assigned
+    case notFound
+    /// The order is known, in this status, and was never accepted.
+    case notAccepted(String)
+    case delivered
+}
+
+public enum UpdateOutcome: Sendable, Equatable {
+    case updated
+    case noAssignment
+    case delivered
+}
+
+/// One of a driver's assignments.
+public struct AssignmentRecord: Sendable, Equatable {
+    public var id: String
+    public var order: String
+    public var status: String
+    /// The last event applied to it; nil when it is known only from its claim.
+    public var lastEvent: StreamID?
+}
+
+/// Deliveries in Redis.
+public struct RedisDeliveryStore: DeliveryStore {
+    private let redis: RedisClient
+    /// The drivers automatic assignments choose from.
+    private let pool: [String]
+
+    public init(redis: RedisClient, pool: [String]) {
+        self.redis = redis
+        self.pool = pool
+    }
+
+    public func nextAssignmentNumber() async throws(StorageError) -> Int64 {
+        // With WAIT, so that a failover cannot hand the same number out again.
+        let reply: RedisReply
+        do { reply = try await redis.send(["INCR", DeliveryKeys.assignmentSequence], waitForReplicas: true) } catch { throw StorageError(error) }
+        guard let number = reply.int else { throw StorageError(.failed, "INCR \(DeliveryKeys.assignmentSequence) answered \(reply)") }
+        return number
+    }
+
+    public func assign(_ order: String, to driver: String, as assignment: String) async throws(StorageError) -> AssignOutcome {
+        let parts = try await onRecord(Scripts.assign, order: order, arguments: [order, assignment, driver])
+        switch (parts.first, parts.count) {
+        case ("ASSIGNED", 1): return .assigned
+        case ("NOT_FOUND", 1): return .notFound
+        case ("NOT_ACCEPTED", 2): return .notAccepted(parts[1])
+        case ("DELIVERED", 1): return .delivered
+        default: throw StorageError(.failed, "assign answered \(parts)")
+        }
+    }
+
+    public func update(_ order: String, to stage: DeliveryStatus) async throws(StorageError) -> UpdateOutcome {
+        let parts = try await onRecord(Scripts.update, order: order, arguments: [order, stage.rawValue])
+        switch parts {
+        case ["UPDATED"]: return .updated
+        case ["NO_ASSIGNMENT"]: return .noAssignment
+        case ["DELIVERED"]: return .delivered
+        default: throw StorageError(.failed, "update answered \(parts)")
+        }
+    }
+
+    /// Runs a change on the order's record (KEYS: the record, the partition's stream).
+    private func onRecord(_ function: LuaFunction, order: String, arguments: [String]) async throws(StorageError) -> [String] {
+        let reply = try await redis.run(function, keys: [DeliveryKeys.order(order), OrderPartition(order: order).stream],
+                                        arguments: arguments, change: true)
+        return (reply.array ?? []).map { $0.string ?? "" }
+    }
+
+    public func assignments(of driver: String) async throws(StorageError) -> [AssignmentRecord] {
+        let flat = try await redis.run(Scripts.assignments, keys: [
+            DeliveryKeys.assignments(of: driver), DeliveryKeys.assignmentOrder, DeliveryKeys.assignmentStatus,
+            DeliveryKeys.assignmentEvent,
+        ], change: false).array ?? []
+        return stride(from: 0, to: flat.count - 3, by: 4).map { index in
+            AssignmentRecord(id: flat[index].string ?? "", order: flat[index + 1].string ?? "", status: flat[index + 2].string ?? "",
+                             lastEvent: StreamID(flat[index + 3].string ?? ""))
+        }
+    }
+
+    public func currentDriver(of order: String) async throws(StorageError) -> String? {
+        try await redis.run(Scripts.currentDriver, keys: [DeliveryKeys.order(order)], change: false).string
+    }
+
+    /// Claims in the pool (idempotent per order), then records on the order with its event, once.
+    public func applyOrderEvents(_ events: [PlatformEvent], in partition: OrderPartition) async throws(StorageError) -> Int {
+        var announced: [(event: PlatformEvent, status: OrderStatus, id: StreamID)] = []
+        for event in events where event.kind.isOrderServiceEvent {
+            guard let id = event.id, let status = event.announcedStatus else { continue }
+            announced.append((event, status, id))
+        }
+        guard !announced.isEmpty else { return 0 }
+        var accepted: [String] = []
+        for item in announced where item.status == .accepted && !accepted.contains(item.event.orderID) {
+            accepted.append(item.event.orderID)
+        }
+        var claims: [String: (assignment: String, driver: String)] = [:]
+        if !accepted.isEmpty {
+            let reply = try await redis.run(
+                Scripts.claim,
+                keys: [DeliveryKeys.claims, DeliveryKeys.assignmentSequence, DeliveryKeys.assignmentOrder,
+                       DeliveryKeys.assignmentDriver, DeliveryKeys.assignmentStatus]
+                    + pool.flatMap { [DeliveryKeys.openAssignments(of: $0), DeliveryKeys.assignments(of: $0)] },
+                arguments: [String(pool.count)] + pool + accepted, change: true).array ?? []
+            guard reply.count == 2 * accepted.count else { throw StorageError(.failed, "claiming drivers answered \(reply)") }
+            for (index, order) in accepted.enumerated() {
+                claims[order] = (reply[2 * index].string ?? "", reply[2 * index + 1].string ?? "")
+            }
+        }
+        var arguments: [String] = []
+        for item in announced {
+            let claim = item.status == .accepted ? claims[item.event.orderID] : nil
+            arguments += [item.event.orderID, item.status.rawValue, item.id.description, claim?.assignment ?? "", claim?.driver ?? "",
+                          item.event.restaurantID ?? "", item.event.customerID ?? ""]
+        }
+        let recorded = try await redis.run(Scripts.applyOrderEvents,
+                                           keys: [partition.stream] + announced.map { DeliveryKeys.order($0.event.orderID) },
+                                           arguments: arguments, change: true)
+        return Int(recorded.int ?? 0)
+    }
+
+    public func applyAssignmentEvents(_ events: [PlatformEvent]) async throws(StorageError) {
+        var keys = DeliveryKeys.assignmentHashes
+        var arguments: [String] = []
+        for event in events {
+            guard let id = event.id, let assignment = event.assignmentID, let driver = event.driverID else { continue }
+            let status: String
+            switch event.kind {
+            case .driverAssigned: status = DeliveryStatus.assigned.rawValue
+            case .deliveryStatus: status = event.detail ?? ""
+            default: continue
+            }
+            let previousDriver = event.previousAssignmentID == nil ? driver : event.previousDriverID ?? driver
+            keys += [DeliveryKeys.openAssignments(of: driver), DeliveryKeys.assignments(of: driver),
+                     DeliveryKeys.openAssignments(of: previousDriver), DeliveryKeys.assignments(of: previousDriver)]
+            arguments += [id.description, assignment, event.orderID, driver, status,
+                          event.previousAssignmentID ?? "", event.previousDriverID ?? ""]
+        }
+        if !arguments.isEmpty { _ = try await redis.run(Scripts.applyAssignmentEvents, keys: keys, arguments: arguments, change: true) }
+    }
+}
+
+/// The delivery service's keys: per order in the order's partition, the pool in `{drivers}`.
+enum DeliveryKeys {
+    /// Hash: order_status, order_event, accepted, auto_assigned, restaurant, customer,
+    /// assignment, driver, assignment_status.
+    static func order(_ id: String) -> String { "delivery:\(OrderPartition(order: id).tag):order:\(id)" }
+
+    /// Hash: order id -> its automatic assignment.
+    static let claims = "delivery:{drivers}:claims"
+    /// Counter behind `assignment_<n>`.
+    static let assignmentSequence = "delivery:{drivers}:assignment:seq"
+    /// Hashes: assignment id -> its order, driver, status, last event applied.
+    static let assignmentOrder = "delivery:{drivers}:assignment:order"
+    static let assignmentDriver = "delivery:{drivers}:assignment:driver"
+    static let assignmentStatus = "delivery:{drivers}:assignment:status"
+    static let assignmentEvent = "delivery:{drivers}:assignment:event"
+    static let assignmentHashes = [assignmentOrder, assignmentDriver, assignmentStatus, assignmentEvent]
+    /// Sorted set: the driver's assignments, by number (oldest first).
+    static func assignments(of driver: String) -> String { "delivery:{drivers}:driver:\(driver):assignments" }
+    /// Counter: the driver's open assignments (least loaded gets the next automatic one).
+    static func openAssignments(of driver: String) -> String { "delivery:{drivers}:driver:\(driver):active" }
+}
+
+/// The functions the store runs: the service's Lua/*.lua as one library.
+enum Scripts {
+    /// `REASSIGNED` and `closed[status]` (DeliveryServiceLogic.closedStatuses).
+    private static let assignmentLua = "local REASSIGNED = '\(DeliveryServiceLogic.reassigned)'\nlocal closed = {"
+        + DeliveryServiceLogic.closedStatuses.map { "\($0) = true" }.joined(separator: ", ") + "}"
+    static let library = LuaLibrary(
+        module: "delivery", helpers: [assignmentLua],
+        functions: ["apply_order_events": DeliveryLua.applyOrderEvents, "claim": DeliveryLua.claim, "assign": DeliveryLua.assign,
+                    "update": DeliveryLua.update, "current_driver": DeliveryLua.currentDriver,
+                    "apply_assignment_events": DeliveryLua.applyAssignmentEvents, "assignments": DeliveryLua.assignments])
+    static let applyOrderEvents = library.function("apply_order_events")
+    static let claim = library.function("claim")
+    static let assign = library.function("assign")
+    static let update = library.function("update")
+    static let currentDriver = library.function("current_driver")
+    static let applyAssignmentEvents = library.function("apply_assignment_events")
+    static let assignments = library.function("assignments")
+}

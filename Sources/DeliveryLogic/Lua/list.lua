@@ -1,9 +1,0 @@
--- KEYS: the driver's assignments (sorted set), the assignments' order and status hashes.
--- Returns a flat list: id, order id, status per assignment, oldest first.
-local out = {}
-for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
-    out[#out + 1] = id
-    out[#out + 1] = redis.call('HGET', KEYS[2], id) or ''
-    out[#out + 1] = redis.call('HGET', KEYS[3], id) or ''
-end
-return out
