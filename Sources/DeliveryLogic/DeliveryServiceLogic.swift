@@ -176,11 +176,6 @@ public struct DeliveryServiceLogic: DeliveryServiceProvider, OrderPartiesLookup 
         return OrderParties(driver: driver)
     }
 
-    /// Runs a store operation; a storage failure becomes the status a client should see.
-    private func stored<T>(_ operation: () async throws(StorageError) -> T) async throws(RPCError) -> T {
-        do { return try await operation() } catch { throw RPCError(storage: error) }
-    }
-
     /// An assignment replaced by another of the same order.
     static let reassigned = "REASSIGNED"
 

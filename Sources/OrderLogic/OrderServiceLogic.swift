@@ -184,9 +184,4 @@ public struct OrderServiceLogic: OrderServiceProvider, OrderPartiesLookup {
         }
         return parties
     }
-
-    /// Runs a store operation; a storage failure becomes the status a client should see.
-    private func stored<T>(_ operation: () async throws(StorageError) -> T) async throws(RPCError) -> T {
-        do { return try await operation() } catch { throw RPCError(storage: error) }
-    }
 }

@@ -38,6 +38,11 @@ extension RPCError {
     }
 }
 
+/// Runs a store operation for an RPC: a storage failure becomes the status a client should see.
+public func stored<T>(_ operation: () async throws(StorageError) -> T) async throws(RPCError) -> T {
+    do { return try await operation() } catch { throw RPCError(storage: error) }
+}
+
 extension RedisClient {
     /// Runs a function for a store: a change (`change`: with WAIT when REDIS_WAIT_REPLICAS is
     /// set, so it is acknowledged only once that many replicas hold it) or a read. Failures as

@@ -79,22 +79,13 @@ public struct RestaurantServiceLogic: RestaurantServiceProvider {
             }
             try validateAmount(item.price, field: "item \(item.itemId): price")
         }
-        do throws(StorageError) {
-            try await menus.update(request.restaurantId, items: request.items)
-        } catch {
-            throw RPCError(storage: error)
-        }
+        try await stored { () async throws(StorageError) in try await menus.update(request.restaurantId, items: request.items) }
         return UpdateMenuResponse(status: "SUCCESS")
     }
 
     public func getMenu(_ request: GetMenuRequest, context: ServerContext) async throws -> GetMenuResponse {
         try Identifier.validate(request.restaurantId, field: "restaurant_id")
-        let items: [MenuItem]
-        do throws(StorageError) {
-            items = try await menus.menu(of: request.restaurantId)
-        } catch {
-            throw RPCError(storage: error)
-        }
+        let items = try await stored { () async throws(StorageError) in try await menus.menu(of: request.restaurantId) }
         guard !items.isEmpty else { throw RPCError(.notFound, "restaurant \(request.restaurantId) has no menu") }
         return GetMenuResponse(restaurantId: request.restaurantId, items: items)
     }

@@ -6,7 +6,6 @@
 @testable import DeliveryLogic
 import PlatformCommon
 import PlatformProtos
-import RedisClient
 import RPCCore
 import Synchronization
 import Testing
@@ -65,22 +64,10 @@ final class ScriptedDeliveryStore: DeliveryStore {
 
     private func withLogic(_ store: ScriptedDeliveryStore, _ catchUp: CountingCatchUp,
                            _ body: (DeliveryServiceLogic) async throws -> Void) async throws {
-        let unused = RedisClient(configuration: RedisConfiguration(host: "127.0.0.1", port: 1))
-        defer { unused.close() }
-        try await body(DeliveryServiceLogic(store: store, events: catchUp, hub: EventHub(redis: unused, logger: quietLogger),
-                                            logger: quietLogger))
+        try await withUnreachableHub { hub in try await body(DeliveryServiceLogic(store: store, events: catchUp, hub: hub,
+                                            logger: quietLogger)) }
     }
 
-    private func code<T>(_ body: () async throws -> T) async -> StatusCode? {
-        do {
-            _ = try await body()
-            return nil
-        } catch let error as RPCError {
-            return error.code
-        } catch {
-            return .unknown
-        }
-    }
 
     @Test func aYesNeedsNoCatchUpAndANoIsAskedOnceMoreAfterOne() async throws {
         let store = ScriptedDeliveryStore()
@@ -107,12 +94,12 @@ final class ScriptedDeliveryStore: DeliveryStore {
             for (outcome, expected) in [(AssignOutcome.notFound, StatusCode.notFound), (.notAccepted("PLACED"), .failedPrecondition),
                                         (.delivered, .failedPrecondition)] {
                 store.state.withLock { $0.assignOutcomes = [outcome, outcome] }
-                #expect(await code { try await logic.assignDriver(assign, context: context) } == expected, "\(outcome)")
+                #expect(await statusCode { try await logic.assignDriver(assign, context: context) } == expected, "\(outcome)")
             }
             let update = UpdateDeliveryStatusRequest(orderId: "order_1", status: "PICKED_UP")
             for (outcome, expected) in [(UpdateOutcome.noAssignment, StatusCode.notFound), (.delivered, .failedPrecondition)] {
                 store.state.withLock { $0.updateOutcomes = [outcome, outcome] }
-                #expect(await code { try await logic.updateDeliveryStatus(update, context: context) } == expected, "\(outcome)")
+                #expect(await statusCode { try await logic.updateDeliveryStatus(update, context: context) } == expected, "\(outcome)")
             }
             let updated = try await logic.updateDeliveryStatus(update, context: context)
             #expect(updated.status == "PICKED_UP")
@@ -122,14 +109,14 @@ final class ScriptedDeliveryStore: DeliveryStore {
     @Test func badInputNeverReachesTheStore() async throws {
         let store = ScriptedDeliveryStore()
         try await withLogic(store, CountingCatchUp()) { logic in
-            #expect(await code { try await logic.assignDriver(AssignDriverRequest(orderId: "", driverId: "d1"), context: context) }
+            #expect(await statusCode { try await logic.assignDriver(AssignDriverRequest(orderId: "", driverId: "d1"), context: context) }
                 == .invalidArgument)
-            #expect(await code { try await logic.assignDriver(AssignDriverRequest(orderId: "order_1", driverId: "a b"), context: context) }
+            #expect(await statusCode { try await logic.assignDriver(AssignDriverRequest(orderId: "order_1", driverId: "a b"), context: context) }
                 == .invalidArgument)
-            #expect(await code {
+            #expect(await statusCode {
                 try await logic.updateDeliveryStatus(UpdateDeliveryStatusRequest(orderId: "order_1", status: "LOST"), context: context)
             } == .invalidArgument)
-            #expect(await code { try await logic.getDriverAssignments(GetDriverAssignmentsRequest(driverId: ""), context: context) }
+            #expect(await statusCode { try await logic.getDriverAssignments(GetDriverAssignmentsRequest(driverId: ""), context: context) }
                 == .invalidArgument)
             #expect(store.state.withLock { $0.asked }.isEmpty)
         }
@@ -146,9 +133,9 @@ final class ScriptedDeliveryStore: DeliveryStore {
             #expect(listed.assignments == [DeliveryAssignment(assignmentId: "assignment_1", orderId: "order_1", status: "DELIVERED")])
             #expect(catchUp.partitions.withLock { $0 } == [nil], "every partition")
             store.state.withLock { $0.failure = StorageError(.unavailable, "down") }
-            #expect(await code { try await logic.getDriverAssignments(GetDriverAssignmentsRequest(driverId: "d1"), context: context) }
+            #expect(await statusCode { try await logic.getDriverAssignments(GetDriverAssignmentsRequest(driverId: "d1"), context: context) }
                 == .unavailable)
-            #expect(await code { try await logic.assignDriver(AssignDriverRequest(orderId: "order_1", driverId: "d1"), context: context) }
+            #expect(await statusCode { try await logic.assignDriver(AssignDriverRequest(orderId: "order_1", driverId: "d1"), context: context) }
                 == .unavailable)
         }
     }

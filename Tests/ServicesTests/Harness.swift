@@ -267,6 +267,14 @@ func eventually(_ what: String, within timeout: Duration = .seconds(5),
     }
 }
 
+/// Runs `body` with an EventHub whose Redis client points at no server: for unit tests of a
+/// service's logic, which open no watch.
+func withUnreachableHub(_ body: (EventHub) async throws -> Void) async throws {
+    let unreachable = RedisClient(configuration: RedisConfiguration(host: "127.0.0.1", port: 1))
+    defer { unreachable.close() }
+    try await body(EventHub(redis: unreachable, logger: quietLogger))
+}
+
 /// The status code `body` failed with, or nil if it succeeded.
 func statusCode<T>(sourceLocation: SourceLocation = #_sourceLocation, of body: () async throws -> T) async -> StatusCode? {
     do {

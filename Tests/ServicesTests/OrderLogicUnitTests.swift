@@ -10,7 +10,6 @@
 import PlatformAuth
 import PlatformCommon
 import PlatformProtos
-import RedisClient
 import RPCCore
 import Synchronization
 import Testing
@@ -133,22 +132,10 @@ final class CountingCatchUp: EventCatchUp {
     /// The service on `store`. Its hub's client points at no server: these tests open no watch.
     private func withLogic(_ store: InMemoryOrderStore, catchUp: CountingCatchUp = CountingCatchUp(),
                            _ body: (OrderServiceLogic) async throws -> Void) async throws {
-        let unused = RedisClient(configuration: RedisConfiguration(host: "127.0.0.1", port: 1))
-        defer { unused.close() }
-        try await body(OrderServiceLogic(store: store, events: catchUp, hub: EventHub(redis: unused, logger: quietLogger),
-                                         logger: quietLogger))
+        try await withUnreachableHub { hub in try await body(OrderServiceLogic(store: store, events: catchUp, hub: hub,
+                                         logger: quietLogger)) }
     }
 
-    private func code<T>(_ body: () async throws -> T) async -> StatusCode? {
-        do {
-            _ = try await body()
-            return nil
-        } catch let error as RPCError {
-            return error.code
-        } catch {
-            return .unknown
-        }
-    }
 
     private func place(_ logic: OrderServiceLogic, restaurant: String = "r1") async throws -> String {
         try await logic.placeOrder(PlaceOrderRequest(customerId: "c1", items: ["soup"], totalPrice: 4.5, restaurantId: restaurant),
@@ -167,7 +154,7 @@ final class CountingCatchUp: EventCatchUp {
                 PlaceOrderRequest(customerId: "c1", items: ["soup"], totalPrice: 1, restaurantId: "no spaces"),
             ]
             for request in bad {
-                #expect(await code { try await logic.placeOrder(request, context: context) } == .invalidArgument, "\(request)")
+                #expect(await statusCode { try await logic.placeOrder(request, context: context) } == .invalidArgument, "\(request)")
             }
             #expect(store.state.withLock { $0.numbers } == 0, "nothing reached the store")
             #expect(try await place(logic) == "order_1")
@@ -183,7 +170,7 @@ final class CountingCatchUp: EventCatchUp {
             let first = try await place(logic)
             #expect(first == "order_1")
             store.state.withLock { $0.repeatNumbers = true }
-            #expect(await code { try await place(logic, restaurant: "r2") } == .internal)
+            #expect(await statusCode { try await place(logic, restaurant: "r2") } == .internal)
             #expect(store.state.withLock { $0.orders["order_1"]?.order.restaurant } == "r1")
         }
     }
@@ -193,8 +180,8 @@ final class CountingCatchUp: EventCatchUp {
             let id = try await place(logic)
             #expect(try await logic.cancelOrder(CancelOrderRequest(orderId: id), context: context).status == "CANCELED")
             #expect(try await logic.cancelOrder(CancelOrderRequest(orderId: id), context: context).status == "COULD_NOT_CANCEL")
-            #expect(await code { try await logic.cancelOrder(CancelOrderRequest(orderId: "order_9"), context: context) } == .notFound)
-            #expect(await code { try await logic.cancelOrder(CancelOrderRequest(orderId: ""), context: context) } == .invalidArgument)
+            #expect(await statusCode { try await logic.cancelOrder(CancelOrderRequest(orderId: "order_9"), context: context) } == .notFound)
+            #expect(await statusCode { try await logic.cancelOrder(CancelOrderRequest(orderId: ""), context: context) } == .invalidArgument)
         }
     }
 
@@ -205,13 +192,13 @@ final class CountingCatchUp: EventCatchUp {
                 try await logic.recordRestaurantDecision(RecordRestaurantDecisionRequest(
                     orderId: order ?? id, restaurantId: restaurant, decision: decision), context: context).status
             }
-            #expect(await code { try await decide("r1", "MAYBE") } == .invalidArgument)
-            #expect(await code { try await decide("r1", "PLACED") } == .invalidArgument)
-            #expect(await code { try await decide("r2", "ACCEPTED") } == .permissionDenied)
+            #expect(await statusCode { try await decide("r1", "MAYBE") } == .invalidArgument)
+            #expect(await statusCode { try await decide("r1", "PLACED") } == .invalidArgument)
+            #expect(await statusCode { try await decide("r2", "ACCEPTED") } == .permissionDenied)
             #expect(try await decide("r1", "ACCEPTED") == "ACCEPTED")
             #expect(try await decide("r1", "ACCEPTED") == "ACCEPTED", "the same decision again answers the same")
-            #expect(await code { try await decide("r1", "REJECTED") } == .failedPrecondition)
-            #expect(await code { try await decide("r1", "ACCEPTED", "order_9") } == .notFound)
+            #expect(await statusCode { try await decide("r1", "REJECTED") } == .failedPrecondition)
+            #expect(await statusCode { try await decide("r1", "ACCEPTED", "order_9") } == .notFound)
         }
     }
 
@@ -238,10 +225,10 @@ final class CountingCatchUp: EventCatchUp {
             for (failure, expected) in [(StorageError(.unavailable, "down"), StatusCode.unavailable),
                                         (StorageError(.failed, "broken"), StatusCode.internal)] {
                 store.state.withLock { $0.failure = failure }
-                #expect(await code { try await place(logic) } == expected)
-                #expect(await code { try await logic.getOrderStatus(GetOrderStatusRequest(orderId: id), context: context) } == expected)
-                #expect(await code { try await logic.cancelOrder(CancelOrderRequest(orderId: id), context: context) } == expected)
-                #expect(await code {
+                #expect(await statusCode { try await place(logic) } == expected)
+                #expect(await statusCode { try await logic.getOrderStatus(GetOrderStatusRequest(orderId: id), context: context) } == expected)
+                #expect(await statusCode { try await logic.cancelOrder(CancelOrderRequest(orderId: id), context: context) } == expected)
+                #expect(await statusCode {
                     try await logic.recordRestaurantDecision(RecordRestaurantDecisionRequest(orderId: id, restaurantId: "r1", decision: "ACCEPTED"),
                                                              context: context)
                 } == expected)

@@ -5,7 +5,6 @@
 // restaurant (its own credentials refused is UNAVAILABLE: the caller did nothing wrong).
 import PlatformCommon
 import PlatformProtos
-import RedisClient
 @testable import RestaurantLogic
 import RPCCore
 import Synchronization
@@ -59,22 +58,10 @@ final class OrderServiceDouble: ClientTransport {
 
     private func withLogic(_ menus: InMemoryMenuStore, _ orders: OrderServiceDouble,
                            _ body: (RestaurantServiceLogic) async throws -> Void) async throws {
-        let unused = RedisClient(configuration: RedisConfiguration(host: "127.0.0.1", port: 1))
-        defer { unused.close() }
-        try await body(RestaurantServiceLogic(menus: menus, orders: OrderServiceClient(transport: orders),
-                                              hub: EventHub(redis: unused, logger: quietLogger), logger: quietLogger))
+        try await withUnreachableHub { hub in try await body(RestaurantServiceLogic(menus: menus, orders: OrderServiceClient(transport: orders),
+                                              hub: hub, logger: quietLogger)) }
     }
 
-    private func code<T>(_ body: () async throws -> T) async -> StatusCode? {
-        do {
-            _ = try await body()
-            return nil
-        } catch let error as RPCError {
-            return error.code
-        } catch {
-            return .unknown
-        }
-    }
 
     @Test func menusAreValidatedBeforeStorageAndKeepTheirOrder() async throws {
         let menus = InMemoryMenuStore()
@@ -85,11 +72,11 @@ final class OrderServiceDouble: ClientTransport {
                 [MenuItem(itemId: "a", name: "x", price: -1)], [MenuItem(itemId: "a", name: String(repeating: "n", count: 1025), price: 1)],
             ]
             for items in bad {
-                #expect(await code { try await logic.updateMenu(UpdateMenuRequest(restaurantId: "r1", items: items), context: context) }
+                #expect(await statusCode { try await logic.updateMenu(UpdateMenuRequest(restaurantId: "r1", items: items), context: context) }
                     == .invalidArgument)
             }
             #expect(menus.menus.withLock { $0.isEmpty })
-            #expect(await code { try await logic.getMenu(GetMenuRequest(restaurantId: "r1"), context: context) } == .notFound)
+            #expect(await statusCode { try await logic.getMenu(GetMenuRequest(restaurantId: "r1"), context: context) } == .notFound)
             _ = try await logic.updateMenu(UpdateMenuRequest(restaurantId: "r1", items: [soup, MenuItem(itemId: "tea", name: "Tea", price: 2)]),
                                            context: context)
             _ = try await logic.updateMenu(UpdateMenuRequest(restaurantId: "r1", items: [MenuItem(itemId: "soup", name: "Soup", price: 5)]),
@@ -98,9 +85,9 @@ final class OrderServiceDouble: ClientTransport {
             #expect(menu.items.map(\.itemId) == ["soup", "tea"] && menu.items.first?.price == 5)
 
             menus.failure.withLock { $0 = StorageError(.unavailable, "down") }
-            #expect(await code { try await logic.getMenu(GetMenuRequest(restaurantId: "r1"), context: context) } == .unavailable)
+            #expect(await statusCode { try await logic.getMenu(GetMenuRequest(restaurantId: "r1"), context: context) } == .unavailable)
             menus.failure.withLock { $0 = StorageError(.failed, "broken") }
-            #expect(await code { try await logic.updateMenu(UpdateMenuRequest(restaurantId: "r1", items: [soup]), context: context) }
+            #expect(await statusCode { try await logic.updateMenu(UpdateMenuRequest(restaurantId: "r1", items: [soup]), context: context) }
                 == .internal)
         }
     }
@@ -116,7 +103,7 @@ final class OrderServiceDouble: ClientTransport {
                 RecordRestaurantDecisionRequest(orderId: "order_1", restaurantId: "r1", decision: "ACCEPTED"),
                 RecordRestaurantDecisionRequest(orderId: "order_2", restaurantId: "r1", decision: "REJECTED"),
             ])
-            #expect(await code { try await logic.acceptOrder(AcceptOrderRequest(restaurantId: "", orderId: "order_1"), context: context) }
+            #expect(await statusCode { try await logic.acceptOrder(AcceptOrderRequest(restaurantId: "", orderId: "order_1"), context: context) }
                 == .invalidArgument)
             #expect(orders.requests.withLock { $0.count } == 2, "an invalid request never reaches the order service")
 
@@ -127,7 +114,7 @@ final class OrderServiceDouble: ClientTransport {
             ]
             for (answer, expected) in answers {
                 orders.answer.withLock { $0 = RPCError(answer, "the order service says so") }
-                #expect(await code { try await logic.acceptOrder(accept, context: context) } == expected, "order service: \(answer)")
+                #expect(await statusCode { try await logic.acceptOrder(accept, context: context) } == expected, "order service: \(answer)")
             }
         }
     }
