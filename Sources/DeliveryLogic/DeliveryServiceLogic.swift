@@ -17,7 +17,7 @@
 // the events, in any order). For an ACCEPTED order it claims the least loaded driver in the pool's
 // slot (idempotent per order: a replay, a restart, another replica or a crash between the two
 // steps gets the same claim back), then records the assignment on the order's record with its
-// event (once: `auto_assigned`), in the script that follows the order's announced status. So no order is assigned twice,
+// event (once: `auto_assigned`), in the function that follows the order's announced status. So no order is assigned twice,
 // and none is left unassigned. Manual assignment and stages change the record alone, in one step.
 //
 // WatchDriverAssignments subscribes to the process's EventHub first, catches up, then reads the

@@ -203,7 +203,8 @@ enum Scripts {
         module: "delivery", helpers: [assignmentLua],
         functions: ["apply_order_events": DeliveryLua.applyOrderEvents, "claim": DeliveryLua.claim, "assign": DeliveryLua.assign,
                     "update": DeliveryLua.update, "current_driver": DeliveryLua.currentDriver,
-                    "apply_assignment_events": DeliveryLua.applyAssignmentEvents, "assignments": DeliveryLua.assignments])
+                    "apply_assignment_events": DeliveryLua.applyAssignmentEvents, "assignments": DeliveryLua.assignments],
+        readOnly: ["current_driver", "assignments"])
     static let applyOrderEvents = library.function("apply_order_events")
     static let claim = library.function("claim")
     static let assign = library.function("assign")

@@ -3,13 +3,13 @@
 // An order is a hash plus a list of its items (OrderKeys), tagged with the order's partition so
 // that they and the partition's event stream share a Redis Cluster slot; ids come from INCR on
 // `orders:seq` before the order is stored, so replicas and shards never collide. Status changes
-// are check-and-set scripts (Lua/*.lua): cancelling and the restaurant's decision test the
+// are check-and-set functions (Lua/*.lua): cancelling and the restaurant's decision test the
 // current status and change it in one step, and the decision appends ORDER_ACCEPTED /
 // ORDER_REJECTED to the partition's stream and publishes it in that same step. Delivery stages arrive as events (DRIVER_ASSIGNED, DELIVERY_STATUS) through the service's
 // consumer group (EventConsumer), whose replicas apply them in any order: every change records
 // the id of its event in the order (`last_event`), the projection skips an event older than that,
 // and each delivery event carries its driver, so the newest event alone decides what the order
-// shows. GetOrderStatus's script first applies, with the same Lua, the delivery events the group
+// shows. GetOrderStatus's read first applies, with the same Lua, the delivery events the group
 // has not acknowledged yet (in the same round trip), so a client that just updated a delivery
 // reads the stage it set without a separate read of the stream.
 //

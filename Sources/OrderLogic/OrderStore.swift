@@ -101,7 +101,11 @@ public struct RedisOrderStore: OrderStore {
         let reply = try await redis.run(Scripts.place, keys: [keys.order, keys.items, keys.partition.stream],
                                         arguments: [order.id, order.customer, "\(order.totalPrice)", order.restaurant] + order.items,
                                         change: true)
-        return reply.string == OrderStatus.placed.rawValue
+        switch reply.string {
+        case OrderStatus.placed.rawValue: return true
+        case "EXISTS": return false
+        default: throw StorageError(.failed, "place answered \(reply)")
+        }
     }
 
     public func read(_ id: String, consumerGroup: String, applyingUnapplied: Bool) async throws(StorageError) -> OrderRead {
@@ -202,7 +206,8 @@ enum Scripts {
     static let library = LuaLibrary(
         module: "order", helpers: ["local BEHIND = '\(behind)'", EventLua.unapplied, OrderLua.applyStage],
         functions: ["place": OrderLua.place, "get": OrderLua.get, "watch_snapshot": OrderLua.watchSnapshot,
-                    "cancel": OrderLua.cancel, "decide": OrderLua.decide, "apply_delivery_events": OrderLua.applyDeliveryEvents])
+                    "cancel": OrderLua.cancel, "decide": OrderLua.decide, "apply_delivery_events": OrderLua.applyDeliveryEvents],
+        readOnly: ["watch_snapshot"])
     static let place = library.function("place")
     static let get = library.function("get")
     static let watchSnapshot = library.function("watch_snapshot")

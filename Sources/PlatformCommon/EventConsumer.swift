@@ -6,11 +6,18 @@
 // (OrderPartition); each replica is one consumer of each, with a name of its own. Per partition a
 // replica reads new entries with a blocking `XREADGROUP ... >` on a connection of its own (so no
 // timer polls a stream, and in a cluster each read goes to its partition's node), applies a batch
-// (all of one partition, so its scripts stay on one slot) and acknowledges it (XACK). What it had read but not applied when it
-// failed stays pending under its name: it applies those first when Redis is back, and another
-// replica claims them (XAUTOCLAIM) once they have been idle for `claimIdle`, so the events of a
-// replica that crashed are applied within `claimIdle + claimInterval` (about 6 s). A group starts
-// at the beginning of the stream: applying is idempotent, so a new group only costs time.
+// (all of one partition, so its functions stay on one slot) and acknowledges it (XACK). What it
+// had read but not applied when it failed stays pending under its name: it applies those first
+// when Redis is back (with whatever is new, in the same batch), and another replica claims them
+// (XAUTOCLAIM) once they have been idle for `claimIdle`, so the events of a replica that crashed
+// are applied within `claimIdle + claimInterval` (about 6 s). A group starts at the beginning of
+// the stream: applying is idempotent, so a new group only costs time.
+//
+// A batch that fails for a reason other than Redis being away is applied again one event at a
+// time. An event that fails while others of the batch succeed is set aside in the partition's
+// dead letters and acknowledged, so one event no apply can take never stops its partition. When
+// none succeeds (a store that fails everything: a broken build, a missing permission), nothing is
+// dropped: the entries stay pending and are tried again.
 //
 // Replicas apply their batches concurrently, so the events of one order may be applied out of
 // order. The projections make that harmless instead of forbidding it: each keeps the id of the
@@ -24,7 +31,7 @@
 // group's last delivered one when none is pending).
 // Services use it where a client expects to see a change it just made through another service
 // (the delivery service learning of an order accepted a moment ago; the order service when
-// GetOrderStatus finds more events unapplied than its script applies itself). Catch-ups of a
+// GetOrderStatus finds more events unapplied than its read applies itself). Catch-ups of a
 // partition are coalesced: whoever asks while one runs waits for the next, which starts after the
 // request.
 import Logging
@@ -187,7 +194,12 @@ public actor EventConsumer: EventCatchUp {
             let reply = try await redis.script(Self.unapplied, keys: [partition.stream],
                                                arguments: [group, after, String(Self.batchSize)])
             let entries = StreamEntries(range: reply)
-            if !entries.events.isEmpty { try await apply(entries.events, partition) }
+            if !entries.events.isEmpty {
+                // An event rejected where others apply is the consumer's to set aside; a catch-up
+                // goes past it.
+                let outcome = await Self.applyEach(entries.events, in: partition, with: apply)
+                if let stall = outcome.stall { throw stall }
+            }
             guard entries.ids.count == Self.batchSize, let last = entries.ids.last else { return }
             after = last
         }
@@ -195,9 +207,45 @@ public actor EventConsumer: EventCatchUp {
 }
 
 extension EventConsumer {
+    /// What applying a batch came to: `stall` when it must be tried again later (Redis away, or
+    /// not one event could be applied: a store that fails everything, never a reason to drop
+    /// events); otherwise the events that failed while others in the batch succeeded.
+    struct ApplyOutcome {
+        var stall: RPCError?
+        var rejected: [(PlatformEvent, RPCError)] = []
+    }
+
+    /// Applies the batch; when that fails for a reason other than Redis being away, applies its
+    /// events one at a time, so that one event no apply can take is told apart from the rest.
+    static func applyEach(_ events: [PlatformEvent], in partition: OrderPartition, with apply: Apply) async -> ApplyOutcome {
+        do throws(RPCError) {
+            try await apply(events, partition)
+            return ApplyOutcome()
+        } catch where error.code == .unavailable {
+            return ApplyOutcome(stall: error)
+        } catch {
+            guard events.count > 1 else { return ApplyOutcome(stall: error) }
+            var outcome = ApplyOutcome()
+            var applied = 0
+            for event in events {
+                do throws(RPCError) {
+                    try await apply([event], partition)
+                    applied += 1
+                } catch where error.code == .unavailable {
+                    return ApplyOutcome(stall: error)
+                } catch {
+                    outcome.rejected.append((event, error))
+                }
+            }
+            if applied == 0 { return ApplyOutcome(stall: error) }
+            return outcome
+        }
+    }
+
     /// A catch-up's next batch (EventLua.unappliedRange).
     static let unapplied = LuaLibrary(module: "events", helpers: [EventLua.unapplied],
-                                      functions: ["unapplied_range": EventLua.unappliedRange]).function("unapplied_range")
+                                      functions: ["unapplied_range": EventLua.unappliedRange],
+                                      readOnly: ["unapplied_range"]).function("unapplied_range")
 }
 
 /// A Redis failure while consuming, or an apply that failed (its entries stay pending).
@@ -218,6 +266,11 @@ enum RedisGroupError: Error, CustomStringConvertible {
 struct StreamEntries {
     var ids: [String] = []
     var events: [PlatformEvent] = []
+
+    mutating func append(_ other: StreamEntries) {
+        ids += other.ids
+        events += other.events
+    }
 
     /// From a list of `[id, [field, value, ...]]` (a deleted entry has no fields).
     init(range reply: RedisReply) {
@@ -277,8 +330,17 @@ private final class GroupReader {
             if case .server(let message) = error.kind, message.hasPrefix("NOGROUP") { groupExists = false }
             throw .redis(error)
         }
-        let entries = StreamEntries(range: reply.array?.first?.array?.last ?? .null)
+        var entries = StreamEntries(range: reply.array?.first?.array?.last ?? .null)
         if recovering, entries.ids.isEmpty { recovering = false }
+        if recovering {
+            // Newer entries too (without waiting): with them, an event that fails where others
+            // succeed is told apart from a store that fails everything.
+            do {
+                let newer = try await connection.send(["XREADGROUP", "GROUP", group, consumer, "COUNT", String(EventConsumer.batchSize),
+                                                       "STREAMS", stream, ">"])
+                entries.append(StreamEntries(range: newer.array?.first?.array?.last ?? .null))
+            } catch { throw .redis(error) }
+        }
         try await applyAndAcknowledge(entries)
         if ContinuousClock.now - lastClaim >= EventConsumer.claimInterval {
             try await claim()
@@ -298,37 +360,22 @@ private final class GroupReader {
     private func applyAndAcknowledge(_ entries: StreamEntries) async throws(RedisGroupError) {
         guard !entries.ids.isEmpty else { return }
         if !entries.events.isEmpty {
-            do throws(RPCError) {
-                try await apply(entries.events, partition)
-            } catch where error.code == .unavailable {
-                throw .apply(error)  // Redis away: the entries stay pending, to be applied when it is back
-            } catch {
-                try await applyOneByOne(entries.events)
-            }
+            let outcome = await EventConsumer.applyEach(entries.events, in: partition, with: apply)
+            if let stall = outcome.stall { throw .apply(stall) }  // the entries stay pending, to be tried again
+            for (event, error) in outcome.rejected { try await setAside(event, error) }
         }
         // Unacknowledged entries are only applied again: no WAIT needed.
         do { _ = try await redis.send(["XACK", stream, group] + entries.ids) } catch { throw .redis(error) }
     }
 
-    /// After a batch failed for a reason other than Redis being away: applies its events one at a
-    /// time, and sets aside (in the partition's dead letters, `OrderPartition.deadLetters`) each
-    /// one that fails that way too, so that one event no script can apply does not stop its
-    /// partition on every replica.
-    private func applyOneByOne(_ events: [PlatformEvent]) async throws(RedisGroupError) {
-        for event in events {
-            do throws(RPCError) {
-                try await apply([event], partition)
-            } catch where error.code == .unavailable {
-                throw .apply(error)
-            } catch {
-                logger.error("an event could not be applied; set aside as a dead letter",
-                             metadata: ["group": "\(group)", "event": "\(event)", "id": "\(event.id?.description ?? "")", "error": "\(error)"])
-                do {
-                    _ = try await redis.send(["XADD", partition.deadLetters, "*", "id", event.id?.description ?? "", "group", group,
-                                              "event", event.description, "error", error.message], waitForReplicas: true)
-                } catch { throw .redis(error) }
-            }
-        }
+    /// Keeps an event no apply could take in the partition's dead letters (`OrderPartition.deadLetters`).
+    private func setAside(_ event: PlatformEvent, _ error: RPCError) async throws(RedisGroupError) {
+        logger.error("an event could not be applied; set aside as a dead letter",
+                     metadata: ["group": "\(group)", "event": "\(event)", "id": "\(event.id?.description ?? "")", "error": "\(error)"])
+        do {
+            _ = try await redis.send(["XADD", partition.deadLetters, "MAXLEN", "~", "10000", "*", "id", event.id?.description ?? "",
+                                      "group", group, "event", event.description, "error", error.message], waitForReplicas: true)
+        } catch { throw .redis(error) }
     }
 
     /// Takes over the entries other consumers have held for longer than `claimIdle`, and now and

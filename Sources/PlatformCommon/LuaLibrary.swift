@@ -10,9 +10,6 @@
 // loads a library on the first call that finds its function missing on a node
 // (`RedisClient.call(function:library:...)`), so a new node, a failover to a node that never had
 // it, or a flushed server needs nothing done by hand.
-import RedisClient
-import RPCCore
-
 /// One module's Lua functions, loaded into Redis as a library.
 public final class LuaLibrary: Sendable {
     /// `<module>_<hash of the code>`.
@@ -21,14 +18,18 @@ public final class LuaLibrary: Sendable {
     public let code: String
     private let functions: Set<String>
 
-    /// `helpers` run once at load; each of `functions` (name -> body) becomes a function.
-    public init(module: String, helpers: [String] = [], functions: [String: String]) {
+    /// `helpers` run once at load; each of `functions` (name -> body) becomes a function. Those
+    /// in `readOnly` are registered `no-writes`, so Redis runs them also when it refuses writes
+    /// (out of memory, too few replicas for `min-replicas-to-write`).
+    public init(module: String, helpers: [String] = [], functions: [String: String], readOnly: Set<String> = []) {
+        precondition(readOnly.isSubset(of: functions.keys), "read-only functions must be functions of the library")
         let names = functions.keys.sorted()
         let body = ([domainLua, EventLua.events] + helpers).joined(separator: "\n")
-        let hash = Self.fnv1a(body + names.map { "\($0)\n\(functions[$0]!)" }.joined(separator: "\n"))
+        let hash = Self.fnv1a(body + names.map { "\($0) \(readOnly.contains($0))\n\(functions[$0]!)" }.joined(separator: "\n"))
         let name = "\(module)_\(String(hash, radix: 16))"
         let registrations = names.map { function in
-            "redis.register_function('\(name)_\(function)', function(KEYS, ARGV)\n\(functions[function]!)\nend)"
+            "redis.register_function{function_name = '\(name)_\(function)', callback = function(KEYS, ARGV)\n\(functions[function]!)\nend"
+                + (readOnly.contains(function) ? ", flags = {'no-writes'}}" : "}")
         }
         self.name = name
         self.functions = Set(names)

@@ -3,14 +3,14 @@
 // the typed fields every stream entry carries beside that text.
 //
 // Pub/Sub alone loses what is published while a subscriber is down, so every event is appended
-// to a stream in the same atomic step (a Lua script) as the state change it announces, and then
+// to a stream in the same atomic step (a Lua function) as the state change it announces, and then
 // published. The services read the streams, not the channel (see EventConsumer); watchers
 // (WatchOrder and friends) read them too, through one blocking reader per stream per process
 // (EventHub), and route each entry by its fields: the order, its restaurant, its driver.
 //
 // The orders are split into `OrderPartition.count` partitions by a hash of the order id. A
 // partition's hash tag (`{orders.<n>}`) is in the names of its orders' keys, the order service's
-// and the delivery service's alike, and of its stream, so every script that changes an order and
+// and the delivery service's alike, and of its stream, so every function that changes an order and
 // appends its event stays on one Redis Cluster slot, and the partitions spread over the nodes.
 // All the events of one order are in its partition's stream, in order.
 //
@@ -182,7 +182,7 @@ public struct StreamID: Sendable, Hashable, Comparable, CustomStringConvertible 
     public var description: String { "\(milliseconds)-\(sequence)" }
 }
 
-/// The Lua prelude of every script: the domain's names as Lua tables, built from their Swift
+/// The Lua prelude of every library (LuaLibrary): the domain's names as Lua tables, built from their Swift
 /// definitions so that no status, kind or field is spelled twice:
 /// - `Status.<RAW>` (OrderStatus), `Stage.<RAW>` (DeliveryStatus), `Kind.<RAW>` (event kinds),
 ///   `Field.<swiftName>` (stream fields, e.g. `Field.previousDriver`);

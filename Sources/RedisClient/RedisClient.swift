@@ -15,7 +15,10 @@
 //
 // Scripts: `eval` loads a script once with SCRIPT LOAD, caches its SHA1 by script text and runs
 // EVALSHA; on NOSCRIPT (server restarted or flushed, or a cluster node that has not seen it yet)
-// it falls back to EVAL, which loads it there.
+// it falls back to EVAL, which loads it there. Functions: `call` runs FCALL and, where the node
+// lacks the function, loads its library (FUNCTION LOAD REPLACE) in the same batch as the call, so
+// both reach the node of the call's first key. The services use functions: a library's top level
+// runs once per node, a script's on every call.
 //
 // Deployments: every connection above is a `CommandSink`. Standalone, it is one
 // `ConnectionManager`; with Sentinel, a manager that asks the sentinels for the master before

@@ -178,7 +178,8 @@ struct MenuKeys {
 
 /// The functions the service runs: its Lua/*.lua as one library.
 enum Scripts {
-    static let library = LuaLibrary(module: "menu", functions: ["update_menu": MenuLua.updateMenu, "get_menu": MenuLua.getMenu])
+    static let library = LuaLibrary(module: "menu", functions: ["update_menu": MenuLua.updateMenu, "get_menu": MenuLua.getMenu],
+                                    readOnly: ["get_menu"])
     static let updateMenu = library.function("update_menu")
     static let getMenu = library.function("get_menu")
 }

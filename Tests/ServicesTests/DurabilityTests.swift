@@ -127,6 +127,39 @@ import Testing
         }
     }
 
+    /// A store that fails everything (a broken build, a missing permission) sets nothing aside:
+    /// the events stay pending and are applied once it works again.
+    @Test func whenNoEventCanBeAppliedNothingIsSetAsideAndAllAreAppliedLater() async throws {
+        try await withPlatform { platform in
+            let redis = platform.redis
+            let broken = Atomic<Bool>(true)
+            let applied = Mutex<[String]>([])
+            let consumer = EventConsumer(group: "broken_test", redis: redis, logger: quietLogger) { events, _ throws(RPCError) in
+                if broken.load(ordering: .relaxed) { throw RPCError(.internal, "every call fails") }
+                applied.withLock { $0 += events.map(\.orderID) }
+            }
+            let partition = OrderPartition(order: "order_a")
+            let orders = ["order_a"] + (0..<1000).map { "order_b\($0)" }.filter { OrderPartition(order: $0) == partition }.prefix(2)
+            for order in orders {
+                _ = try await redis.send(["XADD", partition.stream, "*", "event", "ORDER_PLACED:\(order)", "type", "ORDER_PLACED",
+                                          "order", order, "detail", ""])
+            }
+            await consumer.start()
+            await eventually("the consumer holds the events") {
+                try await redis.send(["XPENDING", partition.stream, "broken_test"]).array?.first?.int == Int64(orders.count)
+            }
+            try await Task.sleep(for: .milliseconds(500))
+            #expect(try await redis.send(["XLEN", partition.deadLetters]).int == 0, "nothing set aside")
+            broken.store(false, ordering: .relaxed)
+            await eventually("applied once the store works", within: .seconds(10)) { Set(applied.withLock { $0 }) == Set(orders) }
+            await eventually("nothing pending") {
+                try await redis.send(["XPENDING", partition.stream, "broken_test"]).array?.first?.int == 0
+            }
+            #expect(try await redis.send(["XLEN", partition.deadLetters]).int == 0)
+            await consumer.stop()
+        }
+    }
+
     @Test func twoReplicasAssignEachOrderOnce() async throws {
         try await withPlatform(drivers: ["d1", "d2", "d3"]) { platform in
             try await platform.startDeliveryService()

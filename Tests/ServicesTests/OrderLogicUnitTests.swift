@@ -19,6 +19,7 @@ final class InMemoryOrderStore: OrderStore {
     struct Order {
         var order: NewOrder
         var status: OrderStatus
+        var decision: OrderStatus?
         var decidedBy: String?
         var driver = ""
     }
@@ -88,10 +89,11 @@ final class InMemoryOrderStore: OrderStore {
             if !order.order.restaurant.isEmpty, order.order.restaurant != restaurant { return .otherRestaurant(order.order.restaurant) }
             if order.status == .placed {
                 state.orders[id]?.status = decision
+                state.orders[id]?.decision = decision
                 state.orders[id]?.decidedBy = restaurant
                 return .decided(decision)
             }
-            if order.status == decision, order.decidedBy == restaurant { return .decided(decision) }
+            if order.decision == decision, order.decidedBy == restaurant { return .decided(decision) }
             return .notPlaced(order.status.rawValue)
         }
     }

@@ -4,7 +4,7 @@
 -- BEHIND and changes nothing), the way the consumer does. Then returns {status, total, items} or
 -- nil. So an order changed a moment ago through the delivery service reads changed, in one round
 -- trip. It acknowledges nothing: a consumer still applies those events (idempotently, with WAIT
--- when configured), so what this script wrote without a WAIT is never the only copy.
+-- when configured), so what this function wrote without a WAIT is never the only copy.
 local stream, key, itemsKey = KEYS[1], KEYS[2], KEYS[3]
 if ARGV[3] ~= '' then
     local entries = redis.call('XRANGE', stream, unappliedStart(stream, ARGV[2]), '+', 'COUNT', 257)

@@ -1,8 +1,8 @@
--- Functions for the scripts that change state, so the change, the durable event and the
+-- Helpers for the functions that change state, so the change, the durable event and the
 -- notification are one atomic step. `Kind`, `Field`, `channel` and `streamMaxLength` come from the
 -- domain prelude (domainLua, built from the Swift definitions).
 
--- Appends an event to `stream` (the partition's stream, a key of the script): the seed's text
+-- Appends an event to `stream` (the partition's stream, a key of the function): the seed's text
 -- `<kind>:<order>[:<detail>]` as field `event`, the kind, order and detail as fields of their own,
 -- then `fields`, a flat field/value list named by Field. Publishes the text on the channel unless
 -- `quiet`. Returns the entry's id.
