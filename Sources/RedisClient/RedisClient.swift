@@ -13,12 +13,11 @@
 // is gone, so the transaction fails with `.unavailable` instead of committing unchecked.
 // Plain MULTI/EXEC batches need no WATCH and go, contiguously, over the shared connection.
 //
-// Scripts: `eval` loads a script once with SCRIPT LOAD, caches its SHA1 by script text and runs
-// EVALSHA; on NOSCRIPT (server restarted or flushed, or a cluster node that has not seen it yet)
-// it falls back to EVAL, which loads it there. Functions: `call` runs FCALL and, where the node
-// lacks the function, loads its library (FUNCTION LOAD REPLACE) in the same batch as the call, so
-// both reach the node of the call's first key. The services use functions: a library's top level
-// runs once per node, a script's on every call.
+// Lua runs as Redis Functions: `call` runs FCALL and, where the node lacks the function (a new or
+// flushed server, a cluster node or a promoted replica that never had it), loads its library
+// (FUNCTION LOAD REPLACE) in the same batch as the call, so both reach the node of the call's
+// first key. A library's top level runs once per node, where a script's (EVAL) would run on
+// every call, and no per-call cache of script hashes is needed.
 //
 // Deployments: every connection above is a `CommandSink`. Standalone, it is one
 // `ConnectionManager`; with Sentinel, a manager that asks the sentinels for the master before
@@ -42,7 +41,6 @@ public final class RedisClient: Sendable {
     private let commands: LoopBound<any CommandSink>
     private let watchConnection: LoopBound<any CommandSink>
     private let transactionGate: LoopBound<TransactionGate>
-    private let scriptHashes = Mutex<[String: String]>([:])
     /// Set by `close()`: an owned loop stops, and work queued on a stopped loop never runs.
     private let isClosed = Atomic<Bool>(false)
 
@@ -176,41 +174,6 @@ public final class RedisClient: Sendable {
 
         public func send(_ arguments: [[UInt8]]) async throws(RedisError) -> RedisReply {
             try await client.checked(client.submit(arguments, on: client.watchConnection, generation: generation))
-        }
-    }
-
-    // MARK: - Scripts
-
-    /// Runs a Lua script by its SHA1 (EVALSHA), loading it on first use and again after NOSCRIPT.
-    /// In a cluster it runs on the master of its first key; all its keys must share a slot.
-    public func eval(_ script: String, keys: [String] = [], arguments: [String] = []) async throws(RedisError) -> RedisReply {
-        try await eval(script, keys: keys, arguments: arguments, waitForReplicas: false)
-    }
-
-    /// `eval`, and with `waitForReplicas` (and `configuration.waitReplicas` > 0) WAIT right after
-    /// the script on the same connection. Throws `.notReplicated(acknowledged:)` when fewer than
-    /// `waitReplicas` replicas acknowledged within `waitTimeout`: the script *did* run on the
-    /// master and is not rolled back; the write is only at risk of being lost if the master dies
-    /// before a replica has it. Even an acknowledged write can be lost if a replica that did not
-    /// acknowledge is the one promoted.
-    public func eval(_ script: String, keys: [String] = [], arguments: [String] = [],
-                     waitForReplicas: Bool) async throws(RedisError) -> RedisReply {
-        let parameters = [String(keys.count)] + keys + arguments
-        let hash: String
-        if let cached = scriptHashes.withLock({ $0[script] }) {
-            hash = cached
-        } else {
-            guard let loaded = try await send(["SCRIPT", "LOAD", script]).string else {
-                throw RedisError(.server("SCRIPT LOAD returned no hash"), endpoint: configuration.endpoint, detail: "")
-            }
-            scriptHashes.withLock { $0[script] = loaded }
-            hash = loaded
-        }
-        do {
-            return try await send(Self.argv(["EVALSHA", hash] + parameters), waitingForReplicas: waitForReplicas)
-        } catch {
-            guard case .server(let message) = error.kind, message.hasPrefix("NOSCRIPT") else { throw error }
-            return try await send(Self.argv(["EVAL", script] + parameters), waitingForReplicas: waitForReplicas)
         }
     }
 

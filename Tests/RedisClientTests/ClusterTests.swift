@@ -51,15 +51,24 @@ func publishUntilReceived(_ client: RedisClient, channel: String, message: Strin
         #expect(try await client.send(["PING"]) == .status("PONG"))
     }
 
-    @Test func scriptsAndTransactionsRunOnTheNodeOfTheirHashTag() async throws {
+    @Test func functionsAndTransactionsRunOnTheNodeOfTheirHashTag() async throws {
         let cluster = try await RedisCluster.start()
         let client = try makeClusterClient(cluster)
         defer { client.close() }
-        let script = "redis.call('SET', KEYS[1], ARGV[1]); return redis.call('INCR', KEYS[2])"
+        let library = """
+            #!lua name=clustertests
+            redis.register_function('clustertests_set_incr', function(KEYS, ARGV)
+                redis.call('SET', KEYS[1], ARGV[1]); return redis.call('INCR', KEYS[2])
+            end)
+            """
+        func call(_ keys: [String], _ value: String) async throws(RedisError) -> RedisReply {
+            try await client.call(function: "clustertests_set_incr", library: library, keys: keys, arguments: [value])
+        }
         for master in try cluster.masterPorts() {
             let tag = try tag(servedBy: master, in: cluster)
-            #expect(try await client.eval(script, keys: ["\(tag):a", "\(tag):n"], arguments: ["x"]) == .integer(1))
-            #expect(try await client.eval(script, keys: ["\(tag):a", "\(tag):n"], arguments: ["y"]) == .integer(2))
+            #expect(try await call(["\(tag):a", "\(tag):n"], "x") == .integer(1))
+            #expect(try await call(["\(tag):a", "\(tag):n"], "y") == .integer(2))
+            #expect(cluster.cli(master, ["FUNCTION", "LIST"]).contains("clustertests"), "the library was loaded on \(master)")
             #expect(cluster.cli(master, ["GET", "\(tag):a"]).hasPrefix("y"))
             let results = try await client.transaction([["INCR", "\(tag):n"], ["GET", "\(tag):a"]])
             #expect(results == [.integer(3), .bulk(Array("y".utf8))])
@@ -71,7 +80,7 @@ func publishUntilReceived(_ client: RedisClient, channel: String, message: Strin
             #expect(cluster.cli(master, ["GET", "\(tag):n"]).hasPrefix("30"))
         }
         let tags = try cluster.masterPorts().prefix(2).map { try tag(servedBy: $0, in: cluster) }
-        let crossSlot = await error { () throws(RedisError) in try await client.eval(script, keys: ["\(tags[0]):a", "\(tags[1]):n"], arguments: ["z"]) }
+        let crossSlot = await error { () throws(RedisError) in try await call(["\(tags[0]):a", "\(tags[1]):n"], "z") }
         #expect(crossSlot.map { if case .server(let message) = $0.kind { message.hasPrefix("CROSSSLOT") } else { false } } == true)
     }
 
@@ -194,15 +203,18 @@ func publishUntilReceived(_ client: RedisClient, channel: String, message: Strin
         defer { client.close() }
         let master = try cluster.masterPorts()[0]
         let tag = try tag(servedBy: master, in: cluster)
-        let script = "return redis.call('INCR', KEYS[1])"
-        #expect(try await client.eval(script, keys: ["\(tag):n"], waitForReplicas: true) == .integer(1))
+        let library = "#!lua name=waittests\nredis.register_function('waittests_incr', function(KEYS) return redis.call('INCR', KEYS[1]) end)"
+        func increment(waiting: Bool) async throws(RedisError) -> RedisReply {
+            try await client.call(function: "waittests_incr", library: library, keys: ["\(tag):n"], arguments: [], waitForReplicas: waiting)
+        }
+        #expect(try await increment(waiting: true) == .integer(1))  // loaded, called and waited for in one batch
         #expect(try await client.send(["SET", "\(tag):s", "replicated"], waitForReplicas: true) == .status("OK"))
-        #expect(try await client.eval(script, keys: ["\(tag):n"]) == .integer(2))  // no wait asked
+        #expect(try await increment(waiting: false) == .integer(2))  // no wait asked
 
         for replica in try cluster.replicaPorts(ofMaster: master) { cluster.kill(replica) }
         // Polled: the master notices the killed replica's closed socket a moment later.
         let unreplicated = await eventually(within: .seconds(30)) { () throws(RedisError) -> RedisError in
-            let failure = await error { () throws(RedisError) in try await client.eval(script, keys: ["\(tag):n"], waitForReplicas: true) }
+            let failure = await error { () throws(RedisError) in try await increment(waiting: true) }
             guard let failure, failure.kind == .notReplicated(acknowledged: 0) else {
                 throw RedisError(.timeout, endpoint: "", detail: "still acknowledged: \(String(describing: failure))")
             }

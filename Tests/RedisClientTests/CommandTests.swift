@@ -143,18 +143,30 @@ import TestSupport
         #expect(try await client.send(["GET", "cas:counter"]).int == 100)
     }
 
-    @Test func evalUsesTheScriptCacheAndSurvivesScriptFlush() async throws {
+    @Test func functionsAreLoadedOnFirstUseAndAgainAfterAFlush() async throws {
         let server = try RedisServer()
         let client = makeClient(server)
         defer { client.close() }
-        let script = "return redis.call('INCRBY', KEYS[1], ARGV[1])"
-        #expect(try await client.eval(script, keys: ["lua:n"], arguments: ["5"]) == .integer(5))
-        #expect(try await client.eval(script, keys: ["lua:n"], arguments: ["5"]) == .integer(10))
-        #expect(try await client.send(["SCRIPT", "FLUSH"]) == .status("OK"))
-        #expect(try await client.eval(script, keys: ["lua:n"], arguments: ["5"]) == .integer(15))
-        #expect(try await client.eval("return {1, 'two', {ok='fine'}}") == .array([.integer(1), .bulk(Array("two".utf8)), .status("fine")]))
-        let failure = await error { () throws(RedisError) in try await client.eval("return redis.error_reply('NOPE broken')") }
+        let library = """
+            #!lua name=commandtests
+            redis.register_function('commandtests_incr', function(KEYS, ARGV) return redis.call('INCRBY', KEYS[1], ARGV[1]) end)
+            redis.register_function('commandtests_shape', function() return {1, 'two', {ok='fine'}} end)
+            redis.register_function('commandtests_fail', function() return redis.error_reply('NOPE broken') end)
+            """
+        func call(_ function: String, keys: [String] = [], arguments: [String] = []) async throws(RedisError) -> RedisReply {
+            try await client.call(function: "commandtests_\(function)", library: library, keys: keys, arguments: arguments)
+        }
+        #expect(try await call("incr", keys: ["lua:n"], arguments: ["5"]) == .integer(5))
+        #expect(try await call("incr", keys: ["lua:n"], arguments: ["5"]) == .integer(10))
+        #expect(try await client.send(["FUNCTION", "FLUSH"]) == .status("OK"))
+        #expect(try await call("incr", keys: ["lua:n"], arguments: ["5"]) == .integer(15))
+        #expect(try await call("shape") == .array([.integer(1), .bulk(Array("two".utf8)), .status("fine")]))
+        let failure = await error { () throws(RedisError) in try await call("fail") }
         #expect(failure?.kind == .server("NOPE broken"))
+        let broken = await error { () throws(RedisError) in
+            try await client.call(function: "nothing_here", library: "#!lua name=nothing\nthis is not Lua", keys: [], arguments: [])
+        }
+        #expect(broken.map { if case .server = $0.kind { true } else { false } } == true, "a library that does not load is an error")
     }
 
     @Test func slowCommandTimesOutAndTheClientRecovers() async throws {
