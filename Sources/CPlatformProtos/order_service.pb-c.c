@@ -52,6 +52,141 @@ void   order_service__place_order_request__free_unpacked
   assert(message->base.descriptor == &order_service__place_order_request__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   order_service__order_line__init
+                     (OrderService__OrderLine         *message)
+{
+  static const OrderService__OrderLine init_value = ORDER_SERVICE__ORDER_LINE__INIT;
+  *message = init_value;
+}
+size_t order_service__order_line__get_packed_size
+                     (const OrderService__OrderLine *message)
+{
+  assert(message->base.descriptor == &order_service__order_line__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t order_service__order_line__pack
+                     (const OrderService__OrderLine *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &order_service__order_line__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t order_service__order_line__pack_to_buffer
+                     (const OrderService__OrderLine *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &order_service__order_line__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+OrderService__OrderLine *
+       order_service__order_line__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (OrderService__OrderLine *)
+     protobuf_c_message_unpack (&order_service__order_line__descriptor,
+                                allocator, len, data);
+}
+void   order_service__order_line__free_unpacked
+                     (OrderService__OrderLine *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &order_service__order_line__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   order_service__address__init
+                     (OrderService__Address         *message)
+{
+  static const OrderService__Address init_value = ORDER_SERVICE__ADDRESS__INIT;
+  *message = init_value;
+}
+size_t order_service__address__get_packed_size
+                     (const OrderService__Address *message)
+{
+  assert(message->base.descriptor == &order_service__address__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t order_service__address__pack
+                     (const OrderService__Address *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &order_service__address__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t order_service__address__pack_to_buffer
+                     (const OrderService__Address *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &order_service__address__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+OrderService__Address *
+       order_service__address__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (OrderService__Address *)
+     protobuf_c_message_unpack (&order_service__address__descriptor,
+                                allocator, len, data);
+}
+void   order_service__address__free_unpacked
+                     (OrderService__Address *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &order_service__address__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   order_service__priced_line__init
+                     (OrderService__PricedLine         *message)
+{
+  static const OrderService__PricedLine init_value = ORDER_SERVICE__PRICED_LINE__INIT;
+  *message = init_value;
+}
+size_t order_service__priced_line__get_packed_size
+                     (const OrderService__PricedLine *message)
+{
+  assert(message->base.descriptor == &order_service__priced_line__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t order_service__priced_line__pack
+                     (const OrderService__PricedLine *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &order_service__priced_line__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t order_service__priced_line__pack_to_buffer
+                     (const OrderService__PricedLine *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &order_service__priced_line__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+OrderService__PricedLine *
+       order_service__priced_line__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (OrderService__PricedLine *)
+     protobuf_c_message_unpack (&order_service__priced_line__descriptor,
+                                allocator, len, data);
+}
+void   order_service__priced_line__free_unpacked
+                     (OrderService__PricedLine *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &order_service__priced_line__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 void   order_service__place_order_response__init
                      (OrderService__PlaceOrderResponse         *message)
 {
@@ -457,7 +592,7 @@ void   order_service__order_update__free_unpacked
   assert(message->base.descriptor == &order_service__order_update__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
-static const ProtobufCFieldDescriptor order_service__place_order_request__field_descriptors[4] =
+static const ProtobufCFieldDescriptor order_service__place_order_request__field_descriptors[7] =
 {
   {
     "customer_id",
@@ -507,17 +642,56 @@ static const ProtobufCFieldDescriptor order_service__place_order_request__field_
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "lines",
+    5,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(OrderService__PlaceOrderRequest, n_lines),
+    offsetof(OrderService__PlaceOrderRequest, lines),
+    &order_service__order_line__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "request_id",
+    6,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(OrderService__PlaceOrderRequest, request_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "delivery_address",
+    7,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(OrderService__PlaceOrderRequest, delivery_address),
+    &order_service__address__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned order_service__place_order_request__field_indices_by_name[] = {
   0,   /* field[0] = customer_id */
+  6,   /* field[6] = delivery_address */
   1,   /* field[1] = items */
+  4,   /* field[4] = lines */
+  5,   /* field[5] = request_id */
   3,   /* field[3] = restaurant_id */
   2,   /* field[2] = total_price */
 };
 static const ProtobufCIntRange order_service__place_order_request__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 4 }
+  { 0, 7 }
 };
 const ProtobufCMessageDescriptor order_service__place_order_request__descriptor =
 {
@@ -527,14 +701,258 @@ const ProtobufCMessageDescriptor order_service__place_order_request__descriptor 
   "OrderService__PlaceOrderRequest",
   "order_service",
   sizeof(OrderService__PlaceOrderRequest),
-  4,
+  7,
   order_service__place_order_request__field_descriptors,
   order_service__place_order_request__field_indices_by_name,
   1,  order_service__place_order_request__number_ranges,
   (ProtobufCMessageInit) order_service__place_order_request__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor order_service__place_order_response__field_descriptors[2] =
+static const ProtobufCFieldDescriptor order_service__order_line__field_descriptors[3] =
+{
+  {
+    "menu_item_id",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(OrderService__OrderLine, menu_item_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "quantity",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT32,
+    0,   /* quantifier_offset */
+    offsetof(OrderService__OrderLine, quantity),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "note",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(OrderService__OrderLine, note),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned order_service__order_line__field_indices_by_name[] = {
+  0,   /* field[0] = menu_item_id */
+  2,   /* field[2] = note */
+  1,   /* field[1] = quantity */
+};
+static const ProtobufCIntRange order_service__order_line__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 3 }
+};
+const ProtobufCMessageDescriptor order_service__order_line__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "order_service.OrderLine",
+  "OrderLine",
+  "OrderService__OrderLine",
+  "order_service",
+  sizeof(OrderService__OrderLine),
+  3,
+  order_service__order_line__field_descriptors,
+  order_service__order_line__field_indices_by_name,
+  1,  order_service__order_line__number_ranges,
+  (ProtobufCMessageInit) order_service__order_line__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor order_service__address__field_descriptors[4] =
+{
+  {
+    "street",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(OrderService__Address, street),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "city",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(OrderService__Address, city),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "postal_code",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(OrderService__Address, postal_code),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "notes",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(OrderService__Address, notes),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned order_service__address__field_indices_by_name[] = {
+  1,   /* field[1] = city */
+  3,   /* field[3] = notes */
+  2,   /* field[2] = postal_code */
+  0,   /* field[0] = street */
+};
+static const ProtobufCIntRange order_service__address__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 4 }
+};
+const ProtobufCMessageDescriptor order_service__address__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "order_service.Address",
+  "Address",
+  "OrderService__Address",
+  "order_service",
+  sizeof(OrderService__Address),
+  4,
+  order_service__address__field_descriptors,
+  order_service__address__field_indices_by_name,
+  1,  order_service__address__number_ranges,
+  (ProtobufCMessageInit) order_service__address__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor order_service__priced_line__field_descriptors[6] =
+{
+  {
+    "menu_item_id",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(OrderService__PricedLine, menu_item_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "name",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(OrderService__PricedLine, name),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "quantity",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT32,
+    0,   /* quantifier_offset */
+    offsetof(OrderService__PricedLine, quantity),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "note",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(OrderService__PricedLine, note),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "unit_price_cents",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(OrderService__PricedLine, unit_price_cents),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "line_total_cents",
+    6,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(OrderService__PricedLine, line_total_cents),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned order_service__priced_line__field_indices_by_name[] = {
+  5,   /* field[5] = line_total_cents */
+  0,   /* field[0] = menu_item_id */
+  1,   /* field[1] = name */
+  3,   /* field[3] = note */
+  2,   /* field[2] = quantity */
+  4,   /* field[4] = unit_price_cents */
+};
+static const ProtobufCIntRange order_service__priced_line__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 6 }
+};
+const ProtobufCMessageDescriptor order_service__priced_line__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "order_service.PricedLine",
+  "PricedLine",
+  "OrderService__PricedLine",
+  "order_service",
+  sizeof(OrderService__PricedLine),
+  6,
+  order_service__priced_line__field_descriptors,
+  order_service__priced_line__field_indices_by_name,
+  1,  order_service__priced_line__number_ranges,
+  (ProtobufCMessageInit) order_service__priced_line__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor order_service__place_order_response__field_descriptors[4] =
 {
   {
     "order_id",
@@ -560,15 +978,41 @@ static const ProtobufCFieldDescriptor order_service__place_order_response__field
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "total_cents",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(OrderService__PlaceOrderResponse, total_cents),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "currency",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(OrderService__PlaceOrderResponse, currency),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned order_service__place_order_response__field_indices_by_name[] = {
+  3,   /* field[3] = currency */
   0,   /* field[0] = order_id */
   1,   /* field[1] = status */
+  2,   /* field[2] = total_cents */
 };
 static const ProtobufCIntRange order_service__place_order_response__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 2 }
+  { 0, 4 }
 };
 const ProtobufCMessageDescriptor order_service__place_order_response__descriptor =
 {
@@ -578,7 +1022,7 @@ const ProtobufCMessageDescriptor order_service__place_order_response__descriptor
   "OrderService__PlaceOrderResponse",
   "order_service",
   sizeof(OrderService__PlaceOrderResponse),
-  2,
+  4,
   order_service__place_order_response__field_descriptors,
   order_service__place_order_response__field_indices_by_name,
   1,  order_service__place_order_response__number_ranges,
@@ -623,7 +1067,7 @@ const ProtobufCMessageDescriptor order_service__get_order_status_request__descri
   (ProtobufCMessageInit) order_service__get_order_status_request__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor order_service__get_order_status_response__field_descriptors[4] =
+static const ProtobufCFieldDescriptor order_service__get_order_status_response__field_descriptors[8] =
 {
   {
     "order_id",
@@ -673,17 +1117,69 @@ static const ProtobufCFieldDescriptor order_service__get_order_status_response__
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "lines",
+    5,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(OrderService__GetOrderStatusResponse, n_lines),
+    offsetof(OrderService__GetOrderStatusResponse, lines),
+    &order_service__priced_line__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "total_cents",
+    6,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(OrderService__GetOrderStatusResponse, total_cents),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "currency",
+    7,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(OrderService__GetOrderStatusResponse, currency),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "delivery_address",
+    8,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(OrderService__GetOrderStatusResponse, delivery_address),
+    &order_service__address__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned order_service__get_order_status_response__field_indices_by_name[] = {
+  6,   /* field[6] = currency */
+  7,   /* field[7] = delivery_address */
   2,   /* field[2] = items */
+  4,   /* field[4] = lines */
   0,   /* field[0] = order_id */
   1,   /* field[1] = status */
+  5,   /* field[5] = total_cents */
   3,   /* field[3] = total_price */
 };
 static const ProtobufCIntRange order_service__get_order_status_response__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 4 }
+  { 0, 8 }
 };
 const ProtobufCMessageDescriptor order_service__get_order_status_response__descriptor =
 {
@@ -693,7 +1189,7 @@ const ProtobufCMessageDescriptor order_service__get_order_status_response__descr
   "OrderService__GetOrderStatusResponse",
   "order_service",
   sizeof(OrderService__GetOrderStatusResponse),
-  4,
+  8,
   order_service__get_order_status_response__field_descriptors,
   order_service__get_order_status_response__field_indices_by_name,
   1,  order_service__get_order_status_response__number_ranges,

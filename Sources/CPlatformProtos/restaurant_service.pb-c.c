@@ -502,7 +502,7 @@ void   restaurant_service__restaurant_order_update__free_unpacked
   assert(message->base.descriptor == &restaurant_service__restaurant_order_update__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
-static const ProtobufCFieldDescriptor restaurant_service__menu_item__field_descriptors[4] =
+static const ProtobufCFieldDescriptor restaurant_service__menu_item__field_descriptors[6] =
 {
   {
     "item_id",
@@ -552,17 +552,43 @@ static const ProtobufCFieldDescriptor restaurant_service__menu_item__field_descr
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "price_cents",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(RestaurantService__MenuItem, price_cents),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "unavailable",
+    6,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(RestaurantService__MenuItem, unavailable),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned restaurant_service__menu_item__field_indices_by_name[] = {
   3,   /* field[3] = description */
   0,   /* field[0] = item_id */
   1,   /* field[1] = name */
   2,   /* field[2] = price */
+  4,   /* field[4] = price_cents */
+  5,   /* field[5] = unavailable */
 };
 static const ProtobufCIntRange restaurant_service__menu_item__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 4 }
+  { 0, 6 }
 };
 const ProtobufCMessageDescriptor restaurant_service__menu_item__descriptor =
 {
@@ -572,14 +598,14 @@ const ProtobufCMessageDescriptor restaurant_service__menu_item__descriptor =
   "RestaurantService__MenuItem",
   "restaurant_service",
   sizeof(RestaurantService__MenuItem),
-  4,
+  6,
   restaurant_service__menu_item__field_descriptors,
   restaurant_service__menu_item__field_indices_by_name,
   1,  restaurant_service__menu_item__number_ranges,
   (ProtobufCMessageInit) restaurant_service__menu_item__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor restaurant_service__update_menu_request__field_descriptors[2] =
+static const ProtobufCFieldDescriptor restaurant_service__update_menu_request__field_descriptors[3] =
 {
   {
     "restaurant_id",
@@ -605,15 +631,28 @@ static const ProtobufCFieldDescriptor restaurant_service__update_menu_request__f
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "currency",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(RestaurantService__UpdateMenuRequest, currency),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned restaurant_service__update_menu_request__field_indices_by_name[] = {
+  2,   /* field[2] = currency */
   1,   /* field[1] = items */
   0,   /* field[0] = restaurant_id */
 };
 static const ProtobufCIntRange restaurant_service__update_menu_request__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 2 }
+  { 0, 3 }
 };
 const ProtobufCMessageDescriptor restaurant_service__update_menu_request__descriptor =
 {
@@ -623,7 +662,7 @@ const ProtobufCMessageDescriptor restaurant_service__update_menu_request__descri
   "RestaurantService__UpdateMenuRequest",
   "restaurant_service",
   sizeof(RestaurantService__UpdateMenuRequest),
-  2,
+  3,
   restaurant_service__update_menu_request__field_descriptors,
   restaurant_service__update_menu_request__field_indices_by_name,
   1,  restaurant_service__update_menu_request__number_ranges,
@@ -910,7 +949,7 @@ const ProtobufCMessageDescriptor restaurant_service__get_menu_request__descripto
   (ProtobufCMessageInit) restaurant_service__get_menu_request__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor restaurant_service__get_menu_response__field_descriptors[2] =
+static const ProtobufCFieldDescriptor restaurant_service__get_menu_response__field_descriptors[3] =
 {
   {
     "restaurant_id",
@@ -936,15 +975,28 @@ static const ProtobufCFieldDescriptor restaurant_service__get_menu_response__fie
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "currency",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(RestaurantService__GetMenuResponse, currency),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned restaurant_service__get_menu_response__field_indices_by_name[] = {
+  2,   /* field[2] = currency */
   1,   /* field[1] = items */
   0,   /* field[0] = restaurant_id */
 };
 static const ProtobufCIntRange restaurant_service__get_menu_response__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 2 }
+  { 0, 3 }
 };
 const ProtobufCMessageDescriptor restaurant_service__get_menu_response__descriptor =
 {
@@ -954,7 +1006,7 @@ const ProtobufCMessageDescriptor restaurant_service__get_menu_response__descript
   "RestaurantService__GetMenuResponse",
   "restaurant_service",
   sizeof(RestaurantService__GetMenuResponse),
-  2,
+  3,
   restaurant_service__get_menu_response__field_descriptors,
   restaurant_service__get_menu_response__field_indices_by_name,
   1,  restaurant_service__get_menu_response__number_ranges,

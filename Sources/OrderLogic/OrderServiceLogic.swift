@@ -2,7 +2,14 @@
 //
 // An order is a hash plus a list of its items (OrderKeys), tagged with the order's partition so
 // that they and the partition's event stream share a Redis Cluster slot; ids come from INCR on
-// `orders:seq` before the order is stored, so replicas and shards never collide. Status changes
+// `orders:seq` before the order is stored, so replicas and shards never collide. An order is
+// either the seed's free-text items with the client's total, or menu lines priced from the
+// restaurant's menu at that moment and frozen into the order (Pricing.swift), with an optional
+// delivery address. A `request_id` makes PlaceOrder idempotent (AIP-155): the first request ties
+// it to its order id for a day (a key of its own, claimed atomically), a retry with the same
+// fingerprint gets that order back (and stores it, when the first request stopped before doing
+// so: the order's EXISTS check makes racing retries store it once), and a different request
+// with the same id is INVALID_ARGUMENT. Status changes
 // are check-and-set functions (Lua/*.lua): cancelling and the restaurant's decision test the
 // current status and change it in one step, and the decision appends ORDER_ACCEPTED /
 // ORDER_REJECTED to the partition's stream and publishes it in that same step. Delivery stages arrive as events (DRIVER_ASSIGNED, DELIVERY_STATUS) through the service's
@@ -28,10 +35,14 @@ import RedisClient
 public struct OrderServiceLogic: OrderServiceProvider, OrderPartiesLookup {
     public static let maxItems = 1000
     public static let maxItemLength = 512
+    public static let maxLines = 100
+    public static let quantities: ClosedRange<Int32> = 1...99
+    public static let maxNoteLength = 200
     /// The order service's consumer group (its replicas share it).
     static let consumerGroup = "order_service"
 
     private let store: any OrderStore
+    private let menus: any MenuCatalog
     private let events: any EventCatchUp
     private let consumerGroup: String
     /// The service's own consumer, when it runs one (started and stopped with the service).
@@ -39,26 +50,28 @@ public struct OrderServiceLogic: OrderServiceProvider, OrderPartiesLookup {
     private let hub: EventHub
     private let logger: Logger
 
-    /// The service on Redis: its store, its consumer group and its watchers' hub.
-    public init(redis: RedisClient, logger: Logger) {
-        self.init(redis: redis, logger: logger, consumerGroup: Self.consumerGroup)
+    /// The service on Redis: its store, its consumer group and its watchers' hub; orders by
+    /// menu lines are priced from `menus`.
+    public init(redis: RedisClient, menus: any MenuCatalog, logger: Logger) {
+        self.init(redis: redis, menus: menus, logger: logger, consumerGroup: Self.consumerGroup)
     }
 
     /// `consumerGroup`: another group than the service's own (a test's reader that consumes
     /// nothing but must not disturb the service).
-    init(redis: RedisClient, logger: Logger, consumerGroup: String) {
+    init(redis: RedisClient, menus: any MenuCatalog, logger: Logger, consumerGroup: String) {
         let store = RedisOrderStore(redis: redis)
         let consumer = EventConsumer(group: consumerGroup, redis: redis, logger: logger) { events, _ throws(RPCError) in
             do throws(StorageError) { try await store.applyDeliveryEvents(events) } catch { throw RPCError(storage: error) }
         }
-        self.init(store: store, events: consumer, consumerGroup: consumerGroup, consumer: consumer,
+        self.init(store: store, menus: menus, events: consumer, consumerGroup: consumerGroup, consumer: consumer,
                   hub: EventHub(redis: redis, logger: logger), logger: logger)
     }
 
     /// The service on any store; `events` catches up on the events the store's consumers apply.
-    init(store: any OrderStore, events: any EventCatchUp, consumerGroup: String = Self.consumerGroup,
+    init(store: any OrderStore, menus: any MenuCatalog, events: any EventCatchUp, consumerGroup: String = Self.consumerGroup,
          consumer: EventConsumer? = nil, hub: EventHub, logger: Logger) {
         self.store = store
+        self.menus = menus
         self.events = events
         self.consumerGroup = consumerGroup
         self.consumer = consumer
@@ -73,25 +86,101 @@ public struct OrderServiceLogic: OrderServiceProvider, OrderPartiesLookup {
     public func stop() async { await consumer?.stop() }
 
     public func placeOrder(_ request: PlaceOrderRequest, context: ServerContext) async throws -> PlaceOrderResponse {
-        try Identifier.validate(request.customerId, field: "customer_id")
-        if !request.restaurantId.isEmpty { try Identifier.validate(request.restaurantId, field: "restaurant_id") }
-        guard !request.items.isEmpty else { throw RPCError(.invalidArgument, "an order needs at least one item") }
-        guard request.items.count <= Self.maxItems else {
-            throw RPCError(.invalidArgument, "an order has at most \(Self.maxItems) items")
-        }
-        guard request.items.allSatisfy({ !$0.isEmpty && $0.utf8.count <= Self.maxItemLength }) else {
-            throw RPCError(.invalidArgument, "items must be 1 to \(Self.maxItemLength) bytes each")
-        }
-        try validateAmount(request.totalPrice, field: "total_price")
+        try Self.validate(request)
+        let requestKey = request.requestId.isEmpty ? nil : RequestKey(customer: request.customerId, requestID: request.requestId)
         // The id first: it names the partition, and so the keys, the order is stored under.
-        let id = "order_\(try await stored { () async throws(StorageError) in try await store.nextOrderNumber() })"
-        let order = NewOrder(id: id, customer: request.customerId, restaurant: request.restaurantId, items: request.items,
-                             totalPrice: request.totalPrice)
+        var id = "order_\(try await stored { () async throws(StorageError) in try await store.nextOrderNumber() })"
+        if let requestKey {
+            var unique = request
+            unique.requestId = ""
+            let fingerprint = String(fnv1a(unique.serializedBytes()), radix: 16)
+            let claim = try await stored { () async throws(StorageError) in
+                try await store.claimRequest(requestKey, fingerprint: fingerprint, orderID: id)
+            }
+            if case .earlier(let earlierID, let earlierFingerprint) = claim {
+                guard earlierFingerprint == fingerprint else {
+                    throw RPCError(.invalidArgument, "request_id \(request.requestId) was used for a different order within the last 24 hours")
+                }
+                // A retry: the order is the earlier request's. When that request stopped before
+                // storing it, this one stores it, under the same id.
+                id = earlierID
+                if let placed = try await placedOrder(id) { return placed }
+            }
+        }
+        var order = NewOrder(id: id, customer: request.customerId, restaurant: request.restaurantId, items: request.items,
+                             totalPrice: request.totalPrice, address: request.deliveryAddress)
+        if !request.lines.isEmpty {
+            guard let menu = try await menus.menu(of: request.restaurantId, context: context) else {
+                throw RPCError(.failedPrecondition, "restaurant \(request.restaurantId) has no menu")
+            }
+            let priced = try PricedOrder(request.lines, menu: menu)
+            order.priced = priced
+            order.items = priced.items
+            order.totalPrice = priced.totalPrice
+        }
         guard try await stored({ () async throws(StorageError) in try await store.place(order) }) else {
-            throw RPCError(.internal, "order number \(id) was handed out twice")
+            // Only a retry racing another retry of the same request gets here legitimately.
+            guard requestKey != nil, let placed = try await placedOrder(id) else {
+                throw RPCError(.internal, "order number \(id) was handed out twice")
+            }
+            return placed
         }
         logger.debug("order placed", metadata: ["order": "\(id)"])
-        return PlaceOrderResponse(orderId: id, status: OrderStatus.placed.rawValue)
+        return PlaceOrderResponse(orderId: id, status: OrderStatus.placed.rawValue, totalCents: order.priced?.totalCents ?? 0,
+                                  currency: order.priced?.currency ?? "")
+    }
+
+    /// What PlaceOrder answers for an order placed already (a retry): the order as it is now.
+    private func placedOrder(_ id: String) async throws(RPCError) -> PlaceOrderResponse? {
+        let read = try await stored { () async throws(StorageError) in
+            try await store.read(id, consumerGroup: consumerGroup, applyingUnapplied: false)
+        }
+        guard case .found(let order) = read else { return nil }
+        return PlaceOrderResponse(orderId: id, status: order.status, totalCents: order.totalCents, currency: order.currency)
+    }
+
+    /// PlaceOrder's input rules, all checked before anything is stored or read.
+    static func validate(_ request: PlaceOrderRequest) throws(RPCError) {
+        try Identifier.validate(request.customerId, field: "customer_id")
+        if !request.restaurantId.isEmpty { try Identifier.validate(request.restaurantId, field: "restaurant_id") }
+        if !request.requestId.isEmpty { try Identifier.validate(request.requestId, field: "request_id") }
+        if request.deliveryAddress != Address() { try validate(request.deliveryAddress) }
+        guard request.lines.isEmpty else {
+            guard request.items.isEmpty, request.totalPrice == 0 else {
+                throw RPCError(.invalidArgument, "give either lines, priced from the menu, or items with total_price, not both")
+            }
+            guard !request.restaurantId.isEmpty else { throw RPCError(.invalidArgument, "restaurant_id is required with lines") }
+            guard request.lines.count <= maxLines else { throw RPCError(.invalidArgument, "an order has at most \(maxLines) lines") }
+            for (index, line) in request.lines.enumerated() {
+                try Identifier.validate(line.menuItemId, field: "lines[\(index)].menu_item_id")
+                guard quantities.contains(line.quantity) else {
+                    throw RPCError(.invalidArgument, "lines[\(index)].quantity must be \(quantities.lowerBound) to \(quantities.upperBound), got \(line.quantity)")
+                }
+                guard line.note.utf8.count <= maxNoteLength else {
+                    throw RPCError(.invalidArgument, "lines[\(index)].note is longer than \(maxNoteLength) bytes")
+                }
+            }
+            return
+        }
+        guard !request.items.isEmpty else { throw RPCError(.invalidArgument, "an order needs at least one item or line") }
+        guard request.items.count <= maxItems else {
+            throw RPCError(.invalidArgument, "an order has at most \(maxItems) items")
+        }
+        guard request.items.allSatisfy({ !$0.isEmpty && $0.utf8.count <= maxItemLength }) else {
+            throw RPCError(.invalidArgument, "items must be 1 to \(maxItemLength) bytes each")
+        }
+        try validateAmount(request.totalPrice, field: "total_price")
+    }
+
+    /// A delivery address: street and city required; every part within its length.
+    static func validate(_ address: Address) throws(RPCError) {
+        for (field, value, required, limit) in [("street", address.street, true, 200), ("city", address.city, true, 200),
+                                                ("postal_code", address.postalCode, false, 20), ("notes", address.notes, false, 500)] {
+            guard !required || !value.isEmpty else { throw RPCError(.invalidArgument, "delivery_address.\(field) is required") }
+            guard value.utf8.count <= limit else {
+                throw RPCError(.invalidArgument, "delivery_address.\(field) is longer than \(limit) bytes")
+            }
+        }
     }
 
     public func getOrderStatus(_ request: GetOrderStatusRequest, context: ServerContext) async throws -> GetOrderStatusResponse {
@@ -110,7 +199,9 @@ public struct OrderServiceLogic: OrderServiceProvider, OrderPartiesLookup {
             }
         }
         guard case .found(let order) = read else { throw RPCError(.notFound, "order \(id) not found") }
-        return GetOrderStatusResponse(orderId: id, status: order.status, items: order.items, totalPrice: order.totalPrice)
+        return GetOrderStatusResponse(orderId: id, status: order.status, items: order.items, totalPrice: order.totalPrice,
+                                      lines: order.lines, totalCents: order.totalCents, currency: order.currency,
+                                      deliveryAddress: order.address)
     }
 
     public func cancelOrder(_ request: CancelOrderRequest, context: ServerContext) async throws -> CancelOrderResponse {

@@ -9,12 +9,16 @@
 // is one function of the service's Lua library (Lua/*.lua), on the keys of OrderKeys.
 import PlatformAuth
 import PlatformCommon
+import PlatformProtos
 import RedisClient
 
 /// The order service's storage.
 public protocol OrderStore: Sendable {
     /// A number no order has had (`order_<n>`), also across replicas and failovers.
     func nextOrderNumber() async throws(StorageError) -> Int64
+    /// Ties a customer's request id to `orderID` for a day (PlaceOrder's idempotency key), unless
+    /// an earlier request tied it already: then that one's order and fingerprint.
+    func claimRequest(_ request: RequestKey, fingerprint: String, orderID: String) async throws(StorageError) -> RequestClaim
     /// Stores a new PLACED order and its ORDER_PLACED event; false when the id is taken.
     func place(_ order: NewOrder) async throws(StorageError) -> Bool
     /// The order as GetOrderStatus shows it. With `applyingUnapplied`, the order's newest
@@ -40,6 +44,11 @@ public struct NewOrder: Sendable, Equatable {
     public var restaurant: String
     public var items: [String]
     public var totalPrice: Double
+    /// For an order placed by menu lines: the lines as priced (`items` and `totalPrice` are
+    /// derived from them).
+    public var priced: PricedOrder?
+    /// Empty when none was given.
+    public var address = Address()
 }
 
 /// What GetOrderStatus reads.
@@ -47,6 +56,24 @@ public struct OrderView: Sendable, Equatable {
     public var status: String
     public var items: [String]
     public var totalPrice: Double
+    /// Empty for an order of free-text items.
+    public var lines: [PricedLine] = []
+    public var totalCents: Int64 = 0
+    public var currency = ""
+    public var address = Address()
+}
+
+/// A customer's idempotency key for PlaceOrder.
+public struct RequestKey: Sendable, Hashable {
+    public var customer: String
+    public var requestID: String
+}
+
+public enum RequestClaim: Sendable, Equatable {
+    /// The request id is now this order's.
+    case claimed
+    /// A request with this fingerprint took the id for this order before.
+    case earlier(orderID: String, fingerprint: String)
 }
 
 public enum OrderRead: Sendable, Equatable {
@@ -96,11 +123,28 @@ public struct RedisOrderStore: OrderStore {
         return number
     }
 
+    public func claimRequest(_ request: RequestKey, fingerprint: String, orderID: String) async throws(StorageError) -> RequestClaim {
+        let reply = try await redis.run(Scripts.claimRequest, keys: [OrderKeys.request(request)],
+                                        arguments: [fingerprint, orderID, "\(OrderKeys.requestLifetimeSeconds)"], change: true)
+        guard let text = reply.string else { throw StorageError(.failed, "claim_request answered \(reply)") }
+        if text == "CLAIMED" { return .claimed }
+        let parts = text.split(separator: " ", maxSplits: 1).map(String.init)
+        guard parts.count == 2 else { throw StorageError(.failed, "claim_request answered \(reply)") }
+        return .earlier(orderID: parts[1], fingerprint: parts[0])
+    }
+
     public func place(_ order: NewOrder) async throws(StorageError) -> Bool {
         let keys = OrderKeys(order.id)
-        let reply = try await redis.run(Scripts.place, keys: [keys.order, keys.items, keys.partition.stream],
-                                        arguments: [order.id, order.customer, "\(order.totalPrice)", order.restaurant] + order.items,
-                                        change: true)
+        let address = order.address
+        let lines = (order.priced?.lines ?? []).flatMap { line in
+            [line.menuItemId, line.name, "\(line.quantity)", line.note, "\(line.unitPriceCents)"]
+        }
+        let arguments = [order.id, order.customer, "\(order.totalPrice)", order.restaurant,
+                         order.priced.map { "\($0.totalCents)" } ?? "", order.priced?.currency ?? "",
+                         address.street, address.city, address.postalCode, address.notes, "\(order.items.count)"]
+            + order.items + lines
+        let reply = try await redis.run(Scripts.place, keys: [keys.order, keys.items, keys.partition.stream, keys.lines],
+                                        arguments: arguments, change: true)
         switch reply.string {
         case OrderStatus.placed.rawValue: return true
         case "EXISTS": return false
@@ -110,12 +154,20 @@ public struct RedisOrderStore: OrderStore {
 
     public func read(_ id: String, consumerGroup: String, applyingUnapplied: Bool) async throws(StorageError) -> OrderRead {
         let keys = OrderKeys(id)
-        let reply = try await redis.run(Scripts.get, keys: [keys.partition.stream, keys.order, keys.items],
+        let reply = try await redis.run(Scripts.get, keys: [keys.partition.stream, keys.order, keys.items, keys.lines],
                                         arguments: [id, consumerGroup, applyingUnapplied ? Scripts.applyUnapplied : ""], change: false)
         if reply.string == Scripts.behind { return .behind }
-        guard let fields = reply.array, fields.count == 3, let status = fields[0].string else { return .notFound }
+        guard let fields = reply.array, fields.count == 10, let status = fields[0].string else { return .notFound }
+        let text = fields.map { $0.string ?? "" }
+        let flatLines = (fields[5].array ?? []).map { $0.string ?? "" }
+        let lines = stride(from: 0, to: flatLines.count - 4, by: 5).map { index in
+            let quantity = Int32(flatLines[index + 2]) ?? 0, unit = Int64(flatLines[index + 4]) ?? 0
+            return PricedLine(menuItemId: flatLines[index], name: flatLines[index + 1], quantity: quantity, note: flatLines[index + 3],
+                              unitPriceCents: unit, lineTotalCents: unit * Int64(quantity))
+        }
         return .found(OrderView(status: status, items: (fields[2].array ?? []).compactMap(\.string),
-                                totalPrice: fields[1].string.flatMap(Double.init) ?? 0))
+                                totalPrice: Double(text[1]) ?? 0, lines: lines, totalCents: Int64(text[3]) ?? 0, currency: text[4],
+                                address: Address(street: text[6], city: text[7], postalCode: text[8], notes: text[9])))
     }
 
     public func cancel(_ id: String) async throws(StorageError) -> CancelOutcome {
@@ -189,15 +241,32 @@ struct OrderKeys {
 
     let partition: OrderPartition
     /// Hash: customer_id, total_price, restaurant_id, status, decision, decided_by, driver_id,
-    /// last_event (the id of the last event applied to it: older ones are skipped).
+    /// last_event (the id of the last event applied to it: older ones are skipped); for an order
+    /// placed by lines total_cents and currency; with an address address_street, address_city,
+    /// address_postal_code, address_notes.
     let order: String
     /// List of the order's items.
     let items: String
+    /// List of the order's priced lines, five entries each: menu item id, name, quantity, note,
+    /// unit price in minor units.
+    let lines: String
 
     init(_ id: String) {
         partition = OrderPartition(order: id)
         order = "order:\(partition.tag):\(id)"
         items = order + ":items"
+        lines = order + ":lines"
+    }
+
+    /// How long a PlaceOrder request id names its order.
+    static let requestLifetimeSeconds = 24 * 60 * 60
+
+    /// String "<fingerprint> <order id>": the order a customer's request id placed. Tagged with
+    /// a partition of its own (by customer and request id: the order's id is not known yet when
+    /// it is looked up); ids cannot hold '/', so the name is unambiguous.
+    static func request(_ key: RequestKey) -> String {
+        let name = "\(key.customer)/\(key.requestID)"
+        return "order-request:\(OrderPartition(order: name).tag):\(name)"
     }
 }
 
@@ -205,10 +274,11 @@ struct OrderKeys {
 enum Scripts {
     static let library = LuaLibrary(
         module: "order", helpers: ["local BEHIND = '\(behind)'", EventLua.unapplied, OrderLua.applyStage],
-        functions: ["place": OrderLua.place, "get": OrderLua.get, "watch_snapshot": OrderLua.watchSnapshot,
+        functions: ["place": OrderLua.place, "get": OrderLua.get, "claim_request": OrderLua.claimRequest, "watch_snapshot": OrderLua.watchSnapshot,
                     "cancel": OrderLua.cancel, "decide": OrderLua.decide, "apply_delivery_events": OrderLua.applyDeliveryEvents],
         readOnly: ["watch_snapshot"])
     static let place = library.function("place")
+    static let claimRequest = library.function("claim_request")
     static let get = library.function("get")
     static let watchSnapshot = library.function("watch_snapshot")
     static let cancel = library.function("cancel")

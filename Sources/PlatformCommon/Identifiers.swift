@@ -35,3 +35,14 @@ public func validateAmount(_ value: Double, field: String) throws(RPCError) {
         throw RPCError(.invalidArgument, "\(field) must be a finite number >= 0")
     }
 }
+
+/// FNV-1a, 64 bits: a fingerprint of some bytes (to tell versions or requests apart, not a
+/// security property).
+public func fnv1a<Bytes: Sequence>(_ bytes: Bytes) -> UInt64 where Bytes.Element == UInt8 {
+    var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+    for byte in bytes {
+        hash ^= UInt64(byte)
+        hash = hash &* 0x0000_0100_0000_01b3
+    }
+    return hash
+}

@@ -25,7 +25,7 @@ public final class LuaLibrary: Sendable {
         precondition(readOnly.isSubset(of: functions.keys), "read-only functions must be functions of the library")
         let names = functions.keys.sorted()
         let body = ([domainLua, EventLua.events] + helpers).joined(separator: "\n")
-        let hash = Self.fnv1a(body + names.map { "\($0) \(readOnly.contains($0))\n\(functions[$0]!)" }.joined(separator: "\n"))
+        let hash = fnv1a((body + names.map { "\($0) \(readOnly.contains($0))\n\(functions[$0]!)" }.joined(separator: "\n")).utf8)
         let name = "\(module)_\(String(hash, radix: 16))"
         let registrations = names.map { function in
             "redis.register_function{function_name = '\(name)_\(function)', callback = function(KEYS, ARGV)\n\(functions[function]!)\nend"
@@ -40,16 +40,6 @@ public final class LuaLibrary: Sendable {
     public func function(_ name: String) -> LuaFunction {
         precondition(functions.contains(name), "library \(self.name) has no function \(name)")
         return LuaFunction(library: self, name: "\(self.name)_\(name)")
-    }
-
-    /// FNV-1a, 64 bits: names a version of the code (not a security property).
-    private static func fnv1a(_ text: String) -> UInt64 {
-        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
-        for byte in text.utf8 {
-            hash ^= UInt64(byte)
-            hash = hash &* 0x0000_0100_0000_01b3
-        }
-        return hash
     }
 }
 

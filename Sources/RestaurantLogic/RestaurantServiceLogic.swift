@@ -1,10 +1,13 @@
 // RestaurantService: menus in Redis; decisions on orders through the order service.
 //
 // Menus live in a MenuStore. In Redis (RedisMenuStore) a menu is a hash (item_id -> JSON of name,
-// price, description, encoded by Redis's cjson inside the function) plus a list that keeps items
-// in the order they were first added (MenuKeys, both tagged with the restaurant id, so they share
-// a Redis Cluster slot); upserting both is one function (Lua/update_menu.lua), so readers never
-// see half an update. Accepting or rejecting goes through OrderService.RecordRestaurantDecision, which
+// price, description, price in minor units and availability, encoded by Redis's cjson inside the
+// function) plus a list that keeps items in the order they were first added, and the
+// restaurant's profile (its currency); all three are tagged with the restaurant id (MenuKeys), so
+// they share a Redis Cluster slot, and upserting them is one function (Lua/update_menu.lua), so
+// readers never see half an update. Prices are integer minor units of the restaurant's one
+// currency (Money); a seed client's double `price` is kept as it gave it, and its minor units
+// derived, rounded. The order service prices orders from GetMenu. Accepting or rejecting goes through OrderService.RecordRestaurantDecision, which
 // changes the order's status, records the event and publishes ORDER_ACCEPTED / ORDER_REJECTED in
 // one atomic step: an order that is canceled, unknown or another restaurant's cannot be accepted,
 // and when the order service is down nothing is published.
@@ -25,7 +28,7 @@ public struct RestaurantServiceLogic: RestaurantServiceProvider {
 
     private let menus: any MenuStore
     private let orders: OrderServiceClient
-    private let serviceToken: ServiceTokenFile?
+    private let orderService: PeerService
     private let hub: EventHub
     private let logger: Logger
 
@@ -40,7 +43,7 @@ public struct RestaurantServiceLogic: RestaurantServiceProvider {
     init(menus: any MenuStore, orders: OrderServiceClient, serviceToken: ServiceTokenFile? = nil, hub: EventHub, logger: Logger) {
         self.menus = menus
         self.orders = orders
-        self.serviceToken = serviceToken
+        orderService = PeerService(name: "the order service", token: serviceToken, logger: logger)
         self.hub = hub
         self.logger = logger
     }
@@ -69,25 +72,52 @@ public struct RestaurantServiceLogic: RestaurantServiceProvider {
         guard request.items.count <= Self.maxMenuItems else {
             throw RPCError(.invalidArgument, "a menu has at most \(Self.maxMenuItems) items")
         }
-        for item in request.items {
-            try Identifier.validate(item.itemId, field: "item_id")
-            guard !item.name.isEmpty, item.name.utf8.count <= Self.maxTextLength else {
-                throw RPCError(.invalidArgument, "item \(item.itemId): name must be 1 to \(Self.maxTextLength) bytes")
-            }
-            guard item.description.utf8.count <= Self.maxTextLength else {
-                throw RPCError(.invalidArgument, "item \(item.itemId): description is longer than \(Self.maxTextLength) bytes")
-            }
-            try validateAmount(item.price, field: "item \(item.itemId): price")
+        guard request.currency.isEmpty || Money.isCurrencyCode(request.currency) else {
+            throw RPCError(.invalidArgument, "currency must be an ISO 4217 code such as USD, got \(request.currency)")
         }
-        try await stored { () async throws(StorageError) in try await menus.update(request.restaurantId, items: request.items) }
+        // The minor units depend on the currency: the update's, else the one the menu has.
+        let currency = request.currency.isEmpty
+            ? try await stored { () async throws(StorageError) in try await menus.currency(of: request.restaurantId) }
+            : request.currency
+        var items = request.items
+        for index in items.indices {
+            try Self.validate(&items[index], currency: currency)
+        }
+        try await stored { () async throws(StorageError) in
+            try await menus.update(request.restaurantId, items: items, currency: request.currency.isEmpty ? nil : currency)
+        }
         return UpdateMenuResponse(status: "SUCCESS")
+    }
+
+    /// Checks one item of a menu update and completes its price: the minor units from `price`
+    /// when only that is given, or `price` from them. `price` keeps what a client gave.
+    static func validate(_ item: inout MenuItem, currency: String) throws(RPCError) {
+        try Identifier.validate(item.itemId, field: "item_id")
+        guard !item.name.isEmpty, item.name.utf8.count <= maxTextLength else {
+            throw RPCError(.invalidArgument, "item \(item.itemId): name must be 1 to \(maxTextLength) bytes")
+        }
+        guard item.description.utf8.count <= maxTextLength else {
+            throw RPCError(.invalidArgument, "item \(item.itemId): description is longer than \(maxTextLength) bytes")
+        }
+        try validateAmount(item.price, field: "item \(item.itemId): price")
+        guard (0...Money.maxItemMinorUnits).contains(item.priceCents),
+              let fromPrice = Money.minorUnits(item.price, currency: currency, limit: Money.maxItemMinorUnits) else {
+            throw RPCError(.invalidArgument, "item \(item.itemId): the price must be at most \(Money.maxItemMinorUnits) minor units of \(currency)")
+        }
+        if item.priceCents == 0 {
+            item.priceCents = fromPrice
+        } else if item.price == 0 {
+            item.price = Money.major(item.priceCents, currency: currency)
+        } else if fromPrice != item.priceCents {
+            throw RPCError(.invalidArgument, "item \(item.itemId): price \(item.price) and price_cents \(item.priceCents) disagree in \(currency)")
+        }
     }
 
     public func getMenu(_ request: GetMenuRequest, context: ServerContext) async throws -> GetMenuResponse {
         try Identifier.validate(request.restaurantId, field: "restaurant_id")
-        let items = try await stored { () async throws(StorageError) in try await menus.menu(of: request.restaurantId) }
-        guard !items.isEmpty else { throw RPCError(.notFound, "restaurant \(request.restaurantId) has no menu") }
-        return GetMenuResponse(restaurantId: request.restaurantId, items: items)
+        let menu = try await stored { () async throws(StorageError) in try await menus.menu(of: request.restaurantId) }
+        guard !menu.items.isEmpty else { throw RPCError(.notFound, "restaurant \(request.restaurantId) has no menu") }
+        return GetMenuResponse(restaurantId: request.restaurantId, items: menu.items, currency: menu.currency)
     }
 
     public func acceptOrder(_ request: AcceptOrderRequest, context: ServerContext) async throws -> AcceptOrderResponse {
@@ -103,42 +133,31 @@ public struct RestaurantServiceLogic: RestaurantServiceProvider {
     private func decide(orderID: String, restaurantID: String, _ decision: OrderStatus, _ context: ServerContext) async throws(RPCError) -> String {
         try Identifier.validate(restaurantID, field: "restaurant_id")
         try Identifier.validate(orderID, field: "order_id")
-        // The caller's deadline bounds our call to the order service too.
-        let timeout = context.deadline.map { $0 - .now } ?? .seconds(10)
-        let options = serviceToken?.authorize(CallOptions(timeout: timeout)) ?? CallOptions(timeout: timeout)
         do {
-            let response = try await orders.recordRestaurantDecision(
+            return try await orders.recordRestaurantDecision(
                 RecordRestaurantDecisionRequest(orderId: orderID, restaurantId: restaurantID, decision: decision.rawValue),
-                options: options)
-            return response.status
+                options: orderService.options(for: context)).status
         } catch {
-            switch error.code {
-            case .unavailable:
-                logger.error("order service unreachable", metadata: ["error": "\(error)"])
-                throw RPCError(.unavailable, "the order service is unavailable: \(error.message)")
-            case .deadlineExceeded:
-                // The deadline (the caller's, or ours of 10 s) ran out while we waited: say so.
-                throw RPCError(.deadlineExceeded, "the order service did not answer in time")
-            case .notFound, .failedPrecondition, .permissionDenied, .invalidArgument:
-                throw error
-            case .unauthenticated:
-                // Our own credentials were refused: the caller did nothing wrong, and nothing changed.
-                logger.error("the order service refused our service token", metadata: ["error": "\(error)"])
-                throw RPCError(.unavailable, "the order service refused the restaurant service's credentials: \(error.message)")
-            default:
-                logger.error("order service failed", metadata: ["error": "\(error)"])
-                throw RPCError(.internal, "the order service failed: \(error)")
-            }
+            throw orderService.failure(error, passing: [.notFound, .failedPrecondition, .permissionDenied, .invalidArgument])
         }
     }
 }
 
 /// The restaurant service's storage: menus.
 public protocol MenuStore: Sendable {
-    /// Adds or replaces these items of the restaurant's menu, at once; new items go last.
-    func update(_ restaurant: String, items: [MenuItem]) async throws(StorageError)
-    /// The restaurant's menu in the order the items were first added; empty when it has none.
-    func menu(of restaurant: String) async throws(StorageError) -> [MenuItem]
+    /// Adds or replaces these items of the restaurant's menu (their prices complete), at once;
+    /// new items go last. A `currency` becomes the restaurant's (nil keeps the one it has).
+    func update(_ restaurant: String, items: [MenuItem], currency: String?) async throws(StorageError)
+    /// The restaurant's currency; Money.defaultCurrency when it never named one.
+    func currency(of restaurant: String) async throws(StorageError) -> String
+    /// The restaurant's menu, items in the order they were first added; no items when it has none.
+    func menu(of restaurant: String) async throws(StorageError) -> Menu
+}
+
+/// A restaurant's menu: every price on it is in `currency`.
+public struct Menu: Sendable, Equatable {
+    public var items: [MenuItem]
+    public var currency: String
 }
 
 /// Menus in Redis.
@@ -147,32 +166,51 @@ public struct RedisMenuStore: MenuStore {
 
     public init(redis: RedisClient) { self.redis = redis }
 
-    public func update(_ restaurant: String, items: [MenuItem]) async throws(StorageError) {
+    public func update(_ restaurant: String, items: [MenuItem], currency: String?) async throws(StorageError) {
         let keys = MenuKeys(restaurant)
-        _ = try await redis.run(Scripts.updateMenu, keys: [keys.menu, keys.order],
-                                arguments: items.flatMap { [$0.itemId, $0.name, "\($0.price)", $0.description] }, change: true)
+        let fields = items.flatMap { item in
+            [item.itemId, item.name, "\(item.price)", item.description, "\(item.priceCents)", item.unavailable ? "1" : "0"]
+        }
+        _ = try await redis.run(Scripts.updateMenu, keys: [keys.menu, keys.order, keys.profile],
+                                arguments: [currency ?? ""] + fields, change: true)
     }
 
-    public func menu(of restaurant: String) async throws(StorageError) -> [MenuItem] {
+    public func currency(of restaurant: String) async throws(StorageError) -> String {
+        let reply: RedisReply
+        do { reply = try await redis.send(["HGET", MenuKeys(restaurant).profile, "currency"]) } catch { throw StorageError(error) }
+        return reply.string ?? Money.defaultCurrency
+    }
+
+    public func menu(of restaurant: String) async throws(StorageError) -> Menu {
         let keys = MenuKeys(restaurant)
-        let flat = try await redis.run(Scripts.getMenu, keys: [keys.menu, keys.order], change: false).array ?? []
-        return stride(from: 0, to: flat.count - 3, by: 4).map { index in
-            MenuItem(itemId: flat[index].string ?? "", name: flat[index + 1].string ?? "",
-                     price: flat[index + 2].string.flatMap(Double.init) ?? 0, description: flat[index + 3].string ?? "")
+        let flat = try await redis.run(Scripts.getMenu, keys: [keys.menu, keys.order, keys.profile], change: false).array ?? []
+        let named = flat.first?.string ?? ""
+        let currency = named.isEmpty ? Money.defaultCurrency : named
+        let items = stride(from: 1, to: flat.count - 5, by: 6).map { index in
+            let price = flat[index + 2].string.flatMap(Double.init) ?? 0
+            // Items stored before prices had minor units: their price, rounded to the minor unit.
+            let cents = flat[index + 4].string.flatMap { Int64($0) }
+                ?? Money.minorUnits(price, currency: currency, limit: .max) ?? 0
+            return MenuItem(itemId: flat[index].string ?? "", name: flat[index + 1].string ?? "", price: price,
+                            description: flat[index + 3].string ?? "", priceCents: cents, unavailable: flat[index + 5].string == "1")
         }
+        return Menu(items: items, currency: currency)
     }
 }
 
 /// Where a restaurant's menu lives in Redis.
 struct MenuKeys {
-    /// Hash: item id -> JSON [name, price, description].
+    /// Hash: item id -> JSON [name, price, description, price in minor units, unavailable].
     let menu: String
     /// List: item ids, in the order they were first added.
     let order: String
+    /// Hash: the restaurant's own settings (currency).
+    let profile: String
 
     init(_ restaurant: String) {
         menu = "restaurant:{\(restaurant)}:menu"
         order = menu + ":order"
+        profile = "restaurant:{\(restaurant)}:profile"
     }
 }
 

@@ -1,6 +1,9 @@
-// order-service: OrderService on port 50051 (see OrderLogic for what it does).
+// order-service: OrderService on port 50051 (see OrderLogic for what it does). It calls the
+// restaurant service's GetMenu to price orders given by menu lines.
 import ArgumentParser
+import GRPCHTTP2
 import OrderLogic
+import PlatformAuth
 import PlatformProtos
 import RedisClient
 import ServiceRuntime
@@ -10,17 +13,32 @@ struct OrderServiceCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "order-service", abstract: "Serves order_service.OrderService.")
 
     @OptionGroup var options: ServiceOptions
+    @Option(help: "The restaurant service, host:port, whose menus price orders (env RESTAURANT_SERVICE_ADDR, default localhost:50052).")
+    var restaurantServiceAddr: String?
+    @Option(help: "File holding the token presented to the restaurant service, re-read when it changes (env SERVICE_TOKEN_FILE).")
+    var serviceTokenFile: String?
 
     func run() async throws {
         let logger = try options.bootstrapLogging(label: "order-service")
+        let addressText = ServiceOptions.setting(restaurantServiceAddr, env: "RESTAURANT_SERVICE_ADDR") ?? "localhost:50052"
+        guard let address = try? TargetAddress(parsing: addressText) else {
+            throw ValidationError("RESTAURANT_SERVICE_ADDR must be host:port, got \(addressText)")
+        }
+        var restaurantChannelConfiguration = ClientConfiguration()
+        restaurantChannelConfiguration.tls = try TLSOptions.clientTLS(env: "RESTAURANT_SERVICE")  // RESTAURANT_SERVICE_TLS_CA
+        let restaurantChannel = GRPCChannel(host: address.host, port: address.port, configuration: restaurantChannelConfiguration)
+        let menus = RestaurantMenuCatalog(restaurants: RestaurantServiceClient(transport: restaurantChannel),
+                                          token: ServiceOptions.setting(serviceTokenFile, env: "SERVICE_TOKEN_FILE").map(ServiceTokenFile.init),
+                                          logger: logger)
         let redis = RedisClient(configuration: try options.redisConfiguration())
-        let logic = OrderServiceLogic(redis: redis, logger: logger)
+        let logic = OrderServiceLogic(redis: redis, menus: menus, logger: logger)
         await logic.start()
         let configuration = try options.serverConfiguration(defaultPort: 50051)
         let interceptors = try options.authentication.interceptors(parties: logic, logger: logger)
         try await serve([logic.service], descriptors: PlatformProtosDescriptors.all, configuration: configuration,
                         interceptors: interceptors, logger: logger, beforeShutdown: { logic.endWatches() }) {
             await logic.stop()
+            restaurantChannel.close()
             redis.close()
         }
     }

@@ -45,12 +45,25 @@ extension FieldListing {
 }
 
 extension PlaceOrderResponse: FieldListing {
-    var fields: [(name: String, value: String)] { [("order_id", orderId), ("status", status)] }
+    var fields: [(name: String, value: String)] {
+        [("order_id", orderId), ("status", status)] + (currency.isEmpty ? [] : [("total", "\(totalCents) \(currency) minor units")])
+    }
 }
 
 extension GetOrderStatusResponse: FieldListing {
     var fields: [(name: String, value: String)] {
-        [("order_id", orderId), ("status", status), ("items", items.joined(separator: ", ")), ("total_price", "\(totalPrice)")]
+        var fields = [("order_id", orderId), ("status", status), ("items", items.joined(separator: ", ")), ("total_price", "\(totalPrice)")]
+        fields += lines.map { line in
+            ("line", "\(line.quantity) x \(line.menuItemId) (\(line.name)) at \(line.unitPriceCents) = \(line.lineTotalCents)"
+                + (line.note.isEmpty ? "" : ", note: \(line.note)"))
+        }
+        if !currency.isEmpty { fields.append(("total", "\(totalCents) \(currency) minor units")) }
+        if deliveryAddress != Address() {
+            let address = deliveryAddress
+            fields.append(("delivery_address", [address.street, address.postalCode, address.city].filter { !$0.isEmpty }.joined(separator: ", ")
+                + (address.notes.isEmpty ? "" : " (\(address.notes))")))
+        }
+        return fields
     }
 }
 
@@ -63,13 +76,15 @@ extension UpdateMenuResponse: FieldListing {
 }
 
 extension MenuItem {
-    /// One item on a line: `id: name, price[, description]`.
-    var line: String { "\(itemId): \(name), \(price)" + (description.isEmpty ? "" : ", \(description)") }
+    /// One item on a line: `id: name, price (minor units)[, unavailable][, description]`.
+    var line: String {
+        "\(itemId): \(name), \(price) (\(priceCents))" + (unavailable ? ", unavailable" : "") + (description.isEmpty ? "" : ", \(description)")
+    }
 }
 
 extension GetMenuResponse: FieldListing {
     var fields: [(name: String, value: String)] {
-        [("restaurant_id", restaurantId)] + items.map { ("item", $0.line) }
+        [("restaurant_id", restaurantId), ("currency", currency)] + items.map { ("item", $0.line) }
     }
 }
 

@@ -65,16 +65,38 @@ struct OrderCommands: ParsableCommand {
         static let configuration = CommandConfiguration(commandName: "place", abstract: "PlaceOrder: a new order, PLACED.")
         @OptionGroup var connection: ConnectionOptions
         @Option(help: "customer_id.") var customer: String
-        @Option(name: .customLong("item"), help: "An item; repeat for several.") var items: [String] = []
-        @Option(help: "total_price.") var total: Double
-        @Option(help: "restaurant_id: only this restaurant may accept or reject the order.") var restaurant = ""
+        @Option(name: .customLong("item"), help: "A free-text item; repeat for several (with --total).") var items: [String] = []
+        @Option(help: "total_price, for free-text items.") var total: Double = 0
+        @Option(help: "restaurant_id: only this restaurant may accept or reject the order (required with --line).") var restaurant = ""
+        @Option(name: .customLong("line"), help: "A menu line, menu_item_id:quantity[:note], priced by the service; repeat for several.")
+        var lines: [String] = []
+        @Option(help: "request_id: an idempotency key; the same one again returns the same order.") var requestId = ""
+        @Option(help: "delivery_address as street;city[;postal_code[;notes]].") var address: String?
 
         func run() async throws {
-            let request = PlaceOrderRequest(customerId: customer, items: items, totalPrice: total, restaurantId: restaurant)
+            let request = PlaceOrderRequest(customerId: customer, items: items, totalPrice: total, restaurantId: restaurant,
+                                            lines: try lines.map(OrderCommands.parseLine), requestId: requestId,
+                                            deliveryAddress: try address.map(OrderCommands.parseAddress) ?? Address())
             try await printResponse(connection) { services throws(ServiceError) in
                 try await services.order.call(as: .customer(customer)) { try await $0.placeOrder(request, options: $1) }
             }
         }
+    }
+
+    /// `menu_item_id:quantity[:note]`; the note may itself contain colons.
+    static func parseLine(_ text: String) throws -> OrderLine {
+        let parts = text.split(separator: ":", maxSplits: 2, omittingEmptySubsequences: false).map(String.init)
+        guard parts.count >= 2, let quantity = Int32(parts[1]) else {
+            throw ValidationError("--line must be menu_item_id:quantity[:note], got \(text)")
+        }
+        return OrderLine(menuItemId: parts[0], quantity: quantity, note: parts.count == 3 ? parts[2] : "")
+    }
+
+    /// `street;city[;postal_code[;notes]]`.
+    static func parseAddress(_ text: String) throws -> Address {
+        let parts = text.split(separator: ";", maxSplits: 3, omittingEmptySubsequences: false).map(String.init)
+        guard parts.count >= 2 else { throw ValidationError("--address must be street;city[;postal_code[;notes]], got \(text)") }
+        return Address(street: parts[0], city: parts[1], postalCode: parts.count > 2 ? parts[2] : "", notes: parts.count > 3 ? parts[3] : "")
     }
 
     struct OrderStatus: AsyncParsableCommand {
@@ -150,24 +172,34 @@ struct RestaurantCommands: ParsableCommand {
         static let configuration = CommandConfiguration(commandName: "update-menu", abstract: "UpdateMenu: adds or replaces items.")
         @OptionGroup var connection: ConnectionOptions
         @Option(help: "restaurant_id.") var restaurant: String
-        @Option(name: .customLong("item"), help: "id:name:price[:description]; repeat for several.")
+        @Option(name: .customLong("item"), help: "id:name:price[:description]; repeat for several. A price ending in 'c' is in minor units (1250c).")
         var items: [String] = []
+        @Option(name: .customLong("unavailable"), help: "An item id to mark unavailable; repeat for several.") var unavailable: [String] = []
+        @Option(help: "currency, ISO 4217 (default: the restaurant's, USD when it never had one).") var currency = ""
 
         func run() async throws {
-            let menu = try items.map(Self.parseItem)
-            let request = UpdateMenuRequest(restaurantId: restaurant, items: menu)
+            var menu = try items.map(Self.parseItem)
+            for index in menu.indices where unavailable.contains(menu[index].itemId) { menu[index].unavailable = true }
+            let request = UpdateMenuRequest(restaurantId: restaurant, items: menu, currency: currency)
             try await printResponse(connection) { services throws(ServiceError) in
                 try await services.restaurant.call(as: .restaurant(restaurant)) { try await $0.updateMenu(request, options: $1) }
             }
         }
 
-        /// `id:name:price[:description]`; the description may itself contain colons.
+        /// `id:name:price[:description]`, the price as `12.5` or in minor units as `1250c`; the
+        /// description may itself contain colons.
         static func parseItem(_ text: String) throws -> MenuItem {
             let parts = text.split(separator: ":", maxSplits: 3, omittingEmptySubsequences: false).map(String.init)
-            guard parts.count >= 3, let price = Double(parts[2]) else {
-                throw ValidationError("--item must be id:name:price[:description], got \(text)")
+            guard parts.count >= 3 else { throw ValidationError("--item must be id:name:price[:description], got \(text)") }
+            var item = MenuItem(itemId: parts[0], name: parts[1], description: parts.count == 4 ? parts[3] : "")
+            if parts[2].hasSuffix("c"), let cents = Int64(parts[2].dropLast()) {
+                item.priceCents = cents
+            } else if let price = Double(parts[2]) {
+                item.price = price
+            } else {
+                throw ValidationError("--item's price must be a number, or minor units ending in c, got \(parts[2])")
             }
-            return MenuItem(itemId: parts[0], name: parts[1], price: price, description: parts.count == 4 ? parts[3] : "")
+            return item
         }
     }
 

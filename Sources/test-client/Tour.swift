@@ -1,6 +1,7 @@
 // `test-client` (or `test-client tour`): a guided walk through the whole platform, narrated step
-// by step. It places and cancels an order, updates and reads a menu, places two orders with the
-// restaurant and has it accept one and reject the other, watches the delivery service assign a
+// by step. It places and cancels an order, updates and reads a priced menu, orders from it by
+// menu lines with a delivery address and an idempotency key (and retries, getting the same
+// order back), places a free-text order too, has the restaurant accept one and reject the other, watches the delivery service assign a
 // driver automatically, reassigns the order to a driver by hand and walks the delivery to
 // DELIVERED, while a WatchOrder stream opened before the accept follows the order live; the last
 // step checks that the stream showed every stage, in order, and ended at DELIVERED. Customer, restaurant and driver ids carry a random run id (order ids come from the
@@ -52,13 +53,13 @@ struct Tour: AsyncParsableCommand {
                            pass: "order canceled: \(first)", fail: "expected CANCELED, got \(response.status)")
         }
 
-        let menu = [MenuItem(itemId: "burger", name: "Burger", price: 9.5, description: "beef, cheddar"),
-                    MenuItem(itemId: "fries", name: "Fries", price: 3.5),
-                    MenuItem(itemId: "soda", name: "Soda", price: 2.5)]
+        let menu = [MenuItem(itemId: "burger", name: "Burger", description: "beef, cheddar", priceCents: 950),
+                    MenuItem(itemId: "fries", name: "Fries", priceCents: 350),
+                    MenuItem(itemId: "soda", name: "Soda", priceCents: 250)]
         _ = try await steps.run("Update the menu of \(restaurantID)",
-                                sent: "UpdateMenu restaurant_id=\(restaurantID) items=[\(menu.map(\.line).joined(separator: "; "))]") { () throws(ServiceError) in
+                                sent: "UpdateMenu restaurant_id=\(restaurantID) currency=USD items=[\(menu.map(\.line).joined(separator: "; "))]") { () throws(ServiceError) in
             let response = try await services.restaurant.call(as: .restaurant(restaurantID)) {
-                try await $0.updateMenu(UpdateMenuRequest(restaurantId: restaurantID, items: menu), options: $1)
+                try await $0.updateMenu(UpdateMenuRequest(restaurantId: restaurantID, items: menu, currency: "USD"), options: $1)
             }
             return Outcome((), got: response.summary, ok: response.status == "SUCCESS",
                            pass: "menu updated: \(restaurantID)", fail: "expected SUCCESS, got \(response.status)")
@@ -67,14 +68,36 @@ struct Tour: AsyncParsableCommand {
             let response = try await services.restaurant.call {
                 try await $0.getMenu(GetMenuRequest(restaurantId: restaurantID), options: $1)
             }
-            // Another run may have added items to a shared restaurant: ours must all be there as sent.
-            let ok = menu.allSatisfy(response.items.contains)
+            // Another run may have added items to a shared restaurant: ours must all be there as
+            // sent, each with its price in dollars too.
+            let ok = menu.allSatisfy { sent in
+                response.items.contains { $0.itemId == sent.itemId && $0.name == sent.name && $0.priceCents == sent.priceCents
+                    && $0.price == Double(sent.priceCents) / 100 }
+            }
             return Outcome((), got: response.items.map(\.line).joined(separator: "; "), ok: ok,
                            pass: "menu has the \(menu.count) items sent", fail: "the menu read back differs from the update")
         }
 
-        let accepted = try await place(PlaceOrderRequest(customerId: customer, items: ["burger", "soda"], totalPrice: 12, restaurantId: restaurantID),
-                                       title: "Place an order with \(restaurantID)", services, &steps)
+        let order = PlaceOrderRequest(customerId: customer, restaurantId: restaurantID,
+                                      lines: [OrderLine(menuItemId: "burger", quantity: 2, note: "no onions"), OrderLine(menuItemId: "soda", quantity: 1)],
+                                      requestId: "checkout-\(runID)",
+                                      deliveryAddress: Address(street: "12 Harbour Road", city: "Springfield", postalCode: "12345", notes: "ring twice"))
+        let accepted = try await place(order, title: "Order from \(restaurantID)'s menu", services, &steps)
+        _ = try await steps.run("Retry that order (a lost reply)", sent: "PlaceOrder again with request_id=\(order.requestId)") { () throws(ServiceError) in
+            let response = try await services.order.call(as: .customer(customer)) { try await $0.placeOrder(order, options: $1) }
+            return Outcome((), got: response.summary, ok: response.orderId == accepted,
+                           pass: "the same order came back: \(accepted)", fail: "expected \(accepted) again, not a second order")
+        }
+        _ = try await steps.run("Read the priced order", sent: "GetOrderStatus order_id=\(accepted)") { () throws(ServiceError) in
+            let response = try await services.order.call(as: .customer(customer)) {
+                try await $0.getOrderStatus(GetOrderStatusRequest(orderId: accepted), options: $1)
+            }
+            let ok = response.totalCents == 2150 && response.currency == "USD" && response.totalPrice == 21.5
+                && response.items == ["2 x Burger (no onions)", "1 x Soda"] && response.deliveryAddress == order.deliveryAddress
+            return Outcome((), got: response.summary, ok: ok,
+                           pass: "priced from the menu: 2150 USD minor units, to \(response.deliveryAddress.street)",
+                           fail: "expected 2 x Burger (no onions), 1 x Soda for 21.50 USD to the address sent")
+        }
         let rejected = try await place(PlaceOrderRequest(customerId: customer, items: ["fries"], totalPrice: 3.5, restaurantId: restaurantID),
                                        title: "Place another order with \(restaurantID)", services, &steps)
         let live = LiveOrder(accepted, customer: customer, services)
@@ -152,8 +175,11 @@ struct Tour: AsyncParsableCommand {
     /// One PlaceOrder step; returns the new order's id.
     private func place(_ request: PlaceOrderRequest, title: String, _ services: Services, _ steps: inout Steps) async throws(StepFailed) -> String {
         let restaurantField = request.restaurantId.isEmpty ? "" : " restaurant_id=\(request.restaurantId)"
-        let sent = "PlaceOrder customer_id=\(request.customerId) items=[\(request.items.joined(separator: ", "))] "
-            + "total_price=\(request.totalPrice)" + restaurantField
+        let what = request.lines.isEmpty
+            ? "items=[\(request.items.joined(separator: ", "))] total_price=\(request.totalPrice)"
+            : "lines=[\(request.lines.map { "\($0.quantity) x \($0.menuItemId)" + ($0.note.isEmpty ? "" : " (\($0.note))") }.joined(separator: ", "))]"
+                + " request_id=\(request.requestId) delivery_address=\(request.deliveryAddress.street), \(request.deliveryAddress.city)"
+        let sent = "PlaceOrder customer_id=\(request.customerId) " + what + restaurantField
         return try await steps.run(title, sent: sent) { () throws(ServiceError) in
             let response = try await services.order.call(as: .customer(request.customerId)) { try await $0.placeOrder(request, options: $1) }
             return Outcome(response.orderId, got: response.summary, ok: response.status == "PLACED" && !response.orderId.isEmpty,

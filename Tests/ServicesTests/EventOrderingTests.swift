@@ -141,7 +141,7 @@ import Testing
             try #require(assignments.count == 1 && stages.count == 1)
             let (assignment, stage) = (assignments[0].id!.description, stages[0].id!.description)
             let group = "reader_under_test"
-            let reader = OrderServiceLogic(redis: platform.redis, logger: quietLogger, consumerGroup: group)
+            let reader = OrderServiceLogic(redis: platform.redis, menus: platform.menuCatalog, logger: quietLogger, consumerGroup: group)
             let context = ServerContext(path: "/test", requestMetadata: Metadata(), deadline: nil)
             let redis = platform.redis
             let stream = OrderPartition(order: id).stream

@@ -60,6 +60,15 @@ final class ServiceNode: Sendable {
     }
 }
 
+/// RestaurantMenuCatalog on whichever restaurant service the platform runs at the time of a call.
+private struct CurrentRestaurantCatalog: MenuCatalog {
+    let platform: Platform
+
+    func menu(of restaurant: String, context: ServerContext) async throws(RPCError) -> GetMenuResponse? {
+        try await platform.restaurantCatalog().menu(of: restaurant, context: context)
+    }
+}
+
 /// Redis plus the three services, and clients to each.
 final class Platform: Sendable {
     let redisServer: RedisServer
@@ -72,6 +81,8 @@ final class Platform: Sendable {
     /// With `auth`, the services require tokens signed by this key (AUTH=required).
     let keys: TestKeys?
     private let state: Mutex<(order: ServiceNode?, restaurant: ServiceNode?, deliveries: [ServiceNode], channels: [GRPCChannel])>
+    /// The catalog the order services use, on one channel per restaurant service instance.
+    private let catalog = Mutex<(port: Int, catalog: RestaurantMenuCatalog)?>(nil)
 
     /// Starts Redis and the three services; `drivers` is the delivery service's pool; `auth`
     /// installs the access policy on every service, as `AUTH=required` does.
@@ -92,6 +103,10 @@ final class Platform: Sendable {
 
     // MARK: - Nodes
 
+    /// The order services' way to the current restaurant service (started after them: each call
+    /// goes to the instance running then), as the token holder the platform's keys give.
+    var menuCatalog: any MenuCatalog { CurrentRestaurantCatalog(platform: self) }
+
     private func nodeRedis() -> RedisClient {
         RedisClient(configuration: redisConfiguration)
     }
@@ -99,7 +114,7 @@ final class Platform: Sendable {
     /// A new OrderService instance against the platform's Redis.
     func startOrderService() async throws -> ServiceNode {
         let redis = nodeRedis()
-        let logic = OrderServiceLogic(redis: redis, logger: quietLogger)
+        let logic = OrderServiceLogic(redis: redis, menus: menuCatalog, logger: quietLogger)
         await logic.start()
         return try ServiceNode(service: logic.service, redis: redis, interceptors: policy(parties: logic)) { await logic.stop() }
     }
@@ -144,6 +159,16 @@ final class Platform: Sendable {
         await stopOrderService()
         let order = try await startOrderService()
         state.withLock { $0.order = order }
+    }
+
+    /// A catalog reaching the restaurant service running now.
+    fileprivate func restaurantCatalog() -> RestaurantMenuCatalog {
+        let port = state.withLock { $0.restaurant?.port ?? 1 }
+        if let cached = catalog.withLock({ $0 }), cached.port == port { return cached.catalog }
+        let made = RestaurantMenuCatalog(restaurants: restaurants, token: keys.map { ServiceTokenFile(path: $0.serviceTokenFile) },
+                                         logger: quietLogger)
+        catalog.withLock { $0 = (port, made) }
+        return made
     }
 
     /// The access policy, when the platform requires tokens.
@@ -277,11 +302,16 @@ func withUnreachableHub(_ body: (EventHub) async throws -> Void) async throws {
 
 /// The status code `body` failed with, or nil if it succeeded.
 func statusCode<T>(sourceLocation: SourceLocation = #_sourceLocation, of body: () async throws -> T) async -> StatusCode? {
+    await rpcError(sourceLocation: sourceLocation, of: body)?.code
+}
+
+/// The status `body` failed with, or nil if it succeeded.
+func rpcError<T>(sourceLocation: SourceLocation = #_sourceLocation, of body: () async throws -> T) async -> RPCError? {
     do {
         _ = try await body()
         return nil
     } catch let error as RPCError {
-        return error.code
+        return error
     } catch {
         Issue.record("not an RPCError: \(error)", sourceLocation: sourceLocation)
         return nil

@@ -26,6 +26,7 @@ final class InMemoryOrderStore: OrderStore {
 
     struct State {
         var orders: [String: Order] = [:]
+        var requests: [RequestKey: (orderID: String, fingerprint: String)] = [:]
         var numbers: Int64 = 0
         /// How many reads still answer `.behind`.
         var behindReads = 0
@@ -54,6 +55,14 @@ final class InMemoryOrderStore: OrderStore {
         }
     }
 
+    func claimRequest(_ request: RequestKey, fingerprint: String, orderID: String) async throws(StorageError) -> RequestClaim {
+        try checked { state in
+            if let earlier = state.requests[request] { return .earlier(orderID: earlier.orderID, fingerprint: earlier.fingerprint) }
+            state.requests[request] = (orderID, fingerprint)
+            return .claimed
+        }
+    }
+
     func place(_ order: NewOrder) async throws(StorageError) -> Bool {
         try checked { state in
             guard state.orders[order.id] == nil else { return false }
@@ -70,7 +79,9 @@ final class InMemoryOrderStore: OrderStore {
                 return .behind
             }
             guard let order = state.orders[id] else { return .notFound }
-            return .found(OrderView(status: order.status.rawValue, items: order.order.items, totalPrice: order.order.totalPrice))
+            return .found(OrderView(status: order.status.rawValue, items: order.order.items, totalPrice: order.order.totalPrice,
+                                    lines: order.order.priced?.lines ?? [], totalCents: order.order.priced?.totalCents ?? 0,
+                                    currency: order.order.priced?.currency ?? "", address: order.order.address))
         }
     }
 
@@ -122,6 +133,20 @@ final class InMemoryOrderStore: OrderStore {
     }
 }
 
+/// Menus the test sets, answered as the restaurant service would.
+final class FixedMenus: MenuCatalog {
+    let menus = Mutex<[String: GetMenuResponse]>([:])
+    /// Thrown by every lookup while set (the restaurant service failing).
+    let failure = Mutex<RPCError?>(nil)
+    let lookups = Mutex(0)
+
+    func menu(of restaurant: String, context: ServerContext) async throws(RPCError) -> GetMenuResponse? {
+        lookups.withLock { $0 += 1 }
+        if let failure = failure.withLock({ $0 }) { throw failure }
+        return menus.withLock { $0[restaurant] }
+    }
+}
+
 /// Counts the catch-ups asked for, per partition.
 final class CountingCatchUp: EventCatchUp {
     let partitions = Mutex<[OrderPartition?]>([])
@@ -132,9 +157,9 @@ final class CountingCatchUp: EventCatchUp {
     private let context = ServerContext(path: "/test", requestMetadata: Metadata(), deadline: nil)
 
     /// The service on `store`. Its hub's client points at no server: these tests open no watch.
-    private func withLogic(_ store: InMemoryOrderStore, catchUp: CountingCatchUp = CountingCatchUp(),
+    private func withLogic(_ store: InMemoryOrderStore, catchUp: CountingCatchUp = CountingCatchUp(), menus: FixedMenus = FixedMenus(),
                            _ body: (OrderServiceLogic) async throws -> Void) async throws {
-        try await withUnreachableHub { hub in try await body(OrderServiceLogic(store: store, events: catchUp, hub: hub,
+        try await withUnreachableHub { hub in try await body(OrderServiceLogic(store: store, menus: menus, events: catchUp, hub: hub,
                                          logger: quietLogger)) }
     }
 
@@ -174,6 +199,73 @@ final class CountingCatchUp: EventCatchUp {
             store.state.withLock { $0.repeatNumbers = true }
             #expect(await statusCode { try await place(logic, restaurant: "r2") } == .internal)
             #expect(store.state.withLock { $0.orders["order_1"]?.order.restaurant } == "r1")
+        }
+    }
+
+    @Test func linesAndAddressesAreCheckedBeforeAnythingIsReadOrStored() async throws {
+        let store = InMemoryOrderStore()
+        let menus = FixedMenus()
+        try await withLogic(store, menus: menus) { logic in
+            let line = OrderLine(menuItemId: "soup", quantity: 1)
+            let home = Address(street: "1 Main St", city: "Springfield")
+            let bad = [
+                PlaceOrderRequest(customerId: "c1", lines: [line]),  // no restaurant
+                PlaceOrderRequest(customerId: "c1", items: ["soup"], restaurantId: "r1", lines: [line]),
+                PlaceOrderRequest(customerId: "c1", totalPrice: 3, restaurantId: "r1", lines: [line]),
+                PlaceOrderRequest(customerId: "c1", restaurantId: "r1", lines: [OrderLine(menuItemId: "soup", quantity: 0)]),
+                PlaceOrderRequest(customerId: "c1", restaurantId: "r1", lines: [OrderLine(menuItemId: "soup", quantity: 100)]),
+                PlaceOrderRequest(customerId: "c1", restaurantId: "r1", lines: [OrderLine(menuItemId: "a b", quantity: 1)]),
+                PlaceOrderRequest(customerId: "c1", restaurantId: "r1",
+                                  lines: [OrderLine(menuItemId: "soup", quantity: 1, note: String(repeating: "n", count: 201))]),
+                PlaceOrderRequest(customerId: "c1", restaurantId: "r1", lines: Array(repeating: line, count: 101)),
+                PlaceOrderRequest(customerId: "c1", items: ["soup"], totalPrice: 1, requestId: "has space"),
+                PlaceOrderRequest(customerId: "c1", items: ["soup"], totalPrice: 1, deliveryAddress: Address(street: "1 Main St")),
+                PlaceOrderRequest(customerId: "c1", items: ["soup"], totalPrice: 1, deliveryAddress: Address(city: "Springfield")),
+                PlaceOrderRequest(customerId: "c1", items: ["soup"], totalPrice: 1,
+                                  deliveryAddress: Address(street: "1 Main St", city: "Springfield", postalCode: String(repeating: "1", count: 21))),
+                PlaceOrderRequest(customerId: "c1", items: ["soup"], totalPrice: 1,
+                                  deliveryAddress: Address(street: String(repeating: "s", count: 201), city: "Springfield")),
+            ]
+            for request in bad {
+                #expect(await statusCode { try await logic.placeOrder(request, context: context) } == .invalidArgument, "\(request)")
+            }
+            #expect(store.state.withLock { $0.numbers } == 0 && menus.lookups.withLock { $0 } == 0, "nothing was read or stored")
+            // At the limits.
+            let request = PlaceOrderRequest(customerId: "c1", items: ["soup"], totalPrice: 1, deliveryAddress: home)
+            let id = try await logic.placeOrder(request, context: context).orderId
+            #expect(try await logic.getOrderStatus(GetOrderStatusRequest(orderId: id), context: context).deliveryAddress == home)
+        }
+    }
+
+    @Test func pricingFailuresStoreNothing() async throws {
+        let store = InMemoryOrderStore()
+        let menus = FixedMenus()
+        menus.menus.withLock { $0["r1"] = GetMenuResponse(restaurantId: "r1", items: [MenuItem(itemId: "soup", name: "Soup", priceCents: 450)]) }
+        try await withLogic(store, menus: menus) { logic in
+            let request = PlaceOrderRequest(customerId: "c1", restaurantId: "r1", lines: [OrderLine(menuItemId: "soup", quantity: 3)])
+            let placed = try await logic.placeOrder(request, context: context)
+            // A menu without a currency is in the default one.
+            #expect(placed.totalCents == 1350 && placed.currency == Money.defaultCurrency)
+            menus.failure.withLock { $0 = RPCError(.unavailable, "the restaurant service is unavailable") }
+            #expect(await statusCode { try await logic.placeOrder(request, context: context) } == .unavailable)
+            #expect(store.state.withLock { $0.orders.count } == 1)
+        }
+    }
+
+    @Test func aRetryStoresTheOrderItsFirstRequestClaimedButNeverStored() async throws {
+        let store = InMemoryOrderStore()
+        try await withLogic(store) { logic in
+            let request = PlaceOrderRequest(customerId: "c1", items: ["soup"], totalPrice: 4.5, requestId: "r-1")
+            var unique = request
+            unique.requestId = ""
+            // The first request claimed order_7 for its id, then its replica died.
+            _ = try await store.claimRequest(RequestKey(customer: "c1", requestID: "r-1"),
+                                             fingerprint: String(fnv1a(unique.serializedBytes()), radix: 16), orderID: "order_7")
+            let placed = try await logic.placeOrder(request, context: context)
+            #expect(placed.orderId == "order_7" && placed.status == "PLACED")
+            #expect(store.state.withLock { Set($0.orders.keys) } == ["order_7"])
+            #expect(try await logic.placeOrder(request, context: context).orderId == "order_7")
+            #expect(store.state.withLock { $0.orders.count } == 1)
         }
     }
 

@@ -13,10 +13,12 @@ import Testing
 /// A MenuStore in memory.
 final class InMemoryMenuStore: MenuStore {
     let menus = Mutex<[String: [MenuItem]]>([:])
+    let currencies = Mutex<[String: String]>([:])
     let failure = Mutex<StorageError?>(nil)
 
-    func update(_ restaurant: String, items: [MenuItem]) async throws(StorageError) {
+    func update(_ restaurant: String, items: [MenuItem], currency: String?) async throws(StorageError) {
         if let failure = failure.withLock({ $0 }) { throw failure }
+        if let currency { currencies.withLock { $0[restaurant] = currency } }
         menus.withLock { menus in
             var menu = menus[restaurant] ?? []
             for item in items {
@@ -26,9 +28,14 @@ final class InMemoryMenuStore: MenuStore {
         }
     }
 
-    func menu(of restaurant: String) async throws(StorageError) -> [MenuItem] {
+    func currency(of restaurant: String) async throws(StorageError) -> String {
         if let failure = failure.withLock({ $0 }) { throw failure }
-        return menus.withLock { $0[restaurant] ?? [] }
+        return currencies.withLock { $0[restaurant] } ?? Money.defaultCurrency
+    }
+
+    func menu(of restaurant: String) async throws(StorageError) -> Menu {
+        if let failure = failure.withLock({ $0 }) { throw failure }
+        return Menu(items: menus.withLock { $0[restaurant] ?? [] }, currency: try await currency(of: restaurant))
     }
 }
 

@@ -23,10 +23,10 @@ import Testing
             ]))
             let menu = try await restaurants.getMenu(GetMenuRequest(restaurantId: "r1"))
             #expect(menu == GetMenuResponse(restaurantId: "r1", items: [
-                MenuItem(itemId: "pizza", name: "Pizza grande", price: 12, description: "bigger"),
-                MenuItem(itemId: "cola", name: "Cola", price: 2),
-                MenuItem(itemId: "tiramisu", name: "Tiramisù", price: 4.25, description: "twice in one update"),
-            ]))
+                MenuItem(itemId: "pizza", name: "Pizza grande", price: 12, description: "bigger", priceCents: 1200),
+                MenuItem(itemId: "cola", name: "Cola", price: 2, priceCents: 200),
+                MenuItem(itemId: "tiramisu", name: "Tiramisù", price: 4.25, description: "twice in one update", priceCents: 425),
+            ], currency: "USD"))
             // Menus are per restaurant.
             #expect(await statusCode { try await restaurants.getMenu(GetMenuRequest(restaurantId: "r2")) } == .notFound)
         }

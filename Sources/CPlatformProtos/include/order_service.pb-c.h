@@ -16,6 +16,9 @@ PROTOBUF_C__BEGIN_DECLS
 
 
 typedef struct OrderService__PlaceOrderRequest OrderService__PlaceOrderRequest;
+typedef struct OrderService__OrderLine OrderService__OrderLine;
+typedef struct OrderService__Address OrderService__Address;
+typedef struct OrderService__PricedLine OrderService__PricedLine;
 typedef struct OrderService__PlaceOrderResponse OrderService__PlaceOrderResponse;
 typedef struct OrderService__GetOrderStatusRequest OrderService__GetOrderStatusRequest;
 typedef struct OrderService__GetOrderStatusResponse OrderService__GetOrderStatusResponse;
@@ -32,6 +35,11 @@ typedef struct OrderService__OrderUpdate OrderService__OrderUpdate;
 
 /* --- messages --- */
 
+/*
+ * An order is given either as the seed's free-text `items` with a client `total_price`, or as
+ * `lines` from the restaurant's menu, which the service prices (and then `restaurant_id` is
+ * required). Not both.
+ */
 struct  OrderService__PlaceOrderRequest
 {
   ProtobufCMessage base;
@@ -43,10 +51,92 @@ struct  OrderService__PlaceOrderRequest
    * Optional: when set, only this restaurant may accept or reject the order.
    */
   char *restaurant_id;
+  /*
+   * Menu items by id, priced from the restaurant's menu at the moment of ordering (1 to 100
+   * lines). An item that is not on the menu, or is unavailable, is FAILED_PRECONDITION.
+   */
+  size_t n_lines;
+  OrderService__OrderLine **lines;
+  /*
+   * An idempotency key chosen by the client (AIP-155): the same customer sending the same
+   * request_id within 24 hours gets the same order back, never a second one; the same
+   * request_id with a different request is INVALID_ARGUMENT. Same rules as an id: 1 to 128
+   * letters, digits, '.', '_' or '-'.
+   */
+  char *request_id;
+  /*
+   * Where the order goes; optional, validated when given.
+   */
+  OrderService__Address *delivery_address;
 };
 #define ORDER_SERVICE__PLACE_ORDER_REQUEST__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&order_service__place_order_request__descriptor) \
-    , (char *)protobuf_c_empty_string, 0,NULL, 0, (char *)protobuf_c_empty_string }
+    , (char *)protobuf_c_empty_string, 0,NULL, 0, (char *)protobuf_c_empty_string, 0,NULL, (char *)protobuf_c_empty_string, NULL }
+
+
+/*
+ * One line of an order, by menu item.
+ */
+struct  OrderService__OrderLine
+{
+  ProtobufCMessage base;
+  char *menu_item_id;
+  /*
+   * 1 to 99.
+   */
+  int32_t quantity;
+  /*
+   * For the kitchen ("no onions"); at most 200 bytes.
+   */
+  char *note;
+};
+#define ORDER_SERVICE__ORDER_LINE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&order_service__order_line__descriptor) \
+    , (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string }
+
+
+/*
+ * A delivery address: street and city are required (1 to 200 bytes each), postal_code at most 20
+ * bytes, notes for the driver at most 500.
+ */
+struct  OrderService__Address
+{
+  ProtobufCMessage base;
+  char *street;
+  char *city;
+  char *postal_code;
+  char *notes;
+};
+#define ORDER_SERVICE__ADDRESS__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&order_service__address__descriptor) \
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
+
+
+/*
+ * A line as it was priced when the order was placed: later menu changes do not alter it.
+ */
+struct  OrderService__PricedLine
+{
+  ProtobufCMessage base;
+  char *menu_item_id;
+  /*
+   * The item's name on the menu at the time.
+   */
+  char *name;
+  int32_t quantity;
+  char *note;
+  /*
+   * In the currency's minor units (cents for USD).
+   */
+  int64_t unit_price_cents;
+  /*
+   * quantity x unit_price_cents.
+   */
+  int64_t line_total_cents;
+};
+#define ORDER_SERVICE__PRICED_LINE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&order_service__priced_line__descriptor) \
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string, 0, 0 }
 
 
 struct  OrderService__PlaceOrderResponse
@@ -54,10 +144,16 @@ struct  OrderService__PlaceOrderResponse
   ProtobufCMessage base;
   char *order_id;
   char *status;
+  /*
+   * For an order placed by lines: its total in the currency's minor units, and the currency
+   * (ISO 4217). Zero and empty for an order of free-text items.
+   */
+  int64_t total_cents;
+  char *currency;
 };
 #define ORDER_SERVICE__PLACE_ORDER_RESPONSE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&order_service__place_order_response__descriptor) \
-    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string }
 
 
 struct  OrderService__GetOrderStatusRequest
@@ -75,13 +171,30 @@ struct  OrderService__GetOrderStatusResponse
   ProtobufCMessage base;
   char *order_id;
   char *status;
+  /*
+   * For an order placed by lines, one "<quantity> x <name>" (with " (<note>)") per line.
+   */
   size_t n_items;
   char **items;
+  /*
+   * For an order placed by lines, total_cents in the currency's major unit.
+   */
   double total_price;
+  /*
+   * The priced lines, for an order placed by lines.
+   */
+  size_t n_lines;
+  OrderService__PricedLine **lines;
+  int64_t total_cents;
+  char *currency;
+  /*
+   * As given with the order; unset when none was.
+   */
+  OrderService__Address *delivery_address;
 };
 #define ORDER_SERVICE__GET_ORDER_STATUS_RESPONSE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&order_service__get_order_status_response__descriptor) \
-    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0,NULL, 0 }
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0,NULL, 0, 0,NULL, 0, (char *)protobuf_c_empty_string, NULL }
 
 
 struct  OrderService__CancelOrderRequest
@@ -191,6 +304,63 @@ OrderService__PlaceOrderRequest *
                       const uint8_t       *data);
 void   order_service__place_order_request__free_unpacked
                      (OrderService__PlaceOrderRequest *message,
+                      ProtobufCAllocator *allocator);
+/* OrderService__OrderLine methods */
+void   order_service__order_line__init
+                     (OrderService__OrderLine         *message);
+size_t order_service__order_line__get_packed_size
+                     (const OrderService__OrderLine   *message);
+size_t order_service__order_line__pack
+                     (const OrderService__OrderLine   *message,
+                      uint8_t             *out);
+size_t order_service__order_line__pack_to_buffer
+                     (const OrderService__OrderLine   *message,
+                      ProtobufCBuffer     *buffer);
+OrderService__OrderLine *
+       order_service__order_line__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   order_service__order_line__free_unpacked
+                     (OrderService__OrderLine *message,
+                      ProtobufCAllocator *allocator);
+/* OrderService__Address methods */
+void   order_service__address__init
+                     (OrderService__Address         *message);
+size_t order_service__address__get_packed_size
+                     (const OrderService__Address   *message);
+size_t order_service__address__pack
+                     (const OrderService__Address   *message,
+                      uint8_t             *out);
+size_t order_service__address__pack_to_buffer
+                     (const OrderService__Address   *message,
+                      ProtobufCBuffer     *buffer);
+OrderService__Address *
+       order_service__address__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   order_service__address__free_unpacked
+                     (OrderService__Address *message,
+                      ProtobufCAllocator *allocator);
+/* OrderService__PricedLine methods */
+void   order_service__priced_line__init
+                     (OrderService__PricedLine         *message);
+size_t order_service__priced_line__get_packed_size
+                     (const OrderService__PricedLine   *message);
+size_t order_service__priced_line__pack
+                     (const OrderService__PricedLine   *message,
+                      uint8_t             *out);
+size_t order_service__priced_line__pack_to_buffer
+                     (const OrderService__PricedLine   *message,
+                      ProtobufCBuffer     *buffer);
+OrderService__PricedLine *
+       order_service__priced_line__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   order_service__priced_line__free_unpacked
+                     (OrderService__PricedLine *message,
                       ProtobufCAllocator *allocator);
 /* OrderService__PlaceOrderResponse methods */
 void   order_service__place_order_response__init
@@ -368,6 +538,15 @@ void   order_service__order_update__free_unpacked
 typedef void (*OrderService__PlaceOrderRequest_Closure)
                  (const OrderService__PlaceOrderRequest *message,
                   void *closure_data);
+typedef void (*OrderService__OrderLine_Closure)
+                 (const OrderService__OrderLine *message,
+                  void *closure_data);
+typedef void (*OrderService__Address_Closure)
+                 (const OrderService__Address *message,
+                  void *closure_data);
+typedef void (*OrderService__PricedLine_Closure)
+                 (const OrderService__PricedLine *message,
+                  void *closure_data);
 typedef void (*OrderService__PlaceOrderResponse_Closure)
                  (const OrderService__PlaceOrderResponse *message,
                   void *closure_data);
@@ -459,6 +638,9 @@ void order_service__order_service__watch_order(ProtobufCService *service,
 /* --- descriptors --- */
 
 extern const ProtobufCMessageDescriptor order_service__place_order_request__descriptor;
+extern const ProtobufCMessageDescriptor order_service__order_line__descriptor;
+extern const ProtobufCMessageDescriptor order_service__address__descriptor;
+extern const ProtobufCMessageDescriptor order_service__priced_line__descriptor;
 extern const ProtobufCMessageDescriptor order_service__place_order_response__descriptor;
 extern const ProtobufCMessageDescriptor order_service__get_order_status_request__descriptor;
 extern const ProtobufCMessageDescriptor order_service__get_order_status_response__descriptor;

@@ -38,12 +38,25 @@ struct  RestaurantService__MenuItem
   ProtobufCMessage base;
   char *item_id;
   char *name;
+  /*
+   * The price in the currency's major unit (dollars for USD), for the seed's clients.
+   */
   double price;
   char *description;
+  /*
+   * The price in the currency's minor units (cents for USD), what orders are priced with. An
+   * update may give either this or `price` (the other is derived, rounded to the minor unit), or
+   * both when they agree; GetMenu returns both.
+   */
+  int64_t price_cents;
+  /*
+   * Stays on the menu but cannot be ordered.
+   */
+  protobuf_c_boolean unavailable;
 };
 #define RESTAURANT_SERVICE__MENU_ITEM__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&restaurant_service__menu_item__descriptor) \
-    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string }
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string, 0, 0 }
 
 
 struct  RestaurantService__UpdateMenuRequest
@@ -52,10 +65,15 @@ struct  RestaurantService__UpdateMenuRequest
   char *restaurant_id;
   size_t n_items;
   RestaurantService__MenuItem **items;
+  /*
+   * The restaurant's currency, ISO 4217 (three capital letters, for example USD, EUR, JPY): one
+   * per restaurant, for all of its menu. Empty keeps the restaurant's; USD when it never had one.
+   */
+  char *currency;
 };
 #define RESTAURANT_SERVICE__UPDATE_MENU_REQUEST__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&restaurant_service__update_menu_request__descriptor) \
-    , (char *)protobuf_c_empty_string, 0,NULL }
+    , (char *)protobuf_c_empty_string, 0,NULL, (char *)protobuf_c_empty_string }
 
 
 struct  RestaurantService__UpdateMenuResponse
@@ -128,10 +146,14 @@ struct  RestaurantService__GetMenuResponse
   char *restaurant_id;
   size_t n_items;
   RestaurantService__MenuItem **items;
+  /*
+   * The currency of every price on the menu (ISO 4217).
+   */
+  char *currency;
 };
 #define RESTAURANT_SERVICE__GET_MENU_RESPONSE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&restaurant_service__get_menu_response__descriptor) \
-    , (char *)protobuf_c_empty_string, 0,NULL }
+    , (char *)protobuf_c_empty_string, 0,NULL, (char *)protobuf_c_empty_string }
 
 
 struct  RestaurantService__WatchRestaurantOrdersRequest

@@ -176,7 +176,7 @@ extension ReflectionV1 {
         func fill(_ c: inout Grpc__Reflection__V1__ServerReflectionResponse, arena: CArena) {
             grpc__reflection__v1__server_reflection_response__init(&c)
             c.valid_host = arena.cString(validHost)
-            c.original_request = arena.message(originalRequest, as: Grpc__Reflection__V1__ServerReflectionRequest.self) { $0.fill(&$1, arena: arena) }
+            c.original_request = originalRequest == ReflectionV1.ServerReflectionRequest() ? nil : arena.message(originalRequest, as: Grpc__Reflection__V1__ServerReflectionRequest.self) { $0.fill(&$1, arena: arena) }
             switch messageResponse {
             case .fileDescriptorResponse(let value)?:
                 c.message_response_case = GRPC__REFLECTION__V1__SERVER_REFLECTION_RESPONSE__MESSAGE_RESPONSE_FILE_DESCRIPTOR_RESPONSE

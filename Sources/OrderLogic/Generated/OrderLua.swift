@@ -54,6 +54,16 @@ enum OrderLua {
     redis.call('HSET', key, 'status', Status.CANCELED, 'last_event', event)
     return Status.CANCELED
     """#
+    /// Lua/claim_request.lua
+    static let claimRequest = #"""
+    -- KEYS: a customer's PlaceOrder request id (OrderKeys.request). ARGV: the request's fingerprint,
+    -- the order id it is to place, the lifetime in seconds. Returns 'CLAIMED' when the request id
+    -- was free and now names that order, else '<fingerprint> <order id>' of the request that took it.
+    local claimed = redis.call('GET', KEYS[1])
+    if claimed then return claimed end
+    redis.call('SET', KEYS[1], ARGV[1] .. ' ' .. ARGV[2], 'EX', ARGV[3])
+    return 'CLAIMED'
+    """#
     /// Lua/decide.lua
     static let decide = #"""
     -- KEYS: the order's hash, its partition's stream. ARGV: order id, restaurant id, ACCEPTED or
@@ -78,14 +88,15 @@ enum OrderLua {
     """#
     /// Lua/get.lua
     static let get = #"""
-    -- KEYS: the order's partition stream, the order's hash, its items. ARGV: order id, the order
+    -- KEYS: the order's partition stream, the order's hash, its items, its priced lines. ARGV: order id, the order
     -- service's consumer group, 'apply' or ''. With 'apply', first applies the order's newest
     -- delivery event among those the group has not acknowledged (at most 256 looked at, else answers
-    -- BEHIND and changes nothing), the way the consumer does. Then returns {status, total, items} or
-    -- nil. So an order changed a moment ago through the delivery service reads changed, in one round
+    -- BEHIND and changes nothing), the way the consumer does. Then returns {status, total, items,
+    -- total in minor units, currency, lines (flat, as place stores them), address street, city,
+    -- postal code, notes} ('' for what the order does not have) or nil. So an order changed a moment ago through the delivery service reads changed, in one round
     -- trip. It acknowledges nothing: a consumer still applies those events (idempotently, with WAIT
     -- when configured), so what this function wrote without a WAIT is never the only copy.
-    local stream, key, itemsKey = KEYS[1], KEYS[2], KEYS[3]
+    local stream, key, itemsKey, linesKey = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
     if ARGV[3] ~= '' then
         local entries = redis.call('XRANGE', stream, unappliedStart(stream, ARGV[2]), '+', 'COUNT', 257)
         if #entries == 257 then return BEHIND end
@@ -98,25 +109,41 @@ enum OrderLua {
             end
         end
     end
-    local fields = redis.call('HMGET', key, 'status', 'total_price')
+    local fields = redis.call('HMGET', key, 'status', 'total_price', 'total_cents', 'currency', 'address_street', 'address_city',
+        'address_postal_code', 'address_notes')
     if not fields[1] then return false end
-    return {fields[1], fields[2], redis.call('LRANGE', itemsKey, 0, -1)}
+    for i = 2, 8 do fields[i] = fields[i] or '' end
+    return {fields[1], fields[2], redis.call('LRANGE', itemsKey, 0, -1), fields[3], fields[4],
+        fields[3] ~= '' and redis.call('LRANGE', linesKey, 0, -1) or {}, fields[5], fields[6], fields[7], fields[8]}
     """#
     /// Lua/place.lua
     static let place = #"""
-    -- KEYS: the order's hash, its items, its partition's stream. ARGV: order id (new, from the
-    -- sequence), customer, total price, restaurant, then the items. Stores the order as PLACED and
-    -- appends ORDER_PLACED (stream only: the channel carries the seed's messages). Returns 'PLACED', or
-    -- 'EXISTS' (and changes nothing) when an order has the id already.
-    local key, itemsKey, stream = KEYS[1], KEYS[2], KEYS[3]
+    -- KEYS: the order's hash, its items, its partition's stream, its priced lines. ARGV: order id
+    -- (new, from the sequence), customer, total price, restaurant, total in minor units and currency
+    -- ('' for an order of free-text items), the address's street, city, postal code and notes (''
+    -- when none), the number of items n, the n items, then the priced lines, five entries each (menu
+    -- item id, name, quantity, note, unit price in minor units). Stores the order as PLACED and
+    -- appends ORDER_PLACED (stream only: the channel carries the seed's messages). Returns 'PLACED',
+    -- or 'EXISTS' (and changes nothing) when an order has the id already.
+    local key, itemsKey, stream, linesKey = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
     local id = ARGV[1]
     if redis.call('EXISTS', key) == 1 then return 'EXISTS' end
-    local items = {unpack(ARGV, 5)}
+    local count = tonumber(ARGV[11])
+    local items = {unpack(ARGV, 12, 11 + count)}
     local event = emit(stream, Kind.ORDER_PLACED, id, nil, {Field.customer, ARGV[2], Field.restaurant, ARGV[4],
         Field.items, encodeItems(items), Field.total, ARGV[3]}, true)
-    redis.call('HSET', key, 'customer_id', ARGV[2], 'total_price', ARGV[3], 'restaurant_id', ARGV[4], 'status', Status.PLACED,
-        'last_event', event)
+    local fields = {'customer_id', ARGV[2], 'total_price', ARGV[3], 'restaurant_id', ARGV[4], 'status', Status.PLACED,
+        'last_event', event}
+    local optional = {'total_cents', 'currency', 'address_street', 'address_city', 'address_postal_code', 'address_notes'}
+    for i, name in ipairs(optional) do
+        if ARGV[4 + i] ~= '' then
+            fields[#fields + 1] = name
+            fields[#fields + 1] = ARGV[4 + i]
+        end
+    end
+    redis.call('HSET', key, unpack(fields))
     redis.call('RPUSH', itemsKey, unpack(items))
+    if #ARGV > 11 + count then redis.call('RPUSH', linesKey, unpack(ARGV, 12 + count)) end
     return Status.PLACED
     """#
     /// Lua/watch_snapshot.lua

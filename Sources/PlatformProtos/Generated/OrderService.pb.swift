@@ -5,6 +5,10 @@ import CPlatformProtos
 import ProtobufRuntime
 import RPCCore
 
+/// An order is given either as the seed's free-text `items` with a client `total_price`, or as
+/// `lines` from the restaurant's menu, which the service prices (and then `restaurant_id` is
+/// required). Not both.
+///
 /// `order_service.PlaceOrderRequest`
 public struct PlaceOrderRequest: GRPCMessage, Equatable {
     public var customerId: String = ""
@@ -12,14 +16,27 @@ public struct PlaceOrderRequest: GRPCMessage, Equatable {
     public var totalPrice: Double = 0
     /// Optional: when set, only this restaurant may accept or reject the order.
     public var restaurantId: String = ""
+    /// Menu items by id, priced from the restaurant's menu at the moment of ordering (1 to 100
+    /// lines). An item that is not on the menu, or is unavailable, is FAILED_PRECONDITION.
+    public var lines: [OrderLine] = []
+    /// An idempotency key chosen by the client (AIP-155): the same customer sending the same
+    /// request_id within 24 hours gets the same order back, never a second one; the same
+    /// request_id with a different request is INVALID_ARGUMENT. Same rules as an id: 1 to 128
+    /// letters, digits, '.', '_' or '-'.
+    public var requestId: String = ""
+    /// Where the order goes; optional, validated when given.
+    public var deliveryAddress: Address = Address()
 
     public init() {}
 
-    public init(customerId: String = "", items: [String] = [], totalPrice: Double = 0, restaurantId: String = "") {
+    public init(customerId: String = "", items: [String] = [], totalPrice: Double = 0, restaurantId: String = "", lines: [OrderLine] = [], requestId: String = "", deliveryAddress: Address = Address()) {
         self.customerId = customerId
         self.items = items
         self.totalPrice = totalPrice
         self.restaurantId = restaurantId
+        self.lines = lines
+        self.requestId = requestId
+        self.deliveryAddress = deliveryAddress
     }
 
     func fill(_ c: inout OrderService__PlaceOrderRequest, arena: CArena) {
@@ -29,6 +46,10 @@ public struct PlaceOrderRequest: GRPCMessage, Equatable {
         c.items = arena.cStrings(items)
         c.total_price = totalPrice
         c.restaurant_id = arena.cString(restaurantId)
+        c.n_lines = lines.count
+        c.lines = arena.messages(lines, as: OrderService__OrderLine.self) { $0.fill(&$1, arena: arena) }
+        c.request_id = arena.cString(requestId)
+        c.delivery_address = deliveryAddress == Address() ? nil : arena.message(deliveryAddress, as: OrderService__Address.self) { $0.fill(&$1, arena: arena) }
     }
 
     init(_ c: OrderService__PlaceOrderRequest) {
@@ -36,6 +57,9 @@ public struct PlaceOrderRequest: GRPCMessage, Equatable {
         items = CArena.buffer(c.items, count: c.n_items).map(CArena.string)
         totalPrice = c.total_price
         restaurantId = CArena.string(c.restaurant_id)
+        lines = CArena.buffer(c.lines, count: c.n_lines).map { OrderLine($0!.pointee) }
+        requestId = CArena.string(c.request_id)
+        deliveryAddress = c.delivery_address.map { Address($0.pointee) } ?? Address()
     }
 
     public func serializedBytes() -> [UInt8] {
@@ -51,27 +75,185 @@ public struct PlaceOrderRequest: GRPCMessage, Equatable {
     }
 }
 
+/// One line of an order, by menu item.
+///
+/// `order_service.OrderLine`
+public struct OrderLine: GRPCMessage, Equatable {
+    public var menuItemId: String = ""
+    /// 1 to 99.
+    public var quantity: Int32 = 0
+    /// For the kitchen ("no onions"); at most 200 bytes.
+    public var note: String = ""
+
+    public init() {}
+
+    public init(menuItemId: String = "", quantity: Int32 = 0, note: String = "") {
+        self.menuItemId = menuItemId
+        self.quantity = quantity
+        self.note = note
+    }
+
+    func fill(_ c: inout OrderService__OrderLine, arena: CArena) {
+        order_service__order_line__init(&c)
+        c.menu_item_id = arena.cString(menuItemId)
+        c.quantity = quantity
+        c.note = arena.cString(note)
+    }
+
+    init(_ c: OrderService__OrderLine) {
+        menuItemId = CArena.string(c.menu_item_id)
+        quantity = c.quantity
+        note = CArena.string(c.note)
+    }
+
+    public func serializedBytes() -> [UInt8] {
+        let arena = CArena()
+        defer { arena.release() }
+        var c = OrderService__OrderLine()
+        fill(&c, arena: arena)
+        return CArena.pack(&c, size: order_service__order_line__get_packed_size, pack: order_service__order_line__pack)
+    }
+
+    public init(serializedBytes bytes: [UInt8]) throws(MessageDecodingError) {
+        self = try CArena.unpack(bytes, unpack: order_service__order_line__unpack, free: order_service__order_line__free_unpacked) { Self($0) }
+    }
+}
+
+/// A delivery address: street and city are required (1 to 200 bytes each), postal_code at most 20
+/// bytes, notes for the driver at most 500.
+///
+/// `order_service.Address`
+public struct Address: GRPCMessage, Equatable {
+    public var street: String = ""
+    public var city: String = ""
+    public var postalCode: String = ""
+    public var notes: String = ""
+
+    public init() {}
+
+    public init(street: String = "", city: String = "", postalCode: String = "", notes: String = "") {
+        self.street = street
+        self.city = city
+        self.postalCode = postalCode
+        self.notes = notes
+    }
+
+    func fill(_ c: inout OrderService__Address, arena: CArena) {
+        order_service__address__init(&c)
+        c.street = arena.cString(street)
+        c.city = arena.cString(city)
+        c.postal_code = arena.cString(postalCode)
+        c.notes = arena.cString(notes)
+    }
+
+    init(_ c: OrderService__Address) {
+        street = CArena.string(c.street)
+        city = CArena.string(c.city)
+        postalCode = CArena.string(c.postal_code)
+        notes = CArena.string(c.notes)
+    }
+
+    public func serializedBytes() -> [UInt8] {
+        let arena = CArena()
+        defer { arena.release() }
+        var c = OrderService__Address()
+        fill(&c, arena: arena)
+        return CArena.pack(&c, size: order_service__address__get_packed_size, pack: order_service__address__pack)
+    }
+
+    public init(serializedBytes bytes: [UInt8]) throws(MessageDecodingError) {
+        self = try CArena.unpack(bytes, unpack: order_service__address__unpack, free: order_service__address__free_unpacked) { Self($0) }
+    }
+}
+
+/// A line as it was priced when the order was placed: later menu changes do not alter it.
+///
+/// `order_service.PricedLine`
+public struct PricedLine: GRPCMessage, Equatable {
+    public var menuItemId: String = ""
+    /// The item's name on the menu at the time.
+    public var name: String = ""
+    public var quantity: Int32 = 0
+    public var note: String = ""
+    /// In the currency's minor units (cents for USD).
+    public var unitPriceCents: Int64 = 0
+    /// quantity x unit_price_cents.
+    public var lineTotalCents: Int64 = 0
+
+    public init() {}
+
+    public init(menuItemId: String = "", name: String = "", quantity: Int32 = 0, note: String = "", unitPriceCents: Int64 = 0, lineTotalCents: Int64 = 0) {
+        self.menuItemId = menuItemId
+        self.name = name
+        self.quantity = quantity
+        self.note = note
+        self.unitPriceCents = unitPriceCents
+        self.lineTotalCents = lineTotalCents
+    }
+
+    func fill(_ c: inout OrderService__PricedLine, arena: CArena) {
+        order_service__priced_line__init(&c)
+        c.menu_item_id = arena.cString(menuItemId)
+        c.name = arena.cString(name)
+        c.quantity = quantity
+        c.note = arena.cString(note)
+        c.unit_price_cents = unitPriceCents
+        c.line_total_cents = lineTotalCents
+    }
+
+    init(_ c: OrderService__PricedLine) {
+        menuItemId = CArena.string(c.menu_item_id)
+        name = CArena.string(c.name)
+        quantity = c.quantity
+        note = CArena.string(c.note)
+        unitPriceCents = c.unit_price_cents
+        lineTotalCents = c.line_total_cents
+    }
+
+    public func serializedBytes() -> [UInt8] {
+        let arena = CArena()
+        defer { arena.release() }
+        var c = OrderService__PricedLine()
+        fill(&c, arena: arena)
+        return CArena.pack(&c, size: order_service__priced_line__get_packed_size, pack: order_service__priced_line__pack)
+    }
+
+    public init(serializedBytes bytes: [UInt8]) throws(MessageDecodingError) {
+        self = try CArena.unpack(bytes, unpack: order_service__priced_line__unpack, free: order_service__priced_line__free_unpacked) { Self($0) }
+    }
+}
+
 /// `order_service.PlaceOrderResponse`
 public struct PlaceOrderResponse: GRPCMessage, Equatable {
     public var orderId: String = ""
     public var status: String = ""
+    /// For an order placed by lines: its total in the currency's minor units, and the currency
+    /// (ISO 4217). Zero and empty for an order of free-text items.
+    public var totalCents: Int64 = 0
+    public var currency: String = ""
 
     public init() {}
 
-    public init(orderId: String = "", status: String = "") {
+    public init(orderId: String = "", status: String = "", totalCents: Int64 = 0, currency: String = "") {
         self.orderId = orderId
         self.status = status
+        self.totalCents = totalCents
+        self.currency = currency
     }
 
     func fill(_ c: inout OrderService__PlaceOrderResponse, arena: CArena) {
         order_service__place_order_response__init(&c)
         c.order_id = arena.cString(orderId)
         c.status = arena.cString(status)
+        c.total_cents = totalCents
+        c.currency = arena.cString(currency)
     }
 
     init(_ c: OrderService__PlaceOrderResponse) {
         orderId = CArena.string(c.order_id)
         status = CArena.string(c.status)
+        totalCents = c.total_cents
+        currency = CArena.string(c.currency)
     }
 
     public func serializedBytes() -> [UInt8] {
@@ -123,16 +305,28 @@ public struct GetOrderStatusRequest: GRPCMessage, Equatable {
 public struct GetOrderStatusResponse: GRPCMessage, Equatable {
     public var orderId: String = ""
     public var status: String = ""
+    /// For an order placed by lines, one "<quantity> x <name>" (with " (<note>)") per line.
     public var items: [String] = []
+    /// For an order placed by lines, total_cents in the currency's major unit.
     public var totalPrice: Double = 0
+    /// The priced lines, for an order placed by lines.
+    public var lines: [PricedLine] = []
+    public var totalCents: Int64 = 0
+    public var currency: String = ""
+    /// As given with the order; unset when none was.
+    public var deliveryAddress: Address = Address()
 
     public init() {}
 
-    public init(orderId: String = "", status: String = "", items: [String] = [], totalPrice: Double = 0) {
+    public init(orderId: String = "", status: String = "", items: [String] = [], totalPrice: Double = 0, lines: [PricedLine] = [], totalCents: Int64 = 0, currency: String = "", deliveryAddress: Address = Address()) {
         self.orderId = orderId
         self.status = status
         self.items = items
         self.totalPrice = totalPrice
+        self.lines = lines
+        self.totalCents = totalCents
+        self.currency = currency
+        self.deliveryAddress = deliveryAddress
     }
 
     func fill(_ c: inout OrderService__GetOrderStatusResponse, arena: CArena) {
@@ -142,6 +336,11 @@ public struct GetOrderStatusResponse: GRPCMessage, Equatable {
         c.n_items = items.count
         c.items = arena.cStrings(items)
         c.total_price = totalPrice
+        c.n_lines = lines.count
+        c.lines = arena.messages(lines, as: OrderService__PricedLine.self) { $0.fill(&$1, arena: arena) }
+        c.total_cents = totalCents
+        c.currency = arena.cString(currency)
+        c.delivery_address = deliveryAddress == Address() ? nil : arena.message(deliveryAddress, as: OrderService__Address.self) { $0.fill(&$1, arena: arena) }
     }
 
     init(_ c: OrderService__GetOrderStatusResponse) {
@@ -149,6 +348,10 @@ public struct GetOrderStatusResponse: GRPCMessage, Equatable {
         status = CArena.string(c.status)
         items = CArena.buffer(c.items, count: c.n_items).map(CArena.string)
         totalPrice = c.total_price
+        lines = CArena.buffer(c.lines, count: c.n_lines).map { PricedLine($0!.pointee) }
+        totalCents = c.total_cents
+        currency = CArena.string(c.currency)
+        deliveryAddress = c.delivery_address.map { Address($0.pointee) } ?? Address()
     }
 
     public func serializedBytes() -> [UInt8] {

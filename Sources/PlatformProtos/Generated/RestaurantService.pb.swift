@@ -9,16 +9,25 @@ import RPCCore
 public struct MenuItem: GRPCMessage, Equatable {
     public var itemId: String = ""
     public var name: String = ""
+    /// The price in the currency's major unit (dollars for USD), for the seed's clients.
     public var price: Double = 0
     public var description: String = ""
+    /// The price in the currency's minor units (cents for USD), what orders are priced with. An
+    /// update may give either this or `price` (the other is derived, rounded to the minor unit), or
+    /// both when they agree; GetMenu returns both.
+    public var priceCents: Int64 = 0
+    /// Stays on the menu but cannot be ordered.
+    public var unavailable: Bool = false
 
     public init() {}
 
-    public init(itemId: String = "", name: String = "", price: Double = 0, description: String = "") {
+    public init(itemId: String = "", name: String = "", price: Double = 0, description: String = "", priceCents: Int64 = 0, unavailable: Bool = false) {
         self.itemId = itemId
         self.name = name
         self.price = price
         self.description = description
+        self.priceCents = priceCents
+        self.unavailable = unavailable
     }
 
     func fill(_ c: inout RestaurantService__MenuItem, arena: CArena) {
@@ -27,6 +36,8 @@ public struct MenuItem: GRPCMessage, Equatable {
         c.name = arena.cString(name)
         c.price = price
         c.description = arena.cString(description)
+        c.price_cents = priceCents
+        c.unavailable = unavailable ? 1 : 0
     }
 
     init(_ c: RestaurantService__MenuItem) {
@@ -34,6 +45,8 @@ public struct MenuItem: GRPCMessage, Equatable {
         name = CArena.string(c.name)
         price = c.price
         description = CArena.string(c.description)
+        priceCents = c.price_cents
+        unavailable = c.unavailable != 0
     }
 
     public func serializedBytes() -> [UInt8] {
@@ -53,12 +66,16 @@ public struct MenuItem: GRPCMessage, Equatable {
 public struct UpdateMenuRequest: GRPCMessage, Equatable {
     public var restaurantId: String = ""
     public var items: [MenuItem] = []
+    /// The restaurant's currency, ISO 4217 (three capital letters, for example USD, EUR, JPY): one
+    /// per restaurant, for all of its menu. Empty keeps the restaurant's; USD when it never had one.
+    public var currency: String = ""
 
     public init() {}
 
-    public init(restaurantId: String = "", items: [MenuItem] = []) {
+    public init(restaurantId: String = "", items: [MenuItem] = [], currency: String = "") {
         self.restaurantId = restaurantId
         self.items = items
+        self.currency = currency
     }
 
     func fill(_ c: inout RestaurantService__UpdateMenuRequest, arena: CArena) {
@@ -66,11 +83,13 @@ public struct UpdateMenuRequest: GRPCMessage, Equatable {
         c.restaurant_id = arena.cString(restaurantId)
         c.n_items = items.count
         c.items = arena.messages(items, as: RestaurantService__MenuItem.self) { $0.fill(&$1, arena: arena) }
+        c.currency = arena.cString(currency)
     }
 
     init(_ c: RestaurantService__UpdateMenuRequest) {
         restaurantId = CArena.string(c.restaurant_id)
         items = CArena.buffer(c.items, count: c.n_items).map { MenuItem($0!.pointee) }
+        currency = CArena.string(c.currency)
     }
 
     public func serializedBytes() -> [UInt8] {
@@ -298,12 +317,15 @@ public struct GetMenuRequest: GRPCMessage, Equatable {
 public struct GetMenuResponse: GRPCMessage, Equatable {
     public var restaurantId: String = ""
     public var items: [MenuItem] = []
+    /// The currency of every price on the menu (ISO 4217).
+    public var currency: String = ""
 
     public init() {}
 
-    public init(restaurantId: String = "", items: [MenuItem] = []) {
+    public init(restaurantId: String = "", items: [MenuItem] = [], currency: String = "") {
         self.restaurantId = restaurantId
         self.items = items
+        self.currency = currency
     }
 
     func fill(_ c: inout RestaurantService__GetMenuResponse, arena: CArena) {
@@ -311,11 +333,13 @@ public struct GetMenuResponse: GRPCMessage, Equatable {
         c.restaurant_id = arena.cString(restaurantId)
         c.n_items = items.count
         c.items = arena.messages(items, as: RestaurantService__MenuItem.self) { $0.fill(&$1, arena: arena) }
+        c.currency = arena.cString(currency)
     }
 
     init(_ c: RestaurantService__GetMenuResponse) {
         restaurantId = CArena.string(c.restaurant_id)
         items = CArena.buffer(c.items, count: c.n_items).map { MenuItem($0!.pointee) }
+        currency = CArena.string(c.currency)
     }
 
     public func serializedBytes() -> [UInt8] {

@@ -4,28 +4,35 @@
 enum MenuLua {
     /// Lua/get_menu.lua
     static let getMenu = #"""
-    -- KEYS: the restaurant's menu and its item order. Returns a flat list: id, name, price,
-    -- description per item, in the order they were first added.
-    local out = {}
+    -- KEYS: the restaurant's menu, its item order, its profile. Returns the currency ('' when the
+    -- restaurant never named one), then a flat list: id, name, price, description, price in minor
+    -- units and unavailable ('1' or '0') per item, in the order they were first added. Items stored
+    -- before prices had minor units answer '' for those, and '0'.
+    local out = {redis.call('HGET', KEYS[3], 'currency') or ''}
     for _, id in ipairs(redis.call('LRANGE', KEYS[2], 0, -1)) do
         local item = cjson.decode(redis.call('HGET', KEYS[1], id))
         out[#out + 1] = id
         out[#out + 1] = item[1]
         out[#out + 1] = item[2]
         out[#out + 1] = item[3]
+        out[#out + 1] = item[4] or ''
+        out[#out + 1] = item[5] or '0'
     end
     return out
     """#
     /// Lua/update_menu.lua
     static let updateMenu = #"""
-    -- KEYS: the restaurant's menu (item id -> JSON of name, price, description) and the item ids in
-    -- the order they were first added. ARGV: item id, name, price, description per item.
-    local menu, order = KEYS[1], KEYS[2]
-    for i = 1, #ARGV, 4 do
+    -- KEYS: the restaurant's menu (item id -> JSON of name, price, description, price in minor
+    -- units, unavailable), the item ids in the order they were first added, and the restaurant's
+    -- profile hash (its currency). ARGV: the currency ('' keeps the restaurant's), then per item its
+    -- id, name, price, description, price in minor units, and '1' when unavailable ('0' otherwise).
+    local menu, order, profile = KEYS[1], KEYS[2], KEYS[3]
+    if ARGV[1] ~= '' then redis.call('HSET', profile, 'currency', ARGV[1]) end
+    for i = 2, #ARGV, 6 do
         if redis.call('HEXISTS', menu, ARGV[i]) == 0 then
             redis.call('RPUSH', order, ARGV[i])
         end
-        redis.call('HSET', menu, ARGV[i], cjson.encode({ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]}))
+        redis.call('HSET', menu, ARGV[i], cjson.encode({ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5]}))
     end
     return 'SUCCESS'
     """#
