@@ -4,6 +4,9 @@
 //                                               requests (the same messages as the peers' bodies),
 //                                               AcceptOrder of order_1 for the platform, and
 //                                               StreamBench/Stream of 100 replies of 64 bytes
+//   grpc-bench-client menu --port P --order-port O   UpdateMenu of restaurant `bench`, which the
+//                                               priced PlaceOrder body orders from, and one
+//                                               such order, checked
 //   grpc-bench-client latency --port P          unary GetOrderStatus one at a time: p50/p90/p99
 //   grpc-bench-client throughput --port P       many concurrent calls on one channel: calls/s
 // The server is any OrderService with the peers' semantics (grpc-bench-server, or a peer).
@@ -18,7 +21,7 @@ struct BenchClient: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "grpc-bench-client",
         abstract: "Benchmarks our gRPC client and writes h2load request bodies.",
-        subcommands: [Bodies.self, Latency.self, Throughput.self])
+        subcommands: [Bodies.self, Menu.self, Latency.self, Throughput.self])
 }
 
 struct Target: ParsableArguments {
@@ -39,6 +42,14 @@ enum BenchRequests {
     static let place = PlaceOrderRequest(customerId: "customer_1", items: ["burger", "fries", "cola"], totalPrice: 12.5)
     static let status = GetOrderStatusRequest(orderId: "order_1")
     static let cancel = CancelOrderRequest(orderId: "order_1")
+    /// The same order by three menu lines of restaurant `bench` (BenchRequests.menu), priced by the
+    /// order service.
+    static let placeLines = PlaceOrderRequest(customerId: "customer_1", restaurantId: "bench", lines: [
+        OrderLine(menuItemId: "burger", quantity: 1), OrderLine(menuItemId: "fries", quantity: 1), OrderLine(menuItemId: "cola", quantity: 1)])
+    /// Restaurant `bench`'s menu, for `placeLines`.
+    static let menu = UpdateMenuRequest(restaurantId: "bench", items: [
+        MenuItem(itemId: "burger", name: "Burger", priceCents: 850), MenuItem(itemId: "fries", name: "Fries", priceCents: 250),
+        MenuItem(itemId: "cola", name: "Cola", priceCents: 150)], currency: "USD")
     /// For the platform's restaurant service: order_1 accepted once, then the same decision again.
     static let accept = AcceptOrderRequest(restaurantId: "r1", orderId: "order_1")
     /// The C++ peer's streaming yardstick: one stream of 100 replies of 64 bytes.
@@ -55,12 +66,30 @@ struct Bodies: ParsableCommand {
 
     func run() throws {
         for (name, bytes) in [("place_order.bin", BenchRequests.framed(BenchRequests.place)),
+                              ("place_order_lines.bin", BenchRequests.framed(BenchRequests.placeLines)),
                               ("get_order_status.bin", BenchRequests.framed(BenchRequests.status)),
                               ("cancel_order.bin", BenchRequests.framed(BenchRequests.cancel)),
                               ("accept_order.bin", BenchRequests.framed(BenchRequests.accept)),
                               ("stream_100x64.bin", BenchRequests.framed(BenchRequests.stream))] {
             try Data(bytes).write(to: URL(fileURLWithPath: directory).appendingPathComponent(name))
         }
+    }
+}
+
+struct Menu: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Set restaurant bench's menu on a restaurant service, then check that an order service prices from it.")
+    @Option(help: "Services host.") var host = "127.0.0.1"
+    @Option(help: "Restaurant service port.") var port: Int
+    @Option(help: "Order service port.") var orderPort: Int
+
+    func run() async throws {
+        let restaurants = GRPCChannel(host: host, port: port), orders = GRPCChannel(host: host, port: orderPort)
+        defer { restaurants.close(); orders.close() }
+        _ = try await RestaurantServiceClient(transport: restaurants).updateMenu(BenchRequests.menu)
+        // h2load cannot tell a gRPC error from a reply: make sure the priced body succeeds.
+        let placed = try await OrderServiceClient(transport: orders).placeOrder(BenchRequests.placeLines)
+        guard placed.totalCents == 1250 else { throw ValidationError("the priced order came back with \(placed)") }
     }
 }
 
