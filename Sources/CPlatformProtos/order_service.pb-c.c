@@ -1067,7 +1067,7 @@ const ProtobufCMessageDescriptor order_service__get_order_status_request__descri
   (ProtobufCMessageInit) order_service__get_order_status_request__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor order_service__get_order_status_response__field_descriptors[8] =
+static const ProtobufCFieldDescriptor order_service__get_order_status_response__field_descriptors[11] =
 {
   {
     "order_id",
@@ -1165,13 +1165,52 @@ static const ProtobufCFieldDescriptor order_service__get_order_status_response__
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "estimated_ready_at_unix_ms",
+    9,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(OrderService__GetOrderStatusResponse, estimated_ready_at_unix_ms),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "reject_reason",
+    10,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(OrderService__GetOrderStatusResponse, reject_reason),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "reject_message",
+    11,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(OrderService__GetOrderStatusResponse, reject_message),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned order_service__get_order_status_response__field_indices_by_name[] = {
   6,   /* field[6] = currency */
   7,   /* field[7] = delivery_address */
+  8,   /* field[8] = estimated_ready_at_unix_ms */
   2,   /* field[2] = items */
   4,   /* field[4] = lines */
   0,   /* field[0] = order_id */
+  10,   /* field[10] = reject_message */
+  9,   /* field[9] = reject_reason */
   1,   /* field[1] = status */
   5,   /* field[5] = total_cents */
   3,   /* field[3] = total_price */
@@ -1179,7 +1218,7 @@ static const unsigned order_service__get_order_status_response__field_indices_by
 static const ProtobufCIntRange order_service__get_order_status_response__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 8 }
+  { 0, 11 }
 };
 const ProtobufCMessageDescriptor order_service__get_order_status_response__descriptor =
 {
@@ -1189,7 +1228,7 @@ const ProtobufCMessageDescriptor order_service__get_order_status_response__descr
   "OrderService__GetOrderStatusResponse",
   "order_service",
   sizeof(OrderService__GetOrderStatusResponse),
-  8,
+  11,
   order_service__get_order_status_response__field_descriptors,
   order_service__get_order_status_response__field_indices_by_name,
   1,  order_service__get_order_status_response__number_ranges,
@@ -1285,7 +1324,7 @@ const ProtobufCMessageDescriptor order_service__cancel_order_response__descripto
   (ProtobufCMessageInit) order_service__cancel_order_response__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor order_service__record_restaurant_decision_request__field_descriptors[3] =
+static const ProtobufCFieldDescriptor order_service__record_restaurant_decision_request__field_descriptors[6] =
 {
   {
     "order_id",
@@ -1323,16 +1362,55 @@ static const ProtobufCFieldDescriptor order_service__record_restaurant_decision_
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "prep_minutes",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT32,
+    0,   /* quantifier_offset */
+    offsetof(OrderService__RecordRestaurantDecisionRequest, prep_minutes),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "reject_reason",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(OrderService__RecordRestaurantDecisionRequest, reject_reason),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "reject_message",
+    6,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(OrderService__RecordRestaurantDecisionRequest, reject_message),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned order_service__record_restaurant_decision_request__field_indices_by_name[] = {
   2,   /* field[2] = decision */
   0,   /* field[0] = order_id */
+  3,   /* field[3] = prep_minutes */
+  5,   /* field[5] = reject_message */
+  4,   /* field[4] = reject_reason */
   1,   /* field[1] = restaurant_id */
 };
 static const ProtobufCIntRange order_service__record_restaurant_decision_request__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 3 }
+  { 0, 6 }
 };
 const ProtobufCMessageDescriptor order_service__record_restaurant_decision_request__descriptor =
 {
@@ -1342,14 +1420,14 @@ const ProtobufCMessageDescriptor order_service__record_restaurant_decision_reque
   "OrderService__RecordRestaurantDecisionRequest",
   "order_service",
   sizeof(OrderService__RecordRestaurantDecisionRequest),
-  3,
+  6,
   order_service__record_restaurant_decision_request__field_descriptors,
   order_service__record_restaurant_decision_request__field_indices_by_name,
   1,  order_service__record_restaurant_decision_request__number_ranges,
   (ProtobufCMessageInit) order_service__record_restaurant_decision_request__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor order_service__record_restaurant_decision_response__field_descriptors[2] =
+static const ProtobufCFieldDescriptor order_service__record_restaurant_decision_response__field_descriptors[3] =
 {
   {
     "order_id",
@@ -1375,15 +1453,28 @@ static const ProtobufCFieldDescriptor order_service__record_restaurant_decision_
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "estimated_ready_at_unix_ms",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(OrderService__RecordRestaurantDecisionResponse, estimated_ready_at_unix_ms),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned order_service__record_restaurant_decision_response__field_indices_by_name[] = {
+  2,   /* field[2] = estimated_ready_at_unix_ms */
   0,   /* field[0] = order_id */
   1,   /* field[1] = status */
 };
 static const ProtobufCIntRange order_service__record_restaurant_decision_response__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 2 }
+  { 0, 3 }
 };
 const ProtobufCMessageDescriptor order_service__record_restaurant_decision_response__descriptor =
 {
@@ -1393,7 +1484,7 @@ const ProtobufCMessageDescriptor order_service__record_restaurant_decision_respo
   "OrderService__RecordRestaurantDecisionResponse",
   "order_service",
   sizeof(OrderService__RecordRestaurantDecisionResponse),
-  2,
+  3,
   order_service__record_restaurant_decision_response__field_descriptors,
   order_service__record_restaurant_decision_response__field_indices_by_name,
   1,  order_service__record_restaurant_decision_response__number_ranges,
@@ -1438,7 +1529,7 @@ const ProtobufCMessageDescriptor order_service__watch_order_request__descriptor 
   (ProtobufCMessageInit) order_service__watch_order_request__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor order_service__order_update__field_descriptors[7] =
+static const ProtobufCFieldDescriptor order_service__order_update__field_descriptors[9] =
 {
   {
     "order_id",
@@ -1524,12 +1615,38 @@ static const ProtobufCFieldDescriptor order_service__order_update__field_descrip
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "estimated_ready_at_unix_ms",
+    8,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(OrderService__OrderUpdate, estimated_ready_at_unix_ms),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "reject_reason",
+    9,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(OrderService__OrderUpdate, reject_reason),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned order_service__order_update__field_indices_by_name[] = {
   5,   /* field[5] = customer_id */
   2,   /* field[2] = driver_id */
+  7,   /* field[7] = estimated_ready_at_unix_ms */
   6,   /* field[6] = final */
   0,   /* field[0] = order_id */
+  8,   /* field[8] = reject_reason */
   4,   /* field[4] = restaurant_id */
   1,   /* field[1] = status */
   3,   /* field[3] = updated_at_unix_ms */
@@ -1537,7 +1654,7 @@ static const unsigned order_service__order_update__field_indices_by_name[] = {
 static const ProtobufCIntRange order_service__order_update__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 7 }
+  { 0, 9 }
 };
 const ProtobufCMessageDescriptor order_service__order_update__descriptor =
 {
@@ -1547,7 +1664,7 @@ const ProtobufCMessageDescriptor order_service__order_update__descriptor =
   "OrderService__OrderUpdate",
   "order_service",
   sizeof(OrderService__OrderUpdate),
-  7,
+  9,
   order_service__order_update__field_descriptors,
   order_service__order_update__field_indices_by_name,
   1,  order_service__order_update__number_ranges,

@@ -412,6 +412,96 @@ void   restaurant_service__get_menu_response__free_unpacked
   assert(message->base.descriptor == &restaurant_service__get_menu_response__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   restaurant_service__set_restaurant_status_request__init
+                     (RestaurantService__SetRestaurantStatusRequest         *message)
+{
+  static const RestaurantService__SetRestaurantStatusRequest init_value = RESTAURANT_SERVICE__SET_RESTAURANT_STATUS_REQUEST__INIT;
+  *message = init_value;
+}
+size_t restaurant_service__set_restaurant_status_request__get_packed_size
+                     (const RestaurantService__SetRestaurantStatusRequest *message)
+{
+  assert(message->base.descriptor == &restaurant_service__set_restaurant_status_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t restaurant_service__set_restaurant_status_request__pack
+                     (const RestaurantService__SetRestaurantStatusRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &restaurant_service__set_restaurant_status_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t restaurant_service__set_restaurant_status_request__pack_to_buffer
+                     (const RestaurantService__SetRestaurantStatusRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &restaurant_service__set_restaurant_status_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+RestaurantService__SetRestaurantStatusRequest *
+       restaurant_service__set_restaurant_status_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (RestaurantService__SetRestaurantStatusRequest *)
+     protobuf_c_message_unpack (&restaurant_service__set_restaurant_status_request__descriptor,
+                                allocator, len, data);
+}
+void   restaurant_service__set_restaurant_status_request__free_unpacked
+                     (RestaurantService__SetRestaurantStatusRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &restaurant_service__set_restaurant_status_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   restaurant_service__set_restaurant_status_response__init
+                     (RestaurantService__SetRestaurantStatusResponse         *message)
+{
+  static const RestaurantService__SetRestaurantStatusResponse init_value = RESTAURANT_SERVICE__SET_RESTAURANT_STATUS_RESPONSE__INIT;
+  *message = init_value;
+}
+size_t restaurant_service__set_restaurant_status_response__get_packed_size
+                     (const RestaurantService__SetRestaurantStatusResponse *message)
+{
+  assert(message->base.descriptor == &restaurant_service__set_restaurant_status_response__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t restaurant_service__set_restaurant_status_response__pack
+                     (const RestaurantService__SetRestaurantStatusResponse *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &restaurant_service__set_restaurant_status_response__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t restaurant_service__set_restaurant_status_response__pack_to_buffer
+                     (const RestaurantService__SetRestaurantStatusResponse *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &restaurant_service__set_restaurant_status_response__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+RestaurantService__SetRestaurantStatusResponse *
+       restaurant_service__set_restaurant_status_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (RestaurantService__SetRestaurantStatusResponse *)
+     protobuf_c_message_unpack (&restaurant_service__set_restaurant_status_response__descriptor,
+                                allocator, len, data);
+}
+void   restaurant_service__set_restaurant_status_response__free_unpacked
+                     (RestaurantService__SetRestaurantStatusResponse *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &restaurant_service__set_restaurant_status_response__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 void   restaurant_service__watch_restaurant_orders_request__init
                      (RestaurantService__WatchRestaurantOrdersRequest         *message)
 {
@@ -707,7 +797,7 @@ const ProtobufCMessageDescriptor restaurant_service__update_menu_response__descr
   (ProtobufCMessageInit) restaurant_service__update_menu_response__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor restaurant_service__accept_order_request__field_descriptors[2] =
+static const ProtobufCFieldDescriptor restaurant_service__accept_order_request__field_descriptors[3] =
 {
   {
     "restaurant_id",
@@ -733,15 +823,28 @@ static const ProtobufCFieldDescriptor restaurant_service__accept_order_request__
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "prep_minutes",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT32,
+    0,   /* quantifier_offset */
+    offsetof(RestaurantService__AcceptOrderRequest, prep_minutes),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned restaurant_service__accept_order_request__field_indices_by_name[] = {
   1,   /* field[1] = order_id */
+  2,   /* field[2] = prep_minutes */
   0,   /* field[0] = restaurant_id */
 };
 static const ProtobufCIntRange restaurant_service__accept_order_request__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 2 }
+  { 0, 3 }
 };
 const ProtobufCMessageDescriptor restaurant_service__accept_order_request__descriptor =
 {
@@ -751,14 +854,14 @@ const ProtobufCMessageDescriptor restaurant_service__accept_order_request__descr
   "RestaurantService__AcceptOrderRequest",
   "restaurant_service",
   sizeof(RestaurantService__AcceptOrderRequest),
-  2,
+  3,
   restaurant_service__accept_order_request__field_descriptors,
   restaurant_service__accept_order_request__field_indices_by_name,
   1,  restaurant_service__accept_order_request__number_ranges,
   (ProtobufCMessageInit) restaurant_service__accept_order_request__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor restaurant_service__accept_order_response__field_descriptors[2] =
+static const ProtobufCFieldDescriptor restaurant_service__accept_order_response__field_descriptors[3] =
 {
   {
     "order_id",
@@ -784,15 +887,28 @@ static const ProtobufCFieldDescriptor restaurant_service__accept_order_response_
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "estimated_ready_at_unix_ms",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(RestaurantService__AcceptOrderResponse, estimated_ready_at_unix_ms),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned restaurant_service__accept_order_response__field_indices_by_name[] = {
+  2,   /* field[2] = estimated_ready_at_unix_ms */
   0,   /* field[0] = order_id */
   1,   /* field[1] = status */
 };
 static const ProtobufCIntRange restaurant_service__accept_order_response__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 2 }
+  { 0, 3 }
 };
 const ProtobufCMessageDescriptor restaurant_service__accept_order_response__descriptor =
 {
@@ -802,14 +918,14 @@ const ProtobufCMessageDescriptor restaurant_service__accept_order_response__desc
   "RestaurantService__AcceptOrderResponse",
   "restaurant_service",
   sizeof(RestaurantService__AcceptOrderResponse),
-  2,
+  3,
   restaurant_service__accept_order_response__field_descriptors,
   restaurant_service__accept_order_response__field_indices_by_name,
   1,  restaurant_service__accept_order_response__number_ranges,
   (ProtobufCMessageInit) restaurant_service__accept_order_response__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor restaurant_service__reject_order_request__field_descriptors[2] =
+static const ProtobufCFieldDescriptor restaurant_service__reject_order_request__field_descriptors[4] =
 {
   {
     "restaurant_id",
@@ -835,15 +951,41 @@ static const ProtobufCFieldDescriptor restaurant_service__reject_order_request__
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "reason",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_ENUM,
+    0,   /* quantifier_offset */
+    offsetof(RestaurantService__RejectOrderRequest, reason),
+    &restaurant_service__reject_reason__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "message",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(RestaurantService__RejectOrderRequest, message),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned restaurant_service__reject_order_request__field_indices_by_name[] = {
+  3,   /* field[3] = message */
   1,   /* field[1] = order_id */
+  2,   /* field[2] = reason */
   0,   /* field[0] = restaurant_id */
 };
 static const ProtobufCIntRange restaurant_service__reject_order_request__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 2 }
+  { 0, 4 }
 };
 const ProtobufCMessageDescriptor restaurant_service__reject_order_request__descriptor =
 {
@@ -853,7 +995,7 @@ const ProtobufCMessageDescriptor restaurant_service__reject_order_request__descr
   "RestaurantService__RejectOrderRequest",
   "restaurant_service",
   sizeof(RestaurantService__RejectOrderRequest),
-  2,
+  4,
   restaurant_service__reject_order_request__field_descriptors,
   restaurant_service__reject_order_request__field_indices_by_name,
   1,  restaurant_service__reject_order_request__number_ranges,
@@ -949,7 +1091,7 @@ const ProtobufCMessageDescriptor restaurant_service__get_menu_request__descripto
   (ProtobufCMessageInit) restaurant_service__get_menu_request__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor restaurant_service__get_menu_response__field_descriptors[3] =
+static const ProtobufCFieldDescriptor restaurant_service__get_menu_response__field_descriptors[5] =
 {
   {
     "restaurant_id",
@@ -987,16 +1129,42 @@ static const ProtobufCFieldDescriptor restaurant_service__get_menu_response__fie
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "status",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_ENUM,
+    0,   /* quantifier_offset */
+    offsetof(RestaurantService__GetMenuResponse, status),
+    &restaurant_service__restaurant_status__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "paused_until_unix_ms",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(RestaurantService__GetMenuResponse, paused_until_unix_ms),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned restaurant_service__get_menu_response__field_indices_by_name[] = {
   2,   /* field[2] = currency */
   1,   /* field[1] = items */
+  4,   /* field[4] = paused_until_unix_ms */
   0,   /* field[0] = restaurant_id */
+  3,   /* field[3] = status */
 };
 static const ProtobufCIntRange restaurant_service__get_menu_response__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 3 }
+  { 0, 5 }
 };
 const ProtobufCMessageDescriptor restaurant_service__get_menu_response__descriptor =
 {
@@ -1006,11 +1174,139 @@ const ProtobufCMessageDescriptor restaurant_service__get_menu_response__descript
   "RestaurantService__GetMenuResponse",
   "restaurant_service",
   sizeof(RestaurantService__GetMenuResponse),
-  3,
+  5,
   restaurant_service__get_menu_response__field_descriptors,
   restaurant_service__get_menu_response__field_indices_by_name,
   1,  restaurant_service__get_menu_response__number_ranges,
   (ProtobufCMessageInit) restaurant_service__get_menu_response__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor restaurant_service__set_restaurant_status_request__field_descriptors[3] =
+{
+  {
+    "restaurant_id",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(RestaurantService__SetRestaurantStatusRequest, restaurant_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "status",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_ENUM,
+    0,   /* quantifier_offset */
+    offsetof(RestaurantService__SetRestaurantStatusRequest, status),
+    &restaurant_service__restaurant_status__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "paused_until_unix_ms",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(RestaurantService__SetRestaurantStatusRequest, paused_until_unix_ms),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned restaurant_service__set_restaurant_status_request__field_indices_by_name[] = {
+  2,   /* field[2] = paused_until_unix_ms */
+  0,   /* field[0] = restaurant_id */
+  1,   /* field[1] = status */
+};
+static const ProtobufCIntRange restaurant_service__set_restaurant_status_request__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 3 }
+};
+const ProtobufCMessageDescriptor restaurant_service__set_restaurant_status_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "restaurant_service.SetRestaurantStatusRequest",
+  "SetRestaurantStatusRequest",
+  "RestaurantService__SetRestaurantStatusRequest",
+  "restaurant_service",
+  sizeof(RestaurantService__SetRestaurantStatusRequest),
+  3,
+  restaurant_service__set_restaurant_status_request__field_descriptors,
+  restaurant_service__set_restaurant_status_request__field_indices_by_name,
+  1,  restaurant_service__set_restaurant_status_request__number_ranges,
+  (ProtobufCMessageInit) restaurant_service__set_restaurant_status_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor restaurant_service__set_restaurant_status_response__field_descriptors[3] =
+{
+  {
+    "restaurant_id",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(RestaurantService__SetRestaurantStatusResponse, restaurant_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "status",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_ENUM,
+    0,   /* quantifier_offset */
+    offsetof(RestaurantService__SetRestaurantStatusResponse, status),
+    &restaurant_service__restaurant_status__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "paused_until_unix_ms",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(RestaurantService__SetRestaurantStatusResponse, paused_until_unix_ms),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned restaurant_service__set_restaurant_status_response__field_indices_by_name[] = {
+  2,   /* field[2] = paused_until_unix_ms */
+  0,   /* field[0] = restaurant_id */
+  1,   /* field[1] = status */
+};
+static const ProtobufCIntRange restaurant_service__set_restaurant_status_response__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 3 }
+};
+const ProtobufCMessageDescriptor restaurant_service__set_restaurant_status_response__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "restaurant_service.SetRestaurantStatusResponse",
+  "SetRestaurantStatusResponse",
+  "RestaurantService__SetRestaurantStatusResponse",
+  "restaurant_service",
+  sizeof(RestaurantService__SetRestaurantStatusResponse),
+  3,
+  restaurant_service__set_restaurant_status_response__field_descriptors,
+  restaurant_service__set_restaurant_status_response__field_indices_by_name,
+  1,  restaurant_service__set_restaurant_status_response__number_ranges,
+  (ProtobufCMessageInit) restaurant_service__set_restaurant_status_response__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
 static const ProtobufCFieldDescriptor restaurant_service__watch_restaurant_orders_request__field_descriptors[1] =
@@ -1167,18 +1463,84 @@ const ProtobufCMessageDescriptor restaurant_service__restaurant_order_update__de
   (ProtobufCMessageInit) restaurant_service__restaurant_order_update__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCMethodDescriptor restaurant_service__restaurant_service__method_descriptors[5] =
+static const ProtobufCEnumValue restaurant_service__restaurant_status__enum_values_by_number[3] =
+{
+  { "RESTAURANT_STATUS_UNSPECIFIED", "RESTAURANT_SERVICE__RESTAURANT_STATUS__RESTAURANT_STATUS_UNSPECIFIED", 0 },
+  { "OPEN", "RESTAURANT_SERVICE__RESTAURANT_STATUS__OPEN", 1 },
+  { "PAUSED", "RESTAURANT_SERVICE__RESTAURANT_STATUS__PAUSED", 2 },
+};
+static const ProtobufCIntRange restaurant_service__restaurant_status__value_ranges[] = {
+{0, 0},{0, 3}
+};
+static const ProtobufCEnumValueIndex restaurant_service__restaurant_status__enum_values_by_name[3] =
+{
+  { "OPEN", 1 },
+  { "PAUSED", 2 },
+  { "RESTAURANT_STATUS_UNSPECIFIED", 0 },
+};
+const ProtobufCEnumDescriptor restaurant_service__restaurant_status__descriptor =
+{
+  PROTOBUF_C__ENUM_DESCRIPTOR_MAGIC,
+  "restaurant_service.RestaurantStatus",
+  "RestaurantStatus",
+  "RestaurantService__RestaurantStatus",
+  "restaurant_service",
+  3,
+  restaurant_service__restaurant_status__enum_values_by_number,
+  3,
+  restaurant_service__restaurant_status__enum_values_by_name,
+  1,
+  restaurant_service__restaurant_status__value_ranges,
+  NULL,NULL,NULL,NULL   /* reserved[1234] */
+};
+static const ProtobufCEnumValue restaurant_service__reject_reason__enum_values_by_number[5] =
+{
+  { "REJECT_REASON_UNSPECIFIED", "RESTAURANT_SERVICE__REJECT_REASON__REJECT_REASON_UNSPECIFIED", 0 },
+  { "OUT_OF_STOCK", "RESTAURANT_SERVICE__REJECT_REASON__OUT_OF_STOCK", 1 },
+  { "TOO_BUSY", "RESTAURANT_SERVICE__REJECT_REASON__TOO_BUSY", 2 },
+  { "CLOSED", "RESTAURANT_SERVICE__REJECT_REASON__CLOSED", 3 },
+  { "OTHER", "RESTAURANT_SERVICE__REJECT_REASON__OTHER", 4 },
+};
+static const ProtobufCIntRange restaurant_service__reject_reason__value_ranges[] = {
+{0, 0},{0, 5}
+};
+static const ProtobufCEnumValueIndex restaurant_service__reject_reason__enum_values_by_name[5] =
+{
+  { "CLOSED", 3 },
+  { "OTHER", 4 },
+  { "OUT_OF_STOCK", 1 },
+  { "REJECT_REASON_UNSPECIFIED", 0 },
+  { "TOO_BUSY", 2 },
+};
+const ProtobufCEnumDescriptor restaurant_service__reject_reason__descriptor =
+{
+  PROTOBUF_C__ENUM_DESCRIPTOR_MAGIC,
+  "restaurant_service.RejectReason",
+  "RejectReason",
+  "RestaurantService__RejectReason",
+  "restaurant_service",
+  5,
+  restaurant_service__reject_reason__enum_values_by_number,
+  5,
+  restaurant_service__reject_reason__enum_values_by_name,
+  1,
+  restaurant_service__reject_reason__value_ranges,
+  NULL,NULL,NULL,NULL   /* reserved[1234] */
+};
+static const ProtobufCMethodDescriptor restaurant_service__restaurant_service__method_descriptors[6] =
 {
   { "UpdateMenu", &restaurant_service__update_menu_request__descriptor, &restaurant_service__update_menu_response__descriptor },
   { "AcceptOrder", &restaurant_service__accept_order_request__descriptor, &restaurant_service__accept_order_response__descriptor },
   { "RejectOrder", &restaurant_service__reject_order_request__descriptor, &restaurant_service__reject_order_response__descriptor },
   { "GetMenu", &restaurant_service__get_menu_request__descriptor, &restaurant_service__get_menu_response__descriptor },
   { "WatchRestaurantOrders", &restaurant_service__watch_restaurant_orders_request__descriptor, &restaurant_service__restaurant_order_update__descriptor },
+  { "SetRestaurantStatus", &restaurant_service__set_restaurant_status_request__descriptor, &restaurant_service__set_restaurant_status_response__descriptor },
 };
 const unsigned restaurant_service__restaurant_service__method_indices_by_name[] = {
   1,        /* AcceptOrder */
   3,        /* GetMenu */
   2,        /* RejectOrder */
+  5,        /* SetRestaurantStatus */
   0,        /* UpdateMenu */
   4         /* WatchRestaurantOrders */
 };
@@ -1189,7 +1551,7 @@ const ProtobufCServiceDescriptor restaurant_service__restaurant_service__descrip
   "RestaurantService",
   "RestaurantService__RestaurantService",
   "restaurant_service",
-  5,
+  6,
   restaurant_service__restaurant_service__method_descriptors,
   restaurant_service__restaurant_service__method_indices_by_name
 };
@@ -1232,6 +1594,14 @@ void restaurant_service__restaurant_service__watch_restaurant_orders(ProtobufCSe
 {
   assert(service->descriptor == &restaurant_service__restaurant_service__descriptor);
   service->invoke(service, 4, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+}
+void restaurant_service__restaurant_service__set_restaurant_status(ProtobufCService *service,
+                                                                   const RestaurantService__SetRestaurantStatusRequest *input,
+                                                                   RestaurantService__SetRestaurantStatusResponse_Closure closure,
+                                                                   void *closure_data)
+{
+  assert(service->descriptor == &restaurant_service__restaurant_service__descriptor);
+  service->invoke(service, 5, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
 void restaurant_service__restaurant_service__init (RestaurantService__RestaurantService_Service *service,
                                                    RestaurantService__RestaurantService_ServiceDestroy destroy)

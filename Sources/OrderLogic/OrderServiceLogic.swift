@@ -201,7 +201,8 @@ public struct OrderServiceLogic: OrderServiceProvider, OrderPartiesLookup {
         guard case .found(let order) = read else { throw RPCError(.notFound, "order \(id) not found") }
         return GetOrderStatusResponse(orderId: id, status: order.status, items: order.items, totalPrice: order.totalPrice,
                                       lines: order.lines, totalCents: order.totalCents, currency: order.currency,
-                                      deliveryAddress: order.address)
+                                      deliveryAddress: order.address, estimatedReadyAtUnixMs: order.estimatedReadyAtUnixMs,
+                                      rejectReason: order.rejectionReason?.rawValue ?? "", rejectMessage: order.rejectionMessage)
     }
 
     public func cancelOrder(_ request: CancelOrderRequest, context: ServerContext) async throws -> CancelOrderResponse {
@@ -221,19 +222,47 @@ public struct OrderServiceLogic: OrderServiceProvider, OrderPartiesLookup {
         let id = request.orderId, restaurant = request.restaurantId
         try Identifier.validate(id, field: "order_id")
         try Identifier.validate(restaurant, field: "restaurant_id")
-        guard let decision = OrderStatus(rawValue: request.decision), decision == .accepted || decision == .rejected else {
-            throw RPCError(.invalidArgument, "decision must be ACCEPTED or REJECTED")
-        }
+        let decision = try Self.decision(of: request)
         switch try await stored({ () async throws(StorageError) in try await store.decide(id, restaurant: restaurant, decision: decision) }) {
-        case .decided(let status):
+        case .decided(let status, let readyAt):
             logger.info("order decided", metadata: ["order": "\(id)", "decision": "\(status.rawValue)"])
-            return RecordRestaurantDecisionResponse(orderId: id, status: status.rawValue)
+            return RecordRestaurantDecisionResponse(orderId: id, status: status.rawValue, estimatedReadyAtUnixMs: readyAt ?? 0)
         case .notFound:
             throw RPCError(.notFound, "order \(id) not found")
         case .otherRestaurant(let other):
             throw RPCError(.permissionDenied, "order \(id) was placed with restaurant \(other)")
         case .notPlaced(let status):
             throw RPCError(.failedPrecondition, "order \(id) is \(status), not PLACED")
+        }
+    }
+
+    /// The longest rejection message kept.
+    public static let maxRejectionMessageLength = 500
+
+    /// The decision a request records, its details checked.
+    static func decision(of request: RecordRestaurantDecisionRequest) throws(RPCError) -> Decision {
+        switch OrderStatus(rawValue: request.decision) {
+        case .accepted:
+            guard request.rejectReason.isEmpty, request.rejectMessage.isEmpty else {
+                throw RPCError(.invalidArgument, "reject_reason and reject_message go with REJECTED only")
+            }
+            guard (0...maxPrepMinutes).contains(request.prepMinutes) else {
+                throw RPCError(.invalidArgument, "prep_minutes must be 1 to \(maxPrepMinutes) (or 0 for none), got \(request.prepMinutes)")
+            }
+            return .accept(prepMinutes: request.prepMinutes == 0 ? nil : request.prepMinutes)
+        case .rejected:
+            guard request.prepMinutes == 0 else { throw RPCError(.invalidArgument, "prep_minutes goes with ACCEPTED only") }
+            let reason = request.rejectReason.isEmpty ? RejectionReason.other : RejectionReason(rawValue: request.rejectReason)
+            guard let reason else {
+                let names = RejectionReason.allCases.map(\.rawValue).joined(separator: ", ")
+                throw RPCError(.invalidArgument, "reject_reason must be one of \(names), got \(request.rejectReason)")
+            }
+            guard request.rejectMessage.utf8.count <= maxRejectionMessageLength else {
+                throw RPCError(.invalidArgument, "reject_message is longer than \(maxRejectionMessageLength) bytes")
+            }
+            return .reject(reason, message: request.rejectMessage)
+        default:
+            throw RPCError(.invalidArgument, "decision must be ACCEPTED or REJECTED")
         }
     }
 
@@ -250,7 +279,8 @@ public struct OrderServiceLogic: OrderServiceProvider, OrderPartiesLookup {
         var current = OrderUpdate(
             orderId: id, status: snapshot.status.rawValue, driverId: snapshot.driver,
             updatedAtUnixMs: Int64(snapshot.lastEvent.milliseconds), restaurantId: snapshot.restaurant,
-            customerId: snapshot.customer, final: snapshot.status.isFinal)
+            customerId: snapshot.customer, final: snapshot.status.isFinal, estimatedReadyAtUnixMs: snapshot.estimatedReadyAtUnixMs,
+            rejectReason: snapshot.rejectionReason?.rawValue ?? "")
         try await responses.write(current)
         var state = snapshot.status
         guard !state.isFinal else { return }
@@ -259,6 +289,8 @@ public struct OrderServiceLogic: OrderServiceProvider, OrderPartiesLookup {
             state = next
             current.status = next.rawValue
             if let driver = event.driverID { current.driverId = driver }
+            if let readyAt = event.readyAtUnixMs { current.estimatedReadyAtUnixMs = readyAt }
+            if let reason = event.rejectionReason { current.rejectReason = reason.rawValue }
             current.updatedAtUnixMs = Int64(eventID.milliseconds)
             current.final = next.isFinal
             try await responses.write(current)

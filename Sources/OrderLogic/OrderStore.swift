@@ -27,7 +27,7 @@ public protocol OrderStore: Sendable {
     func read(_ id: String, consumerGroup: String, applyingUnapplied: Bool) async throws(StorageError) -> OrderRead
     func cancel(_ id: String) async throws(StorageError) -> CancelOutcome
     /// Records the restaurant's decision (ACCEPTED or REJECTED) on a PLACED order, with its event.
-    func decide(_ id: String, restaurant: String, decision: OrderStatus) async throws(StorageError) -> DecisionOutcome
+    func decide(_ id: String, restaurant: String, decision: Decision) async throws(StorageError) -> DecisionOutcome
     /// What WatchOrder starts from; nil for an unknown order.
     func snapshot(_ id: String) async throws(StorageError) -> OrderSnapshot?
     /// Who takes part in the order; nil for an unknown order.
@@ -61,6 +61,11 @@ public struct OrderView: Sendable, Equatable {
     public var totalCents: Int64 = 0
     public var currency = ""
     public var address = Address()
+    /// Accepted with the kitchen's minutes: when the food should be ready; else 0.
+    public var estimatedReadyAtUnixMs: Int64 = 0
+    /// REJECTED: why, and the restaurant's words.
+    public var rejectionReason: RejectionReason?
+    public var rejectionMessage = ""
 }
 
 /// A customer's idempotency key for PlaceOrder.
@@ -90,9 +95,23 @@ public enum CancelOutcome: Sendable, Equatable {
     case notFound
 }
 
+/// A restaurant's decision on an order.
+public enum Decision: Sendable, Equatable {
+    /// With the kitchen's minutes (nil: not given).
+    case accept(prepMinutes: Int32?)
+    case reject(RejectionReason, message: String)
+
+    /// The status it gives the order.
+    public var status: OrderStatus {
+        if case .accept = self { return .accepted }
+        return .rejected
+    }
+}
+
 public enum DecisionOutcome: Sendable, Equatable {
-    /// Decided now, or the same decision of the same restaurant before.
-    case decided(OrderStatus)
+    /// Decided now, or the same decision of the same restaurant before; with the estimated ready
+    /// time when the acceptance gave minutes.
+    case decided(OrderStatus, readyAtUnixMs: Int64?)
     case notFound
     /// The order was placed with this other restaurant.
     case otherRestaurant(String)
@@ -107,6 +126,8 @@ public struct OrderSnapshot: Sendable, Equatable {
     public var restaurant: String
     public var customer: String
     public var lastEvent: StreamID
+    public var estimatedReadyAtUnixMs: Int64 = 0
+    public var rejectionReason: RejectionReason?
 }
 
 /// Orders in Redis.
@@ -157,7 +178,7 @@ public struct RedisOrderStore: OrderStore {
         let reply = try await redis.run(Scripts.get, keys: [keys.partition.stream, keys.order, keys.items, keys.lines],
                                         arguments: [id, consumerGroup, applyingUnapplied ? Scripts.applyUnapplied : ""], change: false)
         if reply.string == Scripts.behind { return .behind }
-        guard let fields = reply.array, fields.count == 10, let status = fields[0].string else { return .notFound }
+        guard let fields = reply.array, fields.count == 13, let status = fields[0].string else { return .notFound }
         let text = fields.map { $0.string ?? "" }
         let flatLines = (fields[5].array ?? []).map { $0.string ?? "" }
         let lines = stride(from: 0, to: flatLines.count - 4, by: 5).map { index in
@@ -167,7 +188,9 @@ public struct RedisOrderStore: OrderStore {
         }
         return .found(OrderView(status: status, items: (fields[2].array ?? []).compactMap(\.string),
                                 totalPrice: Double(text[1]) ?? 0, lines: lines, totalCents: Int64(text[3]) ?? 0, currency: text[4],
-                                address: Address(street: text[6], city: text[7], postalCode: text[8], notes: text[9])))
+                                address: Address(street: text[6], city: text[7], postalCode: text[8], notes: text[9]),
+                                estimatedReadyAtUnixMs: Int64(text[10]) ?? 0, rejectionReason: RejectionReason(rawValue: text[11]),
+                                rejectionMessage: text[12]))
     }
 
     public func cancel(_ id: String) async throws(StorageError) -> CancelOutcome {
@@ -181,13 +204,18 @@ public struct RedisOrderStore: OrderStore {
         }
     }
 
-    public func decide(_ id: String, restaurant: String, decision: OrderStatus) async throws(StorageError) -> DecisionOutcome {
+    public func decide(_ id: String, restaurant: String, decision: Decision) async throws(StorageError) -> DecisionOutcome {
         let keys = OrderKeys(id)
+        var details = ["0", "", ""]
+        switch decision {
+        case .accept(let minutes): details[0] = "\(minutes ?? 0)"
+        case .reject(let reason, let message): details[1...] = [reason.rawValue, message]
+        }
         let reply = try await redis.run(Scripts.decide, keys: [keys.order, keys.partition.stream],
-                                        arguments: [id, restaurant, decision.rawValue], change: true)
+                                        arguments: [id, restaurant, decision.status.rawValue] + details, change: true)
         let parts = (reply.array ?? []).map { $0.string ?? "" }
         switch (parts.first, parts.count) {
-        case ("DECIDED", 2): if let status = OrderStatus(rawValue: parts[1]) { return .decided(status) }
+        case ("DECIDED", 3): if let status = OrderStatus(rawValue: parts[1]) { return .decided(status, readyAtUnixMs: Int64(parts[2])) }
         case ("NOT_FOUND", 1): return .notFound
         case ("OTHER_RESTAURANT", 2): return .otherRestaurant(parts[1])
         case ("NOT_PLACED", 2): return .notPlaced(parts[1])
@@ -198,11 +226,13 @@ public struct RedisOrderStore: OrderStore {
 
     public func snapshot(_ id: String) async throws(StorageError) -> OrderSnapshot? {
         let reply = try await redis.run(Scripts.watchSnapshot, keys: [OrderKeys(id).order], change: false)
-        guard let fields = reply.array, fields.count == 5, let status = fields[0].string.flatMap(OrderStatus.init(rawValue:)) else {
+        guard let fields = reply.array, fields.count == 7, let status = fields[0].string.flatMap(OrderStatus.init(rawValue:)) else {
             return nil
         }
         return OrderSnapshot(status: status, driver: fields[1].string ?? "", restaurant: fields[2].string ?? "",
-                             customer: fields[3].string ?? "", lastEvent: fields[4].string.flatMap(StreamID.init) ?? .zero)
+                             customer: fields[3].string ?? "", lastEvent: fields[4].string.flatMap(StreamID.init) ?? .zero,
+                             estimatedReadyAtUnixMs: fields[5].string.flatMap { Int64($0) } ?? 0,
+                             rejectionReason: fields[6].string.flatMap(RejectionReason.init(rawValue:)))
     }
 
     public func parties(_ id: String) async throws(StorageError) -> OrderParties? {
@@ -243,7 +273,8 @@ struct OrderKeys {
     /// Hash: customer_id, total_price, restaurant_id, status, decision, decided_by, driver_id,
     /// last_event (the id of the last event applied to it: older ones are skipped); for an order
     /// placed by lines total_cents and currency; with an address address_street, address_city,
-    /// address_postal_code, address_notes.
+    /// address_postal_code, address_notes; estimated_ready_at when accepted with the kitchen's
+    /// minutes, reject_reason and reject_message when rejected.
     let order: String
     /// List of the order's items.
     let items: String

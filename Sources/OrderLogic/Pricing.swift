@@ -52,9 +52,14 @@ public struct PricedOrder: Sendable, Equatable {
     /// The total in the currency's major unit, as the seed's `total_price`.
     public var totalPrice: Double { Money.major(totalCents, currency: currency) }
 
-    /// Prices `lines` from `menu`: FAILED_PRECONDITION naming the first item that is not on it or
-    /// is unavailable. The lines are valid already (OrderServiceLogic checks them).
+    /// Prices `lines` from `menu`: FAILED_PRECONDITION while the restaurant is paused, or naming
+    /// the first item that is not on the menu or is unavailable. The lines are valid already
+    /// (OrderServiceLogic checks them).
     public init(_ lines: [OrderLine], menu: GetMenuResponse) throws(RPCError) {
+        guard menu.status != .paused else {
+            throw RPCError(.failedPrecondition, "restaurant \(menu.restaurantId) is paused"
+                + (menu.pausedUntilUnixMs > 0 ? " until \(menu.pausedUntilUnixMs) (ms since the Unix epoch)" : " and takes no orders"))
+        }
         var items: [String: MenuItem] = [:]
         for item in menu.items { items[item.itemId] = item }
         currency = menu.currency.isEmpty ? Money.defaultCurrency : menu.currency

@@ -237,6 +237,7 @@ extension AccessPolicy {
             O.recordRestaurantDecision.path: change(.roles([.service]), order: requestOrder { (r: RecordRestaurantDecisionRequest) in r.orderId }),
             R.updateMenu.path: change(.owner(.restaurant, field { (r: UpdateMenuRequest) in r.restaurantId })) { _, _ in nil },
             R.getMenu.path: read(.anyCaller),
+            R.setRestaurantStatus.path: change(.owner(.restaurant, field { (r: SetRestaurantStatusRequest) in r.restaurantId })) { _, _ in nil },
             R.acceptOrder.path: change(.owner(.restaurant, field { (r: AcceptOrderRequest) in r.restaurantId }),
                                        order: requestOrder { (r: AcceptOrderRequest) in r.orderId }),
             R.rejectOrder.path: change(.owner(.restaurant, field { (r: RejectOrderRequest) in r.restaurantId }),

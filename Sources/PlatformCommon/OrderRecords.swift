@@ -53,6 +53,17 @@ extension PlatformEvent {
     }
 }
 
+/// Why a restaurant turned an order down (RejectOrder's reason, as orders and events keep it).
+public enum RejectionReason: String, Sendable, CaseIterable {
+    case outOfStock = "OUT_OF_STOCK"
+    case tooBusy = "TOO_BUSY"
+    case closed = "CLOSED"
+    case other = "OTHER"
+}
+
+/// The kitchen's estimate when accepting: at most this many minutes.
+public let maxPrepMinutes: Int32 = 240
+
 /// The stages a delivery reports through UpdateDeliveryStatus.
 public enum DeliveryStatus: String, Sendable, CaseIterable {
     case assigned = "ASSIGNED"

@@ -20,6 +20,9 @@
 // clock in milliseconds); ids compare within one stream only. ORDER_PLACED goes to the stream
 // only: the channel keeps exactly the seed's messages.
 import RedisClient
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// Names and formats every service shares.
 public enum PlatformEvents {
@@ -98,6 +101,11 @@ public struct PlatformEvent: Sendable, Equatable, CustomStringConvertible {
         case items
         /// On ORDER_PLACED: the total price, as the order stores it.
         case total
+        /// On ORDER_ACCEPTED with the kitchen's estimate: when the food should be ready (ms since
+        /// the Unix epoch).
+        case readyAt = "ready_at"
+        /// On ORDER_REJECTED: the RejectionReason.
+        case reason
     }
 
     public var kind: Kind
@@ -113,6 +121,8 @@ public struct PlatformEvent: Sendable, Equatable, CustomStringConvertible {
     public var assignmentID: String?
     public var items: [String]?
     public var totalPrice: Double?
+    public var readyAtUnixMs: Int64?
+    public var rejectionReason: RejectionReason?
 
     public init(_ kind: Kind, orderID: String, detail: String? = nil) {
         self.kind = kind
@@ -140,6 +150,8 @@ public struct PlatformEvent: Sendable, Equatable, CustomStringConvertible {
         assignmentID = values[.assignment].flatMap { $0.isEmpty ? nil : $0 }
         items = values[.items].map(Self.decodeItems)
         totalPrice = values[.total].flatMap(Double.init)
+        readyAtUnixMs = values[.readyAt].flatMap { Int64($0) }
+        rejectionReason = values[.reason].flatMap(RejectionReason.init(rawValue:))
     }
 
     public var description: String {
@@ -159,6 +171,14 @@ public struct PlatformEvent: Sendable, Equatable, CustomStringConvertible {
         }
         return items
     }
+}
+
+/// The wall clock in milliseconds since the Unix epoch: the unit of the API's `*_unix_ms` fields
+/// and of stream ids' first part.
+public func unixMilliseconds() -> Int64 {
+    var time = timespec()
+    clock_gettime(CLOCK_REALTIME, &time)
+    return Int64(time.tv_sec) * 1000 + Int64(time.tv_nsec) / 1_000_000
 }
 
 /// A stream entry id, `<milliseconds>-<sequence>`, ordered as Redis orders them.

@@ -117,26 +117,65 @@ public struct RestaurantServiceLogic: RestaurantServiceProvider {
         try Identifier.validate(request.restaurantId, field: "restaurant_id")
         let menu = try await stored { () async throws(StorageError) in try await menus.menu(of: request.restaurantId) }
         guard !menu.items.isEmpty else { throw RPCError(.notFound, "restaurant \(request.restaurantId) has no menu") }
-        return GetMenuResponse(restaurantId: request.restaurantId, items: menu.items, currency: menu.currency)
+        let pause = menu.pause.flatMap { $0.holds(at: unixMilliseconds()) ? $0 : nil }
+        return GetMenuResponse(restaurantId: request.restaurantId, items: menu.items, currency: menu.currency,
+                               status: pause == nil ? .open : .paused, pausedUntilUnixMs: pause?.until ?? 0)
+    }
+
+    /// The longest pause with an end: a year.
+    static let maxPauseMs: Int64 = 366 * 24 * 60 * 60 * 1000
+
+    public func setRestaurantStatus(_ request: SetRestaurantStatusRequest, context: ServerContext) async throws -> SetRestaurantStatusResponse {
+        try Identifier.validate(request.restaurantId, field: "restaurant_id")
+        let pause: Pause?
+        switch request.status {
+        case .open:
+            guard request.pausedUntilUnixMs == 0 else { throw RPCError(.invalidArgument, "paused_until_unix_ms goes with PAUSED only") }
+            pause = nil
+        case .paused:
+            let now = unixMilliseconds(), until = request.pausedUntilUnixMs
+            guard until == 0 || (now < until && until - now <= Self.maxPauseMs) else {
+                throw RPCError(.invalidArgument, "paused_until_unix_ms must be in the next year (or 0 for until OPEN), got \(until)")
+            }
+            pause = Pause(until: until)
+        default:
+            throw RPCError(.invalidArgument, "status must be OPEN or PAUSED")
+        }
+        try await stored { () async throws(StorageError) in try await menus.setPause(request.restaurantId, pause) }
+        logger.info("restaurant status set", metadata: ["restaurant": "\(request.restaurantId)", "paused_until": "\(pause.map { "\($0.until)" } ?? "open")"])
+        return SetRestaurantStatusResponse(restaurantId: request.restaurantId, status: request.status, pausedUntilUnixMs: pause?.until ?? 0)
     }
 
     public func acceptOrder(_ request: AcceptOrderRequest, context: ServerContext) async throws -> AcceptOrderResponse {
-        let status = try await decide(orderID: request.orderId, restaurantID: request.restaurantId, .accepted, context)
-        return AcceptOrderResponse(orderId: request.orderId, status: status)
+        let decided = try await decide(RecordRestaurantDecisionRequest(orderId: request.orderId, restaurantId: request.restaurantId,
+                                                                      decision: OrderStatus.accepted.rawValue, prepMinutes: request.prepMinutes),
+                                       context)
+        return AcceptOrderResponse(orderId: request.orderId, status: decided.status, estimatedReadyAtUnixMs: decided.estimatedReadyAtUnixMs)
     }
 
     public func rejectOrder(_ request: RejectOrderRequest, context: ServerContext) async throws -> RejectOrderResponse {
-        let status = try await decide(orderID: request.orderId, restaurantID: request.restaurantId, .rejected, context)
-        return RejectOrderResponse(orderId: request.orderId, status: status)
+        guard let reason = Self.rejectionReasons[request.reason] else {
+            throw RPCError(.invalidArgument, "reason must be OUT_OF_STOCK, TOO_BUSY, CLOSED or OTHER")
+        }
+        let decided = try await decide(RecordRestaurantDecisionRequest(orderId: request.orderId, restaurantId: request.restaurantId,
+                                                                      decision: OrderStatus.rejected.rawValue, rejectReason: reason.rawValue,
+                                                                      rejectMessage: request.message),
+                                       context)
+        return RejectOrderResponse(orderId: request.orderId, status: decided.status)
     }
 
-    private func decide(orderID: String, restaurantID: String, _ decision: OrderStatus, _ context: ServerContext) async throws(RPCError) -> String {
-        try Identifier.validate(restaurantID, field: "restaurant_id")
-        try Identifier.validate(orderID, field: "order_id")
+    /// RejectOrder's reasons as orders and events keep them; unspecified is OTHER.
+    static let rejectionReasons: [RejectReason: RejectionReason] = [
+        .rejectReasonUnspecified: .other, .outOfStock: .outOfStock, .tooBusy: .tooBusy, .closed: .closed, .other: .other,
+    ]
+
+    /// Has the order service record the decision (it checks the decision's details: minutes,
+    /// reason and message).
+    private func decide(_ request: RecordRestaurantDecisionRequest, _ context: ServerContext) async throws(RPCError) -> RecordRestaurantDecisionResponse {
+        try Identifier.validate(request.restaurantId, field: "restaurant_id")
+        try Identifier.validate(request.orderId, field: "order_id")
         do {
-            return try await orders.recordRestaurantDecision(
-                RecordRestaurantDecisionRequest(orderId: orderID, restaurantId: restaurantID, decision: decision.rawValue),
-                options: orderService.options(for: context)).status
+            return try await orders.recordRestaurantDecision(request, options: orderService.options(for: context))
         } catch {
             throw orderService.failure(error, passing: [.notFound, .failedPrecondition, .permissionDenied, .invalidArgument])
         }
@@ -152,12 +191,24 @@ public protocol MenuStore: Sendable {
     func currency(of restaurant: String) async throws(StorageError) -> String
     /// The restaurant's menu, items in the order they were first added; no items when it has none.
     func menu(of restaurant: String) async throws(StorageError) -> Menu
+    /// Pauses the restaurant, or (nil) opens it.
+    func setPause(_ restaurant: String, _ pause: Pause?) async throws(StorageError)
 }
 
-/// A restaurant's menu: every price on it is in `currency`.
+/// A restaurant's menu: every price on it is in `currency`; `pause` as last set (it may have
+/// ended by now).
 public struct Menu: Sendable, Equatable {
     public var items: [MenuItem]
     public var currency: String
+    public var pause: Pause?
+}
+
+/// A restaurant's pause: until a time (ms since the Unix epoch), or (0) until it opens again.
+public struct Pause: Sendable, Equatable {
+    public var until: Int64
+
+    /// Whether it still holds at `now` (ms since the Unix epoch).
+    public func holds(at now: Int64) -> Bool { until == 0 || now < until }
 }
 
 /// Menus in Redis.
@@ -184,9 +235,11 @@ public struct RedisMenuStore: MenuStore {
     public func menu(of restaurant: String) async throws(StorageError) -> Menu {
         let keys = MenuKeys(restaurant)
         let flat = try await redis.run(Scripts.getMenu, keys: [keys.menu, keys.order, keys.profile], change: false).array ?? []
-        let named = flat.first?.string ?? ""
+        guard flat.count >= 3 else { throw StorageError(.failed, "get_menu answered \(flat)") }
+        let named = flat[0].string ?? ""
         let currency = named.isEmpty ? Money.defaultCurrency : named
-        let items = stride(from: 1, to: flat.count - 5, by: 6).map { index in
+        let pause = flat[1].string == "1" ? Pause(until: flat[2].string.flatMap { Int64($0) } ?? 0) : nil
+        let items = stride(from: 3, to: flat.count - 5, by: 6).map { index in
             let price = flat[index + 2].string.flatMap(Double.init) ?? 0
             // Items stored before prices had minor units: their price, rounded to the minor unit.
             let cents = flat[index + 4].string.flatMap { Int64($0) }
@@ -194,7 +247,13 @@ public struct RedisMenuStore: MenuStore {
             return MenuItem(itemId: flat[index].string ?? "", name: flat[index + 1].string ?? "", price: price,
                             description: flat[index + 3].string ?? "", priceCents: cents, unavailable: flat[index + 5].string == "1")
         }
-        return Menu(items: items, currency: currency)
+        return Menu(items: items, currency: currency, pause: pause)
+    }
+
+    public func setPause(_ restaurant: String, _ pause: Pause?) async throws(StorageError) {
+        let profile = MenuKeys(restaurant).profile
+        let command = pause.map { ["HSET", profile, "paused", "1", "paused_until", "\($0.until)"] } ?? ["HDEL", profile, "paused", "paused_until"]
+        do { _ = try await redis.send(command, waitForReplicas: true) } catch { throw StorageError(error) }
     }
 }
 
@@ -204,7 +263,8 @@ struct MenuKeys {
     let menu: String
     /// List: item ids, in the order they were first added.
     let order: String
-    /// Hash: the restaurant's own settings (currency).
+    /// Hash: the restaurant's own settings: currency; paused ("1") and paused_until (ms, 0 for
+    /// until opened) while it pauses.
     let profile: String
 
     init(_ restaurant: String) {

@@ -58,6 +58,8 @@ extension GetOrderStatusResponse: FieldListing {
                 + (line.note.isEmpty ? "" : ", note: \(line.note)"))
         }
         if !currency.isEmpty { fields.append(("total", "\(totalCents) \(currency) minor units")) }
+        if estimatedReadyAtUnixMs != 0 { fields.append(("estimated_ready_at_unix_ms", "\(estimatedReadyAtUnixMs)")) }
+        if !rejectReason.isEmpty { fields.append(("reject_reason", rejectReason + (rejectMessage.isEmpty ? "" : ": \(rejectMessage)"))) }
         if deliveryAddress != Address() {
             let address = deliveryAddress
             fields.append(("delivery_address", [address.street, address.postalCode, address.city].filter { !$0.isEmpty }.joined(separator: ", ")
@@ -84,12 +86,23 @@ extension MenuItem {
 
 extension GetMenuResponse: FieldListing {
     var fields: [(name: String, value: String)] {
-        [("restaurant_id", restaurantId), ("currency", currency)] + items.map { ("item", $0.line) }
+        [("restaurant_id", restaurantId), ("currency", currency), ("status", status == .paused ? "PAUSED" : "OPEN")]
+            + (pausedUntilUnixMs == 0 ? [] : [("paused_until_unix_ms", "\(pausedUntilUnixMs)")]) + items.map { ("item", $0.line) }
     }
 }
 
 extension AcceptOrderResponse: FieldListing {
-    var fields: [(name: String, value: String)] { [("order_id", orderId), ("status", status)] }
+    var fields: [(name: String, value: String)] {
+        [("order_id", orderId), ("status", status)]
+            + (estimatedReadyAtUnixMs == 0 ? [] : [("estimated_ready_at_unix_ms", "\(estimatedReadyAtUnixMs)")])
+    }
+}
+
+extension SetRestaurantStatusResponse: FieldListing {
+    var fields: [(name: String, value: String)] {
+        [("restaurant_id", restaurantId), ("status", status == .paused ? "PAUSED" : "OPEN")]
+            + (pausedUntilUnixMs == 0 ? [] : [("paused_until_unix_ms", "\(pausedUntilUnixMs)")])
+    }
 }
 
 extension RejectOrderResponse: FieldListing {
@@ -118,6 +131,8 @@ extension OrderUpdate: FieldListing {
     var fields: [(name: String, value: String)] {
         [("order_id", orderId), ("status", status), ("driver_id", driverId), ("updated_at_unix_ms", "\(updatedAtUnixMs)"),
          ("final", "\(final)")]
+            + (estimatedReadyAtUnixMs == 0 ? [] : [("estimated_ready_at_unix_ms", "\(estimatedReadyAtUnixMs)")])
+            + (rejectReason.isEmpty ? [] : [("reject_reason", rejectReason)])
     }
 }
 

@@ -5,6 +5,7 @@
 // update as it arrives, exit 0 when the stream ends (or after `--count` updates). The request is built from the flags as given: validation is the
 // services' job, so a script sees the same INVALID_ARGUMENT any client would.
 import ArgumentParser
+import FoundationEssentials
 import PlatformProtos
 
 /// Makes one call, prints its response, and turns a failure into a one-line error and exit 1.
@@ -149,7 +150,7 @@ extension OrderCommands {
 struct RestaurantCommands: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "restaurant", abstract: "RestaurantService calls.",
-        subcommands: [UpdateMenu.self, Menu.self, Accept.self, Reject.self, WatchOrders.self])
+        subcommands: [UpdateMenu.self, Menu.self, Status.self, Accept.self, Reject.self, WatchOrders.self])
 
     struct WatchOrders: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
@@ -216,14 +217,31 @@ struct RestaurantCommands: ParsableCommand {
         }
     }
 
+    struct Status: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "status", abstract: "SetRestaurantStatus: open, or pause.")
+        @OptionGroup var connection: ConnectionOptions
+        @Option(help: "restaurant_id.") var restaurant: String
+        @Flag(help: "Pause (default: open).") var pause = false
+        @Option(help: "With --pause: the pause ends by itself after this many minutes (default: until opened).") var minutes: Int64?
+
+        func run() async throws {
+            let until = minutes.map { Int64(Date().timeIntervalSince1970 * 1000) + $0 * 60_000 } ?? 0
+            let request = SetRestaurantStatusRequest(restaurantId: restaurant, status: pause ? .paused : .open, pausedUntilUnixMs: until)
+            try await printResponse(connection) { services throws(ServiceError) in
+                try await services.restaurant.call(as: .restaurant(restaurant)) { try await $0.setRestaurantStatus(request, options: $1) }
+            }
+        }
+    }
+
     struct Accept: AsyncParsableCommand {
         static let configuration = CommandConfiguration(commandName: "accept", abstract: "AcceptOrder: PLACED -> ACCEPTED.")
         @OptionGroup var connection: ConnectionOptions
         @Option(help: "restaurant_id.") var restaurant: String
         @Option(help: "order_id.") var order: String
+        @Option(help: "prep_minutes: when the food will be ready (1 to 240).") var prepMinutes: Int32 = 0
 
         func run() async throws {
-            let request = AcceptOrderRequest(restaurantId: restaurant, orderId: order)
+            let request = AcceptOrderRequest(restaurantId: restaurant, orderId: order, prepMinutes: prepMinutes)
             try await printResponse(connection) { services throws(ServiceError) in
                 try await services.restaurant.call(as: .restaurant(restaurant)) { try await $0.acceptOrder(request, options: $1) }
             }
@@ -235,9 +253,15 @@ struct RestaurantCommands: ParsableCommand {
         @OptionGroup var connection: ConnectionOptions
         @Option(help: "restaurant_id.") var restaurant: String
         @Option(help: "order_id.") var order: String
+        @Option(help: "reason: OUT_OF_STOCK, TOO_BUSY, CLOSED or OTHER (default OTHER).") var reason: String?
+        @Option(help: "message: words for the customer.") var message = ""
 
         func run() async throws {
-            let request = RejectOrderRequest(restaurantId: restaurant, orderId: order)
+            let reasons: [String: RejectReason] = ["OUT_OF_STOCK": .outOfStock, "TOO_BUSY": .tooBusy, "CLOSED": .closed, "OTHER": .other]
+            guard let chosen = reason.map({ reasons[$0] }) ?? .rejectReasonUnspecified else {
+                throw ValidationError("--reason must be OUT_OF_STOCK, TOO_BUSY, CLOSED or OTHER")
+            }
+            let request = RejectOrderRequest(restaurantId: restaurant, orderId: order, reason: chosen, message: message)
             try await printResponse(connection) { services throws(ServiceError) in
                 try await services.restaurant.call(as: .restaurant(restaurant)) { try await $0.rejectOrder(request, options: $1) }
             }

@@ -107,18 +107,19 @@ struct Tour: AsyncParsableCommand {
             return Outcome((), got: first?.summary ?? "the stream ended", ok: first?.status == "PLACED",
                            pass: "watching: the stream starts with the current status", fail: "expected PLACED first")
         }
-        _ = try await steps.run("The restaurant accepts \(accepted)",
-                                sent: "AcceptOrder restaurant_id=\(restaurantID) order_id=\(accepted)") { () throws(ServiceError) in
+        _ = try await steps.run("The restaurant accepts \(accepted), ready in 15 minutes",
+                                sent: "AcceptOrder restaurant_id=\(restaurantID) order_id=\(accepted) prep_minutes=15") { () throws(ServiceError) in
             let response = try await services.restaurant.call(as: .restaurant(restaurantID)) {
-                try await $0.acceptOrder(AcceptOrderRequest(restaurantId: restaurantID, orderId: accepted), options: $1)
+                try await $0.acceptOrder(AcceptOrderRequest(restaurantId: restaurantID, orderId: accepted, prepMinutes: 15), options: $1)
             }
-            return Outcome((), got: response.summary, ok: response.status == "ACCEPTED",
-                           pass: "order accepted: \(accepted)", fail: "expected ACCEPTED, got \(response.status)")
+            return Outcome((), got: response.summary, ok: response.status == "ACCEPTED" && response.estimatedReadyAtUnixMs > 0,
+                           pass: "order accepted: \(accepted)", fail: "expected ACCEPTED with an estimated ready time, got \(response.status)")
         }
-        _ = try await steps.run("The restaurant rejects \(rejected)",
-                                sent: "RejectOrder restaurant_id=\(restaurantID) order_id=\(rejected)") { () throws(ServiceError) in
+        _ = try await steps.run("The restaurant rejects \(rejected): too busy",
+                                sent: "RejectOrder restaurant_id=\(restaurantID) order_id=\(rejected) reason=TOO_BUSY") { () throws(ServiceError) in
             let response = try await services.restaurant.call(as: .restaurant(restaurantID)) {
-                try await $0.rejectOrder(RejectOrderRequest(restaurantId: restaurantID, orderId: rejected), options: $1)
+                try await $0.rejectOrder(RejectOrderRequest(restaurantId: restaurantID, orderId: rejected, reason: .tooBusy,
+                                                            message: "back in an hour"), options: $1)
             }
             return Outcome((), got: response.summary, ok: response.status == "REJECTED",
                            pass: "order rejected: \(rejected)", fail: "expected REJECTED, got \(response.status)")

@@ -156,6 +156,13 @@ func hmacSHA256(key: [UInt8], _ message: [UInt8]) -> [UInt8] {
             #expect(await updateMenu(r1) == nil)
             #expect(await updateMenu(op) == nil)
             for token in [r2, c1, d1, service] { #expect(await updateMenu(token) == .permissionDenied) }
+            func pause(_ token: String) async -> StatusCode? {
+                await outcome { try await restaurants.setRestaurantStatus(SetRestaurantStatusRequest(restaurantId: "r1", status: .open),
+                                                                          options: bearer(token)) }.code
+            }
+            #expect(await pause(r1) == nil)
+            #expect(await pause(op) == nil)
+            for token in [r2, c1, d1, service] { #expect(await pause(token) == .permissionDenied) }
             for token in [c2, d2, r2, op] {
                 #expect(await outcome { try await restaurants.getMenu(GetMenuRequest(restaurantId: "r1"), options: bearer(token)) }.code == nil)
             }

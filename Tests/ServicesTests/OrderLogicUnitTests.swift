@@ -19,8 +19,9 @@ final class InMemoryOrderStore: OrderStore {
     struct Order {
         var order: NewOrder
         var status: OrderStatus
-        var decision: OrderStatus?
+        var decision: Decision?
         var decidedBy: String?
+        var readyAt: Int64?
         var driver = ""
     }
 
@@ -94,20 +95,24 @@ final class InMemoryOrderStore: OrderStore {
         }
     }
 
-    func decide(_ id: String, restaurant: String, decision: OrderStatus) async throws(StorageError) -> DecisionOutcome {
+    func decide(_ id: String, restaurant: String, decision: Decision) async throws(StorageError) -> DecisionOutcome {
         try checked { state in
             guard let order = state.orders[id] else { return .notFound }
             if !order.order.restaurant.isEmpty, order.order.restaurant != restaurant { return .otherRestaurant(order.order.restaurant) }
             if order.status == .placed {
-                state.orders[id]?.status = decision
+                state.orders[id]?.status = decision.status
                 state.orders[id]?.decision = decision
                 state.orders[id]?.decidedBy = restaurant
-                return .decided(decision)
+                if case .accept(let minutes?) = decision { state.orders[id]?.readyAt = Self.clock + Int64(minutes) * 60_000 }
+                return .decided(decision.status, readyAtUnixMs: state.orders[id]?.readyAt)
             }
-            if order.decision == decision, order.decidedBy == restaurant { return .decided(decision) }
+            if order.decision?.status == decision.status, order.decidedBy == restaurant { return .decided(decision.status, readyAtUnixMs: order.readyAt) }
             return .notPlaced(order.status.rawValue)
         }
     }
+
+    /// The store's clock: what decide.lua reads with TIME.
+    static let clock: Int64 = 1_700_000_000_000
 
     func snapshot(_ id: String) async throws(StorageError) -> OrderSnapshot? {
         try checked { state in

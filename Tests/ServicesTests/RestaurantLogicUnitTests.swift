@@ -14,6 +14,7 @@ import Testing
 final class InMemoryMenuStore: MenuStore {
     let menus = Mutex<[String: [MenuItem]]>([:])
     let currencies = Mutex<[String: String]>([:])
+    let pauses = Mutex<[String: Pause]>([:])
     let failure = Mutex<StorageError?>(nil)
 
     func update(_ restaurant: String, items: [MenuItem], currency: String?) async throws(StorageError) {
@@ -35,7 +36,13 @@ final class InMemoryMenuStore: MenuStore {
 
     func menu(of restaurant: String) async throws(StorageError) -> Menu {
         if let failure = failure.withLock({ $0 }) { throw failure }
-        return Menu(items: menus.withLock { $0[restaurant] ?? [] }, currency: try await currency(of: restaurant))
+        return Menu(items: menus.withLock { $0[restaurant] ?? [] }, currency: try await currency(of: restaurant),
+                    pause: pauses.withLock { $0[restaurant] })
+    }
+
+    func setPause(_ restaurant: String, _ pause: Pause?) async throws(StorageError) {
+        if let failure = failure.withLock({ $0 }) { throw failure }
+        pauses.withLock { $0[restaurant] = pause }
     }
 }
 
@@ -106,13 +113,20 @@ final class OrderServiceDouble: ClientTransport {
             let accepted = try await logic.acceptOrder(accept, context: context)
             let rejected = try await logic.rejectOrder(RejectOrderRequest(restaurantId: "r1", orderId: "order_2"), context: context)
             #expect(accepted.status == "ACCEPTED" && rejected.status == "REJECTED")
+            _ = try await logic.acceptOrder(AcceptOrderRequest(restaurantId: "r1", orderId: "order_3", prepMinutes: 15), context: context)
+            _ = try await logic.rejectOrder(RejectOrderRequest(restaurantId: "r1", orderId: "order_4", reason: .outOfStock, message: "no flour"),
+                                            context: context)
+            // A rejection without a reason is OTHER.
             #expect(orders.requests.withLock { $0 } == [
                 RecordRestaurantDecisionRequest(orderId: "order_1", restaurantId: "r1", decision: "ACCEPTED"),
-                RecordRestaurantDecisionRequest(orderId: "order_2", restaurantId: "r1", decision: "REJECTED"),
+                RecordRestaurantDecisionRequest(orderId: "order_2", restaurantId: "r1", decision: "REJECTED", rejectReason: "OTHER"),
+                RecordRestaurantDecisionRequest(orderId: "order_3", restaurantId: "r1", decision: "ACCEPTED", prepMinutes: 15),
+                RecordRestaurantDecisionRequest(orderId: "order_4", restaurantId: "r1", decision: "REJECTED", rejectReason: "OUT_OF_STOCK",
+                                                rejectMessage: "no flour"),
             ])
             #expect(await statusCode { try await logic.acceptOrder(AcceptOrderRequest(restaurantId: "", orderId: "order_1"), context: context) }
                 == .invalidArgument)
-            #expect(orders.requests.withLock { $0.count } == 2, "an invalid request never reaches the order service")
+            #expect(orders.requests.withLock { $0.count } == 4, "an invalid request never reaches the order service")
 
             let answers: [(StatusCode, StatusCode)] = [
                 (.notFound, .notFound), (.failedPrecondition, .failedPrecondition), (.permissionDenied, .permissionDenied),

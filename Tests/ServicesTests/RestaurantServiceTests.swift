@@ -26,7 +26,7 @@ import Testing
                 MenuItem(itemId: "pizza", name: "Pizza grande", price: 12, description: "bigger", priceCents: 1200),
                 MenuItem(itemId: "cola", name: "Cola", price: 2, priceCents: 200),
                 MenuItem(itemId: "tiramisu", name: "Tiramisù", price: 4.25, description: "twice in one update", priceCents: 425),
-            ], currency: "USD"))
+            ], currency: "USD", status: .open))
             // Menus are per restaurant.
             #expect(await statusCode { try await restaurants.getMenu(GetMenuRequest(restaurantId: "r2")) } == .notFound)
         }

@@ -191,10 +191,19 @@ struct  OrderService__GetOrderStatusResponse
    * As given with the order; unset when none was.
    */
   OrderService__Address *delivery_address;
+  /*
+   * Accepted with prep_minutes: when the food should be ready, ms since the Unix epoch.
+   */
+  int64_t estimated_ready_at_unix_ms;
+  /*
+   * REJECTED: why (OUT_OF_STOCK, TOO_BUSY, CLOSED, OTHER), and the restaurant's words.
+   */
+  char *reject_reason;
+  char *reject_message;
 };
 #define ORDER_SERVICE__GET_ORDER_STATUS_RESPONSE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&order_service__get_order_status_response__descriptor) \
-    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0,NULL, 0, 0,NULL, 0, (char *)protobuf_c_empty_string, NULL }
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0,NULL, 0, 0,NULL, 0, (char *)protobuf_c_empty_string, NULL, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
 
 
 struct  OrderService__CancelOrderRequest
@@ -227,10 +236,20 @@ struct  OrderService__RecordRestaurantDecisionRequest
    * ACCEPTED or REJECTED.
    */
   char *decision;
+  /*
+   * With ACCEPTED: the kitchen's minutes, 1 to 240 (0: not given).
+   */
+  int32_t prep_minutes;
+  /*
+   * With REJECTED: OUT_OF_STOCK, TOO_BUSY, CLOSED or OTHER, and optional words (at most 500
+   * bytes).
+   */
+  char *reject_reason;
+  char *reject_message;
 };
 #define ORDER_SERVICE__RECORD_RESTAURANT_DECISION_REQUEST__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&order_service__record_restaurant_decision_request__descriptor) \
-    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
 
 
 struct  OrderService__RecordRestaurantDecisionResponse
@@ -238,10 +257,14 @@ struct  OrderService__RecordRestaurantDecisionResponse
   ProtobufCMessage base;
   char *order_id;
   char *status;
+  /*
+   * When the food should be ready (accepted with prep_minutes), ms since the Unix epoch; else 0.
+   */
+  int64_t estimated_ready_at_unix_ms;
 };
 #define ORDER_SERVICE__RECORD_RESTAURANT_DECISION_RESPONSE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&order_service__record_restaurant_decision_response__descriptor) \
-    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0 }
 
 
 struct  OrderService__WatchOrderRequest
@@ -280,10 +303,18 @@ struct  OrderService__OrderUpdate
    * Whether the order can change no more (DELIVERED, REJECTED, CANCELED).
    */
   protobuf_c_boolean final;
+  /*
+   * Once accepted with prep_minutes: when the food should be ready, ms since the Unix epoch.
+   */
+  int64_t estimated_ready_at_unix_ms;
+  /*
+   * REJECTED: why (OUT_OF_STOCK, TOO_BUSY, CLOSED, OTHER).
+   */
+  char *reject_reason;
 };
 #define ORDER_SERVICE__ORDER_UPDATE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&order_service__order_update__descriptor) \
-    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0 }
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0, (char *)protobuf_c_empty_string }
 
 
 /* OrderService__PlaceOrderRequest methods */

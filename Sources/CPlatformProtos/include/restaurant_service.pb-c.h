@@ -24,12 +24,34 @@ typedef struct RestaurantService__RejectOrderRequest RestaurantService__RejectOr
 typedef struct RestaurantService__RejectOrderResponse RestaurantService__RejectOrderResponse;
 typedef struct RestaurantService__GetMenuRequest RestaurantService__GetMenuRequest;
 typedef struct RestaurantService__GetMenuResponse RestaurantService__GetMenuResponse;
+typedef struct RestaurantService__SetRestaurantStatusRequest RestaurantService__SetRestaurantStatusRequest;
+typedef struct RestaurantService__SetRestaurantStatusResponse RestaurantService__SetRestaurantStatusResponse;
 typedef struct RestaurantService__WatchRestaurantOrdersRequest RestaurantService__WatchRestaurantOrdersRequest;
 typedef struct RestaurantService__RestaurantOrderUpdate RestaurantService__RestaurantOrderUpdate;
 
 
 /* --- enums --- */
 
+/*
+ * Whether a restaurant takes orders now.
+ */
+typedef enum _RestaurantService__RestaurantStatus {
+  RESTAURANT_SERVICE__RESTAURANT_STATUS__RESTAURANT_STATUS_UNSPECIFIED = 0,
+  RESTAURANT_SERVICE__RESTAURANT_STATUS__OPEN = 1,
+  RESTAURANT_SERVICE__RESTAURANT_STATUS__PAUSED = 2
+    PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(RESTAURANT_SERVICE__RESTAURANT_STATUS)
+} RestaurantService__RestaurantStatus;
+/*
+ * Why a restaurant turns an order down.
+ */
+typedef enum _RestaurantService__RejectReason {
+  RESTAURANT_SERVICE__REJECT_REASON__REJECT_REASON_UNSPECIFIED = 0,
+  RESTAURANT_SERVICE__REJECT_REASON__OUT_OF_STOCK = 1,
+  RESTAURANT_SERVICE__REJECT_REASON__TOO_BUSY = 2,
+  RESTAURANT_SERVICE__REJECT_REASON__CLOSED = 3,
+  RESTAURANT_SERVICE__REJECT_REASON__OTHER = 4
+    PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(RESTAURANT_SERVICE__REJECT_REASON)
+} RestaurantService__RejectReason;
 
 /* --- messages --- */
 
@@ -91,10 +113,15 @@ struct  RestaurantService__AcceptOrderRequest
   ProtobufCMessage base;
   char *restaurant_id;
   char *order_id;
+  /*
+   * How long the kitchen needs, 1 to 240 minutes; 0 when it does not say. Gives the order its
+   * estimated_ready_at_unix_ms.
+   */
+  int32_t prep_minutes;
 };
 #define RESTAURANT_SERVICE__ACCEPT_ORDER_REQUEST__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&restaurant_service__accept_order_request__descriptor) \
-    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0 }
 
 
 struct  RestaurantService__AcceptOrderResponse
@@ -102,10 +129,14 @@ struct  RestaurantService__AcceptOrderResponse
   ProtobufCMessage base;
   char *order_id;
   char *status;
+  /*
+   * When the food should be ready, in milliseconds since the Unix epoch; 0 without prep_minutes.
+   */
+  int64_t estimated_ready_at_unix_ms;
 };
 #define RESTAURANT_SERVICE__ACCEPT_ORDER_RESPONSE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&restaurant_service__accept_order_response__descriptor) \
-    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0 }
 
 
 struct  RestaurantService__RejectOrderRequest
@@ -113,10 +144,18 @@ struct  RestaurantService__RejectOrderRequest
   ProtobufCMessage base;
   char *restaurant_id;
   char *order_id;
+  /*
+   * Why; unspecified is recorded as OTHER.
+   */
+  RestaurantService__RejectReason reason;
+  /*
+   * Optional words for the customer, at most 500 bytes.
+   */
+  char *message;
 };
 #define RESTAURANT_SERVICE__REJECT_ORDER_REQUEST__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&restaurant_service__reject_order_request__descriptor) \
-    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, RESTAURANT_SERVICE__REJECT_REASON__REJECT_REASON_UNSPECIFIED, (char *)protobuf_c_empty_string }
 
 
 struct  RestaurantService__RejectOrderResponse
@@ -150,10 +189,50 @@ struct  RestaurantService__GetMenuResponse
    * The currency of every price on the menu (ISO 4217).
    */
   char *currency;
+  /*
+   * OPEN, or PAUSED while a pause lasts.
+   */
+  RestaurantService__RestaurantStatus status;
+  /*
+   * While PAUSED: when the pause ends by itself, in milliseconds since the Unix epoch; 0 for a
+   * pause until the restaurant opens again.
+   */
+  int64_t paused_until_unix_ms;
 };
 #define RESTAURANT_SERVICE__GET_MENU_RESPONSE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&restaurant_service__get_menu_response__descriptor) \
-    , (char *)protobuf_c_empty_string, 0,NULL, (char *)protobuf_c_empty_string }
+    , (char *)protobuf_c_empty_string, 0,NULL, (char *)protobuf_c_empty_string, RESTAURANT_SERVICE__RESTAURANT_STATUS__RESTAURANT_STATUS_UNSPECIFIED, 0 }
+
+
+struct  RestaurantService__SetRestaurantStatusRequest
+{
+  ProtobufCMessage base;
+  char *restaurant_id;
+  /*
+   * OPEN or PAUSED.
+   */
+  RestaurantService__RestaurantStatus status;
+  /*
+   * With PAUSED: when the pause ends (in the future), or 0 for until OPEN is set. Must be 0 with
+   * OPEN.
+   */
+  int64_t paused_until_unix_ms;
+};
+#define RESTAURANT_SERVICE__SET_RESTAURANT_STATUS_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&restaurant_service__set_restaurant_status_request__descriptor) \
+    , (char *)protobuf_c_empty_string, RESTAURANT_SERVICE__RESTAURANT_STATUS__RESTAURANT_STATUS_UNSPECIFIED, 0 }
+
+
+struct  RestaurantService__SetRestaurantStatusResponse
+{
+  ProtobufCMessage base;
+  char *restaurant_id;
+  RestaurantService__RestaurantStatus status;
+  int64_t paused_until_unix_ms;
+};
+#define RESTAURANT_SERVICE__SET_RESTAURANT_STATUS_RESPONSE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&restaurant_service__set_restaurant_status_response__descriptor) \
+    , (char *)protobuf_c_empty_string, RESTAURANT_SERVICE__RESTAURANT_STATUS__RESTAURANT_STATUS_UNSPECIFIED, 0 }
 
 
 struct  RestaurantService__WatchRestaurantOrdersRequest
@@ -369,6 +448,44 @@ RestaurantService__GetMenuResponse *
 void   restaurant_service__get_menu_response__free_unpacked
                      (RestaurantService__GetMenuResponse *message,
                       ProtobufCAllocator *allocator);
+/* RestaurantService__SetRestaurantStatusRequest methods */
+void   restaurant_service__set_restaurant_status_request__init
+                     (RestaurantService__SetRestaurantStatusRequest         *message);
+size_t restaurant_service__set_restaurant_status_request__get_packed_size
+                     (const RestaurantService__SetRestaurantStatusRequest   *message);
+size_t restaurant_service__set_restaurant_status_request__pack
+                     (const RestaurantService__SetRestaurantStatusRequest   *message,
+                      uint8_t             *out);
+size_t restaurant_service__set_restaurant_status_request__pack_to_buffer
+                     (const RestaurantService__SetRestaurantStatusRequest   *message,
+                      ProtobufCBuffer     *buffer);
+RestaurantService__SetRestaurantStatusRequest *
+       restaurant_service__set_restaurant_status_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   restaurant_service__set_restaurant_status_request__free_unpacked
+                     (RestaurantService__SetRestaurantStatusRequest *message,
+                      ProtobufCAllocator *allocator);
+/* RestaurantService__SetRestaurantStatusResponse methods */
+void   restaurant_service__set_restaurant_status_response__init
+                     (RestaurantService__SetRestaurantStatusResponse         *message);
+size_t restaurant_service__set_restaurant_status_response__get_packed_size
+                     (const RestaurantService__SetRestaurantStatusResponse   *message);
+size_t restaurant_service__set_restaurant_status_response__pack
+                     (const RestaurantService__SetRestaurantStatusResponse   *message,
+                      uint8_t             *out);
+size_t restaurant_service__set_restaurant_status_response__pack_to_buffer
+                     (const RestaurantService__SetRestaurantStatusResponse   *message,
+                      ProtobufCBuffer     *buffer);
+RestaurantService__SetRestaurantStatusResponse *
+       restaurant_service__set_restaurant_status_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   restaurant_service__set_restaurant_status_response__free_unpacked
+                     (RestaurantService__SetRestaurantStatusResponse *message,
+                      ProtobufCAllocator *allocator);
 /* RestaurantService__WatchRestaurantOrdersRequest methods */
 void   restaurant_service__watch_restaurant_orders_request__init
                      (RestaurantService__WatchRestaurantOrdersRequest         *message);
@@ -436,6 +553,12 @@ typedef void (*RestaurantService__GetMenuRequest_Closure)
 typedef void (*RestaurantService__GetMenuResponse_Closure)
                  (const RestaurantService__GetMenuResponse *message,
                   void *closure_data);
+typedef void (*RestaurantService__SetRestaurantStatusRequest_Closure)
+                 (const RestaurantService__SetRestaurantStatusRequest *message,
+                  void *closure_data);
+typedef void (*RestaurantService__SetRestaurantStatusResponse_Closure)
+                 (const RestaurantService__SetRestaurantStatusResponse *message,
+                  void *closure_data);
 typedef void (*RestaurantService__WatchRestaurantOrdersRequest_Closure)
                  (const RestaurantService__WatchRestaurantOrdersRequest *message,
                   void *closure_data);
@@ -469,6 +592,10 @@ struct RestaurantService__RestaurantService_Service
                                   const RestaurantService__WatchRestaurantOrdersRequest *input,
                                   RestaurantService__RestaurantOrderUpdate_Closure closure,
                                   void *closure_data);
+  void (*set_restaurant_status)(RestaurantService__RestaurantService_Service *service,
+                                const RestaurantService__SetRestaurantStatusRequest *input,
+                                RestaurantService__SetRestaurantStatusResponse_Closure closure,
+                                void *closure_data);
 };
 typedef void (*RestaurantService__RestaurantService_ServiceDestroy)(RestaurantService__RestaurantService_Service *);
 void restaurant_service__restaurant_service__init (RestaurantService__RestaurantService_Service *service,
@@ -481,7 +608,8 @@ void restaurant_service__restaurant_service__init (RestaurantService__Restaurant
       function_prefix__ ## accept_order,\
       function_prefix__ ## reject_order,\
       function_prefix__ ## get_menu,\
-      function_prefix__ ## watch_restaurant_orders  }
+      function_prefix__ ## watch_restaurant_orders,\
+      function_prefix__ ## set_restaurant_status  }
 void restaurant_service__restaurant_service__update_menu(ProtobufCService *service,
                                                          const RestaurantService__UpdateMenuRequest *input,
                                                          RestaurantService__UpdateMenuResponse_Closure closure,
@@ -502,9 +630,15 @@ void restaurant_service__restaurant_service__watch_restaurant_orders(ProtobufCSe
                                                                      const RestaurantService__WatchRestaurantOrdersRequest *input,
                                                                      RestaurantService__RestaurantOrderUpdate_Closure closure,
                                                                      void *closure_data);
+void restaurant_service__restaurant_service__set_restaurant_status(ProtobufCService *service,
+                                                                   const RestaurantService__SetRestaurantStatusRequest *input,
+                                                                   RestaurantService__SetRestaurantStatusResponse_Closure closure,
+                                                                   void *closure_data);
 
 /* --- descriptors --- */
 
+extern const ProtobufCEnumDescriptor    restaurant_service__restaurant_status__descriptor;
+extern const ProtobufCEnumDescriptor    restaurant_service__reject_reason__descriptor;
 extern const ProtobufCMessageDescriptor restaurant_service__menu_item__descriptor;
 extern const ProtobufCMessageDescriptor restaurant_service__update_menu_request__descriptor;
 extern const ProtobufCMessageDescriptor restaurant_service__update_menu_response__descriptor;
@@ -514,6 +648,8 @@ extern const ProtobufCMessageDescriptor restaurant_service__reject_order_request
 extern const ProtobufCMessageDescriptor restaurant_service__reject_order_response__descriptor;
 extern const ProtobufCMessageDescriptor restaurant_service__get_menu_request__descriptor;
 extern const ProtobufCMessageDescriptor restaurant_service__get_menu_response__descriptor;
+extern const ProtobufCMessageDescriptor restaurant_service__set_restaurant_status_request__descriptor;
+extern const ProtobufCMessageDescriptor restaurant_service__set_restaurant_status_response__descriptor;
 extern const ProtobufCMessageDescriptor restaurant_service__watch_restaurant_orders_request__descriptor;
 extern const ProtobufCMessageDescriptor restaurant_service__restaurant_order_update__descriptor;
 extern const ProtobufCServiceDescriptor restaurant_service__restaurant_service__descriptor;

@@ -67,23 +67,38 @@ enum OrderLua {
     /// Lua/decide.lua
     static let decide = #"""
     -- KEYS: the order's hash, its partition's stream. ARGV: order id, restaurant id, ACCEPTED or
-    -- REJECTED. Records the decision of the order's restaurant on a PLACED order; the same decision
-    -- again answers the same. Returns {'DECIDED', decision}, {'NOT_FOUND'}, {'OTHER_RESTAURANT', its
-    -- restaurant} or {'NOT_PLACED', its status}.
+    -- REJECTED, the kitchen's minutes ('0': none; with ACCEPTED), the rejection reason and message
+    -- (with REJECTED). Records the decision of the order's restaurant on a PLACED order, with the
+    -- estimated ready time (the server's clock plus the minutes) or the reason, on the order and on
+    -- its event; the same decision again answers the same. Returns {'DECIDED', decision, estimated
+    -- ready time in ms or ''}, {'NOT_FOUND'}, {'OTHER_RESTAURANT', its restaurant} or {'NOT_PLACED',
+    -- its status}.
     local key, stream = KEYS[1], KEYS[2]
-    local fields = redis.call('HMGET', key, 'status', 'restaurant_id', 'decision', 'decided_by', 'customer_id')
+    local fields = redis.call('HMGET', key, 'status', 'restaurant_id', 'decision', 'decided_by', 'customer_id',
+        'estimated_ready_at')
     local status = fields[1]
     if not status then return {'NOT_FOUND'} end
     if fields[2] and fields[2] ~= '' and fields[2] ~= ARGV[2] then
         return {'OTHER_RESTAURANT', fields[2]}
     end
     if status == Status.PLACED then
+        local details, change = {Field.customer, fields[5] or '', Field.restaurant, ARGV[2]}, {}
+        local readyAt = ''
+        if ARGV[3] == Status.ACCEPTED and tonumber(ARGV[4]) > 0 then
+            local now = redis.call('TIME')
+            readyAt = tostring(tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) + tonumber(ARGV[4]) * 60000)
+            details[#details + 1], details[#details + 2] = Field.readyAt, readyAt
+            change = {'estimated_ready_at', readyAt}
+        elseif ARGV[3] == Status.REJECTED then
+            details[#details + 1], details[#details + 2] = Field.reason, ARGV[5]
+            change = {'reject_reason', ARGV[5], 'reject_message', ARGV[6]}
+        end
         local kind = ARGV[3] == Status.ACCEPTED and Kind.ORDER_ACCEPTED or Kind.ORDER_REJECTED
-        local event = emit(stream, kind, ARGV[1], nil, {Field.customer, fields[5] or '', Field.restaurant, ARGV[2]})
-        redis.call('HSET', key, 'status', ARGV[3], 'decision', ARGV[3], 'decided_by', ARGV[2], 'last_event', event)
-        return {'DECIDED', ARGV[3]}
+        local event = emit(stream, kind, ARGV[1], nil, details)
+        redis.call('HSET', key, 'status', ARGV[3], 'decision', ARGV[3], 'decided_by', ARGV[2], 'last_event', event, unpack(change))
+        return {'DECIDED', ARGV[3], readyAt}
     end
-    if fields[3] == ARGV[3] and fields[4] == ARGV[2] then return {'DECIDED', ARGV[3]} end
+    if fields[3] == ARGV[3] and fields[4] == ARGV[2] then return {'DECIDED', ARGV[3], fields[6] or ''} end
     return {'NOT_PLACED', status}
     """#
     /// Lua/get.lua
@@ -93,7 +108,8 @@ enum OrderLua {
     -- delivery event among those the group has not acknowledged (at most 256 looked at, else answers
     -- BEHIND and changes nothing), the way the consumer does. Then returns {status, total, items,
     -- total in minor units, currency, lines (flat, as place stores them), address street, city,
-    -- postal code, notes} ('' for what the order does not have) or nil. So an order changed a moment ago through the delivery service reads changed, in one round
+    -- postal code, notes, estimated ready time, rejection reason and message} ('' for what the order
+    -- does not have) or nil. So an order changed a moment ago through the delivery service reads changed, in one round
     -- trip. It acknowledges nothing: a consumer still applies those events (idempotently, with WAIT
     -- when configured), so what this function wrote without a WAIT is never the only copy.
     local stream, key, itemsKey, linesKey = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
@@ -110,11 +126,12 @@ enum OrderLua {
         end
     end
     local fields = redis.call('HMGET', key, 'status', 'total_price', 'total_cents', 'currency', 'address_street', 'address_city',
-        'address_postal_code', 'address_notes')
+        'address_postal_code', 'address_notes', 'estimated_ready_at', 'reject_reason', 'reject_message')
     if not fields[1] then return false end
-    for i = 2, 8 do fields[i] = fields[i] or '' end
+    for i = 2, 11 do fields[i] = fields[i] or '' end
     return {fields[1], fields[2], redis.call('LRANGE', itemsKey, 0, -1), fields[3], fields[4],
-        fields[3] ~= '' and redis.call('LRANGE', linesKey, 0, -1) or {}, fields[5], fields[6], fields[7], fields[8]}
+        fields[3] ~= '' and redis.call('LRANGE', linesKey, 0, -1) or {}, fields[5], fields[6], fields[7], fields[8], fields[9],
+        fields[10], fields[11]}
     """#
     /// Lua/place.lua
     static let place = #"""
@@ -148,10 +165,12 @@ enum OrderLua {
     """#
     /// Lua/watch_snapshot.lua
     static let watchSnapshot = #"""
-    -- KEYS: the order's hash. Returns {status, driver, restaurant, customer, last event id} or nil.
-    local fields = redis.call('HMGET', KEYS[1], 'status', 'driver_id', 'restaurant_id', 'customer_id', 'last_event')
+    -- KEYS: the order's hash. Returns {status, driver, restaurant, customer, last event id, estimated
+    -- ready time, rejection reason} ('' for what it lacks) or nil.
+    local fields = redis.call('HMGET', KEYS[1], 'status', 'driver_id', 'restaurant_id', 'customer_id', 'last_event',
+        'estimated_ready_at', 'reject_reason')
     if not fields[1] then return false end
-    for i = 2, 5 do fields[i] = fields[i] or '' end
+    for i = 2, 7 do fields[i] = fields[i] or '' end
     return fields
     """#
 }

@@ -315,10 +315,15 @@ public struct GetOrderStatusResponse: GRPCMessage, Equatable {
     public var currency: String = ""
     /// As given with the order; unset when none was.
     public var deliveryAddress: Address = Address()
+    /// Accepted with prep_minutes: when the food should be ready, ms since the Unix epoch.
+    public var estimatedReadyAtUnixMs: Int64 = 0
+    /// REJECTED: why (OUT_OF_STOCK, TOO_BUSY, CLOSED, OTHER), and the restaurant's words.
+    public var rejectReason: String = ""
+    public var rejectMessage: String = ""
 
     public init() {}
 
-    public init(orderId: String = "", status: String = "", items: [String] = [], totalPrice: Double = 0, lines: [PricedLine] = [], totalCents: Int64 = 0, currency: String = "", deliveryAddress: Address = Address()) {
+    public init(orderId: String = "", status: String = "", items: [String] = [], totalPrice: Double = 0, lines: [PricedLine] = [], totalCents: Int64 = 0, currency: String = "", deliveryAddress: Address = Address(), estimatedReadyAtUnixMs: Int64 = 0, rejectReason: String = "", rejectMessage: String = "") {
         self.orderId = orderId
         self.status = status
         self.items = items
@@ -327,6 +332,9 @@ public struct GetOrderStatusResponse: GRPCMessage, Equatable {
         self.totalCents = totalCents
         self.currency = currency
         self.deliveryAddress = deliveryAddress
+        self.estimatedReadyAtUnixMs = estimatedReadyAtUnixMs
+        self.rejectReason = rejectReason
+        self.rejectMessage = rejectMessage
     }
 
     func fill(_ c: inout OrderService__GetOrderStatusResponse, arena: CArena) {
@@ -341,6 +349,9 @@ public struct GetOrderStatusResponse: GRPCMessage, Equatable {
         c.total_cents = totalCents
         c.currency = arena.cString(currency)
         c.delivery_address = deliveryAddress == Address() ? nil : arena.message(deliveryAddress, as: OrderService__Address.self) { $0.fill(&$1, arena: arena) }
+        c.estimated_ready_at_unix_ms = estimatedReadyAtUnixMs
+        c.reject_reason = arena.cString(rejectReason)
+        c.reject_message = arena.cString(rejectMessage)
     }
 
     init(_ c: OrderService__GetOrderStatusResponse) {
@@ -352,6 +363,9 @@ public struct GetOrderStatusResponse: GRPCMessage, Equatable {
         totalCents = c.total_cents
         currency = CArena.string(c.currency)
         deliveryAddress = c.delivery_address.map { Address($0.pointee) } ?? Address()
+        estimatedReadyAtUnixMs = c.estimated_ready_at_unix_ms
+        rejectReason = CArena.string(c.reject_reason)
+        rejectMessage = CArena.string(c.reject_message)
     }
 
     public func serializedBytes() -> [UInt8] {
@@ -441,13 +455,22 @@ public struct RecordRestaurantDecisionRequest: GRPCMessage, Equatable {
     public var restaurantId: String = ""
     /// ACCEPTED or REJECTED.
     public var decision: String = ""
+    /// With ACCEPTED: the kitchen's minutes, 1 to 240 (0: not given).
+    public var prepMinutes: Int32 = 0
+    /// With REJECTED: OUT_OF_STOCK, TOO_BUSY, CLOSED or OTHER, and optional words (at most 500
+    /// bytes).
+    public var rejectReason: String = ""
+    public var rejectMessage: String = ""
 
     public init() {}
 
-    public init(orderId: String = "", restaurantId: String = "", decision: String = "") {
+    public init(orderId: String = "", restaurantId: String = "", decision: String = "", prepMinutes: Int32 = 0, rejectReason: String = "", rejectMessage: String = "") {
         self.orderId = orderId
         self.restaurantId = restaurantId
         self.decision = decision
+        self.prepMinutes = prepMinutes
+        self.rejectReason = rejectReason
+        self.rejectMessage = rejectMessage
     }
 
     func fill(_ c: inout OrderService__RecordRestaurantDecisionRequest, arena: CArena) {
@@ -455,12 +478,18 @@ public struct RecordRestaurantDecisionRequest: GRPCMessage, Equatable {
         c.order_id = arena.cString(orderId)
         c.restaurant_id = arena.cString(restaurantId)
         c.decision = arena.cString(decision)
+        c.prep_minutes = prepMinutes
+        c.reject_reason = arena.cString(rejectReason)
+        c.reject_message = arena.cString(rejectMessage)
     }
 
     init(_ c: OrderService__RecordRestaurantDecisionRequest) {
         orderId = CArena.string(c.order_id)
         restaurantId = CArena.string(c.restaurant_id)
         decision = CArena.string(c.decision)
+        prepMinutes = c.prep_minutes
+        rejectReason = CArena.string(c.reject_reason)
+        rejectMessage = CArena.string(c.reject_message)
     }
 
     public func serializedBytes() -> [UInt8] {
@@ -480,23 +509,28 @@ public struct RecordRestaurantDecisionRequest: GRPCMessage, Equatable {
 public struct RecordRestaurantDecisionResponse: GRPCMessage, Equatable {
     public var orderId: String = ""
     public var status: String = ""
+    /// When the food should be ready (accepted with prep_minutes), ms since the Unix epoch; else 0.
+    public var estimatedReadyAtUnixMs: Int64 = 0
 
     public init() {}
 
-    public init(orderId: String = "", status: String = "") {
+    public init(orderId: String = "", status: String = "", estimatedReadyAtUnixMs: Int64 = 0) {
         self.orderId = orderId
         self.status = status
+        self.estimatedReadyAtUnixMs = estimatedReadyAtUnixMs
     }
 
     func fill(_ c: inout OrderService__RecordRestaurantDecisionResponse, arena: CArena) {
         order_service__record_restaurant_decision_response__init(&c)
         c.order_id = arena.cString(orderId)
         c.status = arena.cString(status)
+        c.estimated_ready_at_unix_ms = estimatedReadyAtUnixMs
     }
 
     init(_ c: OrderService__RecordRestaurantDecisionResponse) {
         orderId = CArena.string(c.order_id)
         status = CArena.string(c.status)
+        estimatedReadyAtUnixMs = c.estimated_ready_at_unix_ms
     }
 
     public func serializedBytes() -> [UInt8] {
@@ -560,10 +594,14 @@ public struct OrderUpdate: GRPCMessage, Equatable {
     public var customerId: String = ""
     /// Whether the order can change no more (DELIVERED, REJECTED, CANCELED).
     public var final: Bool = false
+    /// Once accepted with prep_minutes: when the food should be ready, ms since the Unix epoch.
+    public var estimatedReadyAtUnixMs: Int64 = 0
+    /// REJECTED: why (OUT_OF_STOCK, TOO_BUSY, CLOSED, OTHER).
+    public var rejectReason: String = ""
 
     public init() {}
 
-    public init(orderId: String = "", status: String = "", driverId: String = "", updatedAtUnixMs: Int64 = 0, restaurantId: String = "", customerId: String = "", final: Bool = false) {
+    public init(orderId: String = "", status: String = "", driverId: String = "", updatedAtUnixMs: Int64 = 0, restaurantId: String = "", customerId: String = "", final: Bool = false, estimatedReadyAtUnixMs: Int64 = 0, rejectReason: String = "") {
         self.orderId = orderId
         self.status = status
         self.driverId = driverId
@@ -571,6 +609,8 @@ public struct OrderUpdate: GRPCMessage, Equatable {
         self.restaurantId = restaurantId
         self.customerId = customerId
         self.final = final
+        self.estimatedReadyAtUnixMs = estimatedReadyAtUnixMs
+        self.rejectReason = rejectReason
     }
 
     func fill(_ c: inout OrderService__OrderUpdate, arena: CArena) {
@@ -582,6 +622,8 @@ public struct OrderUpdate: GRPCMessage, Equatable {
         c.restaurant_id = arena.cString(restaurantId)
         c.customer_id = arena.cString(customerId)
         c.final = final ? 1 : 0
+        c.estimated_ready_at_unix_ms = estimatedReadyAtUnixMs
+        c.reject_reason = arena.cString(rejectReason)
     }
 
     init(_ c: OrderService__OrderUpdate) {
@@ -592,6 +634,8 @@ public struct OrderUpdate: GRPCMessage, Equatable {
         restaurantId = CArena.string(c.restaurant_id)
         customerId = CArena.string(c.customer_id)
         final = c.final != 0
+        estimatedReadyAtUnixMs = c.estimated_ready_at_unix_ms
+        rejectReason = CArena.string(c.reject_reason)
     }
 
     public func serializedBytes() -> [UInt8] {

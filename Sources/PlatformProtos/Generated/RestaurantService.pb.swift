@@ -5,6 +5,30 @@ import CPlatformProtos
 import ProtobufRuntime
 import RPCCore
 
+/// Whether a restaurant takes orders now.
+///
+/// `restaurant_service.RestaurantStatus`: an open enum, so values from newer peers survive.
+public struct RestaurantStatus: RawRepresentable, Hashable, Sendable {
+    public var rawValue: Int32
+    public init(rawValue: Int32) { self.rawValue = rawValue }
+    public static let restaurantStatusUnspecified = RestaurantStatus(rawValue: 0)
+    public static let `open` = RestaurantStatus(rawValue: 1)
+    public static let paused = RestaurantStatus(rawValue: 2)
+}
+
+/// Why a restaurant turns an order down.
+///
+/// `restaurant_service.RejectReason`: an open enum, so values from newer peers survive.
+public struct RejectReason: RawRepresentable, Hashable, Sendable {
+    public var rawValue: Int32
+    public init(rawValue: Int32) { self.rawValue = rawValue }
+    public static let rejectReasonUnspecified = RejectReason(rawValue: 0)
+    public static let outOfStock = RejectReason(rawValue: 1)
+    public static let tooBusy = RejectReason(rawValue: 2)
+    public static let closed = RejectReason(rawValue: 3)
+    public static let other = RejectReason(rawValue: 4)
+}
+
 /// `restaurant_service.MenuItem`
 public struct MenuItem: GRPCMessage, Equatable {
     public var itemId: String = ""
@@ -141,23 +165,29 @@ public struct UpdateMenuResponse: GRPCMessage, Equatable {
 public struct AcceptOrderRequest: GRPCMessage, Equatable {
     public var restaurantId: String = ""
     public var orderId: String = ""
+    /// How long the kitchen needs, 1 to 240 minutes; 0 when it does not say. Gives the order its
+    /// estimated_ready_at_unix_ms.
+    public var prepMinutes: Int32 = 0
 
     public init() {}
 
-    public init(restaurantId: String = "", orderId: String = "") {
+    public init(restaurantId: String = "", orderId: String = "", prepMinutes: Int32 = 0) {
         self.restaurantId = restaurantId
         self.orderId = orderId
+        self.prepMinutes = prepMinutes
     }
 
     func fill(_ c: inout RestaurantService__AcceptOrderRequest, arena: CArena) {
         restaurant_service__accept_order_request__init(&c)
         c.restaurant_id = arena.cString(restaurantId)
         c.order_id = arena.cString(orderId)
+        c.prep_minutes = prepMinutes
     }
 
     init(_ c: RestaurantService__AcceptOrderRequest) {
         restaurantId = CArena.string(c.restaurant_id)
         orderId = CArena.string(c.order_id)
+        prepMinutes = c.prep_minutes
     }
 
     public func serializedBytes() -> [UInt8] {
@@ -177,23 +207,28 @@ public struct AcceptOrderRequest: GRPCMessage, Equatable {
 public struct AcceptOrderResponse: GRPCMessage, Equatable {
     public var orderId: String = ""
     public var status: String = ""
+    /// When the food should be ready, in milliseconds since the Unix epoch; 0 without prep_minutes.
+    public var estimatedReadyAtUnixMs: Int64 = 0
 
     public init() {}
 
-    public init(orderId: String = "", status: String = "") {
+    public init(orderId: String = "", status: String = "", estimatedReadyAtUnixMs: Int64 = 0) {
         self.orderId = orderId
         self.status = status
+        self.estimatedReadyAtUnixMs = estimatedReadyAtUnixMs
     }
 
     func fill(_ c: inout RestaurantService__AcceptOrderResponse, arena: CArena) {
         restaurant_service__accept_order_response__init(&c)
         c.order_id = arena.cString(orderId)
         c.status = arena.cString(status)
+        c.estimated_ready_at_unix_ms = estimatedReadyAtUnixMs
     }
 
     init(_ c: RestaurantService__AcceptOrderResponse) {
         orderId = CArena.string(c.order_id)
         status = CArena.string(c.status)
+        estimatedReadyAtUnixMs = c.estimated_ready_at_unix_ms
     }
 
     public func serializedBytes() -> [UInt8] {
@@ -213,23 +248,33 @@ public struct AcceptOrderResponse: GRPCMessage, Equatable {
 public struct RejectOrderRequest: GRPCMessage, Equatable {
     public var restaurantId: String = ""
     public var orderId: String = ""
+    /// Why; unspecified is recorded as OTHER.
+    public var reason: RejectReason = RejectReason(rawValue: 0)
+    /// Optional words for the customer, at most 500 bytes.
+    public var message: String = ""
 
     public init() {}
 
-    public init(restaurantId: String = "", orderId: String = "") {
+    public init(restaurantId: String = "", orderId: String = "", reason: RejectReason = RejectReason(rawValue: 0), message: String = "") {
         self.restaurantId = restaurantId
         self.orderId = orderId
+        self.reason = reason
+        self.message = message
     }
 
     func fill(_ c: inout RestaurantService__RejectOrderRequest, arena: CArena) {
         restaurant_service__reject_order_request__init(&c)
         c.restaurant_id = arena.cString(restaurantId)
         c.order_id = arena.cString(orderId)
+        c.reason = .init(rawValue: numericCast(reason.rawValue))
+        c.message = arena.cString(message)
     }
 
     init(_ c: RestaurantService__RejectOrderRequest) {
         restaurantId = CArena.string(c.restaurant_id)
         orderId = CArena.string(c.order_id)
+        reason = .init(rawValue: numericCast(c.reason.rawValue))
+        message = CArena.string(c.message)
     }
 
     public func serializedBytes() -> [UInt8] {
@@ -319,13 +364,20 @@ public struct GetMenuResponse: GRPCMessage, Equatable {
     public var items: [MenuItem] = []
     /// The currency of every price on the menu (ISO 4217).
     public var currency: String = ""
+    /// OPEN, or PAUSED while a pause lasts.
+    public var status: RestaurantStatus = RestaurantStatus(rawValue: 0)
+    /// While PAUSED: when the pause ends by itself, in milliseconds since the Unix epoch; 0 for a
+    /// pause until the restaurant opens again.
+    public var pausedUntilUnixMs: Int64 = 0
 
     public init() {}
 
-    public init(restaurantId: String = "", items: [MenuItem] = [], currency: String = "") {
+    public init(restaurantId: String = "", items: [MenuItem] = [], currency: String = "", status: RestaurantStatus = RestaurantStatus(rawValue: 0), pausedUntilUnixMs: Int64 = 0) {
         self.restaurantId = restaurantId
         self.items = items
         self.currency = currency
+        self.status = status
+        self.pausedUntilUnixMs = pausedUntilUnixMs
     }
 
     func fill(_ c: inout RestaurantService__GetMenuResponse, arena: CArena) {
@@ -334,12 +386,16 @@ public struct GetMenuResponse: GRPCMessage, Equatable {
         c.n_items = items.count
         c.items = arena.messages(items, as: RestaurantService__MenuItem.self) { $0.fill(&$1, arena: arena) }
         c.currency = arena.cString(currency)
+        c.status = .init(rawValue: numericCast(status.rawValue))
+        c.paused_until_unix_ms = pausedUntilUnixMs
     }
 
     init(_ c: RestaurantService__GetMenuResponse) {
         restaurantId = CArena.string(c.restaurant_id)
         items = CArena.buffer(c.items, count: c.n_items).map { MenuItem($0!.pointee) }
         currency = CArena.string(c.currency)
+        status = .init(rawValue: numericCast(c.status.rawValue))
+        pausedUntilUnixMs = c.paused_until_unix_ms
     }
 
     public func serializedBytes() -> [UInt8] {
@@ -352,6 +408,89 @@ public struct GetMenuResponse: GRPCMessage, Equatable {
 
     public init(serializedBytes bytes: [UInt8]) throws(MessageDecodingError) {
         self = try CArena.unpack(bytes, unpack: restaurant_service__get_menu_response__unpack, free: restaurant_service__get_menu_response__free_unpacked) { Self($0) }
+    }
+}
+
+/// `restaurant_service.SetRestaurantStatusRequest`
+public struct SetRestaurantStatusRequest: GRPCMessage, Equatable {
+    public var restaurantId: String = ""
+    /// OPEN or PAUSED.
+    public var status: RestaurantStatus = RestaurantStatus(rawValue: 0)
+    /// With PAUSED: when the pause ends (in the future), or 0 for until OPEN is set. Must be 0 with
+    /// OPEN.
+    public var pausedUntilUnixMs: Int64 = 0
+
+    public init() {}
+
+    public init(restaurantId: String = "", status: RestaurantStatus = RestaurantStatus(rawValue: 0), pausedUntilUnixMs: Int64 = 0) {
+        self.restaurantId = restaurantId
+        self.status = status
+        self.pausedUntilUnixMs = pausedUntilUnixMs
+    }
+
+    func fill(_ c: inout RestaurantService__SetRestaurantStatusRequest, arena: CArena) {
+        restaurant_service__set_restaurant_status_request__init(&c)
+        c.restaurant_id = arena.cString(restaurantId)
+        c.status = .init(rawValue: numericCast(status.rawValue))
+        c.paused_until_unix_ms = pausedUntilUnixMs
+    }
+
+    init(_ c: RestaurantService__SetRestaurantStatusRequest) {
+        restaurantId = CArena.string(c.restaurant_id)
+        status = .init(rawValue: numericCast(c.status.rawValue))
+        pausedUntilUnixMs = c.paused_until_unix_ms
+    }
+
+    public func serializedBytes() -> [UInt8] {
+        let arena = CArena()
+        defer { arena.release() }
+        var c = RestaurantService__SetRestaurantStatusRequest()
+        fill(&c, arena: arena)
+        return CArena.pack(&c, size: restaurant_service__set_restaurant_status_request__get_packed_size, pack: restaurant_service__set_restaurant_status_request__pack)
+    }
+
+    public init(serializedBytes bytes: [UInt8]) throws(MessageDecodingError) {
+        self = try CArena.unpack(bytes, unpack: restaurant_service__set_restaurant_status_request__unpack, free: restaurant_service__set_restaurant_status_request__free_unpacked) { Self($0) }
+    }
+}
+
+/// `restaurant_service.SetRestaurantStatusResponse`
+public struct SetRestaurantStatusResponse: GRPCMessage, Equatable {
+    public var restaurantId: String = ""
+    public var status: RestaurantStatus = RestaurantStatus(rawValue: 0)
+    public var pausedUntilUnixMs: Int64 = 0
+
+    public init() {}
+
+    public init(restaurantId: String = "", status: RestaurantStatus = RestaurantStatus(rawValue: 0), pausedUntilUnixMs: Int64 = 0) {
+        self.restaurantId = restaurantId
+        self.status = status
+        self.pausedUntilUnixMs = pausedUntilUnixMs
+    }
+
+    func fill(_ c: inout RestaurantService__SetRestaurantStatusResponse, arena: CArena) {
+        restaurant_service__set_restaurant_status_response__init(&c)
+        c.restaurant_id = arena.cString(restaurantId)
+        c.status = .init(rawValue: numericCast(status.rawValue))
+        c.paused_until_unix_ms = pausedUntilUnixMs
+    }
+
+    init(_ c: RestaurantService__SetRestaurantStatusResponse) {
+        restaurantId = CArena.string(c.restaurant_id)
+        status = .init(rawValue: numericCast(c.status.rawValue))
+        pausedUntilUnixMs = c.paused_until_unix_ms
+    }
+
+    public func serializedBytes() -> [UInt8] {
+        let arena = CArena()
+        defer { arena.release() }
+        var c = RestaurantService__SetRestaurantStatusResponse()
+        fill(&c, arena: arena)
+        return CArena.pack(&c, size: restaurant_service__set_restaurant_status_response__get_packed_size, pack: restaurant_service__set_restaurant_status_response__pack)
+    }
+
+    public init(serializedBytes bytes: [UInt8]) throws(MessageDecodingError) {
+        self = try CArena.unpack(bytes, unpack: restaurant_service__set_restaurant_status_response__unpack, free: restaurant_service__set_restaurant_status_response__free_unpacked) { Self($0) }
     }
 }
 
@@ -458,6 +597,7 @@ public enum RestaurantServiceMethods {
     public static let rejectOrder = MethodDescriptor<RejectOrderRequest, RejectOrderResponse>(service: serviceName, method: "RejectOrder")
     public static let getMenu = MethodDescriptor<GetMenuRequest, GetMenuResponse>(service: serviceName, method: "GetMenu")
     public static let watchRestaurantOrders = MethodDescriptor<WatchRestaurantOrdersRequest, RestaurantOrderUpdate>(service: serviceName, method: "WatchRestaurantOrders", kind: .serverStreaming)
+    public static let setRestaurantStatus = MethodDescriptor<SetRestaurantStatusRequest, SetRestaurantStatusResponse>(service: serviceName, method: "SetRestaurantStatus")
 }
 
 /// Implements `restaurant_service.RestaurantService`: one async method per RPC; throw `RPCError` to fail a call.
@@ -470,6 +610,10 @@ public protocol RestaurantServiceProvider: Sendable {
     /// A kitchen screen: every order placed with the restaurant from now on, and every change of
     /// the restaurant's orders, as they happen. Runs until the client cancels it.
     func watchRestaurantOrders(_ request: WatchRestaurantOrdersRequest, responses: RPCWriter<RestaurantOrderUpdate>, context: ServerContext) async throws
+    /// Opens the restaurant, or pauses it (until a time, or until it opens again): orders by menu
+    /// lines for a paused restaurant are FAILED_PRECONDITION. A pause ends by itself at
+    /// paused_until_unix_ms.
+    func setRestaurantStatus(_ request: SetRestaurantStatusRequest, context: ServerContext) async throws -> SetRestaurantStatusResponse
 }
 
 extension RestaurantServiceProvider {
@@ -481,6 +625,7 @@ extension RestaurantServiceProvider {
             Route(RestaurantServiceMethods.rejectOrder) { try await self.rejectOrder($0, context: $1) },
             Route(RestaurantServiceMethods.getMenu) { try await self.getMenu($0, context: $1) },
             Route(serverStreaming: RestaurantServiceMethods.watchRestaurantOrders) { try await self.watchRestaurantOrders($0, responses: $1, context: $2) },
+            Route(RestaurantServiceMethods.setRestaurantStatus) { try await self.setRestaurantStatus($0, context: $1) },
         ])
     }
 }
@@ -512,5 +657,12 @@ public struct RestaurantServiceClient: Sendable {
     /// the restaurant's orders, as they happen. Runs until the client cancels it.
     public func watchRestaurantOrders<Result: Sendable>(_ request: WatchRestaurantOrdersRequest, options: CallOptions = CallOptions(), onResponse handle: (RPCAsyncSequence<RestaurantOrderUpdate>) async throws -> Result) async throws -> Result {
         try await transport.serverStreaming(RestaurantServiceMethods.watchRestaurantOrders, request, options: options, onResponse: handle)
+    }
+
+    /// Opens the restaurant, or pauses it (until a time, or until it opens again): orders by menu
+    /// lines for a paused restaurant are FAILED_PRECONDITION. A pause ends by itself at
+    /// paused_until_unix_ms.
+    public func setRestaurantStatus(_ request: SetRestaurantStatusRequest, options: CallOptions = CallOptions()) async throws(RPCError) -> SetRestaurantStatusResponse {
+        try await transport.call(RestaurantServiceMethods.setRestaurantStatus, request, options: options)
     }
 }
