@@ -592,6 +592,96 @@ void   order_service__order_update__free_unpacked
   assert(message->base.descriptor == &order_service__order_update__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   order_service__record_order_ready_request__init
+                     (OrderService__RecordOrderReadyRequest         *message)
+{
+  static const OrderService__RecordOrderReadyRequest init_value = ORDER_SERVICE__RECORD_ORDER_READY_REQUEST__INIT;
+  *message = init_value;
+}
+size_t order_service__record_order_ready_request__get_packed_size
+                     (const OrderService__RecordOrderReadyRequest *message)
+{
+  assert(message->base.descriptor == &order_service__record_order_ready_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t order_service__record_order_ready_request__pack
+                     (const OrderService__RecordOrderReadyRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &order_service__record_order_ready_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t order_service__record_order_ready_request__pack_to_buffer
+                     (const OrderService__RecordOrderReadyRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &order_service__record_order_ready_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+OrderService__RecordOrderReadyRequest *
+       order_service__record_order_ready_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (OrderService__RecordOrderReadyRequest *)
+     protobuf_c_message_unpack (&order_service__record_order_ready_request__descriptor,
+                                allocator, len, data);
+}
+void   order_service__record_order_ready_request__free_unpacked
+                     (OrderService__RecordOrderReadyRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &order_service__record_order_ready_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   order_service__record_order_ready_response__init
+                     (OrderService__RecordOrderReadyResponse         *message)
+{
+  static const OrderService__RecordOrderReadyResponse init_value = ORDER_SERVICE__RECORD_ORDER_READY_RESPONSE__INIT;
+  *message = init_value;
+}
+size_t order_service__record_order_ready_response__get_packed_size
+                     (const OrderService__RecordOrderReadyResponse *message)
+{
+  assert(message->base.descriptor == &order_service__record_order_ready_response__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t order_service__record_order_ready_response__pack
+                     (const OrderService__RecordOrderReadyResponse *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &order_service__record_order_ready_response__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t order_service__record_order_ready_response__pack_to_buffer
+                     (const OrderService__RecordOrderReadyResponse *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &order_service__record_order_ready_response__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+OrderService__RecordOrderReadyResponse *
+       order_service__record_order_ready_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (OrderService__RecordOrderReadyResponse *)
+     protobuf_c_message_unpack (&order_service__record_order_ready_response__descriptor,
+                                allocator, len, data);
+}
+void   order_service__record_order_ready_response__free_unpacked
+                     (OrderService__RecordOrderReadyResponse *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &order_service__record_order_ready_response__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 static const ProtobufCFieldDescriptor order_service__place_order_request__field_descriptors[7] =
 {
   {
@@ -1067,7 +1157,7 @@ const ProtobufCMessageDescriptor order_service__get_order_status_request__descri
   (ProtobufCMessageInit) order_service__get_order_status_request__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor order_service__get_order_status_response__field_descriptors[11] =
+static const ProtobufCFieldDescriptor order_service__get_order_status_response__field_descriptors[15] =
 {
   {
     "order_id",
@@ -1201,12 +1291,64 @@ static const ProtobufCFieldDescriptor order_service__get_order_status_response__
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "kitchen_status",
+    12,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(OrderService__GetOrderStatusResponse, kitchen_status),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "delivery_status",
+    13,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(OrderService__GetOrderStatusResponse, delivery_status),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "canceled_by",
+    14,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(OrderService__GetOrderStatusResponse, canceled_by),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "cancel_reason",
+    15,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(OrderService__GetOrderStatusResponse, cancel_reason),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned order_service__get_order_status_response__field_indices_by_name[] = {
+  14,   /* field[14] = cancel_reason */
+  13,   /* field[13] = canceled_by */
   6,   /* field[6] = currency */
   7,   /* field[7] = delivery_address */
+  12,   /* field[12] = delivery_status */
   8,   /* field[8] = estimated_ready_at_unix_ms */
   2,   /* field[2] = items */
+  11,   /* field[11] = kitchen_status */
   4,   /* field[4] = lines */
   0,   /* field[0] = order_id */
   10,   /* field[10] = reject_message */
@@ -1218,7 +1360,7 @@ static const unsigned order_service__get_order_status_response__field_indices_by
 static const ProtobufCIntRange order_service__get_order_status_response__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 11 }
+  { 0, 15 }
 };
 const ProtobufCMessageDescriptor order_service__get_order_status_response__descriptor =
 {
@@ -1228,14 +1370,14 @@ const ProtobufCMessageDescriptor order_service__get_order_status_response__descr
   "OrderService__GetOrderStatusResponse",
   "order_service",
   sizeof(OrderService__GetOrderStatusResponse),
-  11,
+  15,
   order_service__get_order_status_response__field_descriptors,
   order_service__get_order_status_response__field_indices_by_name,
   1,  order_service__get_order_status_response__number_ranges,
   (ProtobufCMessageInit) order_service__get_order_status_response__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor order_service__cancel_order_request__field_descriptors[1] =
+static const ProtobufCFieldDescriptor order_service__cancel_order_request__field_descriptors[2] =
 {
   {
     "order_id",
@@ -1249,14 +1391,27 @@ static const ProtobufCFieldDescriptor order_service__cancel_order_request__field
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "reason",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(OrderService__CancelOrderRequest, reason),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned order_service__cancel_order_request__field_indices_by_name[] = {
   0,   /* field[0] = order_id */
+  1,   /* field[1] = reason */
 };
 static const ProtobufCIntRange order_service__cancel_order_request__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 1 }
+  { 0, 2 }
 };
 const ProtobufCMessageDescriptor order_service__cancel_order_request__descriptor =
 {
@@ -1266,7 +1421,7 @@ const ProtobufCMessageDescriptor order_service__cancel_order_request__descriptor
   "OrderService__CancelOrderRequest",
   "order_service",
   sizeof(OrderService__CancelOrderRequest),
-  1,
+  2,
   order_service__cancel_order_request__field_descriptors,
   order_service__cancel_order_request__field_indices_by_name,
   1,  order_service__cancel_order_request__number_ranges,
@@ -1529,7 +1684,7 @@ const ProtobufCMessageDescriptor order_service__watch_order_request__descriptor 
   (ProtobufCMessageInit) order_service__watch_order_request__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor order_service__order_update__field_descriptors[9] =
+static const ProtobufCFieldDescriptor order_service__order_update__field_descriptors[12] =
 {
   {
     "order_id",
@@ -1639,12 +1794,51 @@ static const ProtobufCFieldDescriptor order_service__order_update__field_descrip
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "kitchen_status",
+    10,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(OrderService__OrderUpdate, kitchen_status),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "delivery_status",
+    11,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(OrderService__OrderUpdate, delivery_status),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "cancel_reason",
+    12,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(OrderService__OrderUpdate, cancel_reason),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned order_service__order_update__field_indices_by_name[] = {
+  11,   /* field[11] = cancel_reason */
   5,   /* field[5] = customer_id */
+  10,   /* field[10] = delivery_status */
   2,   /* field[2] = driver_id */
   7,   /* field[7] = estimated_ready_at_unix_ms */
   6,   /* field[6] = final */
+  9,   /* field[9] = kitchen_status */
   0,   /* field[0] = order_id */
   8,   /* field[8] = reject_reason */
   4,   /* field[4] = restaurant_id */
@@ -1654,7 +1848,7 @@ static const unsigned order_service__order_update__field_indices_by_name[] = {
 static const ProtobufCIntRange order_service__order_update__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 9 }
+  { 0, 12 }
 };
 const ProtobufCMessageDescriptor order_service__order_update__descriptor =
 {
@@ -1664,25 +1858,142 @@ const ProtobufCMessageDescriptor order_service__order_update__descriptor =
   "OrderService__OrderUpdate",
   "order_service",
   sizeof(OrderService__OrderUpdate),
-  9,
+  12,
   order_service__order_update__field_descriptors,
   order_service__order_update__field_indices_by_name,
   1,  order_service__order_update__number_ranges,
   (ProtobufCMessageInit) order_service__order_update__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCMethodDescriptor order_service__order_service__method_descriptors[5] =
+static const ProtobufCFieldDescriptor order_service__record_order_ready_request__field_descriptors[2] =
+{
+  {
+    "order_id",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(OrderService__RecordOrderReadyRequest, order_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "restaurant_id",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(OrderService__RecordOrderReadyRequest, restaurant_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned order_service__record_order_ready_request__field_indices_by_name[] = {
+  0,   /* field[0] = order_id */
+  1,   /* field[1] = restaurant_id */
+};
+static const ProtobufCIntRange order_service__record_order_ready_request__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 2 }
+};
+const ProtobufCMessageDescriptor order_service__record_order_ready_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "order_service.RecordOrderReadyRequest",
+  "RecordOrderReadyRequest",
+  "OrderService__RecordOrderReadyRequest",
+  "order_service",
+  sizeof(OrderService__RecordOrderReadyRequest),
+  2,
+  order_service__record_order_ready_request__field_descriptors,
+  order_service__record_order_ready_request__field_indices_by_name,
+  1,  order_service__record_order_ready_request__number_ranges,
+  (ProtobufCMessageInit) order_service__record_order_ready_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor order_service__record_order_ready_response__field_descriptors[3] =
+{
+  {
+    "order_id",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(OrderService__RecordOrderReadyResponse, order_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "status",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(OrderService__RecordOrderReadyResponse, status),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "kitchen_status",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(OrderService__RecordOrderReadyResponse, kitchen_status),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned order_service__record_order_ready_response__field_indices_by_name[] = {
+  2,   /* field[2] = kitchen_status */
+  0,   /* field[0] = order_id */
+  1,   /* field[1] = status */
+};
+static const ProtobufCIntRange order_service__record_order_ready_response__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 3 }
+};
+const ProtobufCMessageDescriptor order_service__record_order_ready_response__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "order_service.RecordOrderReadyResponse",
+  "RecordOrderReadyResponse",
+  "OrderService__RecordOrderReadyResponse",
+  "order_service",
+  sizeof(OrderService__RecordOrderReadyResponse),
+  3,
+  order_service__record_order_ready_response__field_descriptors,
+  order_service__record_order_ready_response__field_indices_by_name,
+  1,  order_service__record_order_ready_response__number_ranges,
+  (ProtobufCMessageInit) order_service__record_order_ready_response__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCMethodDescriptor order_service__order_service__method_descriptors[6] =
 {
   { "PlaceOrder", &order_service__place_order_request__descriptor, &order_service__place_order_response__descriptor },
   { "GetOrderStatus", &order_service__get_order_status_request__descriptor, &order_service__get_order_status_response__descriptor },
   { "CancelOrder", &order_service__cancel_order_request__descriptor, &order_service__cancel_order_response__descriptor },
   { "RecordRestaurantDecision", &order_service__record_restaurant_decision_request__descriptor, &order_service__record_restaurant_decision_response__descriptor },
   { "WatchOrder", &order_service__watch_order_request__descriptor, &order_service__order_update__descriptor },
+  { "RecordOrderReady", &order_service__record_order_ready_request__descriptor, &order_service__record_order_ready_response__descriptor },
 };
 const unsigned order_service__order_service__method_indices_by_name[] = {
   2,        /* CancelOrder */
   1,        /* GetOrderStatus */
   0,        /* PlaceOrder */
+  5,        /* RecordOrderReady */
   3,        /* RecordRestaurantDecision */
   4         /* WatchOrder */
 };
@@ -1693,7 +2004,7 @@ const ProtobufCServiceDescriptor order_service__order_service__descriptor =
   "OrderService",
   "OrderService__OrderService",
   "order_service",
-  5,
+  6,
   order_service__order_service__method_descriptors,
   order_service__order_service__method_indices_by_name
 };
@@ -1736,6 +2047,14 @@ void order_service__order_service__watch_order(ProtobufCService *service,
 {
   assert(service->descriptor == &order_service__order_service__descriptor);
   service->invoke(service, 4, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+}
+void order_service__order_service__record_order_ready(ProtobufCService *service,
+                                                      const OrderService__RecordOrderReadyRequest *input,
+                                                      OrderService__RecordOrderReadyResponse_Closure closure,
+                                                      void *closure_data)
+{
+  assert(service->descriptor == &order_service__order_service__descriptor);
+  service->invoke(service, 5, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
 void order_service__order_service__init (OrderService__OrderService_Service *service,
                                          OrderService__OrderService_ServiceDestroy destroy)

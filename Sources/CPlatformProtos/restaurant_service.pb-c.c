@@ -502,6 +502,96 @@ void   restaurant_service__set_restaurant_status_response__free_unpacked
   assert(message->base.descriptor == &restaurant_service__set_restaurant_status_response__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   restaurant_service__mark_order_ready_request__init
+                     (RestaurantService__MarkOrderReadyRequest         *message)
+{
+  static const RestaurantService__MarkOrderReadyRequest init_value = RESTAURANT_SERVICE__MARK_ORDER_READY_REQUEST__INIT;
+  *message = init_value;
+}
+size_t restaurant_service__mark_order_ready_request__get_packed_size
+                     (const RestaurantService__MarkOrderReadyRequest *message)
+{
+  assert(message->base.descriptor == &restaurant_service__mark_order_ready_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t restaurant_service__mark_order_ready_request__pack
+                     (const RestaurantService__MarkOrderReadyRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &restaurant_service__mark_order_ready_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t restaurant_service__mark_order_ready_request__pack_to_buffer
+                     (const RestaurantService__MarkOrderReadyRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &restaurant_service__mark_order_ready_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+RestaurantService__MarkOrderReadyRequest *
+       restaurant_service__mark_order_ready_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (RestaurantService__MarkOrderReadyRequest *)
+     protobuf_c_message_unpack (&restaurant_service__mark_order_ready_request__descriptor,
+                                allocator, len, data);
+}
+void   restaurant_service__mark_order_ready_request__free_unpacked
+                     (RestaurantService__MarkOrderReadyRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &restaurant_service__mark_order_ready_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   restaurant_service__mark_order_ready_response__init
+                     (RestaurantService__MarkOrderReadyResponse         *message)
+{
+  static const RestaurantService__MarkOrderReadyResponse init_value = RESTAURANT_SERVICE__MARK_ORDER_READY_RESPONSE__INIT;
+  *message = init_value;
+}
+size_t restaurant_service__mark_order_ready_response__get_packed_size
+                     (const RestaurantService__MarkOrderReadyResponse *message)
+{
+  assert(message->base.descriptor == &restaurant_service__mark_order_ready_response__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t restaurant_service__mark_order_ready_response__pack
+                     (const RestaurantService__MarkOrderReadyResponse *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &restaurant_service__mark_order_ready_response__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t restaurant_service__mark_order_ready_response__pack_to_buffer
+                     (const RestaurantService__MarkOrderReadyResponse *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &restaurant_service__mark_order_ready_response__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+RestaurantService__MarkOrderReadyResponse *
+       restaurant_service__mark_order_ready_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (RestaurantService__MarkOrderReadyResponse *)
+     protobuf_c_message_unpack (&restaurant_service__mark_order_ready_response__descriptor,
+                                allocator, len, data);
+}
+void   restaurant_service__mark_order_ready_response__free_unpacked
+                     (RestaurantService__MarkOrderReadyResponse *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &restaurant_service__mark_order_ready_response__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 void   restaurant_service__watch_restaurant_orders_request__init
                      (RestaurantService__WatchRestaurantOrdersRequest         *message)
 {
@@ -1309,6 +1399,121 @@ const ProtobufCMessageDescriptor restaurant_service__set_restaurant_status_respo
   (ProtobufCMessageInit) restaurant_service__set_restaurant_status_response__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
+static const ProtobufCFieldDescriptor restaurant_service__mark_order_ready_request__field_descriptors[2] =
+{
+  {
+    "restaurant_id",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(RestaurantService__MarkOrderReadyRequest, restaurant_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "order_id",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(RestaurantService__MarkOrderReadyRequest, order_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned restaurant_service__mark_order_ready_request__field_indices_by_name[] = {
+  1,   /* field[1] = order_id */
+  0,   /* field[0] = restaurant_id */
+};
+static const ProtobufCIntRange restaurant_service__mark_order_ready_request__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 2 }
+};
+const ProtobufCMessageDescriptor restaurant_service__mark_order_ready_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "restaurant_service.MarkOrderReadyRequest",
+  "MarkOrderReadyRequest",
+  "RestaurantService__MarkOrderReadyRequest",
+  "restaurant_service",
+  sizeof(RestaurantService__MarkOrderReadyRequest),
+  2,
+  restaurant_service__mark_order_ready_request__field_descriptors,
+  restaurant_service__mark_order_ready_request__field_indices_by_name,
+  1,  restaurant_service__mark_order_ready_request__number_ranges,
+  (ProtobufCMessageInit) restaurant_service__mark_order_ready_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor restaurant_service__mark_order_ready_response__field_descriptors[3] =
+{
+  {
+    "order_id",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(RestaurantService__MarkOrderReadyResponse, order_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "status",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(RestaurantService__MarkOrderReadyResponse, status),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "kitchen_status",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(RestaurantService__MarkOrderReadyResponse, kitchen_status),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned restaurant_service__mark_order_ready_response__field_indices_by_name[] = {
+  2,   /* field[2] = kitchen_status */
+  0,   /* field[0] = order_id */
+  1,   /* field[1] = status */
+};
+static const ProtobufCIntRange restaurant_service__mark_order_ready_response__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 3 }
+};
+const ProtobufCMessageDescriptor restaurant_service__mark_order_ready_response__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "restaurant_service.MarkOrderReadyResponse",
+  "MarkOrderReadyResponse",
+  "RestaurantService__MarkOrderReadyResponse",
+  "restaurant_service",
+  sizeof(RestaurantService__MarkOrderReadyResponse),
+  3,
+  restaurant_service__mark_order_ready_response__field_descriptors,
+  restaurant_service__mark_order_ready_response__field_indices_by_name,
+  1,  restaurant_service__mark_order_ready_response__number_ranges,
+  (ProtobufCMessageInit) restaurant_service__mark_order_ready_response__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
 static const ProtobufCFieldDescriptor restaurant_service__watch_restaurant_orders_request__field_descriptors[1] =
 {
   {
@@ -1347,7 +1552,7 @@ const ProtobufCMessageDescriptor restaurant_service__watch_restaurant_orders_req
   (ProtobufCMessageInit) restaurant_service__watch_restaurant_orders_request__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor restaurant_service__restaurant_order_update__field_descriptors[7] =
+static const ProtobufCFieldDescriptor restaurant_service__restaurant_order_update__field_descriptors[8] =
 {
   {
     "order_id",
@@ -1433,11 +1638,24 @@ static const ProtobufCFieldDescriptor restaurant_service__restaurant_order_updat
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "kitchen_status",
+    8,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(RestaurantService__RestaurantOrderUpdate, kitchen_status),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned restaurant_service__restaurant_order_update__field_indices_by_name[] = {
   2,   /* field[2] = customer_id */
   5,   /* field[5] = driver_id */
   3,   /* field[3] = items */
+  7,   /* field[7] = kitchen_status */
   0,   /* field[0] = order_id */
   1,   /* field[1] = status */
   4,   /* field[4] = total_price */
@@ -1446,7 +1664,7 @@ static const unsigned restaurant_service__restaurant_order_update__field_indices
 static const ProtobufCIntRange restaurant_service__restaurant_order_update__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 7 }
+  { 0, 8 }
 };
 const ProtobufCMessageDescriptor restaurant_service__restaurant_order_update__descriptor =
 {
@@ -1456,7 +1674,7 @@ const ProtobufCMessageDescriptor restaurant_service__restaurant_order_update__de
   "RestaurantService__RestaurantOrderUpdate",
   "restaurant_service",
   sizeof(RestaurantService__RestaurantOrderUpdate),
-  7,
+  8,
   restaurant_service__restaurant_order_update__field_descriptors,
   restaurant_service__restaurant_order_update__field_indices_by_name,
   1,  restaurant_service__restaurant_order_update__number_ranges,
@@ -1527,7 +1745,7 @@ const ProtobufCEnumDescriptor restaurant_service__reject_reason__descriptor =
   restaurant_service__reject_reason__value_ranges,
   NULL,NULL,NULL,NULL   /* reserved[1234] */
 };
-static const ProtobufCMethodDescriptor restaurant_service__restaurant_service__method_descriptors[6] =
+static const ProtobufCMethodDescriptor restaurant_service__restaurant_service__method_descriptors[7] =
 {
   { "UpdateMenu", &restaurant_service__update_menu_request__descriptor, &restaurant_service__update_menu_response__descriptor },
   { "AcceptOrder", &restaurant_service__accept_order_request__descriptor, &restaurant_service__accept_order_response__descriptor },
@@ -1535,10 +1753,12 @@ static const ProtobufCMethodDescriptor restaurant_service__restaurant_service__m
   { "GetMenu", &restaurant_service__get_menu_request__descriptor, &restaurant_service__get_menu_response__descriptor },
   { "WatchRestaurantOrders", &restaurant_service__watch_restaurant_orders_request__descriptor, &restaurant_service__restaurant_order_update__descriptor },
   { "SetRestaurantStatus", &restaurant_service__set_restaurant_status_request__descriptor, &restaurant_service__set_restaurant_status_response__descriptor },
+  { "MarkOrderReady", &restaurant_service__mark_order_ready_request__descriptor, &restaurant_service__mark_order_ready_response__descriptor },
 };
 const unsigned restaurant_service__restaurant_service__method_indices_by_name[] = {
   1,        /* AcceptOrder */
   3,        /* GetMenu */
+  6,        /* MarkOrderReady */
   2,        /* RejectOrder */
   5,        /* SetRestaurantStatus */
   0,        /* UpdateMenu */
@@ -1551,7 +1771,7 @@ const ProtobufCServiceDescriptor restaurant_service__restaurant_service__descrip
   "RestaurantService",
   "RestaurantService__RestaurantService",
   "restaurant_service",
-  6,
+  7,
   restaurant_service__restaurant_service__method_descriptors,
   restaurant_service__restaurant_service__method_indices_by_name
 };
@@ -1602,6 +1822,14 @@ void restaurant_service__restaurant_service__set_restaurant_status(ProtobufCServ
 {
   assert(service->descriptor == &restaurant_service__restaurant_service__descriptor);
   service->invoke(service, 5, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+}
+void restaurant_service__restaurant_service__mark_order_ready(ProtobufCService *service,
+                                                              const RestaurantService__MarkOrderReadyRequest *input,
+                                                              RestaurantService__MarkOrderReadyResponse_Closure closure,
+                                                              void *closure_data)
+{
+  assert(service->descriptor == &restaurant_service__restaurant_service__descriptor);
+  service->invoke(service, 6, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
 void restaurant_service__restaurant_service__init (RestaurantService__RestaurantService_Service *service,
                                                    RestaurantService__RestaurantService_ServiceDestroy destroy)

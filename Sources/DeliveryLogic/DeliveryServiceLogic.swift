@@ -46,7 +46,7 @@ public struct DeliveryServiceLogic: DeliveryServiceProvider, OrderPartiesLookup 
     /// The service on Redis; `drivers`: the pool automatic assignments choose from (least loaded
     /// first).
     public init(redis: RedisClient, drivers: [String], logger: Logger) {
-        let store = RedisDeliveryStore(redis: redis, pool: drivers.isEmpty ? [Self.defaultDriver] : drivers)
+        let store = RedisDeliveryStore(redis: redis, pool: drivers.isEmpty ? [Self.defaultDriver] : drivers, consumerGroup: Self.consumerGroup)
         let consumer = EventConsumer(group: Self.consumerGroup, redis: redis, logger: logger) { events, partition throws(RPCError) in
             do throws(StorageError) {
                 let assigned = try await store.applyOrderEvents(events, in: partition)
@@ -91,6 +91,8 @@ public struct DeliveryServiceLogic: DeliveryServiceProvider, OrderPartiesLookup 
         case .notFound: throw RPCError(.notFound, "order \(order) not found")
         case .notAccepted(let status): throw RPCError(.failedPrecondition, "order \(order) is \(status), not accepted")
         case .delivered: throw RPCError(.failedPrecondition, "order \(order) is already delivered")
+        case .canceled: throw RPCError(.failedPrecondition, "order \(order) was canceled")
+        case .behind: throw RPCError(.unavailable, "the delivery service is catching up on events; try again")
         }
     }
 
@@ -110,6 +112,8 @@ public struct DeliveryServiceLogic: DeliveryServiceProvider, OrderPartiesLookup 
         case .updated: return UpdateDeliveryStatusResponse(orderId: order, status: stage.rawValue)
         case .noAssignment: throw RPCError(.notFound, "order \(order) has no driver assigned")
         case .delivered: throw RPCError(.failedPrecondition, "order \(order) is already delivered")
+        case .canceled: throw RPCError(.failedPrecondition, "order \(order) was canceled")
+        case .behind: throw RPCError(.unavailable, "the delivery service is catching up on events; try again")
         }
     }
 
@@ -179,8 +183,11 @@ public struct DeliveryServiceLogic: DeliveryServiceProvider, OrderPartiesLookup 
     /// An assignment replaced by another of the same order.
     static let reassigned = "REASSIGNED"
 
+    /// An assignment whose order was canceled.
+    static let canceled = OrderStatus.canceled.rawValue
+
     /// The statuses of an assignment that no longer occupies its driver.
-    static let closedStatuses = [DeliveryStatus.delivered.rawValue, DeliveryStatus.failed.rawValue, reassigned]
+    static let closedStatuses = [DeliveryStatus.delivered.rawValue, DeliveryStatus.failed.rawValue, reassigned, canceled]
 
     /// Whether an assignment in this status still occupies its driver.
     static func isOpen(_ status: String) -> Bool { !closedStatuses.contains(status) }

@@ -35,12 +35,17 @@ public enum AssignOutcome: Sendable, Equatable {
     /// The order is known, in this status, and was never accepted.
     case notAccepted(String)
     case delivered
+    case canceled
+    /// More unapplied events than the store looks through: catch up, then ask again.
+    case behind
 }
 
 public enum UpdateOutcome: Sendable, Equatable {
     case updated
     case noAssignment
     case delivered
+    case canceled
+    case behind
 }
 
 /// One of a driver's assignments.
@@ -57,10 +62,13 @@ public struct RedisDeliveryStore: DeliveryStore {
     private let redis: RedisClient
     /// The drivers automatic assignments choose from.
     private let pool: [String]
+    /// The service's consumer group, whose unapplied events assign and update look through.
+    private let consumerGroup: String
 
-    public init(redis: RedisClient, pool: [String]) {
+    public init(redis: RedisClient, pool: [String], consumerGroup: String) {
         self.redis = redis
         self.pool = pool
+        self.consumerGroup = consumerGroup
     }
 
     public func nextAssignmentNumber() async throws(StorageError) -> Int64 {
@@ -72,22 +80,26 @@ public struct RedisDeliveryStore: DeliveryStore {
     }
 
     public func assign(_ order: String, to driver: String, as assignment: String) async throws(StorageError) -> AssignOutcome {
-        let parts = try await onRecord(Scripts.assign, order: order, arguments: [order, assignment, driver])
+        let parts = try await onRecord(Scripts.assign, order: order, arguments: [order, assignment, driver, consumerGroup])
         switch (parts.first, parts.count) {
         case ("ASSIGNED", 1): return .assigned
         case ("NOT_FOUND", 1): return .notFound
         case ("NOT_ACCEPTED", 2): return .notAccepted(parts[1])
         case ("DELIVERED", 1): return .delivered
+        case ("CANCELED", 1): return .canceled
+        case (PlatformEvents.behind, 1): return .behind
         default: throw StorageError(.failed, "assign answered \(parts)")
         }
     }
 
     public func update(_ order: String, to stage: DeliveryStatus) async throws(StorageError) -> UpdateOutcome {
-        let parts = try await onRecord(Scripts.update, order: order, arguments: [order, stage.rawValue])
+        let parts = try await onRecord(Scripts.update, order: order, arguments: [order, stage.rawValue, consumerGroup])
         switch parts {
         case ["UPDATED"]: return .updated
         case ["NO_ASSIGNMENT"]: return .noAssignment
         case ["DELIVERED"]: return .delivered
+        case ["CANCELED"]: return .canceled
+        case [PlatformEvents.behind]: return .behind
         default: throw StorageError(.failed, "update answered \(parts)")
         }
     }
@@ -197,10 +209,11 @@ enum DeliveryKeys {
 /// The functions the store runs: the service's Lua/*.lua as one library.
 enum Scripts {
     /// `REASSIGNED` and `closed[status]` (DeliveryServiceLogic.closedStatuses).
-    private static let assignmentLua = "local REASSIGNED = '\(DeliveryServiceLogic.reassigned)'\nlocal closed = {"
+    private static let assignmentLua = "local REASSIGNED = '\(DeliveryServiceLogic.reassigned)'\n"
+        + "local CANCELED = '\(DeliveryServiceLogic.canceled)'\nlocal closed = {"
         + DeliveryServiceLogic.closedStatuses.map { "\($0) = true" }.joined(separator: ", ") + "}"
     static let library = LuaLibrary(
-        module: "delivery", helpers: [assignmentLua],
+        module: "delivery", helpers: [assignmentLua, EventLua.unapplied],
         functions: ["apply_order_events": DeliveryLua.applyOrderEvents, "claim": DeliveryLua.claim, "assign": DeliveryLua.assign,
                     "update": DeliveryLua.update, "current_driver": DeliveryLua.currentDriver,
                     "apply_assignment_events": DeliveryLua.applyAssignmentEvents, "assignments": DeliveryLua.assignments],

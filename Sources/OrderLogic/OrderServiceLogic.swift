@@ -186,37 +186,81 @@ public struct OrderServiceLogic: OrderServiceProvider, OrderPartiesLookup {
     public func getOrderStatus(_ request: GetOrderStatusRequest, context: ServerContext) async throws -> GetOrderStatusResponse {
         let id = request.orderId
         try Identifier.validate(id, field: "order_id")
-        // One round trip: the store applies the order's delivery event the consumer group has not
-        // applied yet, then reads. Only when more are unapplied than it looks through does the
-        // consumer catch up first; after that a plain read sees every earlier write.
-        var read = try await stored { () async throws(StorageError) in
-            try await store.read(id, consumerGroup: consumerGroup, applyingUnapplied: true)
-        }
-        if read == .behind {
-            try await events.catchUp(OrderPartition(order: id))
-            read = try await stored { () async throws(StorageError) in
-                try await store.read(id, consumerGroup: consumerGroup, applyingUnapplied: false)
-            }
+        let read = try await afterDeliveryChanges(of: id, behind: OrderRead.behind) { applying throws(StorageError) in
+            try await store.read(id, consumerGroup: consumerGroup, applyingUnapplied: applying)
         }
         guard case .found(let order) = read else { throw RPCError(.notFound, "order \(id) not found") }
         return GetOrderStatusResponse(orderId: id, status: order.status, items: order.items, totalPrice: order.totalPrice,
                                       lines: order.lines, totalCents: order.totalCents, currency: order.currency,
                                       deliveryAddress: order.address, estimatedReadyAtUnixMs: order.estimatedReadyAtUnixMs,
-                                      rejectReason: order.rejectionReason?.rawValue ?? "", rejectMessage: order.rejectionMessage)
+                                      rejectReason: order.rejectionReason?.rawValue ?? "", rejectMessage: order.rejectionMessage,
+                                      kitchenStatus: order.kitchen?.rawValue ?? "", deliveryStatus: order.delivery,
+                                      canceledBy: order.canceledBy?.rawValue ?? "", cancelReason: order.cancelReason)
+    }
+
+    /// Runs a store operation that first applies the order's newest delivery event the consumer
+    /// group has not applied yet (`applying`), so a change made a moment ago through the delivery
+    /// service counts, in one round trip. Only when more are unapplied than the store looks
+    /// through (it answers `behind`) does the consumer catch up on the order's partition first;
+    /// after that the plain operation sees every earlier write.
+    private func afterDeliveryChanges<Outcome: Equatable & Sendable>(
+        of id: String, behind: Outcome, _ operation: (_ applying: Bool) async throws(StorageError) -> Outcome
+    ) async throws(RPCError) -> Outcome {
+        let outcome = try await stored { () async throws(StorageError) in try await operation(true) }
+        guard outcome == behind else { return outcome }
+        try await events.catchUp(OrderPartition(order: id))
+        return try await stored { () async throws(StorageError) in try await operation(false) }
     }
 
     public func cancelOrder(_ request: CancelOrderRequest, context: ServerContext) async throws -> CancelOrderResponse {
         let id = request.orderId
         try Identifier.validate(id, field: "order_id")
-        switch try await stored({ () async throws(StorageError) in try await store.cancel(id) }) {
-        case .canceled: return CancelOrderResponse(orderId: id, status: OrderStatus.canceled.rawValue)
-        case .notCancelable: return CancelOrderResponse(orderId: id, status: Self.couldNotCancel)
+        guard request.reason.utf8.count <= Self.maxReasonLength else {
+            throw RPCError(.invalidArgument, "reason is longer than \(Self.maxReasonLength) bytes")
+        }
+        let party = Self.cancelingParty(context.caller)
+        let outcome = try await afterDeliveryChanges(of: id, behind: CancelOutcome.behind) { applying throws(StorageError) in
+            try await store.cancel(id, by: party, reason: request.reason, consumerGroup: consumerGroup, applyingUnapplied: applying)
+        }
+        switch outcome {
+        case .canceled:
+            logger.info("order canceled", metadata: ["order": "\(id)", "by": "\(party.rawValue)"])
+            return CancelOrderResponse(orderId: id, status: OrderStatus.canceled.rawValue)
+        case .notCancelable, .behind: return CancelOrderResponse(orderId: id, status: Self.couldNotCancel)
         case .notFound: throw RPCError(.notFound, "order \(id) not found")
         }
     }
 
-    /// What CancelOrder answers for an order past PLACED (the seed's word for it).
+    /// What CancelOrder answers when the caller may not cancel the order now (the seed's word).
     static let couldNotCancel = "COULD_NOT_CANCEL"
+    /// The longest cancel or rejection reason kept.
+    public static let maxReasonLength = 500
+
+    /// The party a caller cancels as: a restaurant or an operator by its role; a customer
+    /// otherwise, also without authentication (the seed's clients are customers).
+    static func cancelingParty(_ caller: Caller?) -> CancelingParty {
+        switch caller?.role {
+        case .restaurant: .restaurant
+        case .operator: .operator
+        default: .customer
+        }
+    }
+
+    public func recordOrderReady(_ request: RecordOrderReadyRequest, context: ServerContext) async throws -> RecordOrderReadyResponse {
+        let id = request.orderId, restaurant = request.restaurantId
+        try Identifier.validate(id, field: "order_id")
+        try Identifier.validate(restaurant, field: "restaurant_id")
+        let outcome = try await afterDeliveryChanges(of: id, behind: ReadyOutcome.behind) { applying throws(StorageError) in
+            try await store.markReady(id, restaurant: restaurant, consumerGroup: consumerGroup, applyingUnapplied: applying)
+        }
+        switch outcome {
+        case .ready(let status):
+            return RecordOrderReadyResponse(orderId: id, status: status.rawValue, kitchenStatus: KitchenStatus.ready.rawValue)
+        case .notFound, .behind: throw RPCError(.notFound, "order \(id) not found")
+        case .otherRestaurant(let other): throw RPCError(.permissionDenied, "order \(id) was placed with restaurant \(other)")
+        case .notPreparing(let status): throw RPCError(.failedPrecondition, "order \(id) is \(status): the kitchen does not have it")
+        }
+    }
 
     public func recordRestaurantDecision(_ request: RecordRestaurantDecisionRequest, context: ServerContext) async throws -> RecordRestaurantDecisionResponse {
         let id = request.orderId, restaurant = request.restaurantId
@@ -236,9 +280,6 @@ public struct OrderServiceLogic: OrderServiceProvider, OrderPartiesLookup {
         }
     }
 
-    /// The longest rejection message kept.
-    public static let maxRejectionMessageLength = 500
-
     /// The decision a request records, its details checked.
     static func decision(of request: RecordRestaurantDecisionRequest) throws(RPCError) -> Decision {
         switch OrderStatus(rawValue: request.decision) {
@@ -257,8 +298,8 @@ public struct OrderServiceLogic: OrderServiceProvider, OrderPartiesLookup {
                 let names = RejectionReason.allCases.map(\.rawValue).joined(separator: ", ")
                 throw RPCError(.invalidArgument, "reject_reason must be one of \(names), got \(request.rejectReason)")
             }
-            guard request.rejectMessage.utf8.count <= maxRejectionMessageLength else {
-                throw RPCError(.invalidArgument, "reject_message is longer than \(maxRejectionMessageLength) bytes")
+            guard request.rejectMessage.utf8.count <= maxReasonLength else {
+                throw RPCError(.invalidArgument, "reject_message is longer than \(maxReasonLength) bytes")
             }
             return .reject(reason, message: request.rejectMessage)
         default:
@@ -280,21 +321,25 @@ public struct OrderServiceLogic: OrderServiceProvider, OrderPartiesLookup {
             orderId: id, status: snapshot.status.rawValue, driverId: snapshot.driver,
             updatedAtUnixMs: Int64(snapshot.lastEvent.milliseconds), restaurantId: snapshot.restaurant,
             customerId: snapshot.customer, final: snapshot.status.isFinal, estimatedReadyAtUnixMs: snapshot.estimatedReadyAtUnixMs,
-            rejectReason: snapshot.rejectionReason?.rawValue ?? "")
+            rejectReason: snapshot.rejectionReason?.rawValue ?? "", kitchenStatus: snapshot.kitchen?.rawValue ?? "",
+            deliveryStatus: snapshot.delivery, cancelReason: snapshot.cancelReason)
         try await responses.write(current)
-        var state = snapshot.status
-        guard !state.isFinal else { return }
+        var state = snapshot.progress
+        guard !state.status.isFinal else { return }
         for try await event in subscription {
             guard let eventID = event.id, eventID > snapshot.lastEvent, let next = state.after(event) else { continue }
             state = next
-            current.status = next.rawValue
-            if let driver = event.driverID { current.driverId = driver }
+            current.status = next.status.rawValue
+            current.kitchenStatus = next.kitchen?.rawValue ?? ""
+            current.deliveryStatus = next.delivery ?? ""
+            if let driver = event.driverID, event.kind != .orderCanceled { current.driverId = driver }
             if let readyAt = event.readyAtUnixMs { current.estimatedReadyAtUnixMs = readyAt }
             if let reason = event.rejectionReason { current.rejectReason = reason.rawValue }
+            if let reason = event.cancelReason { current.cancelReason = reason }
             current.updatedAtUnixMs = Int64(eventID.milliseconds)
-            current.final = next.isFinal
+            current.final = next.status.isFinal
             try await responses.write(current)
-            if next.isFinal { return }
+            if next.status.isFinal { return }
         }
     }
 

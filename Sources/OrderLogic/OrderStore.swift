@@ -25,7 +25,13 @@ public protocol OrderStore: Sendable {
     /// delivery event that the service's consumers have not applied yet is applied first;
     /// `.behind` says too many are unapplied to look through, and nothing was read.
     func read(_ id: String, consumerGroup: String, applyingUnapplied: Bool) async throws(StorageError) -> OrderRead
-    func cancel(_ id: String) async throws(StorageError) -> CancelOutcome
+    /// Cancels the order if `party` may now (CancelingParty's rules), first applying the order's
+    /// newest delivery event that the service's consumers have not applied yet (unless
+    /// `applyingUnapplied` is false).
+    func cancel(_ id: String, by party: CancelingParty, reason: String, consumerGroup: String, applyingUnapplied: Bool) async throws(StorageError) -> CancelOutcome
+    /// Marks an accepted order's food ready, as ORDER_READY; also applies the unapplied delivery
+    /// event first.
+    func markReady(_ id: String, restaurant: String, consumerGroup: String, applyingUnapplied: Bool) async throws(StorageError) -> ReadyOutcome
     /// Records the restaurant's decision (ACCEPTED or REJECTED) on a PLACED order, with its event.
     func decide(_ id: String, restaurant: String, decision: Decision) async throws(StorageError) -> DecisionOutcome
     /// What WatchOrder starts from; nil for an unknown order.
@@ -66,6 +72,11 @@ public struct OrderView: Sendable, Equatable {
     /// REJECTED: why, and the restaurant's words.
     public var rejectionReason: RejectionReason?
     public var rejectionMessage = ""
+    public var kitchen: KitchenStatus?
+    /// The delivery's stage (DeliveryStatus raw values); empty before a driver.
+    public var delivery = ""
+    public var canceledBy: CancelingParty?
+    public var cancelReason = ""
 }
 
 /// A customer's idempotency key for PlaceOrder.
@@ -90,9 +101,21 @@ public enum OrderRead: Sendable, Equatable {
 
 public enum CancelOutcome: Sendable, Equatable {
     case canceled
-    /// The order is past PLACED.
+    /// Not by this party, not now.
     case notCancelable
     case notFound
+    /// More unapplied events than the store looks through: catch up, then cancel without applying.
+    case behind
+}
+
+public enum ReadyOutcome: Sendable, Equatable {
+    /// Marked now or before; the order's status.
+    case ready(OrderStatus)
+    case notFound
+    case otherRestaurant(String)
+    /// The kitchen does not have the order (not accepted, picked up, canceled); its status.
+    case notPreparing(String)
+    case behind
 }
 
 /// A restaurant's decision on an order.
@@ -128,6 +151,12 @@ public struct OrderSnapshot: Sendable, Equatable {
     public var lastEvent: StreamID
     public var estimatedReadyAtUnixMs: Int64 = 0
     public var rejectionReason: RejectionReason?
+    public var kitchen: KitchenStatus?
+    public var delivery = ""
+    public var cancelReason = ""
+
+    /// What a watcher's updates move on from.
+    public var progress: OrderProgress { OrderProgress(status: status, kitchen: kitchen, delivery: delivery.isEmpty ? nil : delivery) }
 }
 
 /// Orders in Redis.
@@ -178,7 +207,7 @@ public struct RedisOrderStore: OrderStore {
         let reply = try await redis.run(Scripts.get, keys: [keys.partition.stream, keys.order, keys.items, keys.lines],
                                         arguments: [id, consumerGroup, applyingUnapplied ? Scripts.applyUnapplied : ""], change: false)
         if reply.string == Scripts.behind { return .behind }
-        guard let fields = reply.array, fields.count == 13, let status = fields[0].string else { return .notFound }
+        guard let fields = reply.array, fields.count == 17, let status = fields[0].string else { return .notFound }
         let text = fields.map { $0.string ?? "" }
         let flatLines = (fields[5].array ?? []).map { $0.string ?? "" }
         let lines = stride(from: 0, to: flatLines.count - 4, by: 5).map { index in
@@ -190,18 +219,39 @@ public struct RedisOrderStore: OrderStore {
                                 totalPrice: Double(text[1]) ?? 0, lines: lines, totalCents: Int64(text[3]) ?? 0, currency: text[4],
                                 address: Address(street: text[6], city: text[7], postalCode: text[8], notes: text[9]),
                                 estimatedReadyAtUnixMs: Int64(text[10]) ?? 0, rejectionReason: RejectionReason(rawValue: text[11]),
-                                rejectionMessage: text[12]))
+                                rejectionMessage: text[12], kitchen: KitchenStatus(rawValue: text[13]), delivery: text[14],
+                                canceledBy: CancelingParty(rawValue: text[15]), cancelReason: text[16]))
     }
 
-    public func cancel(_ id: String) async throws(StorageError) -> CancelOutcome {
+    public func cancel(_ id: String, by party: CancelingParty, reason: String, consumerGroup: String,
+                       applyingUnapplied: Bool) async throws(StorageError) -> CancelOutcome {
         let keys = OrderKeys(id)
-        let reply = try await redis.run(Scripts.cancel, keys: [keys.order, keys.partition.stream], arguments: [id], change: true)
+        let reply = try await redis.run(Scripts.cancel, keys: [keys.order, keys.partition.stream],
+                                        arguments: [id, party.rawValue, reason, applyingUnapplied ? consumerGroup : ""], change: true)
         switch reply.string {
         case OrderStatus.canceled.rawValue: return .canceled
         case "NOT_CANCELABLE": return .notCancelable
         case "NOT_FOUND": return .notFound
+        case Scripts.behind: return .behind
         default: throw StorageError(.failed, "cancel answered \(reply)")
         }
+    }
+
+    public func markReady(_ id: String, restaurant: String, consumerGroup: String,
+                          applyingUnapplied: Bool) async throws(StorageError) -> ReadyOutcome {
+        let keys = OrderKeys(id)
+        let reply = try await redis.run(Scripts.ready, keys: [keys.order, keys.partition.stream],
+                                        arguments: [id, restaurant, applyingUnapplied ? consumerGroup : ""], change: true)
+        if reply.string == Scripts.behind { return .behind }
+        let parts = (reply.array ?? []).map { $0.string ?? "" }
+        switch (parts.first, parts.count) {
+        case ("READY", 2): if let status = OrderStatus(rawValue: parts[1]) { return .ready(status) }
+        case ("NOT_FOUND", 1): return .notFound
+        case ("OTHER_RESTAURANT", 2): return .otherRestaurant(parts[1])
+        case ("NOT_PREPARING", 2): return .notPreparing(parts[1])
+        default: break
+        }
+        throw StorageError(.failed, "ready answered \(reply)")
     }
 
     public func decide(_ id: String, restaurant: String, decision: Decision) async throws(StorageError) -> DecisionOutcome {
@@ -226,13 +276,15 @@ public struct RedisOrderStore: OrderStore {
 
     public func snapshot(_ id: String) async throws(StorageError) -> OrderSnapshot? {
         let reply = try await redis.run(Scripts.watchSnapshot, keys: [OrderKeys(id).order], change: false)
-        guard let fields = reply.array, fields.count == 7, let status = fields[0].string.flatMap(OrderStatus.init(rawValue:)) else {
+        guard let fields = reply.array, fields.count == 10, let status = fields[0].string.flatMap(OrderStatus.init(rawValue:)) else {
             return nil
         }
         return OrderSnapshot(status: status, driver: fields[1].string ?? "", restaurant: fields[2].string ?? "",
                              customer: fields[3].string ?? "", lastEvent: fields[4].string.flatMap(StreamID.init) ?? .zero,
                              estimatedReadyAtUnixMs: fields[5].string.flatMap { Int64($0) } ?? 0,
-                             rejectionReason: fields[6].string.flatMap(RejectionReason.init(rawValue:)))
+                             rejectionReason: fields[6].string.flatMap(RejectionReason.init(rawValue:)),
+                             kitchen: fields[7].string.flatMap(KitchenStatus.init(rawValue:)), delivery: fields[8].string ?? "",
+                             cancelReason: fields[9].string ?? "")
     }
 
     public func parties(_ id: String) async throws(StorageError) -> OrderParties? {
@@ -255,7 +307,7 @@ public struct RedisOrderStore: OrderStore {
                 let stage = event.kind == .driverAssigned ? DeliveryStatus.assigned.rawValue : event.detail ?? ""
                 keys.append(OrderKeys(event.orderID).order)
                 arguments += [id.description, stage, event.driverID ?? ""]
-            case .orderPlaced, .orderAccepted, .orderRejected, .orderCanceled:
+            case .orderPlaced, .orderAccepted, .orderRejected, .orderCanceled, .orderReady:
                 continue  // the order service's own events: the state changed with them
             }
         }
@@ -274,7 +326,9 @@ struct OrderKeys {
     /// last_event (the id of the last event applied to it: older ones are skipped); for an order
     /// placed by lines total_cents and currency; with an address address_street, address_city,
     /// address_postal_code, address_notes; estimated_ready_at when accepted with the kitchen's
-    /// minutes, reject_reason and reject_message when rejected.
+    /// minutes, reject_reason and reject_message when rejected; kitchen_status once accepted;
+    /// delivery_status and delivery_event (the last delivery event applied) once in delivery;
+    /// canceled_by and cancel_reason when canceled.
     let order: String
     /// List of the order's items.
     let items: String
@@ -304,8 +358,8 @@ struct OrderKeys {
 /// The functions the store runs: the service's Lua/*.lua as one library.
 enum Scripts {
     static let library = LuaLibrary(
-        module: "order", helpers: ["local BEHIND = '\(behind)'", EventLua.unapplied, OrderLua.applyStage],
-        functions: ["place": OrderLua.place, "get": OrderLua.get, "claim_request": OrderLua.claimRequest, "watch_snapshot": OrderLua.watchSnapshot,
+        module: "order", helpers: [EventLua.unapplied, OrderLua.applyStage],
+        functions: ["place": OrderLua.place, "get": OrderLua.get, "claim_request": OrderLua.claimRequest, "ready": OrderLua.ready, "watch_snapshot": OrderLua.watchSnapshot,
                     "cancel": OrderLua.cancel, "decide": OrderLua.decide, "apply_delivery_events": OrderLua.applyDeliveryEvents],
         readOnly: ["watch_snapshot"])
     static let place = library.function("place")
@@ -313,11 +367,12 @@ enum Scripts {
     static let get = library.function("get")
     static let watchSnapshot = library.function("watch_snapshot")
     static let cancel = library.function("cancel")
+    static let ready = library.function("ready")
     static let decide = library.function("decide")
     static let applyDeliveryEvents = library.function("apply_delivery_events")
 
     /// What `get` answers when more events are unapplied than it looks at in one go.
-    static let behind = "BEHIND"
+    static let behind = PlatformEvents.behind
     /// `get`'s ARGV[3] when it is to apply the order's unapplied delivery event first.
     static let applyUnapplied = "apply"
 }

@@ -32,9 +32,63 @@ extension OrderStatus {
     public func after(_ event: PlatformEvent) -> OrderStatus? {
         switch event.kind {
         case .orderPlaced: nil
-        case .orderAccepted, .orderRejected, .orderCanceled: self == .placed ? event.announcedStatus : nil
+        case .orderAccepted, .orderRejected: self == .placed ? event.announcedStatus : nil
+        // Who may cancel when is checked when it happens (cancel.lua); the event ends any order.
+        case .orderCanceled: isFinal ? nil : .canceled
+        case .orderReady: nil
         case .driverAssigned, .deliveryStatus: isInDelivery ? event.announcedStatus : nil
         }
+    }
+}
+
+/// The kitchen's stage of an accepted order.
+public enum KitchenStatus: String, Sendable, CaseIterable {
+    case preparing = "PREPARING"
+    case ready = "READY"
+}
+
+/// Who canceled an order. A customer may cancel while PLACED and, once accepted, until the
+/// kitchen has the food READY; a restaurant an accepted order before it is picked up; an operator
+/// any order not yet final. (cancel.lua holds these rules, checked with the order's state.)
+public enum CancelingParty: String, Sendable, CaseIterable {
+    case customer = "CUSTOMER"
+    case restaurant = "RESTAURANT"
+    case `operator` = "OPERATOR"
+}
+
+/// An order as its watchers follow it: the seed's single status, the kitchen's stage and the
+/// delivery's stage.
+public struct OrderProgress: Sendable, Equatable {
+    public var status: OrderStatus
+    public var kitchen: KitchenStatus?
+    /// The last delivery stage shown (DeliveryStatus raw values).
+    public var delivery: String?
+
+    public init(status: OrderStatus, kitchen: KitchenStatus? = nil, delivery: String? = nil) {
+        self.status = status
+        self.kitchen = kitchen
+        self.delivery = delivery
+    }
+
+    /// Where `event` takes the order, or nil when it does not change it: the rules of the order
+    /// service's projection (its Lua functions), so a watcher that applies the stream to a
+    /// snapshot arrives where GetOrderStatus does.
+    public func after(_ event: PlatformEvent) -> OrderProgress? {
+        var next = self
+        if event.kind == .orderReady {
+            guard kitchen == .preparing, !status.isFinal else { return nil }
+            next.kitchen = .ready
+            return next
+        }
+        guard let status = status.after(event) else { return nil }
+        next.status = status
+        switch event.kind {
+        case .orderAccepted: next.kitchen = .preparing
+        case .driverAssigned: next.delivery = DeliveryStatus.assigned.rawValue
+        case .deliveryStatus: next.delivery = event.detail
+        default: break
+        }
+        return next
     }
 }
 
@@ -47,6 +101,7 @@ extension PlatformEvent {
         case .orderAccepted: .accepted
         case .orderRejected: .rejected
         case .orderCanceled: .canceled
+        case .orderReady: reportedStatus
         case .driverAssigned: .assigned
         case .deliveryStatus: detail.flatMap(DeliveryStatus.init(rawValue:))?.orderStatus
         }

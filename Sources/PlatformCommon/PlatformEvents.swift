@@ -31,6 +31,9 @@ public enum PlatformEvents {
     /// Each partition's stream is capped (approximately) at this many entries: about 1,000,000
     /// events in all, far more than any consumer's lag.
     public static let streamMaxLength = 1_000_000 / OrderPartition.count
+    /// What a function answers when a consumer group has more entries unacknowledged than it looks
+    /// through: the caller has the consumer catch up, then asks again (`BEHIND` in the Lua).
+    public static let behind = "BEHIND"
 }
 
 /// One slice of the orders: the hash tag its orders' keys and its event stream share.
@@ -66,7 +69,11 @@ public struct PlatformEvent: Sendable, Equatable, CustomStringConvertible {
         /// A restaurant accepted the order (the delivery service assigns a driver).
         case orderAccepted = "ORDER_ACCEPTED"
         case orderRejected = "ORDER_REJECTED"
+        /// The order was canceled (by its customer, its restaurant or an operator; carries who and
+        /// why); its open assignment ends.
         case orderCanceled = "ORDER_CANCELED"
+        /// The kitchen has the food ready for pickup (carries the order's status at the time).
+        case orderReady = "ORDER_READY"
         /// A driver was assigned to the order; detail: the driver id.
         case driverAssigned = "DRIVER_ASSIGNED"
         /// The delivery reached a stage; detail: PICKED_UP, OUT_FOR_DELIVERY, DELIVERED, FAILED, ...
@@ -75,7 +82,7 @@ public struct PlatformEvent: Sendable, Equatable, CustomStringConvertible {
         /// Written by the order service (the others are the delivery service's).
         public var isOrderServiceEvent: Bool {
             switch self {
-            case .orderPlaced, .orderAccepted, .orderRejected, .orderCanceled: true
+            case .orderPlaced, .orderAccepted, .orderRejected, .orderCanceled, .orderReady: true
             case .driverAssigned, .deliveryStatus: false
             }
         }
@@ -106,6 +113,11 @@ public struct PlatformEvent: Sendable, Equatable, CustomStringConvertible {
         case readyAt = "ready_at"
         /// On ORDER_REJECTED: the RejectionReason.
         case reason
+        /// On ORDER_READY: the order's status when the kitchen marked it.
+        case status
+        /// On ORDER_CANCELED: the CancelingParty, and its words.
+        case canceledBy = "canceled_by"
+        case cancelReason = "cancel_reason"
     }
 
     public var kind: Kind
@@ -123,6 +135,10 @@ public struct PlatformEvent: Sendable, Equatable, CustomStringConvertible {
     public var totalPrice: Double?
     public var readyAtUnixMs: Int64?
     public var rejectionReason: RejectionReason?
+    /// ORDER_READY: the order's status at the time.
+    public var reportedStatus: OrderStatus?
+    public var canceledBy: CancelingParty?
+    public var cancelReason: String?
 
     public init(_ kind: Kind, orderID: String, detail: String? = nil) {
         self.kind = kind
@@ -152,6 +168,9 @@ public struct PlatformEvent: Sendable, Equatable, CustomStringConvertible {
         totalPrice = values[.total].flatMap(Double.init)
         readyAtUnixMs = values[.readyAt].flatMap { Int64($0) }
         rejectionReason = values[.reason].flatMap(RejectionReason.init(rawValue:))
+        reportedStatus = values[.status].flatMap(OrderStatus.init(rawValue:))
+        canceledBy = values[.canceledBy].flatMap(CancelingParty.init(rawValue:))
+        cancelReason = values[.cancelReason].flatMap { $0.isEmpty ? nil : $0 }
     }
 
     public var description: String {
@@ -205,10 +224,12 @@ public struct StreamID: Sendable, Hashable, Comparable, CustomStringConvertible 
 /// The Lua prelude of every library (LuaLibrary): the domain's names as Lua tables, built from their Swift
 /// definitions so that no status, kind or field is spelled twice:
 /// - `Status.<RAW>` (OrderStatus), `Stage.<RAW>` (DeliveryStatus), `Kind.<RAW>` (event kinds),
-///   `Field.<swiftName>` (stream fields, e.g. `Field.previousDriver`);
+///   `Kitchen.<RAW>` (KitchenStatus), `Party.<RAW>` (CancelingParty), `Field.<swiftName>` (stream
+///   fields, e.g. `Field.previousDriver`);
 /// - `stageStatus[stage]`: the order status that shows a delivery stage; `inDelivery[status]`:
-///   the statuses delivery events move;
-/// - `channel` and `streamMaxLength`.
+///   the statuses delivery events move; `stageShown[status]`: the statuses that show a delivery
+///   stage; `finalStatus[status]`: the final statuses;
+/// - `channel`, `streamMaxLength` and `BEHIND`.
 public let domainLua: String = {
     func table(_ name: String, _ pairs: [(String, String)]) -> String {
         "local \(name) = {" + pairs.map { "\($0.0) = \($0.1)" }.joined(separator: ", ") + "}"
@@ -218,10 +239,15 @@ public let domainLua: String = {
         table("Status", OrderStatus.allCases.map { ($0.rawValue, quoted($0.rawValue)) }),
         table("Stage", DeliveryStatus.allCases.map { ($0.rawValue, quoted($0.rawValue)) }),
         table("Kind", PlatformEvent.Kind.allCases.map { ($0.rawValue, quoted($0.rawValue)) }),
+        table("Kitchen", KitchenStatus.allCases.map { ($0.rawValue, quoted($0.rawValue)) }),
+        table("Party", CancelingParty.allCases.map { ($0.rawValue, quoted($0.rawValue)) }),
         table("Field", PlatformEvent.Field.allCases.map { (String(describing: $0), quoted($0.rawValue)) }),
         table("stageStatus", DeliveryStatus.allCases.map { ($0.rawValue, quoted($0.orderStatus.rawValue)) }),
         table("inDelivery", OrderStatus.allCases.filter(\.isInDelivery).map { ($0.rawValue, "true") }),
+        table("stageShown", DeliveryStatus.allCases.map { ($0.orderStatus.rawValue, "true") }),
+        table("finalStatus", OrderStatus.allCases.filter(\.isFinal).map { ($0.rawValue, "true") }),
         "local channel = \(quoted(PlatformEvents.channel))",
         "local streamMaxLength = \(quoted(String(PlatformEvents.streamMaxLength)))",
+        "local BEHIND = \(quoted(PlatformEvents.behind))",
     ].joined(separator: "\n")
 }()

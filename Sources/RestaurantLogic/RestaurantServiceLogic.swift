@@ -59,10 +59,15 @@ public struct RestaurantServiceLogic: RestaurantServiceProvider {
         defer { subscription.cancel() }
         for try await event in subscription {
             guard let status = event.announcedStatus else { continue }
+            let kitchen: KitchenStatus? = switch event.kind {
+            case .orderAccepted: .preparing
+            case .orderReady: .ready
+            default: nil
+            }
             try await responses.write(RestaurantOrderUpdate(
                 orderId: event.orderID, status: status.rawValue, customerId: event.customerID ?? "",
                 items: event.items ?? [], totalPrice: event.totalPrice ?? 0, driverId: event.driverID ?? "",
-                updatedAtUnixMs: Int64(event.id?.milliseconds ?? 0)))
+                updatedAtUnixMs: Int64(event.id?.milliseconds ?? 0), kitchenStatus: kitchen?.rawValue ?? ""))
         }
     }
 
@@ -164,6 +169,21 @@ public struct RestaurantServiceLogic: RestaurantServiceProvider {
         return RejectOrderResponse(orderId: request.orderId, status: decided.status)
     }
 
+    public func markOrderReady(_ request: MarkOrderReadyRequest, context: ServerContext) async throws -> MarkOrderReadyResponse {
+        try Identifier.validate(request.restaurantId, field: "restaurant_id")
+        try Identifier.validate(request.orderId, field: "order_id")
+        do {
+            let marked = try await orders.recordOrderReady(RecordOrderReadyRequest(orderId: request.orderId, restaurantId: request.restaurantId),
+                                                           options: orderService.options(for: context))
+            return MarkOrderReadyResponse(orderId: marked.orderId, status: marked.status, kitchenStatus: marked.kitchenStatus)
+        } catch {
+            throw orderService.failure(error, passing: Self.orderServiceVerdicts)
+        }
+    }
+
+    /// The order service's answers that judge the caller's request, passed on as they are.
+    static let orderServiceVerdicts: Set<StatusCode> = [.notFound, .failedPrecondition, .permissionDenied, .invalidArgument]
+
     /// RejectOrder's reasons as orders and events keep them; unspecified is OTHER.
     static let rejectionReasons: [RejectReason: RejectionReason] = [
         .rejectReasonUnspecified: .other, .outOfStock: .outOfStock, .tooBusy: .tooBusy, .closed: .closed, .other: .other,
@@ -177,7 +197,7 @@ public struct RestaurantServiceLogic: RestaurantServiceProvider {
         do {
             return try await orders.recordRestaurantDecision(request, options: orderService.options(for: context))
         } catch {
-            throw orderService.failure(error, passing: [.notFound, .failedPrecondition, .permissionDenied, .invalidArgument])
+            throw orderService.failure(error, passing: Self.orderServiceVerdicts)
         }
     }
 }

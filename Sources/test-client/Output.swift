@@ -60,6 +60,9 @@ extension GetOrderStatusResponse: FieldListing {
         if !currency.isEmpty { fields.append(("total", "\(totalCents) \(currency) minor units")) }
         if estimatedReadyAtUnixMs != 0 { fields.append(("estimated_ready_at_unix_ms", "\(estimatedReadyAtUnixMs)")) }
         if !rejectReason.isEmpty { fields.append(("reject_reason", rejectReason + (rejectMessage.isEmpty ? "" : ": \(rejectMessage)"))) }
+        if !kitchenStatus.isEmpty { fields.append(("kitchen_status", kitchenStatus)) }
+        if !deliveryStatus.isEmpty { fields.append(("delivery_status", deliveryStatus)) }
+        if !canceledBy.isEmpty { fields.append(("canceled_by", canceledBy + (cancelReason.isEmpty ? "" : ": \(cancelReason)"))) }
         if deliveryAddress != Address() {
             let address = deliveryAddress
             fields.append(("delivery_address", [address.street, address.postalCode, address.city].filter { !$0.isEmpty }.joined(separator: ", ")
@@ -133,6 +136,9 @@ extension OrderUpdate: FieldListing {
          ("final", "\(final)")]
             + (estimatedReadyAtUnixMs == 0 ? [] : [("estimated_ready_at_unix_ms", "\(estimatedReadyAtUnixMs)")])
             + (rejectReason.isEmpty ? [] : [("reject_reason", rejectReason)])
+            + (kitchenStatus.isEmpty ? [] : [("kitchen_status", kitchenStatus)])
+            + (deliveryStatus.isEmpty ? [] : [("delivery_status", deliveryStatus)])
+            + (cancelReason.isEmpty ? [] : [("cancel_reason", cancelReason)])
     }
 }
 
@@ -141,6 +147,7 @@ extension RestaurantOrderUpdate: FieldListing {
         var fields = [("order_id", orderId), ("status", status), ("customer_id", customerId)]
         if !items.isEmpty { fields += [("items", items.joined(separator: ",")), ("total_price", "\(totalPrice)")] }
         if !driverId.isEmpty { fields.append(("driver_id", driverId)) }
+        if !kitchenStatus.isEmpty { fields.append(("kitchen_status", kitchenStatus)) }
         return fields + [("updated_at_unix_ms", "\(updatedAtUnixMs)")]
     }
 }
@@ -149,4 +156,8 @@ extension DriverAssignmentUpdate: FieldListing {
     var fields: [(name: String, value: String)] {
         [("assignment_id", assignmentId), ("order_id", orderId), ("status", status), ("updated_at_unix_ms", "\(updatedAtUnixMs)")]
     }
+}
+
+extension MarkOrderReadyResponse: FieldListing {
+    var fields: [(name: String, value: String)] { [("order_id", orderId), ("status", status), ("kitchen_status", kitchenStatus)] }
 }

@@ -115,14 +115,18 @@ struct OrderCommands: ParsableCommand {
 
     struct CancelOrder: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            commandName: "cancel", abstract: "CancelOrder: CANCELED if still PLACED, else COULD_NOT_CANCEL.")
+            commandName: "cancel", abstract: "CancelOrder: CANCELED if the caller may cancel it now, else COULD_NOT_CANCEL.")
         @OptionGroup var connection: ConnectionOptions
         @Option(help: "order_id.") var order: String
+        @Option(help: "reason, in words.") var reason = ""
+        @Option(help: "Cancel as this customer (default: as an operator).") var customer: String?
+        @Option(help: "Cancel as this restaurant (default: as an operator).") var restaurant: String?
 
         func run() async throws {
-            let request = CancelOrderRequest(orderId: order)
+            let request = CancelOrderRequest(orderId: order, reason: reason)
+            let identity = customer.map(Identity.customer) ?? restaurant.map(Identity.restaurant) ?? .operator
             try await printResponse(connection) { services throws(ServiceError) in
-                try await services.order.call { try await $0.cancelOrder(request, options: $1) }
+                try await services.order.call(as: identity) { try await $0.cancelOrder(request, options: $1) }
             }
         }
     }
@@ -150,7 +154,7 @@ extension OrderCommands {
 struct RestaurantCommands: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "restaurant", abstract: "RestaurantService calls.",
-        subcommands: [UpdateMenu.self, Menu.self, Status.self, Accept.self, Reject.self, WatchOrders.self])
+        subcommands: [UpdateMenu.self, Menu.self, Status.self, Accept.self, Reject.self, Ready.self, WatchOrders.self])
 
     struct WatchOrders: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
@@ -244,6 +248,20 @@ struct RestaurantCommands: ParsableCommand {
             let request = AcceptOrderRequest(restaurantId: restaurant, orderId: order, prepMinutes: prepMinutes)
             try await printResponse(connection) { services throws(ServiceError) in
                 try await services.restaurant.call(as: .restaurant(restaurant)) { try await $0.acceptOrder(request, options: $1) }
+            }
+        }
+    }
+
+    struct Ready: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "ready", abstract: "MarkOrderReady: the food is ready for pickup.")
+        @OptionGroup var connection: ConnectionOptions
+        @Option(help: "restaurant_id.") var restaurant: String
+        @Option(help: "order_id.") var order: String
+
+        func run() async throws {
+            let request = MarkOrderReadyRequest(restaurantId: restaurant, orderId: order)
+            try await printResponse(connection) { services throws(ServiceError) in
+                try await services.restaurant.call(as: .restaurant(restaurant)) { try await $0.markOrderReady(request, options: $1) }
             }
         }
     }

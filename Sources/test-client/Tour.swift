@@ -2,8 +2,8 @@
 // by step. It places and cancels an order, updates and reads a priced menu, orders from it by
 // menu lines with a delivery address and an idempotency key (and retries, getting the same
 // order back), places a free-text order too, has the restaurant accept one and reject the other, watches the delivery service assign a
-// driver automatically, reassigns the order to a driver by hand and walks the delivery to
-// DELIVERED, while a WatchOrder stream opened before the accept follows the order live; the last
+// driver automatically, has the kitchen mark the food ready, reassigns the order to a driver by
+// hand and walks the delivery to DELIVERED, while a WatchOrder stream opened before the accept follows the order live; the last
 // step checks that the stream showed every stage, in order, and ended at DELIVERED. Customer, restaurant and driver ids carry a random run id (order ids come from the
 // service), so the tour can run again and again against the same Redis.
 import ArgumentParser
@@ -127,6 +127,14 @@ struct Tour: AsyncParsableCommand {
 
         try await steps.watchAutomaticAssignment(of: accepted, services, watch)
 
+        _ = try await steps.run("The kitchen marks \(accepted) ready", sent: "MarkOrderReady restaurant_id=\(restaurantID) order_id=\(accepted)") { () throws(ServiceError) in
+            let response = try await services.restaurant.call(as: .restaurant(restaurantID)) {
+                try await $0.markOrderReady(MarkOrderReadyRequest(restaurantId: restaurantID, orderId: accepted), options: $1)
+            }
+            return Outcome((), got: response.summary, ok: response.kitchenStatus == "READY",
+                           pass: "ready for pickup: \(accepted) (status \(response.status), kitchen READY)", fail: "expected kitchen_status READY")
+        }
+
         _ = try await steps.run("Reassign \(accepted) to a driver by hand",
                                 sent: "AssignDriver order_id=\(accepted) driver_id=\(handDriver)") { () throws(ServiceError) in
             let response = try await services.delivery.call {
@@ -163,8 +171,10 @@ struct Tour: AsyncParsableCommand {
         _ = try await steps.run("What the WatchOrder stream showed", sent: "(the stream opened before the accept)") { () throws(ServiceError) in
             var updates: [OrderUpdate] = []
             while let update = try await live.next() { updates.append(update) }
-            let statuses = updates.map(\.status)
-            let expected = ["ACCEPTED", "ASSIGNED", "ASSIGNED", "PICKED_UP", "OUT_FOR_DELIVERY", "DELIVERED"]
+            // Each update as status/kitchen stage: the kitchen's READY comes as an update of its own.
+            let statuses = updates.map { $0.kitchenStatus.isEmpty ? $0.status : "\($0.status)/\($0.kitchenStatus)" }
+            let expected = ["ACCEPTED/PREPARING", "ASSIGNED/PREPARING", "ASSIGNED/READY", "ASSIGNED/READY", "PICKED_UP/READY",
+                            "OUT_FOR_DELIVERY/READY", "DELIVERED/READY"]
             let drivers = updates.filter { $0.status == "ASSIGNED" }.map(\.driverId)
             return Outcome((), got: statuses.joined(separator: " → ") + (updates.last?.final == true ? " (final, stream ended)" : ""),
                            ok: statuses == expected && drivers.last == handDriver && updates.last?.final == true,

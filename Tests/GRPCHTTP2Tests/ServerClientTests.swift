@@ -30,6 +30,10 @@ struct ScriptedOrderService: OrderServiceProvider {
         RecordRestaurantDecisionResponse(orderId: request.orderId, status: request.decision)
     }
 
+    func recordOrderReady(_ request: RecordOrderReadyRequest, context: ServerContext) async throws -> RecordOrderReadyResponse {
+        RecordOrderReadyResponse(orderId: request.orderId, status: "ACCEPTED", kitchenStatus: "READY")
+    }
+
     /// Three updates, the last final.
     func watchOrder(_ request: WatchOrderRequest, responses: RPCWriter<OrderUpdate>, context: ServerContext) async throws {
         for status in ["PLACED", "ACCEPTED", "REJECTED"] {

@@ -19,7 +19,8 @@ import Testing
     /// Puts the order back to ASSIGNED as of its assignment event: no delivery stage applied yet.
     private func rewind(_ order: String, to assignment: PlatformEvent, _ redis: RedisClient) async throws {
         _ = try await redis.send(["HSET", OrderKeys(order).order, "status", OrderStatus.assigned.rawValue,
-                                  "last_event", assignment.id!.description])
+                                  "last_event", assignment.id!.description, "delivery_event", assignment.id!.description,
+                                  "delivery_status", DeliveryStatus.assigned.rawValue])
     }
 
     /// Places and accepts an order per journey, waits for their drivers, then reports each

@@ -108,3 +108,44 @@ import Testing
         }
     }
 }
+
+@Suite struct KitchenStageTests {
+    @Test func markOrderReadyShowsTheKitchensStageBesideTheDeliverys() async throws {
+        try await withPlatform(drivers: ["d1"]) { platform in
+            let restaurants = platform.restaurants
+            let id = try await platform.placeOrder(restaurant: "r1")
+            let mark = MarkOrderReadyRequest(restaurantId: "r1", orderId: id)
+            #expect(await statusCode { try await restaurants.markOrderReady(mark) } == .failedPrecondition)
+            let kitchen = platform.watchRestaurant("r1")
+            _ = try await restaurants.acceptOrder(AcceptOrderRequest(restaurantId: "r1", orderId: id))
+            await eventually("\(id) is assigned") { try await platform.orderStatus(id) == "ASSIGNED" }
+            var read = try await platform.orders.getOrderStatus(GetOrderStatusRequest(orderId: id))
+            #expect(read.kitchenStatus == "PREPARING" && read.deliveryStatus == "ASSIGNED")
+            let watcher = platform.watchOrder(id)
+            await watcher.waitFor(1)
+
+            #expect(try await restaurants.markOrderReady(mark) == MarkOrderReadyResponse(orderId: id, status: "ASSIGNED", kitchenStatus: "READY"))
+            #expect(try await restaurants.markOrderReady(mark).kitchenStatus == "READY", "marking again is idempotent")
+            #expect(await statusCode { try await restaurants.markOrderReady(MarkOrderReadyRequest(restaurantId: "r2", orderId: id)) } == .permissionDenied)
+            #expect(await statusCode { try await restaurants.markOrderReady(MarkOrderReadyRequest(restaurantId: "r1", orderId: "order_999")) } == .notFound)
+            read = try await platform.orders.getOrderStatus(GetOrderStatusRequest(orderId: id))
+            #expect(read.status == "ASSIGNED" && read.kitchenStatus == "READY")
+
+            try await platform.updateDelivery(id, "PICKED_UP")
+            read = try await platform.orders.getOrderStatus(GetOrderStatusRequest(orderId: id))
+            #expect(read.status == "PICKED_UP" && read.kitchenStatus == "READY" && read.deliveryStatus == "PICKED_UP")
+            await watcher.waitFor(3)
+            #expect(watcher.updates.map { "\($0.status)/\($0.kitchenStatus)/\($0.deliveryStatus)" }
+                == ["ASSIGNED/PREPARING/ASSIGNED", "ASSIGNED/READY/ASSIGNED", "PICKED_UP/READY/PICKED_UP"])
+            // The kitchen screen saw the ready food.
+            await eventually("the kitchen screen shows \(id) READY") {
+                kitchen.updates.contains { $0.orderId == id && $0.kitchenStatus == "READY" && $0.status == "ASSIGNED" }
+            }
+
+            let other = try await platform.placeAcceptedOrder(restaurant: "r1")
+            try await platform.updateDelivery(other, "PICKED_UP")
+            #expect(await statusCode { try await restaurants.markOrderReady(MarkOrderReadyRequest(restaurantId: "r1", orderId: other)) }
+                == .failedPrecondition, "picked up: the kitchen does not have it any more")
+        }
+    }
+}

@@ -22,6 +22,8 @@ final class InMemoryOrderStore: OrderStore {
         var decision: Decision?
         var decidedBy: String?
         var readyAt: Int64?
+        var kitchen: KitchenStatus?
+        var canceledBy: CancelingParty?
         var driver = ""
     }
 
@@ -86,12 +88,32 @@ final class InMemoryOrderStore: OrderStore {
         }
     }
 
-    func cancel(_ id: String) async throws(StorageError) -> CancelOutcome {
+    func cancel(_ id: String, by party: CancelingParty, reason: String, consumerGroup: String,
+                applyingUnapplied: Bool) async throws(StorageError) -> CancelOutcome {
         try checked { state in
             guard let order = state.orders[id] else { return .notFound }
-            guard order.status == .placed else { return .notCancelable }
+            let beforePickup = order.status == .accepted || order.status == .assigned
+            let allowed = switch party {
+            case .customer: order.status == .placed || (beforePickup && order.kitchen != .ready)
+            case .restaurant: beforePickup
+            case .operator: !order.status.isFinal
+            }
+            guard allowed else { return .notCancelable }
             state.orders[id]?.status = .canceled
+            state.orders[id]?.canceledBy = party
             return .canceled
+        }
+    }
+
+    func markReady(_ id: String, restaurant: String, consumerGroup: String, applyingUnapplied: Bool) async throws(StorageError) -> ReadyOutcome {
+        try checked { state in
+            guard let order = state.orders[id] else { return .notFound }
+            let owner = order.order.restaurant.isEmpty ? order.decidedBy : order.order.restaurant
+            if let owner, owner != restaurant { return .otherRestaurant(owner) }
+            if order.kitchen == .ready { return .ready(order.status) }
+            guard order.status == .accepted || order.status == .assigned else { return .notPreparing(order.status.rawValue) }
+            state.orders[id]?.kitchen = .ready
+            return .ready(order.status)
         }
     }
 
@@ -103,6 +125,7 @@ final class InMemoryOrderStore: OrderStore {
                 state.orders[id]?.status = decision.status
                 state.orders[id]?.decision = decision
                 state.orders[id]?.decidedBy = restaurant
+                if decision.status == .accepted { state.orders[id]?.kitchen = .preparing }
                 if case .accept(let minutes?) = decision { state.orders[id]?.readyAt = Self.clock + Int64(minutes) * 60_000 }
                 return .decided(decision.status, readyAtUnixMs: state.orders[id]?.readyAt)
             }

@@ -51,14 +51,17 @@ import Testing
         }
     }
 
-    @Test func cancelOnlyAPlacedOrder() async throws {
+    @Test func cancelAPlacedOrOnlyAcceptedOrderButNoFinalOne() async throws {
         try await withPlatform { platform in
             let placed = try await platform.placeOrder()
             #expect(try await platform.orders.cancelOrder(CancelOrderRequest(orderId: placed)) == CancelOrderResponse(orderId: placed, status: "CANCELED"))
             #expect(try await platform.orderStatus(placed) == "CANCELED")
             #expect(try await platform.orders.cancelOrder(CancelOrderRequest(orderId: placed)).status == "COULD_NOT_CANCEL")
 
+            // Without authentication the caller is a customer, who may cancel an accepted order
+            // until its food is ready (CancellationTests has every party's rules).
             let accepted = try await platform.placeAcceptedOrder()
+            #expect(try await platform.orders.cancelOrder(CancelOrderRequest(orderId: accepted)).status == "CANCELED")
             #expect(try await platform.orders.cancelOrder(CancelOrderRequest(orderId: accepted)).status == "COULD_NOT_CANCEL")
             let rejected = try await platform.placeOrder()
             _ = try await platform.restaurants.rejectOrder(RejectOrderRequest(restaurantId: "r", orderId: rejected))

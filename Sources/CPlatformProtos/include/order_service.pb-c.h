@@ -28,6 +28,8 @@ typedef struct OrderService__RecordRestaurantDecisionRequest OrderService__Recor
 typedef struct OrderService__RecordRestaurantDecisionResponse OrderService__RecordRestaurantDecisionResponse;
 typedef struct OrderService__WatchOrderRequest OrderService__WatchOrderRequest;
 typedef struct OrderService__OrderUpdate OrderService__OrderUpdate;
+typedef struct OrderService__RecordOrderReadyRequest OrderService__RecordOrderReadyRequest;
+typedef struct OrderService__RecordOrderReadyResponse OrderService__RecordOrderReadyResponse;
 
 
 /* --- enums --- */
@@ -200,20 +202,39 @@ struct  OrderService__GetOrderStatusResponse
    */
   char *reject_reason;
   char *reject_message;
+  /*
+   * The kitchen's stage: PREPARING once accepted, READY once the restaurant marks it; empty
+   * before acceptance.
+   */
+  char *kitchen_status;
+  /*
+   * The delivery's stage (ASSIGNED, PICKED_UP, OUT_FOR_DELIVERY, DELIVERED, FAILED, CANCELED);
+   * empty before a driver is assigned. `status` keeps showing the seed's single status.
+   */
+  char *delivery_status;
+  /*
+   * CANCELED: who canceled (CUSTOMER, RESTAURANT or OPERATOR) and why.
+   */
+  char *canceled_by;
+  char *cancel_reason;
 };
 #define ORDER_SERVICE__GET_ORDER_STATUS_RESPONSE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&order_service__get_order_status_response__descriptor) \
-    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0,NULL, 0, 0,NULL, 0, (char *)protobuf_c_empty_string, NULL, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0,NULL, 0, 0,NULL, 0, (char *)protobuf_c_empty_string, NULL, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
 
 
 struct  OrderService__CancelOrderRequest
 {
   ProtobufCMessage base;
   char *order_id;
+  /*
+   * Why, in words (at most 500 bytes); shown on the order and to its watchers.
+   */
+  char *reason;
 };
 #define ORDER_SERVICE__CANCEL_ORDER_REQUEST__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&order_service__cancel_order_request__descriptor) \
-    , (char *)protobuf_c_empty_string }
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
 
 
 struct  OrderService__CancelOrderResponse
@@ -311,10 +332,48 @@ struct  OrderService__OrderUpdate
    * REJECTED: why (OUT_OF_STOCK, TOO_BUSY, CLOSED, OTHER).
    */
   char *reject_reason;
+  /*
+   * As GetOrderStatus shows them: the kitchen's and the delivery's stage.
+   */
+  char *kitchen_status;
+  char *delivery_status;
+  /*
+   * CANCELED: why, in the canceling party's words.
+   */
+  char *cancel_reason;
 };
 #define ORDER_SERVICE__ORDER_UPDATE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&order_service__order_update__descriptor) \
-    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0, (char *)protobuf_c_empty_string }
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
+
+
+struct  OrderService__RecordOrderReadyRequest
+{
+  ProtobufCMessage base;
+  char *order_id;
+  char *restaurant_id;
+};
+#define ORDER_SERVICE__RECORD_ORDER_READY_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&order_service__record_order_ready_request__descriptor) \
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
+
+
+struct  OrderService__RecordOrderReadyResponse
+{
+  ProtobufCMessage base;
+  char *order_id;
+  /*
+   * The order's status, unchanged (ACCEPTED or ASSIGNED).
+   */
+  char *status;
+  /*
+   * READY.
+   */
+  char *kitchen_status;
+};
+#define ORDER_SERVICE__RECORD_ORDER_READY_RESPONSE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&order_service__record_order_ready_response__descriptor) \
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
 
 
 /* OrderService__PlaceOrderRequest methods */
@@ -564,6 +623,44 @@ OrderService__OrderUpdate *
 void   order_service__order_update__free_unpacked
                      (OrderService__OrderUpdate *message,
                       ProtobufCAllocator *allocator);
+/* OrderService__RecordOrderReadyRequest methods */
+void   order_service__record_order_ready_request__init
+                     (OrderService__RecordOrderReadyRequest         *message);
+size_t order_service__record_order_ready_request__get_packed_size
+                     (const OrderService__RecordOrderReadyRequest   *message);
+size_t order_service__record_order_ready_request__pack
+                     (const OrderService__RecordOrderReadyRequest   *message,
+                      uint8_t             *out);
+size_t order_service__record_order_ready_request__pack_to_buffer
+                     (const OrderService__RecordOrderReadyRequest   *message,
+                      ProtobufCBuffer     *buffer);
+OrderService__RecordOrderReadyRequest *
+       order_service__record_order_ready_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   order_service__record_order_ready_request__free_unpacked
+                     (OrderService__RecordOrderReadyRequest *message,
+                      ProtobufCAllocator *allocator);
+/* OrderService__RecordOrderReadyResponse methods */
+void   order_service__record_order_ready_response__init
+                     (OrderService__RecordOrderReadyResponse         *message);
+size_t order_service__record_order_ready_response__get_packed_size
+                     (const OrderService__RecordOrderReadyResponse   *message);
+size_t order_service__record_order_ready_response__pack
+                     (const OrderService__RecordOrderReadyResponse   *message,
+                      uint8_t             *out);
+size_t order_service__record_order_ready_response__pack_to_buffer
+                     (const OrderService__RecordOrderReadyResponse   *message,
+                      ProtobufCBuffer     *buffer);
+OrderService__RecordOrderReadyResponse *
+       order_service__record_order_ready_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   order_service__record_order_ready_response__free_unpacked
+                     (OrderService__RecordOrderReadyResponse *message,
+                      ProtobufCAllocator *allocator);
 /* --- per-message closures --- */
 
 typedef void (*OrderService__PlaceOrderRequest_Closure)
@@ -605,6 +702,12 @@ typedef void (*OrderService__WatchOrderRequest_Closure)
 typedef void (*OrderService__OrderUpdate_Closure)
                  (const OrderService__OrderUpdate *message,
                   void *closure_data);
+typedef void (*OrderService__RecordOrderReadyRequest_Closure)
+                 (const OrderService__RecordOrderReadyRequest *message,
+                  void *closure_data);
+typedef void (*OrderService__RecordOrderReadyResponse_Closure)
+                 (const OrderService__RecordOrderReadyResponse *message,
+                  void *closure_data);
 
 /* --- services --- */
 
@@ -632,6 +735,10 @@ struct OrderService__OrderService_Service
                       const OrderService__WatchOrderRequest *input,
                       OrderService__OrderUpdate_Closure closure,
                       void *closure_data);
+  void (*record_order_ready)(OrderService__OrderService_Service *service,
+                             const OrderService__RecordOrderReadyRequest *input,
+                             OrderService__RecordOrderReadyResponse_Closure closure,
+                             void *closure_data);
 };
 typedef void (*OrderService__OrderService_ServiceDestroy)(OrderService__OrderService_Service *);
 void order_service__order_service__init (OrderService__OrderService_Service *service,
@@ -644,7 +751,8 @@ void order_service__order_service__init (OrderService__OrderService_Service *ser
       function_prefix__ ## get_order_status,\
       function_prefix__ ## cancel_order,\
       function_prefix__ ## record_restaurant_decision,\
-      function_prefix__ ## watch_order  }
+      function_prefix__ ## watch_order,\
+      function_prefix__ ## record_order_ready  }
 void order_service__order_service__place_order(ProtobufCService *service,
                                                const OrderService__PlaceOrderRequest *input,
                                                OrderService__PlaceOrderResponse_Closure closure,
@@ -665,6 +773,10 @@ void order_service__order_service__watch_order(ProtobufCService *service,
                                                const OrderService__WatchOrderRequest *input,
                                                OrderService__OrderUpdate_Closure closure,
                                                void *closure_data);
+void order_service__order_service__record_order_ready(ProtobufCService *service,
+                                                      const OrderService__RecordOrderReadyRequest *input,
+                                                      OrderService__RecordOrderReadyResponse_Closure closure,
+                                                      void *closure_data);
 
 /* --- descriptors --- */
 
@@ -681,6 +793,8 @@ extern const ProtobufCMessageDescriptor order_service__record_restaurant_decisio
 extern const ProtobufCMessageDescriptor order_service__record_restaurant_decision_response__descriptor;
 extern const ProtobufCMessageDescriptor order_service__watch_order_request__descriptor;
 extern const ProtobufCMessageDescriptor order_service__order_update__descriptor;
+extern const ProtobufCMessageDescriptor order_service__record_order_ready_request__descriptor;
+extern const ProtobufCMessageDescriptor order_service__record_order_ready_response__descriptor;
 extern const ProtobufCServiceDescriptor order_service__order_service__descriptor;
 
 PROTOBUF_C__END_DECLS

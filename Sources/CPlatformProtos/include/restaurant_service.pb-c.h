@@ -26,6 +26,8 @@ typedef struct RestaurantService__GetMenuRequest RestaurantService__GetMenuReque
 typedef struct RestaurantService__GetMenuResponse RestaurantService__GetMenuResponse;
 typedef struct RestaurantService__SetRestaurantStatusRequest RestaurantService__SetRestaurantStatusRequest;
 typedef struct RestaurantService__SetRestaurantStatusResponse RestaurantService__SetRestaurantStatusResponse;
+typedef struct RestaurantService__MarkOrderReadyRequest RestaurantService__MarkOrderReadyRequest;
+typedef struct RestaurantService__MarkOrderReadyResponse RestaurantService__MarkOrderReadyResponse;
 typedef struct RestaurantService__WatchRestaurantOrdersRequest RestaurantService__WatchRestaurantOrdersRequest;
 typedef struct RestaurantService__RestaurantOrderUpdate RestaurantService__RestaurantOrderUpdate;
 
@@ -235,6 +237,29 @@ struct  RestaurantService__SetRestaurantStatusResponse
     , (char *)protobuf_c_empty_string, RESTAURANT_SERVICE__RESTAURANT_STATUS__RESTAURANT_STATUS_UNSPECIFIED, 0 }
 
 
+struct  RestaurantService__MarkOrderReadyRequest
+{
+  ProtobufCMessage base;
+  char *restaurant_id;
+  char *order_id;
+};
+#define RESTAURANT_SERVICE__MARK_ORDER_READY_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&restaurant_service__mark_order_ready_request__descriptor) \
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
+
+
+struct  RestaurantService__MarkOrderReadyResponse
+{
+  ProtobufCMessage base;
+  char *order_id;
+  char *status;
+  char *kitchen_status;
+};
+#define RESTAURANT_SERVICE__MARK_ORDER_READY_RESPONSE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&restaurant_service__mark_order_ready_response__descriptor) \
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
+
+
 struct  RestaurantService__WatchRestaurantOrdersRequest
 {
   ProtobufCMessage base;
@@ -271,10 +296,14 @@ struct  RestaurantService__RestaurantOrderUpdate
    * When it happened, in milliseconds since the Unix epoch.
    */
   int64_t updated_at_unix_ms;
+  /*
+   * READY when the kitchen marked the order ready (ORDER_READY); PREPARING on acceptance.
+   */
+  char *kitchen_status;
 };
 #define RESTAURANT_SERVICE__RESTAURANT_ORDER_UPDATE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&restaurant_service__restaurant_order_update__descriptor) \
-    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0,NULL, 0, (char *)protobuf_c_empty_string, 0 }
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0,NULL, 0, (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string }
 
 
 /* RestaurantService__MenuItem methods */
@@ -486,6 +515,44 @@ RestaurantService__SetRestaurantStatusResponse *
 void   restaurant_service__set_restaurant_status_response__free_unpacked
                      (RestaurantService__SetRestaurantStatusResponse *message,
                       ProtobufCAllocator *allocator);
+/* RestaurantService__MarkOrderReadyRequest methods */
+void   restaurant_service__mark_order_ready_request__init
+                     (RestaurantService__MarkOrderReadyRequest         *message);
+size_t restaurant_service__mark_order_ready_request__get_packed_size
+                     (const RestaurantService__MarkOrderReadyRequest   *message);
+size_t restaurant_service__mark_order_ready_request__pack
+                     (const RestaurantService__MarkOrderReadyRequest   *message,
+                      uint8_t             *out);
+size_t restaurant_service__mark_order_ready_request__pack_to_buffer
+                     (const RestaurantService__MarkOrderReadyRequest   *message,
+                      ProtobufCBuffer     *buffer);
+RestaurantService__MarkOrderReadyRequest *
+       restaurant_service__mark_order_ready_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   restaurant_service__mark_order_ready_request__free_unpacked
+                     (RestaurantService__MarkOrderReadyRequest *message,
+                      ProtobufCAllocator *allocator);
+/* RestaurantService__MarkOrderReadyResponse methods */
+void   restaurant_service__mark_order_ready_response__init
+                     (RestaurantService__MarkOrderReadyResponse         *message);
+size_t restaurant_service__mark_order_ready_response__get_packed_size
+                     (const RestaurantService__MarkOrderReadyResponse   *message);
+size_t restaurant_service__mark_order_ready_response__pack
+                     (const RestaurantService__MarkOrderReadyResponse   *message,
+                      uint8_t             *out);
+size_t restaurant_service__mark_order_ready_response__pack_to_buffer
+                     (const RestaurantService__MarkOrderReadyResponse   *message,
+                      ProtobufCBuffer     *buffer);
+RestaurantService__MarkOrderReadyResponse *
+       restaurant_service__mark_order_ready_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   restaurant_service__mark_order_ready_response__free_unpacked
+                     (RestaurantService__MarkOrderReadyResponse *message,
+                      ProtobufCAllocator *allocator);
 /* RestaurantService__WatchRestaurantOrdersRequest methods */
 void   restaurant_service__watch_restaurant_orders_request__init
                      (RestaurantService__WatchRestaurantOrdersRequest         *message);
@@ -559,6 +626,12 @@ typedef void (*RestaurantService__SetRestaurantStatusRequest_Closure)
 typedef void (*RestaurantService__SetRestaurantStatusResponse_Closure)
                  (const RestaurantService__SetRestaurantStatusResponse *message,
                   void *closure_data);
+typedef void (*RestaurantService__MarkOrderReadyRequest_Closure)
+                 (const RestaurantService__MarkOrderReadyRequest *message,
+                  void *closure_data);
+typedef void (*RestaurantService__MarkOrderReadyResponse_Closure)
+                 (const RestaurantService__MarkOrderReadyResponse *message,
+                  void *closure_data);
 typedef void (*RestaurantService__WatchRestaurantOrdersRequest_Closure)
                  (const RestaurantService__WatchRestaurantOrdersRequest *message,
                   void *closure_data);
@@ -596,6 +669,10 @@ struct RestaurantService__RestaurantService_Service
                                 const RestaurantService__SetRestaurantStatusRequest *input,
                                 RestaurantService__SetRestaurantStatusResponse_Closure closure,
                                 void *closure_data);
+  void (*mark_order_ready)(RestaurantService__RestaurantService_Service *service,
+                           const RestaurantService__MarkOrderReadyRequest *input,
+                           RestaurantService__MarkOrderReadyResponse_Closure closure,
+                           void *closure_data);
 };
 typedef void (*RestaurantService__RestaurantService_ServiceDestroy)(RestaurantService__RestaurantService_Service *);
 void restaurant_service__restaurant_service__init (RestaurantService__RestaurantService_Service *service,
@@ -609,7 +686,8 @@ void restaurant_service__restaurant_service__init (RestaurantService__Restaurant
       function_prefix__ ## reject_order,\
       function_prefix__ ## get_menu,\
       function_prefix__ ## watch_restaurant_orders,\
-      function_prefix__ ## set_restaurant_status  }
+      function_prefix__ ## set_restaurant_status,\
+      function_prefix__ ## mark_order_ready  }
 void restaurant_service__restaurant_service__update_menu(ProtobufCService *service,
                                                          const RestaurantService__UpdateMenuRequest *input,
                                                          RestaurantService__UpdateMenuResponse_Closure closure,
@@ -634,6 +712,10 @@ void restaurant_service__restaurant_service__set_restaurant_status(ProtobufCServ
                                                                    const RestaurantService__SetRestaurantStatusRequest *input,
                                                                    RestaurantService__SetRestaurantStatusResponse_Closure closure,
                                                                    void *closure_data);
+void restaurant_service__restaurant_service__mark_order_ready(ProtobufCService *service,
+                                                              const RestaurantService__MarkOrderReadyRequest *input,
+                                                              RestaurantService__MarkOrderReadyResponse_Closure closure,
+                                                              void *closure_data);
 
 /* --- descriptors --- */
 
@@ -650,6 +732,8 @@ extern const ProtobufCMessageDescriptor restaurant_service__get_menu_request__de
 extern const ProtobufCMessageDescriptor restaurant_service__get_menu_response__descriptor;
 extern const ProtobufCMessageDescriptor restaurant_service__set_restaurant_status_request__descriptor;
 extern const ProtobufCMessageDescriptor restaurant_service__set_restaurant_status_response__descriptor;
+extern const ProtobufCMessageDescriptor restaurant_service__mark_order_ready_request__descriptor;
+extern const ProtobufCMessageDescriptor restaurant_service__mark_order_ready_response__descriptor;
 extern const ProtobufCMessageDescriptor restaurant_service__watch_restaurant_orders_request__descriptor;
 extern const ProtobufCMessageDescriptor restaurant_service__restaurant_order_update__descriptor;
 extern const ProtobufCServiceDescriptor restaurant_service__restaurant_service__descriptor;

@@ -49,8 +49,9 @@ enum DeliveryLua {
     -- event id, and for an ACCEPTED order its claimed assignment, driver, restaurant and customer (''
     -- otherwise). Each
     -- record's `order_status` follows the newest of the events; each ACCEPTED order gets its claimed
-    -- assignment recorded, with DRIVER_ASSIGNED, once (`auto_assigned`). Returns how many were
-    -- recorded now.
+    -- assignment recorded, with DRIVER_ASSIGNED, once (`auto_assigned`); a CANCELED order's open
+    -- assignment ends, with DELIVERY_STATUS CANCELED (which frees its driver in the pool). Returns
+    -- how many were recorded now.
     local stream = KEYS[1]
     local recorded = 0
     for i = 2, #KEYS do
@@ -68,23 +69,37 @@ enum DeliveryLua {
                 Field.restaurant, restaurant, Field.customer, customer})
             recorded = recorded + 1
         end
+        if status == Status.CANCELED then
+            local open = redis.call('HMGET', key, 'assignment', 'driver', 'assignment_status', 'restaurant', 'customer')
+            if open[1] and not closed[open[3]] then
+                redis.call('HSET', key, 'assignment_status', CANCELED)
+                emit(stream, Kind.DELIVERY_STATUS, order, CANCELED, {Field.driver, open[2], Field.assignment, open[1],
+                    Field.restaurant, open[4] or '', Field.customer, open[5] or ''})
+            end
+        end
     end
     return recorded
     """#
     /// Lua/assign.lua
     static let assign = #"""
     -- KEYS: the order's delivery record, its partition's stream. ARGV: order id, a new assignment id,
-    -- driver. Assigns an accepted, undelivered order to the driver, replacing its open assignment,
-    -- and appends DRIVER_ASSIGNED naming the replaced one. Returns {'ASSIGNED'}, {'NOT_FOUND'},
-    -- {'NOT_ACCEPTED', the order's status} or {'DELIVERED'}; only the first changes anything.
+    -- driver, the delivery service's consumer group. Assigns an accepted, undelivered, uncanceled
+    -- order (also no ORDER_CANCELED the group has not applied yet) to the driver, replacing its open
+    -- assignment, and appends DRIVER_ASSIGNED naming the replaced one. Returns {'ASSIGNED'},
+    -- {'NOT_FOUND'}, {'NOT_ACCEPTED', the order's status}, {'DELIVERED'}, {'CANCELED'} or
+    -- {'BEHIND'}; only the first changes anything.
     local key, stream = KEYS[1], KEYS[2]
-    local order, assignment, driver = ARGV[1], ARGV[2], ARGV[3]
+    local order, assignment, driver, group = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
     local fields = redis.call('HMGET', key, 'accepted', 'order_status', 'assignment', 'driver', 'assignment_status', 'restaurant', 'customer')
+    if fields[2] == Status.CANCELED then return {'CANCELED'} end
     if not fields[1] then
         if not fields[2] then return {'NOT_FOUND'} end
         return {'NOT_ACCEPTED', fields[2]}
     end
     if fields[5] == Stage.DELIVERED then return {'DELIVERED'} end
+    local canceled = unappliedEventOf(stream, group, order, Kind.ORDER_CANCELED)
+    if canceled == BEHIND then return {'BEHIND'} end
+    if canceled then return {'CANCELED'} end
     local previousDriver, previous = '', ''
     if fields[3] and fields[5] ~= Stage.FAILED then previousDriver, previous = fields[4], fields[3] end
     redis.call('HSET', key, 'assignment', assignment, 'driver', driver, 'assignment_status', Stage.ASSIGNED)
@@ -154,14 +169,21 @@ enum DeliveryLua {
     """#
     /// Lua/update.lua
     static let update = #"""
-    -- KEYS: the order's delivery record, its partition's stream. ARGV: order id, new stage. Moves the
-    -- order's current assignment to the stage (DELIVERED is final) and appends DELIVERY_STATUS.
-    -- Returns {'UPDATED'}, {'NO_ASSIGNMENT'} or {'DELIVERED'} (already: nothing changed).
+    -- KEYS: the order's delivery record, its partition's stream. ARGV: order id, new stage, the
+    -- delivery service's consumer group. Moves the order's current assignment to the stage
+    -- (DELIVERED is final) and appends DELIVERY_STATUS, unless the order was canceled: also by an
+    -- ORDER_CANCELED the group has not applied yet, so a driver's change racing a cancel loses.
+    -- Returns {'UPDATED'}, {'NO_ASSIGNMENT'}, {'DELIVERED'} (already: nothing changed),
+    -- {'CANCELED'} or {'BEHIND'} (too many unapplied events to look through).
     local key, stream = KEYS[1], KEYS[2]
-    local order, stage = ARGV[1], ARGV[2]
-    local fields = redis.call('HMGET', key, 'assignment', 'driver', 'assignment_status', 'restaurant', 'customer')
+    local order, stage, group = ARGV[1], ARGV[2], ARGV[3]
+    local fields = redis.call('HMGET', key, 'assignment', 'driver', 'assignment_status', 'restaurant', 'customer', 'order_status')
+    if fields[6] == Status.CANCELED then return {'CANCELED'} end
     if not fields[1] then return {'NO_ASSIGNMENT'} end
     if fields[3] == Stage.DELIVERED then return {'DELIVERED'} end
+    local canceled = unappliedEventOf(stream, group, order, Kind.ORDER_CANCELED)
+    if canceled == BEHIND then return {'BEHIND'} end
+    if canceled then return {'CANCELED'} end
     redis.call('HSET', key, 'assignment_status', stage)
     emit(stream, Kind.DELIVERY_STATUS, order, stage, {Field.driver, fields[2], Field.assignment, fields[1],
         Field.restaurant, fields[4] or '', Field.customer, fields[5] or ''})

@@ -3,8 +3,9 @@
 -- event id, and for an ACCEPTED order its claimed assignment, driver, restaurant and customer (''
 -- otherwise). Each
 -- record's `order_status` follows the newest of the events; each ACCEPTED order gets its claimed
--- assignment recorded, with DRIVER_ASSIGNED, once (`auto_assigned`). Returns how many were
--- recorded now.
+-- assignment recorded, with DRIVER_ASSIGNED, once (`auto_assigned`); a CANCELED order's open
+-- assignment ends, with DELIVERY_STATUS CANCELED (which frees its driver in the pool). Returns
+-- how many were recorded now.
 local stream = KEYS[1]
 local recorded = 0
 for i = 2, #KEYS do
@@ -21,6 +22,14 @@ for i = 2, #KEYS do
         emit(stream, Kind.DRIVER_ASSIGNED, order, driver, {Field.driver, driver, Field.assignment, assignment,
             Field.restaurant, restaurant, Field.customer, customer})
         recorded = recorded + 1
+    end
+    if status == Status.CANCELED then
+        local open = redis.call('HMGET', key, 'assignment', 'driver', 'assignment_status', 'restaurant', 'customer')
+        if open[1] and not closed[open[3]] then
+            redis.call('HSET', key, 'assignment_status', CANCELED)
+            emit(stream, Kind.DELIVERY_STATUS, order, CANCELED, {Field.driver, open[2], Field.assignment, open[1],
+                Field.restaurant, open[4] or '', Field.customer, open[5] or ''})
+        end
     end
 end
 return recorded

@@ -14,19 +14,25 @@ enum OrderLua {
     /// Lua/apply_stage.lua
     static let applyStage = #"""
     -- applyStage(key, event id, stage, driver): the projection of one delivery event on the order
-    -- hash `key`. Only an order in delivery moves (DELIVERED is final), and only forwards in its
-    -- partition's stream: an event at or before the order's `last_event` is skipped (the rules of
-    -- OrderStatus.after). Every delivery event carries its driver, so the newest one alone gives
-    -- both the stage and the driver: the events of an order may be applied in any order.
-    -- The event applied last is written again: GetOrderStatus may have applied it without a WAIT, and
-    -- the consumer's write (followed by its WAIT) is what makes it safe from a failover.
+    -- hash `key`. Only an order in delivery moves (DELIVERED is final, and so is CANCELED), and only
+    -- forwards among the order's delivery events: an event at or before the order's `delivery_event`
+    -- is skipped (the rules of OrderProgress.after). The order service's own events (ORDER_READY,
+    -- ORDER_CANCELED) do not order delivery events: they may be applied before an older delivery
+    -- event is. Every delivery event carries its driver, so the newest one alone gives the stage and
+    -- the driver: the events of an order may be applied in any order. Orders from before
+    -- `delivery_event` was kept: an order already showing a delivery stage got it from its
+    -- `last_event`. The event applied last is written again while the order still shows it (not once
+    -- it was canceled): GetOrderStatus may have applied it without a WAIT, and the consumer's write
+    -- (followed by its WAIT) is what makes it safe from a failover.
     local function applyStage(key, event, stageName, driver)
-        local fields = redis.call('HMGET', key, 'status', 'last_event')
-        local status, last = fields[1], fields[2]
+        local fields = redis.call('HMGET', key, 'status', 'last_event', 'delivery_event')
+        local status, last, deliveryLast = fields[1], fields[2], fields[3]
         local stage = stageStatus[stageName]
         if not (status and stage) then return end
-        if last == event or ((not last or older(last, event)) and inDelivery[status]) then
-            redis.call('HSET', key, 'status', stage, 'last_event', event)
+        if not deliveryLast and stageShown[status] then deliveryLast = last end
+        if (deliveryLast == event and status == stage) or ((not deliveryLast or older(deliveryLast, event)) and inDelivery[status]) then
+            redis.call('HSET', key, 'status', stage, 'delivery_status', stageName, 'delivery_event', event)
+            if not last or older(last, event) then redis.call('HSET', key, 'last_event', event) end
             if driver ~= '' then redis.call('HSET', key, 'driver_id', driver) end
         end
     end
@@ -40,18 +46,55 @@ enum OrderLua {
             return fields[Field.detail], fields[Field.driver] or ''
         end
     end
+
+    -- Applies to the order hash `key` the newest delivery event of `order` in `stream` that consumer
+    -- group `group` has not acknowledged yet, the way the consumer would, so a read or a check right
+    -- after a delivery change sees it. Looks at 256 entries at most: returns BEHIND when there are
+    -- more (and changes nothing), else nil.
+    local function applyNewestUnapplied(stream, group, key, order)
+        local entries = redis.call('XRANGE', stream, unappliedStart(stream, group), '+', 'COUNT', 257)
+        if #entries == 257 then return BEHIND end
+        for i = #entries, 1, -1 do
+            local fields = entryFields(entries[i][2])
+            local stage, driver = deliveryStage(fields)
+            if stage and fields[Field.order] == order then
+                applyStage(key, entries[i][1], stage, driver)
+                return nil
+            end
+        end
+        return nil
+    end
     """#
     /// Lua/cancel.lua
     static let cancel = #"""
-    -- KEYS: the order's hash, its partition's stream. ARGV: order id. Cancels a PLACED order. Returns
-    -- CANCELED, 'NOT_CANCELABLE' (not PLACED) or 'NOT_FOUND'.
+    -- KEYS: the order's hash, its partition's stream. ARGV: order id, the canceling party
+    -- (CancelingParty), its reason, the order service's consumer group ('' to skip the next step).
+    -- First applies the order's newest delivery event the group has not applied yet (as get does),
+    -- so a pickup reported a moment ago counts. Then cancels if the party may: a customer while
+    -- PLACED, or once accepted until the kitchen has the food READY (not after pickup); a restaurant
+    -- an accepted order before pickup; an operator any order not yet final. The ORDER_CANCELED event
+    -- carries who and why; the delivery service ends the order's open assignment when it reads it.
+    -- Returns CANCELED, 'NOT_CANCELABLE', 'NOT_FOUND' or BEHIND (too many unapplied events to look
+    -- through: nothing changed).
     local key, stream = KEYS[1], KEYS[2]
-    local fields = redis.call('HMGET', key, 'status', 'customer_id', 'restaurant_id')
+    local order, party, reason, group = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+    if group ~= '' and applyNewestUnapplied(stream, group, key, order) == BEHIND then return BEHIND end
+    local fields = redis.call('HMGET', key, 'status', 'customer_id', 'restaurant_id', 'kitchen_status', 'driver_id')
     local status = fields[1]
     if not status then return 'NOT_FOUND' end
-    if status ~= Status.PLACED then return 'NOT_CANCELABLE' end
-    local event = emit(stream, Kind.ORDER_CANCELED, ARGV[1], nil, {Field.customer, fields[2] or '', Field.restaurant, fields[3] or ''})
-    redis.call('HSET', key, 'status', Status.CANCELED, 'last_event', event)
+    local beforePickup = status == Status.ACCEPTED or status == Status.ASSIGNED
+    local allowed
+    if party == Party.CUSTOMER then
+        allowed = status == Status.PLACED or (beforePickup and fields[4] ~= Kitchen.READY)
+    elseif party == Party.RESTAURANT then
+        allowed = beforePickup
+    else
+        allowed = not finalStatus[status]
+    end
+    if not allowed then return 'NOT_CANCELABLE' end
+    local event = emit(stream, Kind.ORDER_CANCELED, order, nil, {Field.customer, fields[2] or '', Field.restaurant, fields[3] or '',
+        Field.driver, fields[5] or '', Field.canceledBy, party, Field.cancelReason, reason})
+    redis.call('HSET', key, 'status', Status.CANCELED, 'last_event', event, 'canceled_by', party, 'cancel_reason', reason)
     return Status.CANCELED
     """#
     /// Lua/claim_request.lua
@@ -95,6 +138,9 @@ enum OrderLua {
         end
         local kind = ARGV[3] == Status.ACCEPTED and Kind.ORDER_ACCEPTED or Kind.ORDER_REJECTED
         local event = emit(stream, kind, ARGV[1], nil, details)
+        if ARGV[3] == Status.ACCEPTED then
+            change[#change + 1], change[#change + 2] = 'kitchen_status', Kitchen.PREPARING
+        end
         redis.call('HSET', key, 'status', ARGV[3], 'decision', ARGV[3], 'decided_by', ARGV[2], 'last_event', event, unpack(change))
         return {'DECIDED', ARGV[3], readyAt}
     end
@@ -108,30 +154,20 @@ enum OrderLua {
     -- delivery event among those the group has not acknowledged (at most 256 looked at, else answers
     -- BEHIND and changes nothing), the way the consumer does. Then returns {status, total, items,
     -- total in minor units, currency, lines (flat, as place stores them), address street, city,
-    -- postal code, notes, estimated ready time, rejection reason and message} ('' for what the order
-    -- does not have) or nil. So an order changed a moment ago through the delivery service reads changed, in one round
+    -- postal code, notes, estimated ready time, rejection reason and message, kitchen stage,
+    -- delivery stage, canceled by, cancel reason} ('' for what the order does not have) or nil. So an order changed a moment ago through the delivery service reads changed, in one round
     -- trip. It acknowledges nothing: a consumer still applies those events (idempotently, with WAIT
     -- when configured), so what this function wrote without a WAIT is never the only copy.
     local stream, key, itemsKey, linesKey = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-    if ARGV[3] ~= '' then
-        local entries = redis.call('XRANGE', stream, unappliedStart(stream, ARGV[2]), '+', 'COUNT', 257)
-        if #entries == 257 then return BEHIND end
-        for i = #entries, 1, -1 do
-            local fields = entryFields(entries[i][2])
-            local stage, driver = deliveryStage(fields)
-            if stage and fields[Field.order] == ARGV[1] then
-                applyStage(key, entries[i][1], stage, driver)
-                break
-            end
-        end
-    end
+    if ARGV[3] ~= '' and applyNewestUnapplied(stream, ARGV[2], key, ARGV[1]) == BEHIND then return BEHIND end
     local fields = redis.call('HMGET', key, 'status', 'total_price', 'total_cents', 'currency', 'address_street', 'address_city',
-        'address_postal_code', 'address_notes', 'estimated_ready_at', 'reject_reason', 'reject_message')
+        'address_postal_code', 'address_notes', 'estimated_ready_at', 'reject_reason', 'reject_message', 'kitchen_status',
+        'delivery_status', 'canceled_by', 'cancel_reason')
     if not fields[1] then return false end
-    for i = 2, 11 do fields[i] = fields[i] or '' end
+    for i = 2, 15 do fields[i] = fields[i] or '' end
     return {fields[1], fields[2], redis.call('LRANGE', itemsKey, 0, -1), fields[3], fields[4],
         fields[3] ~= '' and redis.call('LRANGE', linesKey, 0, -1) or {}, fields[5], fields[6], fields[7], fields[8], fields[9],
-        fields[10], fields[11]}
+        fields[10], fields[11], fields[12], fields[13], fields[14], fields[15]}
     """#
     /// Lua/place.lua
     static let place = #"""
@@ -163,14 +199,42 @@ enum OrderLua {
     if #ARGV > 11 + count then redis.call('RPUSH', linesKey, unpack(ARGV, 12 + count)) end
     return Status.PLACED
     """#
+    /// Lua/ready.lua
+    static let ready = #"""
+    -- KEYS: the order's hash, its partition's stream. ARGV: order id, restaurant id, the order
+    -- service's consumer group. First applies the order's newest unapplied delivery event (as get
+    -- does). Then marks an accepted order's food READY, if the kitchen still has it (the order is
+    -- ACCEPTED or ASSIGNED: not picked up, not canceled), with ORDER_READY carrying the order's
+    -- status. Only the order's restaurant (or, for an order placed without one, the restaurant that
+    -- accepted it) may. Returns {'READY', status} (also when it was marked before), {'NOT_FOUND'},
+    -- {'OTHER_RESTAURANT', its restaurant}, {'NOT_PREPARING', status} or BEHIND.
+    local key, stream = KEYS[1], KEYS[2]
+    local order, restaurant, group = ARGV[1], ARGV[2], ARGV[3]
+    if applyNewestUnapplied(stream, group, key, order) == BEHIND then return BEHIND end
+    local fields = redis.call('HMGET', key, 'status', 'restaurant_id', 'kitchen_status', 'customer_id', 'decided_by')
+    local status = fields[1]
+    if not status then return {'NOT_FOUND'} end
+    local owner = (fields[2] and fields[2] ~= '') and fields[2] or fields[5]
+    if owner and owner ~= restaurant then return {'OTHER_RESTAURANT', owner} end
+    if fields[3] == Kitchen.READY then return {'READY', status} end
+    -- Orders accepted before the kitchen's stage was kept are being prepared.
+    if not (status == Status.ACCEPTED or status == Status.ASSIGNED) or (fields[3] and fields[3] ~= Kitchen.PREPARING) then
+        return {'NOT_PREPARING', status}
+    end
+    local event = emit(stream, Kind.ORDER_READY, order, nil, {Field.customer, fields[4] or '', Field.restaurant, owner or restaurant,
+        Field.status, status})
+    redis.call('HSET', key, 'kitchen_status', Kitchen.READY, 'last_event', event)
+    return {'READY', status}
+    """#
     /// Lua/watch_snapshot.lua
     static let watchSnapshot = #"""
     -- KEYS: the order's hash. Returns {status, driver, restaurant, customer, last event id, estimated
-    -- ready time, rejection reason} ('' for what it lacks) or nil.
+    -- ready time, rejection reason, kitchen stage, delivery stage, cancel reason} ('' for what it
+    -- lacks) or nil.
     local fields = redis.call('HMGET', KEYS[1], 'status', 'driver_id', 'restaurant_id', 'customer_id', 'last_event',
-        'estimated_ready_at', 'reject_reason')
+        'estimated_ready_at', 'reject_reason', 'kitchen_status', 'delivery_status', 'cancel_reason')
     if not fields[1] then return false end
-    for i = 2, 7 do fields[i] = fields[i] or '' end
+    for i = 2, 10 do fields[i] = fields[i] or '' end
     return fields
     """#
 }

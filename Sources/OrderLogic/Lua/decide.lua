@@ -27,6 +27,9 @@ if status == Status.PLACED then
     end
     local kind = ARGV[3] == Status.ACCEPTED and Kind.ORDER_ACCEPTED or Kind.ORDER_REJECTED
     local event = emit(stream, kind, ARGV[1], nil, details)
+    if ARGV[3] == Status.ACCEPTED then
+        change[#change + 1], change[#change + 2] = 'kitchen_status', Kitchen.PREPARING
+    end
     redis.call('HSET', key, 'status', ARGV[3], 'decision', ARGV[3], 'decided_by', ARGV[2], 'last_event', event, unpack(change))
     return {'DECIDED', ARGV[3], readyAt}
 end

@@ -320,10 +320,19 @@ public struct GetOrderStatusResponse: GRPCMessage, Equatable {
     /// REJECTED: why (OUT_OF_STOCK, TOO_BUSY, CLOSED, OTHER), and the restaurant's words.
     public var rejectReason: String = ""
     public var rejectMessage: String = ""
+    /// The kitchen's stage: PREPARING once accepted, READY once the restaurant marks it; empty
+    /// before acceptance.
+    public var kitchenStatus: String = ""
+    /// The delivery's stage (ASSIGNED, PICKED_UP, OUT_FOR_DELIVERY, DELIVERED, FAILED, CANCELED);
+    /// empty before a driver is assigned. `status` keeps showing the seed's single status.
+    public var deliveryStatus: String = ""
+    /// CANCELED: who canceled (CUSTOMER, RESTAURANT or OPERATOR) and why.
+    public var canceledBy: String = ""
+    public var cancelReason: String = ""
 
     public init() {}
 
-    public init(orderId: String = "", status: String = "", items: [String] = [], totalPrice: Double = 0, lines: [PricedLine] = [], totalCents: Int64 = 0, currency: String = "", deliveryAddress: Address = Address(), estimatedReadyAtUnixMs: Int64 = 0, rejectReason: String = "", rejectMessage: String = "") {
+    public init(orderId: String = "", status: String = "", items: [String] = [], totalPrice: Double = 0, lines: [PricedLine] = [], totalCents: Int64 = 0, currency: String = "", deliveryAddress: Address = Address(), estimatedReadyAtUnixMs: Int64 = 0, rejectReason: String = "", rejectMessage: String = "", kitchenStatus: String = "", deliveryStatus: String = "", canceledBy: String = "", cancelReason: String = "") {
         self.orderId = orderId
         self.status = status
         self.items = items
@@ -335,6 +344,10 @@ public struct GetOrderStatusResponse: GRPCMessage, Equatable {
         self.estimatedReadyAtUnixMs = estimatedReadyAtUnixMs
         self.rejectReason = rejectReason
         self.rejectMessage = rejectMessage
+        self.kitchenStatus = kitchenStatus
+        self.deliveryStatus = deliveryStatus
+        self.canceledBy = canceledBy
+        self.cancelReason = cancelReason
     }
 
     func fill(_ c: inout OrderService__GetOrderStatusResponse, arena: CArena) {
@@ -352,6 +365,10 @@ public struct GetOrderStatusResponse: GRPCMessage, Equatable {
         c.estimated_ready_at_unix_ms = estimatedReadyAtUnixMs
         c.reject_reason = arena.cString(rejectReason)
         c.reject_message = arena.cString(rejectMessage)
+        c.kitchen_status = arena.cString(kitchenStatus)
+        c.delivery_status = arena.cString(deliveryStatus)
+        c.canceled_by = arena.cString(canceledBy)
+        c.cancel_reason = arena.cString(cancelReason)
     }
 
     init(_ c: OrderService__GetOrderStatusResponse) {
@@ -366,6 +383,10 @@ public struct GetOrderStatusResponse: GRPCMessage, Equatable {
         estimatedReadyAtUnixMs = c.estimated_ready_at_unix_ms
         rejectReason = CArena.string(c.reject_reason)
         rejectMessage = CArena.string(c.reject_message)
+        kitchenStatus = CArena.string(c.kitchen_status)
+        deliveryStatus = CArena.string(c.delivery_status)
+        canceledBy = CArena.string(c.canceled_by)
+        cancelReason = CArena.string(c.cancel_reason)
     }
 
     public func serializedBytes() -> [UInt8] {
@@ -384,20 +405,25 @@ public struct GetOrderStatusResponse: GRPCMessage, Equatable {
 /// `order_service.CancelOrderRequest`
 public struct CancelOrderRequest: GRPCMessage, Equatable {
     public var orderId: String = ""
+    /// Why, in words (at most 500 bytes); shown on the order and to its watchers.
+    public var reason: String = ""
 
     public init() {}
 
-    public init(orderId: String = "") {
+    public init(orderId: String = "", reason: String = "") {
         self.orderId = orderId
+        self.reason = reason
     }
 
     func fill(_ c: inout OrderService__CancelOrderRequest, arena: CArena) {
         order_service__cancel_order_request__init(&c)
         c.order_id = arena.cString(orderId)
+        c.reason = arena.cString(reason)
     }
 
     init(_ c: OrderService__CancelOrderRequest) {
         orderId = CArena.string(c.order_id)
+        reason = CArena.string(c.reason)
     }
 
     public func serializedBytes() -> [UInt8] {
@@ -598,10 +624,15 @@ public struct OrderUpdate: GRPCMessage, Equatable {
     public var estimatedReadyAtUnixMs: Int64 = 0
     /// REJECTED: why (OUT_OF_STOCK, TOO_BUSY, CLOSED, OTHER).
     public var rejectReason: String = ""
+    /// As GetOrderStatus shows them: the kitchen's and the delivery's stage.
+    public var kitchenStatus: String = ""
+    public var deliveryStatus: String = ""
+    /// CANCELED: why, in the canceling party's words.
+    public var cancelReason: String = ""
 
     public init() {}
 
-    public init(orderId: String = "", status: String = "", driverId: String = "", updatedAtUnixMs: Int64 = 0, restaurantId: String = "", customerId: String = "", final: Bool = false, estimatedReadyAtUnixMs: Int64 = 0, rejectReason: String = "") {
+    public init(orderId: String = "", status: String = "", driverId: String = "", updatedAtUnixMs: Int64 = 0, restaurantId: String = "", customerId: String = "", final: Bool = false, estimatedReadyAtUnixMs: Int64 = 0, rejectReason: String = "", kitchenStatus: String = "", deliveryStatus: String = "", cancelReason: String = "") {
         self.orderId = orderId
         self.status = status
         self.driverId = driverId
@@ -611,6 +642,9 @@ public struct OrderUpdate: GRPCMessage, Equatable {
         self.final = final
         self.estimatedReadyAtUnixMs = estimatedReadyAtUnixMs
         self.rejectReason = rejectReason
+        self.kitchenStatus = kitchenStatus
+        self.deliveryStatus = deliveryStatus
+        self.cancelReason = cancelReason
     }
 
     func fill(_ c: inout OrderService__OrderUpdate, arena: CArena) {
@@ -624,6 +658,9 @@ public struct OrderUpdate: GRPCMessage, Equatable {
         c.final = final ? 1 : 0
         c.estimated_ready_at_unix_ms = estimatedReadyAtUnixMs
         c.reject_reason = arena.cString(rejectReason)
+        c.kitchen_status = arena.cString(kitchenStatus)
+        c.delivery_status = arena.cString(deliveryStatus)
+        c.cancel_reason = arena.cString(cancelReason)
     }
 
     init(_ c: OrderService__OrderUpdate) {
@@ -636,6 +673,9 @@ public struct OrderUpdate: GRPCMessage, Equatable {
         final = c.final != 0
         estimatedReadyAtUnixMs = c.estimated_ready_at_unix_ms
         rejectReason = CArena.string(c.reject_reason)
+        kitchenStatus = CArena.string(c.kitchen_status)
+        deliveryStatus = CArena.string(c.delivery_status)
+        cancelReason = CArena.string(c.cancel_reason)
     }
 
     public func serializedBytes() -> [UInt8] {
@@ -651,6 +691,84 @@ public struct OrderUpdate: GRPCMessage, Equatable {
     }
 }
 
+/// `order_service.RecordOrderReadyRequest`
+public struct RecordOrderReadyRequest: GRPCMessage, Equatable {
+    public var orderId: String = ""
+    public var restaurantId: String = ""
+
+    public init() {}
+
+    public init(orderId: String = "", restaurantId: String = "") {
+        self.orderId = orderId
+        self.restaurantId = restaurantId
+    }
+
+    func fill(_ c: inout OrderService__RecordOrderReadyRequest, arena: CArena) {
+        order_service__record_order_ready_request__init(&c)
+        c.order_id = arena.cString(orderId)
+        c.restaurant_id = arena.cString(restaurantId)
+    }
+
+    init(_ c: OrderService__RecordOrderReadyRequest) {
+        orderId = CArena.string(c.order_id)
+        restaurantId = CArena.string(c.restaurant_id)
+    }
+
+    public func serializedBytes() -> [UInt8] {
+        let arena = CArena()
+        defer { arena.release() }
+        var c = OrderService__RecordOrderReadyRequest()
+        fill(&c, arena: arena)
+        return CArena.pack(&c, size: order_service__record_order_ready_request__get_packed_size, pack: order_service__record_order_ready_request__pack)
+    }
+
+    public init(serializedBytes bytes: [UInt8]) throws(MessageDecodingError) {
+        self = try CArena.unpack(bytes, unpack: order_service__record_order_ready_request__unpack, free: order_service__record_order_ready_request__free_unpacked) { Self($0) }
+    }
+}
+
+/// `order_service.RecordOrderReadyResponse`
+public struct RecordOrderReadyResponse: GRPCMessage, Equatable {
+    public var orderId: String = ""
+    /// The order's status, unchanged (ACCEPTED or ASSIGNED).
+    public var status: String = ""
+    /// READY.
+    public var kitchenStatus: String = ""
+
+    public init() {}
+
+    public init(orderId: String = "", status: String = "", kitchenStatus: String = "") {
+        self.orderId = orderId
+        self.status = status
+        self.kitchenStatus = kitchenStatus
+    }
+
+    func fill(_ c: inout OrderService__RecordOrderReadyResponse, arena: CArena) {
+        order_service__record_order_ready_response__init(&c)
+        c.order_id = arena.cString(orderId)
+        c.status = arena.cString(status)
+        c.kitchen_status = arena.cString(kitchenStatus)
+    }
+
+    init(_ c: OrderService__RecordOrderReadyResponse) {
+        orderId = CArena.string(c.order_id)
+        status = CArena.string(c.status)
+        kitchenStatus = CArena.string(c.kitchen_status)
+    }
+
+    public func serializedBytes() -> [UInt8] {
+        let arena = CArena()
+        defer { arena.release() }
+        var c = OrderService__RecordOrderReadyResponse()
+        fill(&c, arena: arena)
+        return CArena.pack(&c, size: order_service__record_order_ready_response__get_packed_size, pack: order_service__record_order_ready_response__pack)
+    }
+
+    public init(serializedBytes bytes: [UInt8]) throws(MessageDecodingError) {
+        self = try CArena.unpack(bytes, unpack: order_service__record_order_ready_response__unpack, free: order_service__record_order_ready_response__free_unpacked) { Self($0) }
+    }
+}
+
 /// The methods of `order_service.OrderService`, as the gRPC layer routes them.
 public enum OrderServiceMethods {
     public static let serviceName = "order_service.OrderService"
@@ -659,6 +777,7 @@ public enum OrderServiceMethods {
     public static let cancelOrder = MethodDescriptor<CancelOrderRequest, CancelOrderResponse>(service: serviceName, method: "CancelOrder")
     public static let recordRestaurantDecision = MethodDescriptor<RecordRestaurantDecisionRequest, RecordRestaurantDecisionResponse>(service: serviceName, method: "RecordRestaurantDecision")
     public static let watchOrder = MethodDescriptor<WatchOrderRequest, OrderUpdate>(service: serviceName, method: "WatchOrder", kind: .serverStreaming)
+    public static let recordOrderReady = MethodDescriptor<RecordOrderReadyRequest, RecordOrderReadyResponse>(service: serviceName, method: "RecordOrderReady")
 }
 
 /// Implements `order_service.OrderService`: one async method per RPC; throw `RPCError` to fail a call.
@@ -675,6 +794,11 @@ public protocol OrderServiceProvider: Sendable {
     /// missed or repeated; ends with OK once the order is final (DELIVERED, REJECTED, CANCELED).
     /// NOT_FOUND for an unknown order.
     func watchOrder(_ request: WatchOrderRequest, responses: RPCWriter<OrderUpdate>, context: ServerContext) async throws
+    /// Records that the kitchen has the food ready for pickup (kitchen_status READY). Called by the
+    /// restaurant service. FAILED_PRECONDITION unless the order is accepted and not picked up yet
+    /// (marking it again is idempotent), NOT_FOUND when unknown, PERMISSION_DENIED when the order
+    /// names another restaurant.
+    func recordOrderReady(_ request: RecordOrderReadyRequest, context: ServerContext) async throws -> RecordOrderReadyResponse
 }
 
 extension OrderServiceProvider {
@@ -686,6 +810,7 @@ extension OrderServiceProvider {
             Route(OrderServiceMethods.cancelOrder) { try await self.cancelOrder($0, context: $1) },
             Route(OrderServiceMethods.recordRestaurantDecision) { try await self.recordRestaurantDecision($0, context: $1) },
             Route(serverStreaming: OrderServiceMethods.watchOrder) { try await self.watchOrder($0, responses: $1, context: $2) },
+            Route(OrderServiceMethods.recordOrderReady) { try await self.recordOrderReady($0, context: $1) },
         ])
     }
 }
@@ -721,5 +846,13 @@ public struct OrderServiceClient: Sendable {
     /// NOT_FOUND for an unknown order.
     public func watchOrder<Result: Sendable>(_ request: WatchOrderRequest, options: CallOptions = CallOptions(), onResponse handle: (RPCAsyncSequence<OrderUpdate>) async throws -> Result) async throws -> Result {
         try await transport.serverStreaming(OrderServiceMethods.watchOrder, request, options: options, onResponse: handle)
+    }
+
+    /// Records that the kitchen has the food ready for pickup (kitchen_status READY). Called by the
+    /// restaurant service. FAILED_PRECONDITION unless the order is accepted and not picked up yet
+    /// (marking it again is idempotent), NOT_FOUND when unknown, PERMISSION_DENIED when the order
+    /// names another restaurant.
+    public func recordOrderReady(_ request: RecordOrderReadyRequest, options: CallOptions = CallOptions()) async throws(RPCError) -> RecordOrderReadyResponse {
+        try await transport.call(OrderServiceMethods.recordOrderReady, request, options: options)
     }
 }

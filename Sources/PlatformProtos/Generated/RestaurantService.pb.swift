@@ -494,6 +494,82 @@ public struct SetRestaurantStatusResponse: GRPCMessage, Equatable {
     }
 }
 
+/// `restaurant_service.MarkOrderReadyRequest`
+public struct MarkOrderReadyRequest: GRPCMessage, Equatable {
+    public var restaurantId: String = ""
+    public var orderId: String = ""
+
+    public init() {}
+
+    public init(restaurantId: String = "", orderId: String = "") {
+        self.restaurantId = restaurantId
+        self.orderId = orderId
+    }
+
+    func fill(_ c: inout RestaurantService__MarkOrderReadyRequest, arena: CArena) {
+        restaurant_service__mark_order_ready_request__init(&c)
+        c.restaurant_id = arena.cString(restaurantId)
+        c.order_id = arena.cString(orderId)
+    }
+
+    init(_ c: RestaurantService__MarkOrderReadyRequest) {
+        restaurantId = CArena.string(c.restaurant_id)
+        orderId = CArena.string(c.order_id)
+    }
+
+    public func serializedBytes() -> [UInt8] {
+        let arena = CArena()
+        defer { arena.release() }
+        var c = RestaurantService__MarkOrderReadyRequest()
+        fill(&c, arena: arena)
+        return CArena.pack(&c, size: restaurant_service__mark_order_ready_request__get_packed_size, pack: restaurant_service__mark_order_ready_request__pack)
+    }
+
+    public init(serializedBytes bytes: [UInt8]) throws(MessageDecodingError) {
+        self = try CArena.unpack(bytes, unpack: restaurant_service__mark_order_ready_request__unpack, free: restaurant_service__mark_order_ready_request__free_unpacked) { Self($0) }
+    }
+}
+
+/// `restaurant_service.MarkOrderReadyResponse`
+public struct MarkOrderReadyResponse: GRPCMessage, Equatable {
+    public var orderId: String = ""
+    public var status: String = ""
+    public var kitchenStatus: String = ""
+
+    public init() {}
+
+    public init(orderId: String = "", status: String = "", kitchenStatus: String = "") {
+        self.orderId = orderId
+        self.status = status
+        self.kitchenStatus = kitchenStatus
+    }
+
+    func fill(_ c: inout RestaurantService__MarkOrderReadyResponse, arena: CArena) {
+        restaurant_service__mark_order_ready_response__init(&c)
+        c.order_id = arena.cString(orderId)
+        c.status = arena.cString(status)
+        c.kitchen_status = arena.cString(kitchenStatus)
+    }
+
+    init(_ c: RestaurantService__MarkOrderReadyResponse) {
+        orderId = CArena.string(c.order_id)
+        status = CArena.string(c.status)
+        kitchenStatus = CArena.string(c.kitchen_status)
+    }
+
+    public func serializedBytes() -> [UInt8] {
+        let arena = CArena()
+        defer { arena.release() }
+        var c = RestaurantService__MarkOrderReadyResponse()
+        fill(&c, arena: arena)
+        return CArena.pack(&c, size: restaurant_service__mark_order_ready_response__get_packed_size, pack: restaurant_service__mark_order_ready_response__pack)
+    }
+
+    public init(serializedBytes bytes: [UInt8]) throws(MessageDecodingError) {
+        self = try CArena.unpack(bytes, unpack: restaurant_service__mark_order_ready_response__unpack, free: restaurant_service__mark_order_ready_response__free_unpacked) { Self($0) }
+    }
+}
+
 /// `restaurant_service.WatchRestaurantOrdersRequest`
 public struct WatchRestaurantOrdersRequest: GRPCMessage, Equatable {
     public var restaurantId: String = ""
@@ -541,10 +617,12 @@ public struct RestaurantOrderUpdate: GRPCMessage, Equatable {
     public var driverId: String = ""
     /// When it happened, in milliseconds since the Unix epoch.
     public var updatedAtUnixMs: Int64 = 0
+    /// READY when the kitchen marked the order ready (ORDER_READY); PREPARING on acceptance.
+    public var kitchenStatus: String = ""
 
     public init() {}
 
-    public init(orderId: String = "", status: String = "", customerId: String = "", items: [String] = [], totalPrice: Double = 0, driverId: String = "", updatedAtUnixMs: Int64 = 0) {
+    public init(orderId: String = "", status: String = "", customerId: String = "", items: [String] = [], totalPrice: Double = 0, driverId: String = "", updatedAtUnixMs: Int64 = 0, kitchenStatus: String = "") {
         self.orderId = orderId
         self.status = status
         self.customerId = customerId
@@ -552,6 +630,7 @@ public struct RestaurantOrderUpdate: GRPCMessage, Equatable {
         self.totalPrice = totalPrice
         self.driverId = driverId
         self.updatedAtUnixMs = updatedAtUnixMs
+        self.kitchenStatus = kitchenStatus
     }
 
     func fill(_ c: inout RestaurantService__RestaurantOrderUpdate, arena: CArena) {
@@ -564,6 +643,7 @@ public struct RestaurantOrderUpdate: GRPCMessage, Equatable {
         c.total_price = totalPrice
         c.driver_id = arena.cString(driverId)
         c.updated_at_unix_ms = updatedAtUnixMs
+        c.kitchen_status = arena.cString(kitchenStatus)
     }
 
     init(_ c: RestaurantService__RestaurantOrderUpdate) {
@@ -574,6 +654,7 @@ public struct RestaurantOrderUpdate: GRPCMessage, Equatable {
         totalPrice = c.total_price
         driverId = CArena.string(c.driver_id)
         updatedAtUnixMs = c.updated_at_unix_ms
+        kitchenStatus = CArena.string(c.kitchen_status)
     }
 
     public func serializedBytes() -> [UInt8] {
@@ -598,6 +679,7 @@ public enum RestaurantServiceMethods {
     public static let getMenu = MethodDescriptor<GetMenuRequest, GetMenuResponse>(service: serviceName, method: "GetMenu")
     public static let watchRestaurantOrders = MethodDescriptor<WatchRestaurantOrdersRequest, RestaurantOrderUpdate>(service: serviceName, method: "WatchRestaurantOrders", kind: .serverStreaming)
     public static let setRestaurantStatus = MethodDescriptor<SetRestaurantStatusRequest, SetRestaurantStatusResponse>(service: serviceName, method: "SetRestaurantStatus")
+    public static let markOrderReady = MethodDescriptor<MarkOrderReadyRequest, MarkOrderReadyResponse>(service: serviceName, method: "MarkOrderReady")
 }
 
 /// Implements `restaurant_service.RestaurantService`: one async method per RPC; throw `RPCError` to fail a call.
@@ -614,6 +696,9 @@ public protocol RestaurantServiceProvider: Sendable {
     /// lines for a paused restaurant are FAILED_PRECONDITION. A pause ends by itself at
     /// paused_until_unix_ms.
     func setRestaurantStatus(_ request: SetRestaurantStatusRequest, context: ServerContext) async throws -> SetRestaurantStatusResponse
+    /// The food of an accepted order is ready for pickup (its kitchen_status becomes READY); through
+    /// OrderService.RecordOrderReady, with its errors.
+    func markOrderReady(_ request: MarkOrderReadyRequest, context: ServerContext) async throws -> MarkOrderReadyResponse
 }
 
 extension RestaurantServiceProvider {
@@ -626,6 +711,7 @@ extension RestaurantServiceProvider {
             Route(RestaurantServiceMethods.getMenu) { try await self.getMenu($0, context: $1) },
             Route(serverStreaming: RestaurantServiceMethods.watchRestaurantOrders) { try await self.watchRestaurantOrders($0, responses: $1, context: $2) },
             Route(RestaurantServiceMethods.setRestaurantStatus) { try await self.setRestaurantStatus($0, context: $1) },
+            Route(RestaurantServiceMethods.markOrderReady) { try await self.markOrderReady($0, context: $1) },
         ])
     }
 }
@@ -664,5 +750,11 @@ public struct RestaurantServiceClient: Sendable {
     /// paused_until_unix_ms.
     public func setRestaurantStatus(_ request: SetRestaurantStatusRequest, options: CallOptions = CallOptions()) async throws(RPCError) -> SetRestaurantStatusResponse {
         try await transport.call(RestaurantServiceMethods.setRestaurantStatus, request, options: options)
+    }
+
+    /// The food of an accepted order is ready for pickup (its kitchen_status becomes READY); through
+    /// OrderService.RecordOrderReady, with its errors.
+    public func markOrderReady(_ request: MarkOrderReadyRequest, options: CallOptions = CallOptions()) async throws(RPCError) -> MarkOrderReadyResponse {
+        try await transport.call(RestaurantServiceMethods.markOrderReady, request, options: options)
     }
 }
