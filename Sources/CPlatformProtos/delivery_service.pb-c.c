@@ -616,7 +616,7 @@ const ProtobufCMessageDescriptor delivery_service__update_delivery_status_respon
   (ProtobufCMessageInit) delivery_service__update_delivery_status_response__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor delivery_service__get_driver_assignments_request__field_descriptors[1] =
+static const ProtobufCFieldDescriptor delivery_service__get_driver_assignments_request__field_descriptors[3] =
 {
   {
     "driver_id",
@@ -630,14 +630,40 @@ static const ProtobufCFieldDescriptor delivery_service__get_driver_assignments_r
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "page_size",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT32,
+    0,   /* quantifier_offset */
+    offsetof(DeliveryService__GetDriverAssignmentsRequest, page_size),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "page_token",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(DeliveryService__GetDriverAssignmentsRequest, page_token),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned delivery_service__get_driver_assignments_request__field_indices_by_name[] = {
   0,   /* field[0] = driver_id */
+  1,   /* field[1] = page_size */
+  2,   /* field[2] = page_token */
 };
 static const ProtobufCIntRange delivery_service__get_driver_assignments_request__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 1 }
+  { 0, 3 }
 };
 const ProtobufCMessageDescriptor delivery_service__get_driver_assignments_request__descriptor =
 {
@@ -647,14 +673,14 @@ const ProtobufCMessageDescriptor delivery_service__get_driver_assignments_reques
   "DeliveryService__GetDriverAssignmentsRequest",
   "delivery_service",
   sizeof(DeliveryService__GetDriverAssignmentsRequest),
-  1,
+  3,
   delivery_service__get_driver_assignments_request__field_descriptors,
   delivery_service__get_driver_assignments_request__field_indices_by_name,
   1,  delivery_service__get_driver_assignments_request__number_ranges,
   (ProtobufCMessageInit) delivery_service__get_driver_assignments_request__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor delivery_service__get_driver_assignments_response__field_descriptors[1] =
+static const ProtobufCFieldDescriptor delivery_service__get_driver_assignments_response__field_descriptors[2] =
 {
   {
     "assignments",
@@ -668,14 +694,27 @@ static const ProtobufCFieldDescriptor delivery_service__get_driver_assignments_r
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "next_page_token",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(DeliveryService__GetDriverAssignmentsResponse, next_page_token),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned delivery_service__get_driver_assignments_response__field_indices_by_name[] = {
   0,   /* field[0] = assignments */
+  1,   /* field[1] = next_page_token */
 };
 static const ProtobufCIntRange delivery_service__get_driver_assignments_response__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 1 }
+  { 0, 2 }
 };
 const ProtobufCMessageDescriptor delivery_service__get_driver_assignments_response__descriptor =
 {
@@ -685,7 +724,7 @@ const ProtobufCMessageDescriptor delivery_service__get_driver_assignments_respon
   "DeliveryService__GetDriverAssignmentsResponse",
   "delivery_service",
   sizeof(DeliveryService__GetDriverAssignmentsResponse),
-  1,
+  2,
   delivery_service__get_driver_assignments_response__field_descriptors,
   delivery_service__get_driver_assignments_response__field_indices_by_name,
   1,  delivery_service__get_driver_assignments_response__number_ranges,

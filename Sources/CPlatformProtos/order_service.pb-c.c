@@ -592,6 +592,141 @@ void   order_service__order_update__free_unpacked
   assert(message->base.descriptor == &order_service__order_update__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   order_service__list_orders_request__init
+                     (OrderService__ListOrdersRequest         *message)
+{
+  static const OrderService__ListOrdersRequest init_value = ORDER_SERVICE__LIST_ORDERS_REQUEST__INIT;
+  *message = init_value;
+}
+size_t order_service__list_orders_request__get_packed_size
+                     (const OrderService__ListOrdersRequest *message)
+{
+  assert(message->base.descriptor == &order_service__list_orders_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t order_service__list_orders_request__pack
+                     (const OrderService__ListOrdersRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &order_service__list_orders_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t order_service__list_orders_request__pack_to_buffer
+                     (const OrderService__ListOrdersRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &order_service__list_orders_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+OrderService__ListOrdersRequest *
+       order_service__list_orders_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (OrderService__ListOrdersRequest *)
+     protobuf_c_message_unpack (&order_service__list_orders_request__descriptor,
+                                allocator, len, data);
+}
+void   order_service__list_orders_request__free_unpacked
+                     (OrderService__ListOrdersRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &order_service__list_orders_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   order_service__list_orders_response__init
+                     (OrderService__ListOrdersResponse         *message)
+{
+  static const OrderService__ListOrdersResponse init_value = ORDER_SERVICE__LIST_ORDERS_RESPONSE__INIT;
+  *message = init_value;
+}
+size_t order_service__list_orders_response__get_packed_size
+                     (const OrderService__ListOrdersResponse *message)
+{
+  assert(message->base.descriptor == &order_service__list_orders_response__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t order_service__list_orders_response__pack
+                     (const OrderService__ListOrdersResponse *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &order_service__list_orders_response__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t order_service__list_orders_response__pack_to_buffer
+                     (const OrderService__ListOrdersResponse *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &order_service__list_orders_response__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+OrderService__ListOrdersResponse *
+       order_service__list_orders_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (OrderService__ListOrdersResponse *)
+     protobuf_c_message_unpack (&order_service__list_orders_response__descriptor,
+                                allocator, len, data);
+}
+void   order_service__list_orders_response__free_unpacked
+                     (OrderService__ListOrdersResponse *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &order_service__list_orders_response__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   order_service__order_summary__init
+                     (OrderService__OrderSummary         *message)
+{
+  static const OrderService__OrderSummary init_value = ORDER_SERVICE__ORDER_SUMMARY__INIT;
+  *message = init_value;
+}
+size_t order_service__order_summary__get_packed_size
+                     (const OrderService__OrderSummary *message)
+{
+  assert(message->base.descriptor == &order_service__order_summary__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t order_service__order_summary__pack
+                     (const OrderService__OrderSummary *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &order_service__order_summary__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t order_service__order_summary__pack_to_buffer
+                     (const OrderService__OrderSummary *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &order_service__order_summary__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+OrderService__OrderSummary *
+       order_service__order_summary__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (OrderService__OrderSummary *)
+     protobuf_c_message_unpack (&order_service__order_summary__descriptor,
+                                allocator, len, data);
+}
+void   order_service__order_summary__free_unpacked
+                     (OrderService__OrderSummary *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &order_service__order_summary__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 void   order_service__record_order_ready_request__init
                      (OrderService__RecordOrderReadyRequest         *message)
 {
@@ -1865,6 +2000,302 @@ const ProtobufCMessageDescriptor order_service__order_update__descriptor =
   (ProtobufCMessageInit) order_service__order_update__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
+static const ProtobufCFieldDescriptor order_service__list_orders_request__field_descriptors[5] =
+{
+  {
+    "customer_id",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(OrderService__ListOrdersRequest, customer_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "restaurant_id",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(OrderService__ListOrdersRequest, restaurant_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "statuses",
+    3,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_STRING,
+    offsetof(OrderService__ListOrdersRequest, n_statuses),
+    offsetof(OrderService__ListOrdersRequest, statuses),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "page_size",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT32,
+    0,   /* quantifier_offset */
+    offsetof(OrderService__ListOrdersRequest, page_size),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "page_token",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(OrderService__ListOrdersRequest, page_token),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned order_service__list_orders_request__field_indices_by_name[] = {
+  0,   /* field[0] = customer_id */
+  3,   /* field[3] = page_size */
+  4,   /* field[4] = page_token */
+  1,   /* field[1] = restaurant_id */
+  2,   /* field[2] = statuses */
+};
+static const ProtobufCIntRange order_service__list_orders_request__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 5 }
+};
+const ProtobufCMessageDescriptor order_service__list_orders_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "order_service.ListOrdersRequest",
+  "ListOrdersRequest",
+  "OrderService__ListOrdersRequest",
+  "order_service",
+  sizeof(OrderService__ListOrdersRequest),
+  5,
+  order_service__list_orders_request__field_descriptors,
+  order_service__list_orders_request__field_indices_by_name,
+  1,  order_service__list_orders_request__number_ranges,
+  (ProtobufCMessageInit) order_service__list_orders_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor order_service__list_orders_response__field_descriptors[2] =
+{
+  {
+    "orders",
+    1,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(OrderService__ListOrdersResponse, n_orders),
+    offsetof(OrderService__ListOrdersResponse, orders),
+    &order_service__order_summary__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "next_page_token",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(OrderService__ListOrdersResponse, next_page_token),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned order_service__list_orders_response__field_indices_by_name[] = {
+  1,   /* field[1] = next_page_token */
+  0,   /* field[0] = orders */
+};
+static const ProtobufCIntRange order_service__list_orders_response__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 2 }
+};
+const ProtobufCMessageDescriptor order_service__list_orders_response__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "order_service.ListOrdersResponse",
+  "ListOrdersResponse",
+  "OrderService__ListOrdersResponse",
+  "order_service",
+  sizeof(OrderService__ListOrdersResponse),
+  2,
+  order_service__list_orders_response__field_descriptors,
+  order_service__list_orders_response__field_indices_by_name,
+  1,  order_service__list_orders_response__number_ranges,
+  (ProtobufCMessageInit) order_service__list_orders_response__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor order_service__order_summary__field_descriptors[10] =
+{
+  {
+    "order_id",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(OrderService__OrderSummary, order_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "status",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(OrderService__OrderSummary, status),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "customer_id",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(OrderService__OrderSummary, customer_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "restaurant_id",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(OrderService__OrderSummary, restaurant_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "items",
+    5,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_STRING,
+    offsetof(OrderService__OrderSummary, n_items),
+    offsetof(OrderService__OrderSummary, items),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "total_price",
+    6,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_DOUBLE,
+    0,   /* quantifier_offset */
+    offsetof(OrderService__OrderSummary, total_price),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "total_cents",
+    7,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(OrderService__OrderSummary, total_cents),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "currency",
+    8,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(OrderService__OrderSummary, currency),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "kitchen_status",
+    9,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(OrderService__OrderSummary, kitchen_status),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "delivery_status",
+    10,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(OrderService__OrderSummary, delivery_status),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned order_service__order_summary__field_indices_by_name[] = {
+  7,   /* field[7] = currency */
+  2,   /* field[2] = customer_id */
+  9,   /* field[9] = delivery_status */
+  4,   /* field[4] = items */
+  8,   /* field[8] = kitchen_status */
+  0,   /* field[0] = order_id */
+  3,   /* field[3] = restaurant_id */
+  1,   /* field[1] = status */
+  6,   /* field[6] = total_cents */
+  5,   /* field[5] = total_price */
+};
+static const ProtobufCIntRange order_service__order_summary__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 10 }
+};
+const ProtobufCMessageDescriptor order_service__order_summary__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "order_service.OrderSummary",
+  "OrderSummary",
+  "OrderService__OrderSummary",
+  "order_service",
+  sizeof(OrderService__OrderSummary),
+  10,
+  order_service__order_summary__field_descriptors,
+  order_service__order_summary__field_indices_by_name,
+  1,  order_service__order_summary__number_ranges,
+  (ProtobufCMessageInit) order_service__order_summary__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
 static const ProtobufCFieldDescriptor order_service__record_order_ready_request__field_descriptors[2] =
 {
   {
@@ -1980,7 +2411,7 @@ const ProtobufCMessageDescriptor order_service__record_order_ready_response__des
   (ProtobufCMessageInit) order_service__record_order_ready_response__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCMethodDescriptor order_service__order_service__method_descriptors[6] =
+static const ProtobufCMethodDescriptor order_service__order_service__method_descriptors[7] =
 {
   { "PlaceOrder", &order_service__place_order_request__descriptor, &order_service__place_order_response__descriptor },
   { "GetOrderStatus", &order_service__get_order_status_request__descriptor, &order_service__get_order_status_response__descriptor },
@@ -1988,10 +2419,12 @@ static const ProtobufCMethodDescriptor order_service__order_service__method_desc
   { "RecordRestaurantDecision", &order_service__record_restaurant_decision_request__descriptor, &order_service__record_restaurant_decision_response__descriptor },
   { "WatchOrder", &order_service__watch_order_request__descriptor, &order_service__order_update__descriptor },
   { "RecordOrderReady", &order_service__record_order_ready_request__descriptor, &order_service__record_order_ready_response__descriptor },
+  { "ListOrders", &order_service__list_orders_request__descriptor, &order_service__list_orders_response__descriptor },
 };
 const unsigned order_service__order_service__method_indices_by_name[] = {
   2,        /* CancelOrder */
   1,        /* GetOrderStatus */
+  6,        /* ListOrders */
   0,        /* PlaceOrder */
   5,        /* RecordOrderReady */
   3,        /* RecordRestaurantDecision */
@@ -2004,7 +2437,7 @@ const ProtobufCServiceDescriptor order_service__order_service__descriptor =
   "OrderService",
   "OrderService__OrderService",
   "order_service",
-  6,
+  7,
   order_service__order_service__method_descriptors,
   order_service__order_service__method_indices_by_name
 };
@@ -2055,6 +2488,14 @@ void order_service__order_service__record_order_ready(ProtobufCService *service,
 {
   assert(service->descriptor == &order_service__order_service__descriptor);
   service->invoke(service, 5, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+}
+void order_service__order_service__list_orders(ProtobufCService *service,
+                                               const OrderService__ListOrdersRequest *input,
+                                               OrderService__ListOrdersResponse_Closure closure,
+                                               void *closure_data)
+{
+  assert(service->descriptor == &order_service__order_service__descriptor);
+  service->invoke(service, 6, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
 void order_service__order_service__init (OrderService__OrderService_Service *service,
                                          OrderService__OrderService_ServiceDestroy destroy)

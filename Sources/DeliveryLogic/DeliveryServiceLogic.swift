@@ -120,12 +120,22 @@ public struct DeliveryServiceLogic: DeliveryServiceProvider, OrderPartiesLookup 
     public func getDriverAssignments(_ request: GetDriverAssignmentsRequest, context: ServerContext) async throws -> GetDriverAssignmentsResponse {
         let driver = request.driverId
         try Identifier.validate(driver, field: "driver_id")
+        guard request.pageSize >= 0 else { throw RPCError(.invalidArgument, "page_size must be 0 or more, got \(request.pageSize)") }
+        let size = request.pageSize == 0 ? Self.maxAssignmentsPage : min(Int(request.pageSize), Self.maxAssignmentsPage)
+        let query = "assignments of \(driver)"
+        let after = try PageToken.position(request.pageToken, query: query)
         try await events.catchUp(nil)
-        let assignments = try await stored { () async throws(StorageError) in try await store.assignments(of: driver) }
-        return GetDriverAssignmentsResponse(assignments: assignments.map {
-            DeliveryAssignment(assignmentId: $0.id, orderId: $0.order, status: $0.status)
-        })
+        let assignments = try await stored { () async throws(StorageError) in
+            try await store.assignments(of: driver, after: after, limit: size + 1)
+        }
+        let page = assignments.prefix(size)
+        return GetDriverAssignmentsResponse(
+            assignments: page.map { DeliveryAssignment(assignmentId: $0.id, orderId: $0.order, status: $0.status) },
+            nextPageToken: assignments.count > size ? PageToken.make(after: page.last?.number ?? 0, query: query) : "")
     }
+
+    /// The most assignments one GetDriverAssignments answers (also without a page size).
+    static let maxAssignmentsPage = 1000
 
     public func watchDriverAssignments(
         _ request: WatchDriverAssignmentsRequest, responses: RPCWriter<DriverAssignmentUpdate>, context: ServerContext
@@ -136,7 +146,7 @@ public struct DeliveryServiceLogic: DeliveryServiceProvider, OrderPartiesLookup 
         defer { subscription.cancel() }
         // Everything the subscription may have missed is applied before the snapshot is read.
         try await events.catchUp(nil)
-        let snapshot = try await stored { () async throws(StorageError) in try await store.assignments(of: driver) }
+        let snapshot = try await stored { () async throws(StorageError) in try await store.assignments(of: driver, after: nil, limit: nil) }
         // Per assignment in the snapshot, the last event it reflects (nil: none yet, only its claim).
         var known: [String: StreamID?] = [:]
         for assignment in snapshot {

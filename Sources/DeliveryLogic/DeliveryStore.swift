@@ -18,8 +18,9 @@ public protocol DeliveryStore: Sendable {
     func assign(_ order: String, to driver: String, as assignment: String) async throws(StorageError) -> AssignOutcome
     /// Moves the order's current assignment to `stage`, with DELIVERY_STATUS.
     func update(_ order: String, to stage: DeliveryStatus) async throws(StorageError) -> UpdateOutcome
-    /// The driver's assignments, oldest first, with the id of the last event applied to each.
-    func assignments(of driver: String) async throws(StorageError) -> [AssignmentRecord]
+    /// The driver's assignments, oldest first, with the id of the last event applied to each:
+    /// those numbered after `after` (all when nil), at most `limit` (all when nil).
+    func assignments(of driver: String, after: Int64?, limit: Int?) async throws(StorageError) -> [AssignmentRecord]
     /// The driver of the order's current assignment.
     func currentDriver(of order: String) async throws(StorageError) -> String?
     /// Follows the order service's events (of one partition) on the orders, and gives each
@@ -55,6 +56,8 @@ public struct AssignmentRecord: Sendable, Equatable {
     public var status: String
     /// The last event applied to it; nil when it is known only from its claim.
     public var lastEvent: StreamID?
+    /// Its number (`assignment_<n>`): the driver's list is ordered by it.
+    public var number: Int64 = 0
 }
 
 /// Deliveries in Redis.
@@ -111,14 +114,14 @@ public struct RedisDeliveryStore: DeliveryStore {
         return (reply.array ?? []).map { $0.string ?? "" }
     }
 
-    public func assignments(of driver: String) async throws(StorageError) -> [AssignmentRecord] {
+    public func assignments(of driver: String, after: Int64?, limit: Int?) async throws(StorageError) -> [AssignmentRecord] {
         let flat = try await redis.run(Scripts.assignments, keys: [
             DeliveryKeys.assignments(of: driver), DeliveryKeys.assignmentOrder, DeliveryKeys.assignmentStatus,
             DeliveryKeys.assignmentEvent,
-        ], change: false).array ?? []
-        return stride(from: 0, to: flat.count - 3, by: 4).map { index in
+        ], arguments: [after.map { "\($0)" } ?? "", limit.map { "\($0)" } ?? ""], change: false).array ?? []
+        return stride(from: 0, to: flat.count - 4, by: 5).map { index in
             AssignmentRecord(id: flat[index].string ?? "", order: flat[index + 1].string ?? "", status: flat[index + 2].string ?? "",
-                             lastEvent: StreamID(flat[index + 3].string ?? ""))
+                             lastEvent: StreamID(flat[index + 3].string ?? ""), number: flat[index + 4].string.flatMap { Int64($0) } ?? 0)
         }
     }
 

@@ -246,6 +246,90 @@ public struct OrderServiceLogic: OrderServiceProvider, OrderPartiesLookup {
         }
     }
 
+    public static let defaultPageSize = 50
+    public static let maxPageSize = 200
+
+    public func listOrders(_ request: ListOrdersRequest, context: ServerContext) async throws -> ListOrdersResponse {
+        let owner: OrderOwner
+        switch (request.customerId.isEmpty, request.restaurantId.isEmpty) {
+        case (false, true):
+            try Identifier.validate(request.customerId, field: "customer_id")
+            owner = .customer(request.customerId)
+        case (true, false):
+            try Identifier.validate(request.restaurantId, field: "restaurant_id")
+            owner = .restaurant(request.restaurantId)
+        default:
+            throw RPCError(.invalidArgument, "give exactly one of customer_id and restaurant_id")
+        }
+        var statuses = Set<String>()
+        for status in request.statuses {
+            guard OrderStatus(rawValue: status) != nil else {
+                throw RPCError(.invalidArgument, "statuses: \(status) is not an order status (\(OrderStatus.allCases.map(\.rawValue).joined(separator: ", ")))")
+            }
+            statuses.insert(status)
+        }
+        guard request.pageSize >= 0 else { throw RPCError(.invalidArgument, "page_size must be 0 or more, got \(request.pageSize)") }
+        let size = request.pageSize == 0 ? Self.defaultPageSize : min(Int(request.pageSize), Self.maxPageSize)
+        let query = "\(owner) \(statuses.sorted())"
+        let before = try PageToken.position(request.pageToken, query: query)
+
+        // Each partition's index at once, the newest `scan` below the token of each.
+        let scan = statuses.isEmpty ? size : min(size * 4, 1000)
+        let store = self.store
+        let lists = try await stored { () async throws(StorageError) in
+            try await Self.eachPartition(OrderPartition.all) { partition throws(StorageError) in
+                try await store.listed(owner, in: partition, before: before, limit: scan)
+            }
+        }
+        // A partition that filled its scan may have more below its last entry: only what is at or
+        // above the highest such entry is known whole, and the page is taken from that.
+        let bound = lists.values.filter { $0.count == scan }.compactMap { $0.last?.number }.max()
+        var known: [(partition: OrderPartition, id: String, number: Int64)] = []
+        for (partition, list) in lists {
+            for entry in list where entry.number >= (bound ?? .min) { known.append((partition, entry.id, entry.number)) }
+        }
+        known.sort { $0.number > $1.number }
+        var grouped: [OrderPartition: [String]] = [:]
+        for entry in known { grouped[entry.partition, default: []].append(entry.id) }
+        let byPartition = grouped
+        let found = try await stored { () async throws(StorageError) in
+            try await Self.eachPartition(Array(byPartition.keys)) { partition throws(StorageError) in
+                let ids = byPartition[partition] ?? []
+                return Dictionary(zip(ids, try await store.summaries(ids, in: partition))) { first, _ in first }
+            }
+        }
+        var page: [OrderSummary] = []
+        var last: Int64?
+        var consumed = 0
+        for candidate in known where page.count < size {
+            consumed += 1
+            guard let summary = found[candidate.partition]?[candidate.id] ?? nil,
+                  statuses.isEmpty || statuses.contains(summary.status) else { continue }
+            page.append(summary)
+            last = candidate.number
+        }
+        let next: Int64? = if page.count == size, consumed < known.count || bound != nil { last } else { bound }
+        return ListOrdersResponse(orders: page, nextPageToken: next.map { PageToken.make(after: $0, query: query) } ?? "")
+    }
+
+    /// `body` for each of `partitions` at once: their reads go to their nodes side by side.
+    private static func eachPartition<T: Sendable>(
+        _ partitions: [OrderPartition], _ body: @escaping @Sendable (OrderPartition) async throws(StorageError) -> T
+    ) async throws(StorageError) -> [OrderPartition: T] {
+        do {
+            return try await withThrowingTaskGroup(of: (OrderPartition, T).self) { group in
+                for partition in partitions { group.addTask { (partition, try await body(partition)) } }
+                var results: [OrderPartition: T] = [:]
+                for try await (partition, result) in group { results[partition] = result }
+                return results
+            }
+        } catch let error as StorageError {
+            throw error
+        } catch {
+            throw StorageError(.failed, "\(error)")
+        }
+    }
+
     public func recordOrderReady(_ request: RecordOrderReadyRequest, context: ServerContext) async throws -> RecordOrderReadyResponse {
         let id = request.orderId, restaurant = request.restaurantId
         try Identifier.validate(id, field: "order_id")

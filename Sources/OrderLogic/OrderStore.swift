@@ -38,6 +38,11 @@ public protocol OrderStore: Sendable {
     func snapshot(_ id: String) async throws(StorageError) -> OrderSnapshot?
     /// Who takes part in the order; nil for an unknown order.
     func parties(_ id: String) async throws(StorageError) -> OrderParties?
+    /// The newest orders of `owner` in one partition's index, numbered below `before` (from the
+    /// newest when nil): at most `limit`, newest first, with their numbers.
+    func listed(_ owner: OrderOwner, in partition: OrderPartition, before: Int64?, limit: Int) async throws(StorageError) -> [(id: String, number: Int64)]
+    /// The orders as lists show them (nil for an id with no order), all of one partition.
+    func summaries(_ ids: [String], in partition: OrderPartition) async throws(StorageError) -> [OrderSummary?]
     /// Shows delivery events (DRIVER_ASSIGNED, DELIVERY_STATUS; others are ignored) on their
     /// orders, skipping any older than the order's last event. The events are of one partition.
     func applyDeliveryEvents(_ events: [PlatformEvent]) async throws(StorageError)
@@ -77,6 +82,12 @@ public struct OrderView: Sendable, Equatable {
     public var delivery = ""
     public var canceledBy: CancelingParty?
     public var cancelReason = ""
+}
+
+/// Whose orders a list shows.
+public enum OrderOwner: Sendable, Hashable {
+    case customer(String)
+    case restaurant(String)
 }
 
 /// A customer's idempotency key for PlaceOrder.
@@ -191,9 +202,12 @@ public struct RedisOrderStore: OrderStore {
         }
         let arguments = [order.id, order.customer, "\(order.totalPrice)", order.restaurant,
                          order.priced.map { "\($0.totalCents)" } ?? "", order.priced?.currency ?? "",
-                         address.street, address.city, address.postalCode, address.notes, "\(order.items.count)"]
+                         address.street, address.city, address.postalCode, address.notes, "\(OrderKeys.number(of: order.id))",
+                         "\(order.items.count)"]
             + order.items + lines
-        let reply = try await redis.run(Scripts.place, keys: [keys.order, keys.items, keys.partition.stream, keys.lines],
+        var indexes = [OrderKeys.index(.customer(order.customer), in: keys.partition)]
+        if !order.restaurant.isEmpty { indexes.append(OrderKeys.index(.restaurant(order.restaurant), in: keys.partition)) }
+        let reply = try await redis.run(Scripts.place, keys: [keys.order, keys.items, keys.partition.stream, keys.lines] + indexes,
                                         arguments: arguments, change: true)
         switch reply.string {
         case OrderStatus.placed.rawValue: return true
@@ -297,6 +311,34 @@ public struct RedisOrderStore: OrderStore {
         return OrderParties(customer: customer, restaurant: fields[1].string, driver: fields[2].string)
     }
 
+    public func listed(_ owner: OrderOwner, in partition: OrderPartition, before: Int64?,
+                       limit: Int) async throws(StorageError) -> [(id: String, number: Int64)] {
+        let reply: RedisReply
+        do {
+            reply = try await redis.send(["ZRANGE", OrderKeys.index(owner, in: partition), before.map { "(\($0)" } ?? "+inf", "-inf",
+                                          "BYSCORE", "REV", "LIMIT", "0", "\(limit)", "WITHSCORES"])
+        } catch { throw StorageError(error) }
+        let flat = (reply.array ?? []).map { $0.string ?? "" }
+        return stride(from: 0, to: flat.count - 1, by: 2).compactMap { index in
+            Int64(flat[index + 1]).map { (flat[index], $0) }
+        }
+    }
+
+    public func summaries(_ ids: [String], in partition: OrderPartition) async throws(StorageError) -> [OrderSummary?] {
+        guard !ids.isEmpty else { return [] }
+        let reply = try await redis.run(Scripts.summaries, keys: ids.flatMap { id in [OrderKeys(id).order, OrderKeys(id).items] },
+                                        change: false)
+        let fields = reply.array ?? []
+        guard fields.count == 9 * ids.count else { throw StorageError(.failed, "summaries answered \(fields.count) fields for \(ids.count) orders") }
+        return ids.enumerated().map { index, id in
+            let text = fields[9 * index..<9 * index + 8].map { $0.string ?? "" }
+            guard !text[0].isEmpty else { return nil }
+            return OrderSummary(orderId: id, status: text[0], customerId: text[1], restaurantId: text[2],
+                                items: (fields[9 * index + 8].array ?? []).compactMap(\.string), totalPrice: Double(text[3]) ?? 0,
+                                totalCents: Int64(text[4]) ?? 0, currency: text[5], kitchenStatus: text[6], deliveryStatus: text[7])
+        }
+    }
+
     public func applyDeliveryEvents(_ events: [PlatformEvent]) async throws(StorageError) {
         var keys: [String] = []
         var arguments: [String] = []
@@ -343,6 +385,19 @@ struct OrderKeys {
         lines = order + ":lines"
     }
 
+    /// The number in an order's id (`order_<n>`): what lists order by.
+    static func number(of id: String) -> Int64 { Int64(id.dropFirst("order_".count)) ?? 0 }
+
+    /// Sorted set: the ids of `owner`'s orders in `partition`, by number. Kept in the partition's
+    /// slot, so the order and its index entries are written together; a list reads all
+    /// partitions' indexes and merges them.
+    static func index(_ owner: OrderOwner, in partition: OrderPartition) -> String {
+        switch owner {
+        case .customer(let id): "order-index:\(partition.tag):customer:\(id)"
+        case .restaurant(let id): "order-index:\(partition.tag):restaurant:\(id)"
+        }
+    }
+
     /// How long a PlaceOrder request id names its order.
     static let requestLifetimeSeconds = 24 * 60 * 60
 
@@ -359,15 +414,16 @@ struct OrderKeys {
 enum Scripts {
     static let library = LuaLibrary(
         module: "order", helpers: [EventLua.unapplied, OrderLua.applyStage],
-        functions: ["place": OrderLua.place, "get": OrderLua.get, "claim_request": OrderLua.claimRequest, "ready": OrderLua.ready, "watch_snapshot": OrderLua.watchSnapshot,
+        functions: ["place": OrderLua.place, "get": OrderLua.get, "claim_request": OrderLua.claimRequest, "ready": OrderLua.ready, "summaries": OrderLua.summaries, "watch_snapshot": OrderLua.watchSnapshot,
                     "cancel": OrderLua.cancel, "decide": OrderLua.decide, "apply_delivery_events": OrderLua.applyDeliveryEvents],
-        readOnly: ["watch_snapshot"])
+        readOnly: ["watch_snapshot", "summaries"])
     static let place = library.function("place")
     static let claimRequest = library.function("claim_request")
     static let get = library.function("get")
     static let watchSnapshot = library.function("watch_snapshot")
     static let cancel = library.function("cancel")
     static let ready = library.function("ready")
+    static let summaries = library.function("summaries")
     static let decide = library.function("decide")
     static let applyDeliveryEvents = library.function("apply_delivery_events")
 

@@ -108,6 +108,11 @@ public struct AccessPolicy: ServerInterceptor {
             guard let owner = request.flatMap(field), owner == caller.subject else {
                 throw RPCError(.permissionDenied, "\(caller) may only act as \(role.rawValue) \(caller.subject)")
             }
+        case .owners(let fields):
+            guard let field = fields[caller.role] else { throw denied(caller, context.path) }
+            guard let owner = request.flatMap(field), owner == caller.subject else {
+                throw RPCError(.permissionDenied, "\(caller) may only act as \(caller.role.rawValue) \(caller.subject)")
+            }
         case .party(let roles, let orderOf):
             guard roles.contains(caller.role) else { throw denied(caller, context.path) }
             // No order id to check (no request, or the table names the wrong type): refuse, so a
@@ -193,6 +198,8 @@ struct MethodAccess: Sendable {
         case roles(Set<Role>)
         /// A caller of `role` whose subject is the request's field (and operators).
         case owner(Role, @Sendable (any GRPCMessage) -> String?)
+        /// A caller of one of the roles whose subject is that role's field (and operators).
+        case owners([Role: @Sendable (any GRPCMessage) -> String?])
         /// A caller of one of `roles` who is that party of the request's order (and operators).
         case party(Set<Role>, @Sendable (any GRPCMessage) -> String?)
     }
@@ -231,6 +238,8 @@ extension AccessPolicy {
                 (response as? PlaceOrderResponse)?.orderId
             },
             O.getOrderStatus.path: read(.party(orderParties, field { (r: GetOrderStatusRequest) in r.orderId })),
+            O.listOrders.path: read(.owners([.customer: field { (r: ListOrdersRequest) in r.customerId },
+                                              .restaurant: field { (r: ListOrdersRequest) in r.restaurantId }])),
             O.watchOrder.path: read(.party(orderParties, field { (r: WatchOrderRequest) in r.orderId })),
             O.cancelOrder.path: change(.party([.customer, .restaurant], field { (r: CancelOrderRequest) in r.orderId }),
                                        order: requestOrder { (r: CancelOrderRequest) in r.orderId }),

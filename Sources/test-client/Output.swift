@@ -126,7 +126,18 @@ extension DeliveryAssignment {
 
 extension GetDriverAssignmentsResponse: FieldListing {
     var fields: [(name: String, value: String)] {
-        assignments.isEmpty ? [("assignments", "none")] : assignments.map { ("assignment", $0.line) }
+        (assignments.isEmpty ? [("assignments", "none")] : assignments.map { ("assignment", $0.line) })
+            + (nextPageToken.isEmpty ? [] : [("next_page_token", nextPageToken)])
+    }
+}
+
+extension ListOrdersResponse: FieldListing {
+    var fields: [(name: String, value: String)] {
+        (orders.isEmpty ? [("orders", "none")] : orders.map { order in
+            ("order", "\(order.orderId) \(order.status)" + (order.kitchenStatus.isEmpty ? "" : " kitchen \(order.kitchenStatus)")
+                + " customer \(order.customerId)" + (order.restaurantId.isEmpty ? "" : " restaurant \(order.restaurantId)")
+                + ": \(order.items.joined(separator: ", ")) (\(order.totalPrice))")
+        }) + (nextPageToken.isEmpty ? [] : [("next_page_token", nextPageToken)])
     }
 }
 

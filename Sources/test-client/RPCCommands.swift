@@ -60,7 +60,7 @@ func forEach<Update>(_ updates: RPCAsyncSequence<Update>, _ handle: (Update) -> 
 struct OrderCommands: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "order", abstract: "OrderService calls.",
-        subcommands: [PlaceOrder.self, OrderStatus.self, CancelOrder.self, WatchOrder.self])
+        subcommands: [PlaceOrder.self, OrderStatus.self, CancelOrder.self, ListOrders.self, WatchOrder.self])
 
     struct PlaceOrder: AsyncParsableCommand {
         static let configuration = CommandConfiguration(commandName: "place", abstract: "PlaceOrder: a new order, PLACED.")
@@ -109,6 +109,24 @@ struct OrderCommands: ParsableCommand {
             let request = GetOrderStatusRequest(orderId: order)
             try await printResponse(connection) { services throws(ServiceError) in
                 try await services.order.call { try await $0.getOrderStatus(request, options: $1) }
+            }
+        }
+    }
+
+    struct ListOrders: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "list", abstract: "ListOrders: a customer's or a restaurant's orders, newest first.")
+        @OptionGroup var connection: ConnectionOptions
+        @Option(help: "customer_id (or --restaurant).") var customer = ""
+        @Option(help: "restaurant_id (or --customer).") var restaurant = ""
+        @Option(name: .customLong("status"), help: "Only orders in this status; repeat for several.") var statuses: [String] = []
+        @Option(help: "page_size (default 50).") var pageSize: Int32 = 0
+        @Option(help: "page_token: next_page_token of the previous page.") var pageToken = ""
+
+        func run() async throws {
+            let request = ListOrdersRequest(customerId: customer, restaurantId: restaurant, statuses: statuses, pageSize: pageSize, pageToken: pageToken)
+            let identity = customer.isEmpty ? (restaurant.isEmpty ? Identity.operator : .restaurant(restaurant)) : .customer(customer)
+            try await printResponse(connection) { services throws(ServiceError) in
+                try await services.order.call(as: identity) { try await $0.listOrders(request, options: $1) }
             }
         }
     }
@@ -341,9 +359,11 @@ struct DeliveryCommands: ParsableCommand {
         static let configuration = CommandConfiguration(commandName: "assignments", abstract: "GetDriverAssignments, oldest first.")
         @OptionGroup var connection: ConnectionOptions
         @Option(help: "driver_id.") var driver: String
+        @Option(help: "page_size (default: all, up to 1000).") var pageSize: Int32 = 0
+        @Option(help: "page_token: next_page_token of the previous page.") var pageToken = ""
 
         func run() async throws {
-            let request = GetDriverAssignmentsRequest(driverId: driver)
+            let request = GetDriverAssignmentsRequest(driverId: driver, pageSize: pageSize, pageToken: pageToken)
             try await printResponse(connection) { services throws(ServiceError) in
                 try await services.delivery.call(as: .driver(driver)) { try await $0.getDriverAssignments(request, options: $1) }
             }

@@ -30,6 +30,10 @@ struct ScriptedOrderService: OrderServiceProvider {
         RecordRestaurantDecisionResponse(orderId: request.orderId, status: request.decision)
     }
 
+    func listOrders(_ request: ListOrdersRequest, context: ServerContext) async throws -> ListOrdersResponse {
+        ListOrdersResponse()
+    }
+
     func recordOrderReady(_ request: RecordOrderReadyRequest, context: ServerContext) async throws -> RecordOrderReadyResponse {
         RecordOrderReadyResponse(orderId: request.orderId, status: "ACCEPTED", kitchenStatus: "READY")
     }

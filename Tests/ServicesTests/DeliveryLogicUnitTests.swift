@@ -47,8 +47,11 @@ final class ScriptedDeliveryStore: DeliveryStore {
         try answer("update \(order) \(stage.rawValue)") { $0.updateOutcomes.isEmpty ? .updated : $0.updateOutcomes.removeFirst() }
     }
 
-    func assignments(of driver: String) async throws(StorageError) -> [AssignmentRecord] {
-        try answer("assignments \(driver)") { $0.assignments[driver] ?? [] }
+    func assignments(of driver: String, after: Int64?, limit: Int?) async throws(StorageError) -> [AssignmentRecord] {
+        try answer("assignments \(driver)") { state in
+            let later = (state.assignments[driver] ?? []).filter { $0.number > (after ?? .min) }
+            return Array(later.prefix(limit ?? .max))
+        }
     }
 
     func currentDriver(of order: String) async throws(StorageError) -> String? {

@@ -105,6 +105,31 @@ final class InMemoryOrderStore: OrderStore {
         }
     }
 
+    func listed(_ owner: OrderOwner, in partition: OrderPartition, before: Int64?,
+                limit: Int) async throws(StorageError) -> [(id: String, number: Int64)] {
+        try checked { state in
+            let entries = state.orders.values.filter { order in
+                guard OrderPartition(order: order.order.id) == partition else { return false }
+                switch owner {
+                case .customer(let id): return order.order.customer == id
+                case .restaurant(let id): return order.order.restaurant == id
+                }
+            }.map { (id: $0.order.id, number: OrderKeys.number(of: $0.order.id)) }
+            return Array(entries.filter { $0.number < (before ?? .max) }.sorted { $0.number > $1.number }.prefix(limit))
+        }
+    }
+
+    func summaries(_ ids: [String], in partition: OrderPartition) async throws(StorageError) -> [OrderSummary?] {
+        try checked { state in
+            ids.map { id in
+                state.orders[id].map { order in
+                    OrderSummary(orderId: id, status: order.status.rawValue, customerId: order.order.customer, restaurantId: order.order.restaurant,
+                                 items: order.order.items, totalPrice: order.order.totalPrice, kitchenStatus: order.kitchen?.rawValue ?? "")
+                }
+            }
+        }
+    }
+
     func markReady(_ id: String, restaurant: String, consumerGroup: String, applyingUnapplied: Bool) async throws(StorageError) -> ReadyOutcome {
         try checked { state in
             guard let order = state.orders[id] else { return .notFound }

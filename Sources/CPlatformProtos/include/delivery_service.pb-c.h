@@ -79,10 +79,19 @@ struct  DeliveryService__GetDriverAssignmentsRequest
 {
   ProtobufCMessage base;
   char *driver_id;
+  /*
+   * At most this many assignments, oldest first (1 to 1000; 0 means all, up to 1000; more is
+   * 1000).
+   */
+  int32_t page_size;
+  /*
+   * next_page_token of the previous page; empty for the first.
+   */
+  char *page_token;
 };
 #define DELIVERY_SERVICE__GET_DRIVER_ASSIGNMENTS_REQUEST__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&delivery_service__get_driver_assignments_request__descriptor) \
-    , (char *)protobuf_c_empty_string }
+    , (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string }
 
 
 struct  DeliveryService__GetDriverAssignmentsResponse
@@ -90,10 +99,14 @@ struct  DeliveryService__GetDriverAssignmentsResponse
   ProtobufCMessage base;
   size_t n_assignments;
   DeliveryService__DeliveryAssignment **assignments;
+  /*
+   * Set when there are more assignments after these.
+   */
+  char *next_page_token;
 };
 #define DELIVERY_SERVICE__GET_DRIVER_ASSIGNMENTS_RESPONSE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&delivery_service__get_driver_assignments_response__descriptor) \
-    , 0,NULL }
+    , 0,NULL, (char *)protobuf_c_empty_string }
 
 
 struct  DeliveryService__DeliveryAssignment

@@ -28,6 +28,9 @@ typedef struct OrderService__RecordRestaurantDecisionRequest OrderService__Recor
 typedef struct OrderService__RecordRestaurantDecisionResponse OrderService__RecordRestaurantDecisionResponse;
 typedef struct OrderService__WatchOrderRequest OrderService__WatchOrderRequest;
 typedef struct OrderService__OrderUpdate OrderService__OrderUpdate;
+typedef struct OrderService__ListOrdersRequest OrderService__ListOrdersRequest;
+typedef struct OrderService__ListOrdersResponse OrderService__ListOrdersResponse;
+typedef struct OrderService__OrderSummary OrderService__OrderSummary;
 typedef struct OrderService__RecordOrderReadyRequest OrderService__RecordOrderReadyRequest;
 typedef struct OrderService__RecordOrderReadyResponse OrderService__RecordOrderReadyResponse;
 
@@ -347,6 +350,69 @@ struct  OrderService__OrderUpdate
     , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
 
 
+struct  OrderService__ListOrdersRequest
+{
+  ProtobufCMessage base;
+  char *customer_id;
+  char *restaurant_id;
+  /*
+   * Only orders in these statuses (as GetOrderStatus reports them); all when empty.
+   */
+  size_t n_statuses;
+  char **statuses;
+  /*
+   * At most this many orders (1 to 200; 0 means 50, more is 200). A page may hold fewer while
+   * next_page_token is set.
+   */
+  int32_t page_size;
+  /*
+   * next_page_token of the previous page, with the same request otherwise; empty for the first.
+   */
+  char *page_token;
+};
+#define ORDER_SERVICE__LIST_ORDERS_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&order_service__list_orders_request__descriptor) \
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0,NULL, 0, (char *)protobuf_c_empty_string }
+
+
+struct  OrderService__ListOrdersResponse
+{
+  ProtobufCMessage base;
+  size_t n_orders;
+  OrderService__OrderSummary **orders;
+  /*
+   * Empty on the last page.
+   */
+  char *next_page_token;
+};
+#define ORDER_SERVICE__LIST_ORDERS_RESPONSE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&order_service__list_orders_response__descriptor) \
+    , 0,NULL, (char *)protobuf_c_empty_string }
+
+
+/*
+ * One order of a list.
+ */
+struct  OrderService__OrderSummary
+{
+  ProtobufCMessage base;
+  char *order_id;
+  char *status;
+  char *customer_id;
+  char *restaurant_id;
+  size_t n_items;
+  char **items;
+  double total_price;
+  int64_t total_cents;
+  char *currency;
+  char *kitchen_status;
+  char *delivery_status;
+};
+#define ORDER_SERVICE__ORDER_SUMMARY__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&order_service__order_summary__descriptor) \
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0,NULL, 0, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
+
+
 struct  OrderService__RecordOrderReadyRequest
 {
   ProtobufCMessage base;
@@ -623,6 +689,63 @@ OrderService__OrderUpdate *
 void   order_service__order_update__free_unpacked
                      (OrderService__OrderUpdate *message,
                       ProtobufCAllocator *allocator);
+/* OrderService__ListOrdersRequest methods */
+void   order_service__list_orders_request__init
+                     (OrderService__ListOrdersRequest         *message);
+size_t order_service__list_orders_request__get_packed_size
+                     (const OrderService__ListOrdersRequest   *message);
+size_t order_service__list_orders_request__pack
+                     (const OrderService__ListOrdersRequest   *message,
+                      uint8_t             *out);
+size_t order_service__list_orders_request__pack_to_buffer
+                     (const OrderService__ListOrdersRequest   *message,
+                      ProtobufCBuffer     *buffer);
+OrderService__ListOrdersRequest *
+       order_service__list_orders_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   order_service__list_orders_request__free_unpacked
+                     (OrderService__ListOrdersRequest *message,
+                      ProtobufCAllocator *allocator);
+/* OrderService__ListOrdersResponse methods */
+void   order_service__list_orders_response__init
+                     (OrderService__ListOrdersResponse         *message);
+size_t order_service__list_orders_response__get_packed_size
+                     (const OrderService__ListOrdersResponse   *message);
+size_t order_service__list_orders_response__pack
+                     (const OrderService__ListOrdersResponse   *message,
+                      uint8_t             *out);
+size_t order_service__list_orders_response__pack_to_buffer
+                     (const OrderService__ListOrdersResponse   *message,
+                      ProtobufCBuffer     *buffer);
+OrderService__ListOrdersResponse *
+       order_service__list_orders_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   order_service__list_orders_response__free_unpacked
+                     (OrderService__ListOrdersResponse *message,
+                      ProtobufCAllocator *allocator);
+/* OrderService__OrderSummary methods */
+void   order_service__order_summary__init
+                     (OrderService__OrderSummary         *message);
+size_t order_service__order_summary__get_packed_size
+                     (const OrderService__OrderSummary   *message);
+size_t order_service__order_summary__pack
+                     (const OrderService__OrderSummary   *message,
+                      uint8_t             *out);
+size_t order_service__order_summary__pack_to_buffer
+                     (const OrderService__OrderSummary   *message,
+                      ProtobufCBuffer     *buffer);
+OrderService__OrderSummary *
+       order_service__order_summary__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   order_service__order_summary__free_unpacked
+                     (OrderService__OrderSummary *message,
+                      ProtobufCAllocator *allocator);
 /* OrderService__RecordOrderReadyRequest methods */
 void   order_service__record_order_ready_request__init
                      (OrderService__RecordOrderReadyRequest         *message);
@@ -702,6 +825,15 @@ typedef void (*OrderService__WatchOrderRequest_Closure)
 typedef void (*OrderService__OrderUpdate_Closure)
                  (const OrderService__OrderUpdate *message,
                   void *closure_data);
+typedef void (*OrderService__ListOrdersRequest_Closure)
+                 (const OrderService__ListOrdersRequest *message,
+                  void *closure_data);
+typedef void (*OrderService__ListOrdersResponse_Closure)
+                 (const OrderService__ListOrdersResponse *message,
+                  void *closure_data);
+typedef void (*OrderService__OrderSummary_Closure)
+                 (const OrderService__OrderSummary *message,
+                  void *closure_data);
 typedef void (*OrderService__RecordOrderReadyRequest_Closure)
                  (const OrderService__RecordOrderReadyRequest *message,
                   void *closure_data);
@@ -739,6 +871,10 @@ struct OrderService__OrderService_Service
                              const OrderService__RecordOrderReadyRequest *input,
                              OrderService__RecordOrderReadyResponse_Closure closure,
                              void *closure_data);
+  void (*list_orders)(OrderService__OrderService_Service *service,
+                      const OrderService__ListOrdersRequest *input,
+                      OrderService__ListOrdersResponse_Closure closure,
+                      void *closure_data);
 };
 typedef void (*OrderService__OrderService_ServiceDestroy)(OrderService__OrderService_Service *);
 void order_service__order_service__init (OrderService__OrderService_Service *service,
@@ -752,7 +888,8 @@ void order_service__order_service__init (OrderService__OrderService_Service *ser
       function_prefix__ ## cancel_order,\
       function_prefix__ ## record_restaurant_decision,\
       function_prefix__ ## watch_order,\
-      function_prefix__ ## record_order_ready  }
+      function_prefix__ ## record_order_ready,\
+      function_prefix__ ## list_orders  }
 void order_service__order_service__place_order(ProtobufCService *service,
                                                const OrderService__PlaceOrderRequest *input,
                                                OrderService__PlaceOrderResponse_Closure closure,
@@ -777,6 +914,10 @@ void order_service__order_service__record_order_ready(ProtobufCService *service,
                                                       const OrderService__RecordOrderReadyRequest *input,
                                                       OrderService__RecordOrderReadyResponse_Closure closure,
                                                       void *closure_data);
+void order_service__order_service__list_orders(ProtobufCService *service,
+                                               const OrderService__ListOrdersRequest *input,
+                                               OrderService__ListOrdersResponse_Closure closure,
+                                               void *closure_data);
 
 /* --- descriptors --- */
 
@@ -793,6 +934,9 @@ extern const ProtobufCMessageDescriptor order_service__record_restaurant_decisio
 extern const ProtobufCMessageDescriptor order_service__record_restaurant_decision_response__descriptor;
 extern const ProtobufCMessageDescriptor order_service__watch_order_request__descriptor;
 extern const ProtobufCMessageDescriptor order_service__order_update__descriptor;
+extern const ProtobufCMessageDescriptor order_service__list_orders_request__descriptor;
+extern const ProtobufCMessageDescriptor order_service__list_orders_response__descriptor;
+extern const ProtobufCMessageDescriptor order_service__order_summary__descriptor;
 extern const ProtobufCMessageDescriptor order_service__record_order_ready_request__descriptor;
 extern const ProtobufCMessageDescriptor order_service__record_order_ready_response__descriptor;
 extern const ProtobufCServiceDescriptor order_service__order_service__descriptor;

@@ -171,18 +171,21 @@ enum OrderLua {
     """#
     /// Lua/place.lua
     static let place = #"""
-    -- KEYS: the order's hash, its items, its partition's stream, its priced lines. ARGV: order id
-    -- (new, from the sequence), customer, total price, restaurant, total in minor units and currency
-    -- ('' for an order of free-text items), the address's street, city, postal code and notes (''
-    -- when none), the number of items n, the n items, then the priced lines, five entries each (menu
-    -- item id, name, quantity, note, unit price in minor units). Stores the order as PLACED and
-    -- appends ORDER_PLACED (stream only: the channel carries the seed's messages). Returns 'PLACED',
-    -- or 'EXISTS' (and changes nothing) when an order has the id already.
+    -- KEYS: the order's hash, its items, its partition's stream, its priced lines, the customer's
+    -- index in the partition, and the restaurant's when the order names one. ARGV: order id (new,
+    -- from the sequence), customer, total price, restaurant, total in minor units and currency (''
+    -- for an order of free-text items), the address's street, city, postal code and notes (''
+    -- when none), the order's number, the number of items n, the n items, then the priced lines,
+    -- five entries each (menu item id, name, quantity, note, unit price in minor units). Stores the
+    -- order as PLACED, lists it in the indexes (by number: ListOrders) and appends ORDER_PLACED
+    -- (stream only: the channel carries the seed's messages). Returns 'PLACED', or 'EXISTS' (and
+    -- changes nothing) when an order has the id already.
     local key, itemsKey, stream, linesKey = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
     local id = ARGV[1]
     if redis.call('EXISTS', key) == 1 then return 'EXISTS' end
-    local count = tonumber(ARGV[11])
-    local items = {unpack(ARGV, 12, 11 + count)}
+    for i = 5, #KEYS do redis.call('ZADD', KEYS[i], ARGV[11], id) end
+    local count = tonumber(ARGV[12])
+    local items = {unpack(ARGV, 13, 12 + count)}
     local event = emit(stream, Kind.ORDER_PLACED, id, nil, {Field.customer, ARGV[2], Field.restaurant, ARGV[4],
         Field.items, encodeItems(items), Field.total, ARGV[3]}, true)
     local fields = {'customer_id', ARGV[2], 'total_price', ARGV[3], 'restaurant_id', ARGV[4], 'status', Status.PLACED,
@@ -196,7 +199,7 @@ enum OrderLua {
     end
     redis.call('HSET', key, unpack(fields))
     redis.call('RPUSH', itemsKey, unpack(items))
-    if #ARGV > 11 + count then redis.call('RPUSH', linesKey, unpack(ARGV, 12 + count)) end
+    if #ARGV > 12 + count then redis.call('RPUSH', linesKey, unpack(ARGV, 13 + count)) end
     return Status.PLACED
     """#
     /// Lua/ready.lua
@@ -225,6 +228,20 @@ enum OrderLua {
         Field.status, status})
     redis.call('HSET', key, 'kitchen_status', Kitchen.READY, 'last_event', event)
     return {'READY', status}
+    """#
+    /// Lua/summaries.lua
+    static let summaries = #"""
+    -- KEYS: per order (all of one partition) its hash and its items. Returns per order its status,
+    -- customer, restaurant, total price, total in minor units, currency, kitchen stage, delivery
+    -- stage ('' for what it lacks; status '' for an order that is gone) and its items (a list).
+    local out = {}
+    for i = 1, #KEYS, 2 do
+        local fields = redis.call('HMGET', KEYS[i], 'status', 'customer_id', 'restaurant_id', 'total_price', 'total_cents',
+            'currency', 'kitchen_status', 'delivery_status')
+        for f = 1, 8 do out[#out + 1] = fields[f] or '' end
+        out[#out + 1] = redis.call('LRANGE', KEYS[i + 1], 0, -1)
+    end
+    return out
     """#
     /// Lua/watch_snapshot.lua
     static let watchSnapshot = #"""

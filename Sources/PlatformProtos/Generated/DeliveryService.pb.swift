@@ -152,20 +152,31 @@ public struct UpdateDeliveryStatusResponse: GRPCMessage, Equatable {
 /// `delivery_service.GetDriverAssignmentsRequest`
 public struct GetDriverAssignmentsRequest: GRPCMessage, Equatable {
     public var driverId: String = ""
+    /// At most this many assignments, oldest first (1 to 1000; 0 means all, up to 1000; more is
+    /// 1000).
+    public var pageSize: Int32 = 0
+    /// next_page_token of the previous page; empty for the first.
+    public var pageToken: String = ""
 
     public init() {}
 
-    public init(driverId: String = "") {
+    public init(driverId: String = "", pageSize: Int32 = 0, pageToken: String = "") {
         self.driverId = driverId
+        self.pageSize = pageSize
+        self.pageToken = pageToken
     }
 
     func fill(_ c: inout DeliveryService__GetDriverAssignmentsRequest, arena: CArena) {
         delivery_service__get_driver_assignments_request__init(&c)
         c.driver_id = arena.cString(driverId)
+        c.page_size = pageSize
+        c.page_token = arena.cString(pageToken)
     }
 
     init(_ c: DeliveryService__GetDriverAssignmentsRequest) {
         driverId = CArena.string(c.driver_id)
+        pageSize = c.page_size
+        pageToken = CArena.string(c.page_token)
     }
 
     public func serializedBytes() -> [UInt8] {
@@ -184,21 +195,26 @@ public struct GetDriverAssignmentsRequest: GRPCMessage, Equatable {
 /// `delivery_service.GetDriverAssignmentsResponse`
 public struct GetDriverAssignmentsResponse: GRPCMessage, Equatable {
     public var assignments: [DeliveryAssignment] = []
+    /// Set when there are more assignments after these.
+    public var nextPageToken: String = ""
 
     public init() {}
 
-    public init(assignments: [DeliveryAssignment] = []) {
+    public init(assignments: [DeliveryAssignment] = [], nextPageToken: String = "") {
         self.assignments = assignments
+        self.nextPageToken = nextPageToken
     }
 
     func fill(_ c: inout DeliveryService__GetDriverAssignmentsResponse, arena: CArena) {
         delivery_service__get_driver_assignments_response__init(&c)
         c.n_assignments = assignments.count
         c.assignments = arena.messages(assignments, as: DeliveryService__DeliveryAssignment.self) { $0.fill(&$1, arena: arena) }
+        c.next_page_token = arena.cString(nextPageToken)
     }
 
     init(_ c: DeliveryService__GetDriverAssignmentsResponse) {
         assignments = CArena.buffer(c.assignments, count: c.n_assignments).map { DeliveryAssignment($0!.pointee) }
+        nextPageToken = CArena.string(c.next_page_token)
     }
 
     public func serializedBytes() -> [UInt8] {

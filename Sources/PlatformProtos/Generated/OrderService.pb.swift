@@ -691,6 +691,168 @@ public struct OrderUpdate: GRPCMessage, Equatable {
     }
 }
 
+/// `order_service.ListOrdersRequest`
+public struct ListOrdersRequest: GRPCMessage, Equatable {
+    public var customerId: String = ""
+    public var restaurantId: String = ""
+    /// Only orders in these statuses (as GetOrderStatus reports them); all when empty.
+    public var statuses: [String] = []
+    /// At most this many orders (1 to 200; 0 means 50, more is 200). A page may hold fewer while
+    /// next_page_token is set.
+    public var pageSize: Int32 = 0
+    /// next_page_token of the previous page, with the same request otherwise; empty for the first.
+    public var pageToken: String = ""
+
+    public init() {}
+
+    public init(customerId: String = "", restaurantId: String = "", statuses: [String] = [], pageSize: Int32 = 0, pageToken: String = "") {
+        self.customerId = customerId
+        self.restaurantId = restaurantId
+        self.statuses = statuses
+        self.pageSize = pageSize
+        self.pageToken = pageToken
+    }
+
+    func fill(_ c: inout OrderService__ListOrdersRequest, arena: CArena) {
+        order_service__list_orders_request__init(&c)
+        c.customer_id = arena.cString(customerId)
+        c.restaurant_id = arena.cString(restaurantId)
+        c.n_statuses = statuses.count
+        c.statuses = arena.cStrings(statuses)
+        c.page_size = pageSize
+        c.page_token = arena.cString(pageToken)
+    }
+
+    init(_ c: OrderService__ListOrdersRequest) {
+        customerId = CArena.string(c.customer_id)
+        restaurantId = CArena.string(c.restaurant_id)
+        statuses = CArena.buffer(c.statuses, count: c.n_statuses).map(CArena.string)
+        pageSize = c.page_size
+        pageToken = CArena.string(c.page_token)
+    }
+
+    public func serializedBytes() -> [UInt8] {
+        let arena = CArena()
+        defer { arena.release() }
+        var c = OrderService__ListOrdersRequest()
+        fill(&c, arena: arena)
+        return CArena.pack(&c, size: order_service__list_orders_request__get_packed_size, pack: order_service__list_orders_request__pack)
+    }
+
+    public init(serializedBytes bytes: [UInt8]) throws(MessageDecodingError) {
+        self = try CArena.unpack(bytes, unpack: order_service__list_orders_request__unpack, free: order_service__list_orders_request__free_unpacked) { Self($0) }
+    }
+}
+
+/// `order_service.ListOrdersResponse`
+public struct ListOrdersResponse: GRPCMessage, Equatable {
+    public var orders: [OrderSummary] = []
+    /// Empty on the last page.
+    public var nextPageToken: String = ""
+
+    public init() {}
+
+    public init(orders: [OrderSummary] = [], nextPageToken: String = "") {
+        self.orders = orders
+        self.nextPageToken = nextPageToken
+    }
+
+    func fill(_ c: inout OrderService__ListOrdersResponse, arena: CArena) {
+        order_service__list_orders_response__init(&c)
+        c.n_orders = orders.count
+        c.orders = arena.messages(orders, as: OrderService__OrderSummary.self) { $0.fill(&$1, arena: arena) }
+        c.next_page_token = arena.cString(nextPageToken)
+    }
+
+    init(_ c: OrderService__ListOrdersResponse) {
+        orders = CArena.buffer(c.orders, count: c.n_orders).map { OrderSummary($0!.pointee) }
+        nextPageToken = CArena.string(c.next_page_token)
+    }
+
+    public func serializedBytes() -> [UInt8] {
+        let arena = CArena()
+        defer { arena.release() }
+        var c = OrderService__ListOrdersResponse()
+        fill(&c, arena: arena)
+        return CArena.pack(&c, size: order_service__list_orders_response__get_packed_size, pack: order_service__list_orders_response__pack)
+    }
+
+    public init(serializedBytes bytes: [UInt8]) throws(MessageDecodingError) {
+        self = try CArena.unpack(bytes, unpack: order_service__list_orders_response__unpack, free: order_service__list_orders_response__free_unpacked) { Self($0) }
+    }
+}
+
+/// One order of a list.
+///
+/// `order_service.OrderSummary`
+public struct OrderSummary: GRPCMessage, Equatable {
+    public var orderId: String = ""
+    public var status: String = ""
+    public var customerId: String = ""
+    public var restaurantId: String = ""
+    public var items: [String] = []
+    public var totalPrice: Double = 0
+    public var totalCents: Int64 = 0
+    public var currency: String = ""
+    public var kitchenStatus: String = ""
+    public var deliveryStatus: String = ""
+
+    public init() {}
+
+    public init(orderId: String = "", status: String = "", customerId: String = "", restaurantId: String = "", items: [String] = [], totalPrice: Double = 0, totalCents: Int64 = 0, currency: String = "", kitchenStatus: String = "", deliveryStatus: String = "") {
+        self.orderId = orderId
+        self.status = status
+        self.customerId = customerId
+        self.restaurantId = restaurantId
+        self.items = items
+        self.totalPrice = totalPrice
+        self.totalCents = totalCents
+        self.currency = currency
+        self.kitchenStatus = kitchenStatus
+        self.deliveryStatus = deliveryStatus
+    }
+
+    func fill(_ c: inout OrderService__OrderSummary, arena: CArena) {
+        order_service__order_summary__init(&c)
+        c.order_id = arena.cString(orderId)
+        c.status = arena.cString(status)
+        c.customer_id = arena.cString(customerId)
+        c.restaurant_id = arena.cString(restaurantId)
+        c.n_items = items.count
+        c.items = arena.cStrings(items)
+        c.total_price = totalPrice
+        c.total_cents = totalCents
+        c.currency = arena.cString(currency)
+        c.kitchen_status = arena.cString(kitchenStatus)
+        c.delivery_status = arena.cString(deliveryStatus)
+    }
+
+    init(_ c: OrderService__OrderSummary) {
+        orderId = CArena.string(c.order_id)
+        status = CArena.string(c.status)
+        customerId = CArena.string(c.customer_id)
+        restaurantId = CArena.string(c.restaurant_id)
+        items = CArena.buffer(c.items, count: c.n_items).map(CArena.string)
+        totalPrice = c.total_price
+        totalCents = c.total_cents
+        currency = CArena.string(c.currency)
+        kitchenStatus = CArena.string(c.kitchen_status)
+        deliveryStatus = CArena.string(c.delivery_status)
+    }
+
+    public func serializedBytes() -> [UInt8] {
+        let arena = CArena()
+        defer { arena.release() }
+        var c = OrderService__OrderSummary()
+        fill(&c, arena: arena)
+        return CArena.pack(&c, size: order_service__order_summary__get_packed_size, pack: order_service__order_summary__pack)
+    }
+
+    public init(serializedBytes bytes: [UInt8]) throws(MessageDecodingError) {
+        self = try CArena.unpack(bytes, unpack: order_service__order_summary__unpack, free: order_service__order_summary__free_unpacked) { Self($0) }
+    }
+}
+
 /// `order_service.RecordOrderReadyRequest`
 public struct RecordOrderReadyRequest: GRPCMessage, Equatable {
     public var orderId: String = ""
@@ -778,6 +940,7 @@ public enum OrderServiceMethods {
     public static let recordRestaurantDecision = MethodDescriptor<RecordRestaurantDecisionRequest, RecordRestaurantDecisionResponse>(service: serviceName, method: "RecordRestaurantDecision")
     public static let watchOrder = MethodDescriptor<WatchOrderRequest, OrderUpdate>(service: serviceName, method: "WatchOrder", kind: .serverStreaming)
     public static let recordOrderReady = MethodDescriptor<RecordOrderReadyRequest, RecordOrderReadyResponse>(service: serviceName, method: "RecordOrderReady")
+    public static let listOrders = MethodDescriptor<ListOrdersRequest, ListOrdersResponse>(service: serviceName, method: "ListOrders")
 }
 
 /// Implements `order_service.OrderService`: one async method per RPC; throw `RPCError` to fail a call.
@@ -799,6 +962,10 @@ public protocol OrderServiceProvider: Sendable {
     /// (marking it again is idempotent), NOT_FOUND when unknown, PERMISSION_DENIED when the order
     /// names another restaurant.
     func recordOrderReady(_ request: RecordOrderReadyRequest, context: ServerContext) async throws -> RecordOrderReadyResponse
+    /// A customer's or a restaurant's orders, newest first, a page at a time (AIP-158): exactly one
+    /// of customer_id and restaurant_id. Pages are stable while new orders come in: they go before
+    /// the first page, never into a later one.
+    func listOrders(_ request: ListOrdersRequest, context: ServerContext) async throws -> ListOrdersResponse
 }
 
 extension OrderServiceProvider {
@@ -811,6 +978,7 @@ extension OrderServiceProvider {
             Route(OrderServiceMethods.recordRestaurantDecision) { try await self.recordRestaurantDecision($0, context: $1) },
             Route(serverStreaming: OrderServiceMethods.watchOrder) { try await self.watchOrder($0, responses: $1, context: $2) },
             Route(OrderServiceMethods.recordOrderReady) { try await self.recordOrderReady($0, context: $1) },
+            Route(OrderServiceMethods.listOrders) { try await self.listOrders($0, context: $1) },
         ])
     }
 }
@@ -854,5 +1022,12 @@ public struct OrderServiceClient: Sendable {
     /// names another restaurant.
     public func recordOrderReady(_ request: RecordOrderReadyRequest, options: CallOptions = CallOptions()) async throws(RPCError) -> RecordOrderReadyResponse {
         try await transport.call(OrderServiceMethods.recordOrderReady, request, options: options)
+    }
+
+    /// A customer's or a restaurant's orders, newest first, a page at a time (AIP-158): exactly one
+    /// of customer_id and restaurant_id. Pages are stable while new orders come in: they go before
+    /// the first page, never into a later one.
+    public func listOrders(_ request: ListOrdersRequest, options: CallOptions = CallOptions()) async throws(RPCError) -> ListOrdersResponse {
+        try await transport.call(OrderServiceMethods.listOrders, request, options: options)
     }
 }
