@@ -133,11 +133,19 @@ extension GetDriverAssignmentsResponse: FieldListing {
 
 extension ListOrdersResponse: FieldListing {
     var fields: [(name: String, value: String)] {
-        (orders.isEmpty ? [("orders", "none")] : orders.map { order in
-            ("order", "\(order.orderId) \(order.status)" + (order.kitchenStatus.isEmpty ? "" : " kitchen \(order.kitchenStatus)")
-                + " customer \(order.customerId)" + (order.restaurantId.isEmpty ? "" : " restaurant \(order.restaurantId)")
-                + ": \(order.items.joined(separator: ", ")) (\(order.totalPrice))")
-        }) + (nextPageToken.isEmpty ? [] : [("next_page_token", nextPageToken)])
+        var fields = orders.map { ("order", $0.line) }
+        if fields.isEmpty { fields = [("orders", "none")] }
+        if !nextPageToken.isEmpty { fields.append(("next_page_token", nextPageToken)) }
+        return fields
+    }
+}
+
+extension OrderSummary {
+    /// One order on a line: `id STATUS [kitchen K] customer C [restaurant R]: items (total)`.
+    var line: String {
+        let kitchen = kitchenStatus.isEmpty ? "" : " kitchen \(kitchenStatus)"
+        let restaurant = restaurantId.isEmpty ? "" : " restaurant \(restaurantId)"
+        return "\(orderId) \(status)\(kitchen) customer \(customerId)\(restaurant): \(items.joined(separator: ", ")) (\(totalPrice))"
     }
 }
 
