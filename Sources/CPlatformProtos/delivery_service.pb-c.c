@@ -7,6 +7,96 @@
 #endif
 
 #include "delivery_service.pb-c.h"
+void   delivery_service__set_driver_availability_request__init
+                     (DeliveryService__SetDriverAvailabilityRequest         *message)
+{
+  static const DeliveryService__SetDriverAvailabilityRequest init_value = DELIVERY_SERVICE__SET_DRIVER_AVAILABILITY_REQUEST__INIT;
+  *message = init_value;
+}
+size_t delivery_service__set_driver_availability_request__get_packed_size
+                     (const DeliveryService__SetDriverAvailabilityRequest *message)
+{
+  assert(message->base.descriptor == &delivery_service__set_driver_availability_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t delivery_service__set_driver_availability_request__pack
+                     (const DeliveryService__SetDriverAvailabilityRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &delivery_service__set_driver_availability_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t delivery_service__set_driver_availability_request__pack_to_buffer
+                     (const DeliveryService__SetDriverAvailabilityRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &delivery_service__set_driver_availability_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+DeliveryService__SetDriverAvailabilityRequest *
+       delivery_service__set_driver_availability_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (DeliveryService__SetDriverAvailabilityRequest *)
+     protobuf_c_message_unpack (&delivery_service__set_driver_availability_request__descriptor,
+                                allocator, len, data);
+}
+void   delivery_service__set_driver_availability_request__free_unpacked
+                     (DeliveryService__SetDriverAvailabilityRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &delivery_service__set_driver_availability_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   delivery_service__set_driver_availability_response__init
+                     (DeliveryService__SetDriverAvailabilityResponse         *message)
+{
+  static const DeliveryService__SetDriverAvailabilityResponse init_value = DELIVERY_SERVICE__SET_DRIVER_AVAILABILITY_RESPONSE__INIT;
+  *message = init_value;
+}
+size_t delivery_service__set_driver_availability_response__get_packed_size
+                     (const DeliveryService__SetDriverAvailabilityResponse *message)
+{
+  assert(message->base.descriptor == &delivery_service__set_driver_availability_response__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t delivery_service__set_driver_availability_response__pack
+                     (const DeliveryService__SetDriverAvailabilityResponse *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &delivery_service__set_driver_availability_response__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t delivery_service__set_driver_availability_response__pack_to_buffer
+                     (const DeliveryService__SetDriverAvailabilityResponse *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &delivery_service__set_driver_availability_response__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+DeliveryService__SetDriverAvailabilityResponse *
+       delivery_service__set_driver_availability_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (DeliveryService__SetDriverAvailabilityResponse *)
+     protobuf_c_message_unpack (&delivery_service__set_driver_availability_response__descriptor,
+                                allocator, len, data);
+}
+void   delivery_service__set_driver_availability_response__free_unpacked
+                     (DeliveryService__SetDriverAvailabilityResponse *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &delivery_service__set_driver_availability_response__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 void   delivery_service__assign_driver_request__init
                      (DeliveryService__AssignDriverRequest         *message)
 {
@@ -412,6 +502,121 @@ void   delivery_service__driver_assignment_update__free_unpacked
   assert(message->base.descriptor == &delivery_service__driver_assignment_update__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+static const ProtobufCFieldDescriptor delivery_service__set_driver_availability_request__field_descriptors[2] =
+{
+  {
+    "driver_id",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(DeliveryService__SetDriverAvailabilityRequest, driver_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "status",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_ENUM,
+    0,   /* quantifier_offset */
+    offsetof(DeliveryService__SetDriverAvailabilityRequest, status),
+    &delivery_service__driver_availability__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned delivery_service__set_driver_availability_request__field_indices_by_name[] = {
+  0,   /* field[0] = driver_id */
+  1,   /* field[1] = status */
+};
+static const ProtobufCIntRange delivery_service__set_driver_availability_request__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 2 }
+};
+const ProtobufCMessageDescriptor delivery_service__set_driver_availability_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "delivery_service.SetDriverAvailabilityRequest",
+  "SetDriverAvailabilityRequest",
+  "DeliveryService__SetDriverAvailabilityRequest",
+  "delivery_service",
+  sizeof(DeliveryService__SetDriverAvailabilityRequest),
+  2,
+  delivery_service__set_driver_availability_request__field_descriptors,
+  delivery_service__set_driver_availability_request__field_indices_by_name,
+  1,  delivery_service__set_driver_availability_request__number_ranges,
+  (ProtobufCMessageInit) delivery_service__set_driver_availability_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor delivery_service__set_driver_availability_response__field_descriptors[3] =
+{
+  {
+    "driver_id",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(DeliveryService__SetDriverAvailabilityResponse, driver_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "status",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_ENUM,
+    0,   /* quantifier_offset */
+    offsetof(DeliveryService__SetDriverAvailabilityResponse, status),
+    &delivery_service__driver_availability__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "waiting_orders_assigned",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT32,
+    0,   /* quantifier_offset */
+    offsetof(DeliveryService__SetDriverAvailabilityResponse, waiting_orders_assigned),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned delivery_service__set_driver_availability_response__field_indices_by_name[] = {
+  0,   /* field[0] = driver_id */
+  1,   /* field[1] = status */
+  2,   /* field[2] = waiting_orders_assigned */
+};
+static const ProtobufCIntRange delivery_service__set_driver_availability_response__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 3 }
+};
+const ProtobufCMessageDescriptor delivery_service__set_driver_availability_response__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "delivery_service.SetDriverAvailabilityResponse",
+  "SetDriverAvailabilityResponse",
+  "DeliveryService__SetDriverAvailabilityResponse",
+  "delivery_service",
+  sizeof(DeliveryService__SetDriverAvailabilityResponse),
+  3,
+  delivery_service__set_driver_availability_response__field_descriptors,
+  delivery_service__set_driver_availability_response__field_indices_by_name,
+  1,  delivery_service__set_driver_availability_response__number_ranges,
+  (ProtobufCMessageInit) delivery_service__set_driver_availability_response__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
 static const ProtobufCFieldDescriptor delivery_service__assign_driver_request__field_descriptors[2] =
 {
   {
@@ -910,16 +1115,48 @@ const ProtobufCMessageDescriptor delivery_service__driver_assignment_update__des
   (ProtobufCMessageInit) delivery_service__driver_assignment_update__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCMethodDescriptor delivery_service__delivery_service__method_descriptors[4] =
+static const ProtobufCEnumValue delivery_service__driver_availability__enum_values_by_number[3] =
+{
+  { "DRIVER_AVAILABILITY_UNSPECIFIED", "DELIVERY_SERVICE__DRIVER_AVAILABILITY__DRIVER_AVAILABILITY_UNSPECIFIED", 0 },
+  { "ON_SHIFT", "DELIVERY_SERVICE__DRIVER_AVAILABILITY__ON_SHIFT", 1 },
+  { "OFF_SHIFT", "DELIVERY_SERVICE__DRIVER_AVAILABILITY__OFF_SHIFT", 2 },
+};
+static const ProtobufCIntRange delivery_service__driver_availability__value_ranges[] = {
+{0, 0},{0, 3}
+};
+static const ProtobufCEnumValueIndex delivery_service__driver_availability__enum_values_by_name[3] =
+{
+  { "DRIVER_AVAILABILITY_UNSPECIFIED", 0 },
+  { "OFF_SHIFT", 2 },
+  { "ON_SHIFT", 1 },
+};
+const ProtobufCEnumDescriptor delivery_service__driver_availability__descriptor =
+{
+  PROTOBUF_C__ENUM_DESCRIPTOR_MAGIC,
+  "delivery_service.DriverAvailability",
+  "DriverAvailability",
+  "DeliveryService__DriverAvailability",
+  "delivery_service",
+  3,
+  delivery_service__driver_availability__enum_values_by_number,
+  3,
+  delivery_service__driver_availability__enum_values_by_name,
+  1,
+  delivery_service__driver_availability__value_ranges,
+  NULL,NULL,NULL,NULL   /* reserved[1234] */
+};
+static const ProtobufCMethodDescriptor delivery_service__delivery_service__method_descriptors[5] =
 {
   { "AssignDriver", &delivery_service__assign_driver_request__descriptor, &delivery_service__assign_driver_response__descriptor },
   { "UpdateDeliveryStatus", &delivery_service__update_delivery_status_request__descriptor, &delivery_service__update_delivery_status_response__descriptor },
   { "GetDriverAssignments", &delivery_service__get_driver_assignments_request__descriptor, &delivery_service__get_driver_assignments_response__descriptor },
   { "WatchDriverAssignments", &delivery_service__watch_driver_assignments_request__descriptor, &delivery_service__driver_assignment_update__descriptor },
+  { "SetDriverAvailability", &delivery_service__set_driver_availability_request__descriptor, &delivery_service__set_driver_availability_response__descriptor },
 };
 const unsigned delivery_service__delivery_service__method_indices_by_name[] = {
   0,        /* AssignDriver */
   2,        /* GetDriverAssignments */
+  4,        /* SetDriverAvailability */
   1,        /* UpdateDeliveryStatus */
   3         /* WatchDriverAssignments */
 };
@@ -930,7 +1167,7 @@ const ProtobufCServiceDescriptor delivery_service__delivery_service__descriptor 
   "DeliveryService",
   "DeliveryService__DeliveryService",
   "delivery_service",
-  4,
+  5,
   delivery_service__delivery_service__method_descriptors,
   delivery_service__delivery_service__method_indices_by_name
 };
@@ -965,6 +1202,14 @@ void delivery_service__delivery_service__watch_driver_assignments(ProtobufCServi
 {
   assert(service->descriptor == &delivery_service__delivery_service__descriptor);
   service->invoke(service, 3, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+}
+void delivery_service__delivery_service__set_driver_availability(ProtobufCService *service,
+                                                                 const DeliveryService__SetDriverAvailabilityRequest *input,
+                                                                 DeliveryService__SetDriverAvailabilityResponse_Closure closure,
+                                                                 void *closure_data)
+{
+  assert(service->descriptor == &delivery_service__delivery_service__descriptor);
+  service->invoke(service, 4, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
 void delivery_service__delivery_service__init (DeliveryService__DeliveryService_Service *service,
                                                DeliveryService__DeliveryService_ServiceDestroy destroy)

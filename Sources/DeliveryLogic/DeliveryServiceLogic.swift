@@ -28,6 +28,7 @@ import PlatformAuth
 import PlatformCommon
 import PlatformProtos
 import RedisClient
+import Synchronization
 
 /// The DeliveryService implementation; it also tells the access policy who drives an order.
 public struct DeliveryServiceLogic: DeliveryServiceProvider, OrderPartiesLookup {
@@ -37,14 +38,16 @@ public struct DeliveryServiceLogic: DeliveryServiceProvider, OrderPartiesLookup 
     static let consumerGroup = "delivery_service"
 
     private let store: any DeliveryStore
+    /// Putting the pool on shift, started by `start`.
+    private let enlisting = TaskSlot()
     private let events: any EventCatchUp
     /// The service's own consumer, when it runs one (started and stopped with the service).
     private let consumer: EventConsumer?
     private let hub: EventHub
     private let logger: Logger
 
-    /// The service on Redis; `drivers`: the pool automatic assignments choose from (least loaded
-    /// first).
+    /// The service on Redis; `drivers`: the pool that starts on shift (automatic assignments go to
+    /// the least loaded driver on shift).
     public init(redis: RedisClient, drivers: [String], logger: Logger) {
         let store = RedisDeliveryStore(redis: redis, pool: drivers.isEmpty ? [Self.defaultDriver] : drivers, consumerGroup: Self.consumerGroup)
         let consumer = EventConsumer(group: Self.consumerGroup, redis: redis, logger: logger) { events, partition throws(RPCError) in
@@ -68,11 +71,50 @@ public struct DeliveryServiceLogic: DeliveryServiceProvider, OrderPartiesLookup 
         self.logger = logger
     }
 
-    /// Starts following the events.
-    public func start() async { await consumer?.start() }
+    /// Starts following the events, and in the background puts the pool's new drivers on shift
+    /// and gives them the orders that waited (again every second until Redis lets it).
+    public func start() async {
+        let store = self.store, logger = self.logger
+        enlisting.task.withLock { task in
+            task = Task {
+                while !Task.isCancelled {
+                    do throws(StorageError) {
+                        try await store.enlistPool()
+                        let assigned = try await store.assignWaiting()
+                        if assigned > 0 { logger.info("waiting orders assigned", metadata: ["orders": "\(assigned)"]) }
+                        return
+                    } catch {
+                        logger.error("could not put the drivers on shift; trying again", metadata: ["error": "\(error)"])
+                        try? await Task.sleep(for: .seconds(1))
+                    }
+                }
+            }
+        }
+        await consumer?.start()
+    }
+
+    public func setDriverAvailability(_ request: SetDriverAvailabilityRequest, context: ServerContext) async throws -> SetDriverAvailabilityResponse {
+        let driver = request.driverId
+        try Identifier.validate(driver, field: "driver_id")
+        let onShift: Bool
+        switch request.status {
+        case .onShift: onShift = true
+        case .offShift: onShift = false
+        default: throw RPCError(.invalidArgument, "status must be ON_SHIFT or OFF_SHIFT")
+        }
+        try await stored { () async throws(StorageError) in try await store.setAvailability(driver, onShift: onShift) }
+        logger.info("driver shift", metadata: ["driver": "\(driver)", "on_shift": "\(onShift)"])
+        let assigned = onShift ? try await stored { () async throws(StorageError) in try await store.assignWaiting() } : 0
+        return SetDriverAvailabilityResponse(driverId: driver, status: request.status, waitingOrdersAssigned: Int32(assigned))
+    }
     /// Ends the watches (the server is about to drain).
     public func endWatches() { hub.shutdown() }
-    public func stop() async { await consumer?.stop() }
+    public func stop() async {
+        let task = enlisting.task.withLock { $0 }
+        task?.cancel()
+        await task?.value
+        await consumer?.stop()
+    }
 
     public func assignDriver(_ request: AssignDriverRequest, context: ServerContext) async throws -> AssignDriverResponse {
         let order = request.orderId, driver = request.driverId
@@ -201,4 +243,9 @@ public struct DeliveryServiceLogic: DeliveryServiceProvider, OrderPartiesLookup 
 
     /// Whether an assignment in this status still occupies its driver.
     static func isOpen(_ status: String) -> Bool { !closedStatuses.contains(status) }
+}
+
+/// A task the service starts and stops (a shared reference: the service is a value).
+private final class TaskSlot: Sendable {
+    let task = Mutex<Task<Void, Never>?>(nil)
 }

@@ -28,6 +28,13 @@ public protocol DeliveryStore: Sendable {
     func applyOrderEvents(_ events: [PlatformEvent], in partition: OrderPartition) async throws(StorageError) -> Int
     /// Applies the service's own events (assignments, stages) to the driver pool.
     func applyAssignmentEvents(_ events: [PlatformEvent]) async throws(StorageError)
+    /// Puts a driver on shift or off (it keeps its assignments).
+    func setAvailability(_ driver: String, onShift: Bool) async throws(StorageError)
+    /// Puts the pool's drivers (DRIVERS) that were never seen before on shift.
+    func enlistPool() async throws(StorageError)
+    /// Gives the waiting orders, oldest first, the least loaded drivers on shift; returns how many
+    /// were assigned.
+    func assignWaiting() async throws(StorageError) -> Int
 }
 
 public enum AssignOutcome: Sendable, Equatable {
@@ -63,10 +70,10 @@ public struct AssignmentRecord: Sendable, Equatable {
 /// Deliveries in Redis.
 public struct RedisDeliveryStore: DeliveryStore {
     private let redis: RedisClient
-    /// The drivers automatic assignments choose from.
-    private let pool: [String]
     /// The service's consumer group, whose unapplied events assign and update look through.
     private let consumerGroup: String
+    /// The drivers that start on shift (DRIVERS).
+    private let pool: [String]
 
     public init(redis: RedisClient, pool: [String], consumerGroup: String) {
         self.redis = redis
@@ -129,7 +136,8 @@ public struct RedisDeliveryStore: DeliveryStore {
         try await redis.run(Scripts.currentDriver, keys: [DeliveryKeys.order(order)], change: false).string
     }
 
-    /// Claims in the pool (idempotent per order), then records on the order with its event, once.
+    /// Claims in the pool (idempotent per order), then records on the order with its event, once;
+    /// an accepted order waits while nobody is on shift, and a canceled one stops waiting.
     public func applyOrderEvents(_ events: [PlatformEvent], in partition: OrderPartition) async throws(StorageError) -> Int {
         var announced: [(event: PlatformEvent, status: OrderStatus, id: StreamID)] = []
         for event in events where event.kind.isOrderServiceEvent {
@@ -137,33 +145,126 @@ public struct RedisDeliveryStore: DeliveryStore {
             announced.append((event, status, id))
         }
         guard !announced.isEmpty else { return 0 }
-        var accepted: [String] = []
-        for item in announced where item.status == .accepted && !accepted.contains(item.event.orderID) {
-            accepted.append(item.event.orderID)
+        let canceled = announced.filter { $0.event.kind == .orderCanceled }.map(\.event.orderID)
+        if !canceled.isEmpty {
+            do {
+                _ = try await redis.transaction([["ZREM", DeliveryKeys.waiting] + canceled, ["HDEL", DeliveryKeys.waitingDetails] + canceled])
+            } catch { throw StorageError(error) }
         }
-        var claims: [String: (assignment: String, driver: String)] = [:]
+        var accepted: [WaitingOrder] = []
+        for item in announced where item.event.kind == .orderAccepted && !accepted.contains(where: { $0.order == item.event.orderID }) {
+            accepted.append(WaitingOrder(order: item.event.orderID, accepted: item.id, restaurant: item.event.restaurantID ?? "",
+                                         customer: item.event.customerID ?? ""))
+        }
+        var claims: [String: Claim] = [:]
+        var candidates: [String] = []
+        var waiting = 0
         if !accepted.isEmpty {
-            let reply = try await redis.run(
-                Scripts.claim,
-                keys: [DeliveryKeys.claims, DeliveryKeys.assignmentSequence, DeliveryKeys.assignmentOrder,
-                       DeliveryKeys.assignmentDriver, DeliveryKeys.assignmentStatus]
-                    + pool.flatMap { [DeliveryKeys.openAssignments(of: $0), DeliveryKeys.assignments(of: $0)] },
-                arguments: [String(pool.count)] + pool + accepted, change: true).array ?? []
-            guard reply.count == 2 * accepted.count else { throw StorageError(.failed, "claiming drivers answered \(reply)") }
-            for (index, order) in accepted.enumerated() {
-                claims[order] = (reply[2 * index].string ?? "", reply[2 * index + 1].string ?? "")
-            }
+            candidates = try await driversOnShift()
+            // Nobody on shift: maybe nobody was ever put on or off shift here (a Redis that lost
+            // its data); the pool's drivers start on shift then, as at start.
+            if candidates.isEmpty { candidates = try await shift("ENLIST", pool).onShift }
+            (claims, waiting) = try await claim(accepted, candidates: candidates)
         }
         var arguments: [String] = []
         for item in announced {
-            let claim = item.status == .accepted ? claims[item.event.orderID] : nil
+            let claim = item.event.kind == .orderAccepted ? claims[item.event.orderID] : nil
             arguments += [item.event.orderID, item.status.rawValue, item.id.description, claim?.assignment ?? "", claim?.driver ?? "",
                           item.event.restaurantID ?? "", item.event.customerID ?? ""]
         }
         let recorded = try await redis.run(Scripts.applyOrderEvents,
                                            keys: [partition.stream] + announced.map { DeliveryKeys.order($0.event.orderID) },
                                            arguments: arguments, change: true)
-        return Int(recorded.int ?? 0)
+        // Orders waiting from before while a driver is on shift (a drain that did not finish):
+        // they go first.
+        let drained = waiting > 0 && !candidates.isEmpty ? try await assignWaiting() : 0
+        return Int(recorded.int ?? 0) + drained
+    }
+
+    public func setAvailability(_ driver: String, onShift: Bool) async throws(StorageError) {
+        _ = try await shift(onShift ? "ON" : "OFF", [driver])
+    }
+
+    public func enlistPool() async throws(StorageError) {
+        _ = try await shift("ENLIST", pool)
+    }
+
+    public func assignWaiting() async throws(StorageError) -> Int {
+        var assigned = 0
+        while true {
+            let (candidates, waiting) = try await shift("READ", [])
+            guard !candidates.isEmpty, !waiting.isEmpty else { return assigned }
+            let (claims, _) = try await claim(waiting, candidates: candidates)
+            for (partition, orders) in Dictionary(grouping: waiting, by: { OrderPartition(order: $0.order) }) {
+                var arguments: [String] = []
+                for order in orders {
+                    let claim = claims[order.order]
+                    arguments += [order.order, OrderStatus.accepted.rawValue, order.accepted.description, claim?.assignment ?? "",
+                                  claim?.driver ?? "", order.restaurant, order.customer]
+                }
+                let recorded = try await redis.run(Scripts.applyOrderEvents,
+                                                   keys: [partition.stream] + orders.map { DeliveryKeys.order($0.order) },
+                                                   arguments: arguments, change: true)
+                assigned += Int(recorded.int ?? 0)
+            }
+            if waiting.count < Self.waitingBatch { return assigned }
+        }
+    }
+
+    /// How many waiting orders one round of assignWaiting takes (shift.lua's limit).
+    static let waitingBatch = 256
+
+    /// An accepted order to give a driver: its ORDER_ACCEPTED's id, restaurant and customer.
+    struct WaitingOrder {
+        var order: String
+        var accepted: StreamID
+        var restaurant: String
+        var customer: String
+    }
+
+    typealias Claim = (assignment: String, driver: String)
+
+    private func driversOnShift() async throws(StorageError) -> [String] {
+        // Sorted: between drivers equally loaded, the first by name gets the order.
+        do { return (try await redis.send(["SMEMBERS", DeliveryKeys.onShift]).array ?? []).compactMap(\.string).sorted() } catch {
+            throw StorageError(error)
+        }
+    }
+
+    /// Claims the least loaded of `candidates` still on shift for each order (idempotent); an
+    /// order waits (no claim) while nobody is. Returns the claims and how many orders wait.
+    private func claim(_ orders: [WaitingOrder], candidates: [String]) async throws(StorageError) -> (claims: [String: Claim], waiting: Int) {
+        let reply = try await redis.run(
+            Scripts.claim,
+            keys: [DeliveryKeys.claims, DeliveryKeys.assignmentSequence, DeliveryKeys.assignmentOrder, DeliveryKeys.assignmentDriver,
+                   DeliveryKeys.assignmentStatus, DeliveryKeys.onShift, DeliveryKeys.waiting, DeliveryKeys.waitingDetails]
+                + candidates.flatMap { [DeliveryKeys.openAssignments(of: $0), DeliveryKeys.assignments(of: $0)] },
+            arguments: [String(candidates.count)] + candidates
+                + orders.flatMap { [$0.order, $0.accepted.description, $0.restaurant, $0.customer] },
+            change: true).array ?? []
+        guard reply.count == 2 * orders.count + 1, let waiting = reply.last?.int else {
+            throw StorageError(.failed, "claiming drivers answered \(reply)")
+        }
+        var claims: [String: Claim] = [:]
+        for (index, order) in orders.enumerated() {
+            let assignment = reply[2 * index].string ?? ""
+            if !assignment.isEmpty { claims[order.order] = (assignment, reply[2 * index + 1].string ?? "") }
+        }
+        return (claims, Int(waiting))
+    }
+
+    /// Runs shift.lua: the drivers on shift after the change, and the oldest waiting orders.
+    private func shift(_ mode: String, _ drivers: [String]) async throws(StorageError) -> (onShift: [String], waiting: [WaitingOrder]) {
+        let flat = (try await redis.run(Scripts.shift, keys: [DeliveryKeys.onShift, DeliveryKeys.knownDrivers, DeliveryKeys.waiting,
+                                                              DeliveryKeys.waitingDetails],
+                                        arguments: [mode] + drivers, change: true).array ?? []).map { $0.string ?? "" }
+        guard let bar = flat.firstIndex(of: "|") else { throw StorageError(.failed, "shift answered \(flat)") }
+        let waiting = stride(from: bar + 1, to: flat.count - 1, by: 2).compactMap { index -> WaitingOrder? in
+            let details = flat[index + 1].split(separator: " ", omittingEmptySubsequences: false).map(String.init)
+            guard details.count == 3, let accepted = StreamID(details[0]) else { return nil }
+            return WaitingOrder(order: flat[index], accepted: accepted, restaurant: details[1], customer: details[2])
+        }
+        return (flat[..<bar].sorted(), waiting)
     }
 
     public func applyAssignmentEvents(_ events: [PlatformEvent]) async throws(StorageError) {
@@ -207,6 +308,14 @@ enum DeliveryKeys {
     static func assignments(of driver: String) -> String { "delivery:{drivers}:driver:\(driver):assignments" }
     /// Counter: the driver's open assignments (least loaded gets the next automatic one).
     static func openAssignments(of driver: String) -> String { "delivery:{drivers}:driver:\(driver):active" }
+    /// Set: the drivers on shift, who take automatic assignments.
+    static let onShift = "delivery:{drivers}:on-shift"
+    /// Set: every driver put on or off shift, or enlisted, ever (a restart keeps their shifts).
+    static let knownDrivers = "delivery:{drivers}:known"
+    /// Sorted set: accepted orders waiting for a driver on shift, by acceptance (oldest first);
+    /// hash: per waiting order the id of its ORDER_ACCEPTED, its restaurant and customer.
+    static let waiting = "delivery:{drivers}:waiting"
+    static let waitingDetails = "delivery:{drivers}:waiting:details"
 }
 
 /// The functions the store runs: the service's Lua/*.lua as one library.
@@ -219,7 +328,8 @@ enum Scripts {
         module: "delivery", helpers: [assignmentLua, EventLua.unapplied],
         functions: ["apply_order_events": DeliveryLua.applyOrderEvents, "claim": DeliveryLua.claim, "assign": DeliveryLua.assign,
                     "update": DeliveryLua.update, "current_driver": DeliveryLua.currentDriver,
-                    "apply_assignment_events": DeliveryLua.applyAssignmentEvents, "assignments": DeliveryLua.assignments],
+                    "apply_assignment_events": DeliveryLua.applyAssignmentEvents, "assignments": DeliveryLua.assignments,
+                    "shift": DeliveryLua.shift],
         readOnly: ["current_driver", "assignments"])
     static let applyOrderEvents = library.function("apply_order_events")
     static let claim = library.function("claim")
@@ -228,4 +338,5 @@ enum Scripts {
     static let currentDriver = library.function("current_driver")
     static let applyAssignmentEvents = library.function("apply_assignment_events")
     static let assignments = library.function("assignments")
+    static let shift = library.function("shift")
 }

@@ -258,6 +258,7 @@ extension AccessPolicy {
             D.assignDriver.path: change(.roles([.operator]), order: requestOrder { (r: AssignDriverRequest) in r.orderId }),
             D.updateDeliveryStatus.path: change(.party([.driver], field { (r: UpdateDeliveryStatusRequest) in r.orderId }),
                                                 order: requestOrder { (r: UpdateDeliveryStatusRequest) in r.orderId }),
+            D.setDriverAvailability.path: change(.owner(.driver, field { (r: SetDriverAvailabilityRequest) in r.driverId })) { _, _ in nil },
             D.getDriverAssignments.path: read(.owner(.driver, field { (r: GetDriverAssignmentsRequest) in r.driverId })),
             D.watchDriverAssignments.path: read(.owner(.driver, field { (r: WatchDriverAssignmentsRequest) in r.driverId })),
         ]

@@ -180,3 +180,10 @@ extension DriverAssignmentUpdate: FieldListing {
 extension MarkOrderReadyResponse: FieldListing {
     var fields: [(name: String, value: String)] { [("order_id", orderId), ("status", status), ("kitchen_status", kitchenStatus)] }
 }
+
+extension SetDriverAvailabilityResponse: FieldListing {
+    var fields: [(name: String, value: String)] {
+        [("driver_id", driverId), ("status", status == .onShift ? "ON_SHIFT" : "OFF_SHIFT"),
+         ("waiting_orders_assigned", "\(waitingOrdersAssigned)")]
+    }
+}

@@ -308,7 +308,21 @@ struct RestaurantCommands: ParsableCommand {
 struct DeliveryCommands: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "delivery", abstract: "DeliveryService calls.",
-        subcommands: [Assign.self, Update.self, Assignments.self, WatchAssignments.self])
+        subcommands: [Assign.self, Update.self, Assignments.self, Shift.self, WatchAssignments.self])
+
+    struct Shift: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "shift", abstract: "SetDriverAvailability: on shift or off.")
+        @OptionGroup var connection: ConnectionOptions
+        @Option(help: "driver_id.") var driver: String
+        @Flag(help: "Off shift (default: on shift).") var off = false
+
+        func run() async throws {
+            let request = SetDriverAvailabilityRequest(driverId: driver, status: off ? .offShift : .onShift)
+            try await printResponse(connection) { services throws(ServiceError) in
+                try await services.delivery.call(as: .driver(driver)) { try await $0.setDriverAvailability(request, options: $1) }
+            }
+        }
+    }
 
     struct WatchAssignments: AsyncParsableCommand {
         static let configuration = CommandConfiguration(

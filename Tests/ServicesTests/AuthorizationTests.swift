@@ -159,6 +159,13 @@ func hmacSHA256(key: [UInt8], _ message: [UInt8]) -> [UInt8] {
             #expect(await updateMenu(r1) == nil)
             #expect(await updateMenu(op) == nil)
             for token in [r2, c1, d1, service] { #expect(await updateMenu(token) == .permissionDenied) }
+            func shift(_ token: String) async -> StatusCode? {
+                await outcome { try await deliveries.setDriverAvailability(SetDriverAvailabilityRequest(driverId: "d1", status: .onShift),
+                                                                           options: bearer(token)) }.code
+            }
+            #expect(await shift(d1) == nil)
+            #expect(await shift(op) == nil)
+            for token in [d2, c1, r1, service] { #expect(await shift(token) == .permissionDenied) }
             func pause(_ token: String) async -> StatusCode? {
                 await outcome { try await restaurants.setRestaurantStatus(SetRestaurantStatusRequest(restaurantId: "r1", status: .open),
                                                                           options: bearer(token)) }.code

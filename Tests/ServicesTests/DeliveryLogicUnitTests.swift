@@ -19,6 +19,8 @@ final class ScriptedDeliveryStore: DeliveryStore {
         var asked: [String] = []
         var failure: StorageError?
         var numbers: Int64 = 0
+        /// What assignWaiting answers.
+        var waitingAssigned = 0
     }
 
     let state = Mutex(State())
@@ -56,6 +58,18 @@ final class ScriptedDeliveryStore: DeliveryStore {
 
     func currentDriver(of order: String) async throws(StorageError) -> String? {
         try answer("driver \(order)") { _ in nil }
+    }
+
+    func setAvailability(_ driver: String, onShift: Bool) async throws(StorageError) {
+        try answer("shift \(driver) \(onShift ? "on" : "off")") { _ in }
+    }
+
+    func enlistPool() async throws(StorageError) {
+        try answer("enlist") { _ in }
+    }
+
+    func assignWaiting() async throws(StorageError) -> Int {
+        try answer("assign waiting") { state in state.waitingAssigned }
     }
 
     func applyOrderEvents(_ events: [PlatformEvent], in partition: OrderPartition) async throws(StorageError) -> Int { 0 }

@@ -15,6 +15,8 @@ PROTOBUF_C__BEGIN_DECLS
 #endif
 
 
+typedef struct DeliveryService__SetDriverAvailabilityRequest DeliveryService__SetDriverAvailabilityRequest;
+typedef struct DeliveryService__SetDriverAvailabilityResponse DeliveryService__SetDriverAvailabilityResponse;
 typedef struct DeliveryService__AssignDriverRequest DeliveryService__AssignDriverRequest;
 typedef struct DeliveryService__AssignDriverResponse DeliveryService__AssignDriverResponse;
 typedef struct DeliveryService__UpdateDeliveryStatusRequest DeliveryService__UpdateDeliveryStatusRequest;
@@ -28,8 +30,47 @@ typedef struct DeliveryService__DriverAssignmentUpdate DeliveryService__DriverAs
 
 /* --- enums --- */
 
+/*
+ * Whether a driver takes automatic assignments.
+ */
+typedef enum _DeliveryService__DriverAvailability {
+  DELIVERY_SERVICE__DRIVER_AVAILABILITY__DRIVER_AVAILABILITY_UNSPECIFIED = 0,
+  DELIVERY_SERVICE__DRIVER_AVAILABILITY__ON_SHIFT = 1,
+  DELIVERY_SERVICE__DRIVER_AVAILABILITY__OFF_SHIFT = 2
+    PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(DELIVERY_SERVICE__DRIVER_AVAILABILITY)
+} DeliveryService__DriverAvailability;
 
 /* --- messages --- */
+
+struct  DeliveryService__SetDriverAvailabilityRequest
+{
+  ProtobufCMessage base;
+  char *driver_id;
+  /*
+   * ON_SHIFT or OFF_SHIFT.
+   */
+  DeliveryService__DriverAvailability status;
+};
+#define DELIVERY_SERVICE__SET_DRIVER_AVAILABILITY_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&delivery_service__set_driver_availability_request__descriptor) \
+    , (char *)protobuf_c_empty_string, DELIVERY_SERVICE__DRIVER_AVAILABILITY__DRIVER_AVAILABILITY_UNSPECIFIED }
+
+
+struct  DeliveryService__SetDriverAvailabilityResponse
+{
+  ProtobufCMessage base;
+  char *driver_id;
+  DeliveryService__DriverAvailability status;
+  /*
+   * How many waiting orders were assigned (to the drivers on shift) because this one came on
+   * shift.
+   */
+  int32_t waiting_orders_assigned;
+};
+#define DELIVERY_SERVICE__SET_DRIVER_AVAILABILITY_RESPONSE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&delivery_service__set_driver_availability_response__descriptor) \
+    , (char *)protobuf_c_empty_string, DELIVERY_SERVICE__DRIVER_AVAILABILITY__DRIVER_AVAILABILITY_UNSPECIFIED, 0 }
+
 
 struct  DeliveryService__AssignDriverRequest
 {
@@ -154,6 +195,44 @@ struct  DeliveryService__DriverAssignmentUpdate
     , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0 }
 
 
+/* DeliveryService__SetDriverAvailabilityRequest methods */
+void   delivery_service__set_driver_availability_request__init
+                     (DeliveryService__SetDriverAvailabilityRequest         *message);
+size_t delivery_service__set_driver_availability_request__get_packed_size
+                     (const DeliveryService__SetDriverAvailabilityRequest   *message);
+size_t delivery_service__set_driver_availability_request__pack
+                     (const DeliveryService__SetDriverAvailabilityRequest   *message,
+                      uint8_t             *out);
+size_t delivery_service__set_driver_availability_request__pack_to_buffer
+                     (const DeliveryService__SetDriverAvailabilityRequest   *message,
+                      ProtobufCBuffer     *buffer);
+DeliveryService__SetDriverAvailabilityRequest *
+       delivery_service__set_driver_availability_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   delivery_service__set_driver_availability_request__free_unpacked
+                     (DeliveryService__SetDriverAvailabilityRequest *message,
+                      ProtobufCAllocator *allocator);
+/* DeliveryService__SetDriverAvailabilityResponse methods */
+void   delivery_service__set_driver_availability_response__init
+                     (DeliveryService__SetDriverAvailabilityResponse         *message);
+size_t delivery_service__set_driver_availability_response__get_packed_size
+                     (const DeliveryService__SetDriverAvailabilityResponse   *message);
+size_t delivery_service__set_driver_availability_response__pack
+                     (const DeliveryService__SetDriverAvailabilityResponse   *message,
+                      uint8_t             *out);
+size_t delivery_service__set_driver_availability_response__pack_to_buffer
+                     (const DeliveryService__SetDriverAvailabilityResponse   *message,
+                      ProtobufCBuffer     *buffer);
+DeliveryService__SetDriverAvailabilityResponse *
+       delivery_service__set_driver_availability_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   delivery_service__set_driver_availability_response__free_unpacked
+                     (DeliveryService__SetDriverAvailabilityResponse *message,
+                      ProtobufCAllocator *allocator);
 /* DeliveryService__AssignDriverRequest methods */
 void   delivery_service__assign_driver_request__init
                      (DeliveryService__AssignDriverRequest         *message);
@@ -327,6 +406,12 @@ void   delivery_service__driver_assignment_update__free_unpacked
                       ProtobufCAllocator *allocator);
 /* --- per-message closures --- */
 
+typedef void (*DeliveryService__SetDriverAvailabilityRequest_Closure)
+                 (const DeliveryService__SetDriverAvailabilityRequest *message,
+                  void *closure_data);
+typedef void (*DeliveryService__SetDriverAvailabilityResponse_Closure)
+                 (const DeliveryService__SetDriverAvailabilityResponse *message,
+                  void *closure_data);
 typedef void (*DeliveryService__AssignDriverRequest_Closure)
                  (const DeliveryService__AssignDriverRequest *message,
                   void *closure_data);
@@ -377,6 +462,10 @@ struct DeliveryService__DeliveryService_Service
                                    const DeliveryService__WatchDriverAssignmentsRequest *input,
                                    DeliveryService__DriverAssignmentUpdate_Closure closure,
                                    void *closure_data);
+  void (*set_driver_availability)(DeliveryService__DeliveryService_Service *service,
+                                  const DeliveryService__SetDriverAvailabilityRequest *input,
+                                  DeliveryService__SetDriverAvailabilityResponse_Closure closure,
+                                  void *closure_data);
 };
 typedef void (*DeliveryService__DeliveryService_ServiceDestroy)(DeliveryService__DeliveryService_Service *);
 void delivery_service__delivery_service__init (DeliveryService__DeliveryService_Service *service,
@@ -388,7 +477,8 @@ void delivery_service__delivery_service__init (DeliveryService__DeliveryService_
       function_prefix__ ## assign_driver,\
       function_prefix__ ## update_delivery_status,\
       function_prefix__ ## get_driver_assignments,\
-      function_prefix__ ## watch_driver_assignments  }
+      function_prefix__ ## watch_driver_assignments,\
+      function_prefix__ ## set_driver_availability  }
 void delivery_service__delivery_service__assign_driver(ProtobufCService *service,
                                                        const DeliveryService__AssignDriverRequest *input,
                                                        DeliveryService__AssignDriverResponse_Closure closure,
@@ -405,9 +495,16 @@ void delivery_service__delivery_service__watch_driver_assignments(ProtobufCServi
                                                                   const DeliveryService__WatchDriverAssignmentsRequest *input,
                                                                   DeliveryService__DriverAssignmentUpdate_Closure closure,
                                                                   void *closure_data);
+void delivery_service__delivery_service__set_driver_availability(ProtobufCService *service,
+                                                                 const DeliveryService__SetDriverAvailabilityRequest *input,
+                                                                 DeliveryService__SetDriverAvailabilityResponse_Closure closure,
+                                                                 void *closure_data);
 
 /* --- descriptors --- */
 
+extern const ProtobufCEnumDescriptor    delivery_service__driver_availability__descriptor;
+extern const ProtobufCMessageDescriptor delivery_service__set_driver_availability_request__descriptor;
+extern const ProtobufCMessageDescriptor delivery_service__set_driver_availability_response__descriptor;
 extern const ProtobufCMessageDescriptor delivery_service__assign_driver_request__descriptor;
 extern const ProtobufCMessageDescriptor delivery_service__assign_driver_response__descriptor;
 extern const ProtobufCMessageDescriptor delivery_service__update_delivery_status_request__descriptor;

@@ -47,11 +47,11 @@ enum DeliveryLua {
     -- KEYS: the partition's stream, then the delivery record of each event's order
     -- (`DeliveryKeys.order`). ARGV per event: the order id, the order status the event announces, its
     -- event id, and for an ACCEPTED order its claimed assignment, driver, restaurant and customer (''
-    -- otherwise). Each
-    -- record's `order_status` follows the newest of the events; each ACCEPTED order gets its claimed
-    -- assignment recorded, with DRIVER_ASSIGNED, once (`auto_assigned`); a CANCELED order's open
-    -- assignment ends, with DELIVERY_STATUS CANCELED (which frees its driver in the pool). Returns
-    -- how many were recorded now.
+    -- otherwise). Each record's `order_status` follows the newest of the events; each ACCEPTED order
+    -- gets its claimed assignment recorded, with DRIVER_ASSIGNED, once (`auto_assigned`); a CANCELED
+    -- order's open assignment ends, with DELIVERY_STATUS CANCELED (which frees its driver in the
+    -- pool), and so does a claim that comes for an order canceled meanwhile (one that waited for a
+    -- driver). Returns how many were recorded now.
     local stream = KEYS[1]
     local recorded = 0
     for i = 2, #KEYS do
@@ -63,11 +63,17 @@ enum DeliveryLua {
         end
         local assignment, driver, restaurant, customer = ARGV[a + 4], ARGV[a + 5], ARGV[a + 6], ARGV[a + 7]
         if assignment ~= '' and not redis.call('HGET', key, 'auto_assigned') then
+            local canceled = redis.call('HGET', key, 'order_status') == Status.CANCELED
             redis.call('HSET', key, 'accepted', '1', 'auto_assigned', '1', 'restaurant', restaurant, 'customer', customer,
-                'assignment', assignment, 'driver', driver, 'assignment_status', Stage.ASSIGNED)
-            emit(stream, Kind.DRIVER_ASSIGNED, order, driver, {Field.driver, driver, Field.assignment, assignment,
-                Field.restaurant, restaurant, Field.customer, customer})
-            recorded = recorded + 1
+                'assignment', assignment, 'driver', driver, 'assignment_status', canceled and CANCELED or Stage.ASSIGNED)
+            if canceled then
+                emit(stream, Kind.DELIVERY_STATUS, order, CANCELED, {Field.driver, driver, Field.assignment, assignment,
+                    Field.restaurant, restaurant, Field.customer, customer})
+            else
+                emit(stream, Kind.DRIVER_ASSIGNED, order, driver, {Field.driver, driver, Field.assignment, assignment,
+                    Field.restaurant, restaurant, Field.customer, customer})
+                recorded = recorded + 1
+            end
         end
         if status == Status.CANCELED then
             local open = redis.call('HMGET', key, 'assignment', 'driver', 'assignment_status', 'restaurant', 'customer')
@@ -135,39 +141,57 @@ enum DeliveryLua {
     /// Lua/claim.lua
     static let claim = #"""
     -- In the driver pool's slot. KEYS: the claims (order -> assignment), the assignment sequence, the
-    -- assignments' order, driver and status hashes, then per pool driver its open-assignment
-    -- counter and its assignments (a sorted set by assignment number). ARGV: the pool size k, the k
-    -- drivers, then the orders to assign. Gives each order that has no claim yet the least loaded
-    -- driver and a new assignment; an order claimed before (a replay, another replica, a crash
-    -- before the assignment was recorded) keeps its claim. Returns assignment, driver per order.
+    -- assignments' order, driver and status hashes, the drivers on shift, the waiting orders (sorted
+    -- by acceptance) and their details, then per candidate driver (those on shift a moment ago) its
+    -- open-assignment counter and its assignments (a sorted set by assignment number). ARGV: the
+    -- number of candidates k, the k drivers, then per order its id, the id of its ORDER_ACCEPTED, its
+    -- restaurant and customer. Gives each order that has no claim yet the least loaded candidate
+    -- still on shift and a new assignment; an order claimed before (a replay, another replica, a
+    -- crash before the assignment was recorded) keeps its claim. With nobody on shift the order
+    -- waits (its details kept, for when a driver comes on shift). Returns per order its assignment
+    -- and driver ('' and '' while it waits), then how many orders are waiting.
     local claims, sequence, assignmentOrder, assignmentDriver, assignmentStatus = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-    local poolSize = tonumber(ARGV[1])
+    local onShift, waiting, waitingDetails = KEYS[6], KEYS[7], KEYS[8]
+    local candidates = tonumber(ARGV[1])
     local out = {}
-    for i = 2 + poolSize, #ARGV do
-        local order = ARGV[i]
+    for i = 2 + candidates, #ARGV, 4 do
+        local order, accepted = ARGV[i], ARGV[i + 1]
         local claimed = redis.call('HGET', claims, order)
         if claimed then
             out[#out + 1] = claimed
             out[#out + 1] = redis.call('HGET', assignmentDriver, claimed)
         else
-            local best, bestLoad = 1, nil
-            for p = 1, poolSize do
-                local load = tonumber(redis.call('GET', KEYS[4 + 2 * p]) or '0')
-                if bestLoad == nil or load < bestLoad then best, bestLoad = p, load end
+            local best, bestLoad = nil, nil
+            for p = 1, candidates do
+                if redis.call('SISMEMBER', onShift, ARGV[1 + p]) == 1 then
+                    local load = tonumber(redis.call('GET', KEYS[7 + 2 * p]) or '0')
+                    if bestLoad == nil or load < bestLoad then best, bestLoad = p, load end
+                end
             end
-            local number = redis.call('INCR', sequence)
-            local id = 'assignment_' .. number
-            local driver = ARGV[1 + best]
-            redis.call('HSET', assignmentOrder, id, order)
-            redis.call('HSET', assignmentDriver, id, driver)
-            redis.call('HSET', assignmentStatus, id, Stage.ASSIGNED)
-            redis.call('INCR', KEYS[4 + 2 * best])
-            redis.call('ZADD', KEYS[5 + 2 * best], number, id)
-            redis.call('HSET', claims, order, id)
-            out[#out + 1] = id
-            out[#out + 1] = driver
+            if best then
+                local number = redis.call('INCR', sequence)
+                local id = 'assignment_' .. number
+                local driver = ARGV[1 + best]
+                redis.call('HSET', assignmentOrder, id, order)
+                redis.call('HSET', assignmentDriver, id, driver)
+                redis.call('HSET', assignmentStatus, id, Stage.ASSIGNED)
+                redis.call('INCR', KEYS[7 + 2 * best])
+                redis.call('ZADD', KEYS[8 + 2 * best], number, id)
+                redis.call('HSET', claims, order, id)
+                redis.call('ZREM', waiting, order)
+                redis.call('HDEL', waitingDetails, order)
+                out[#out + 1] = id
+                out[#out + 1] = driver
+            else
+                local ms, seq = string.match(accepted, '(%d+)-(%d+)')
+                redis.call('ZADD', waiting, 'NX', tonumber(ms) * 1000 + math.min(tonumber(seq), 999), order)
+                redis.call('HSET', waitingDetails, order, accepted .. ' ' .. ARGV[i + 2] .. ' ' .. ARGV[i + 3])
+                out[#out + 1] = ''
+                out[#out + 1] = ''
+            end
         end
     end
+    out[#out + 1] = redis.call('ZCARD', waiting)
     return out
     """#
     /// Lua/current_driver.lua
@@ -176,6 +200,31 @@ enum DeliveryLua {
     local fields = redis.call('HMGET', KEYS[1], 'assignment', 'driver')
     if not fields[1] then return false end
     return fields[2]
+    """#
+    /// Lua/shift.lua
+    static let shift = #"""
+    -- In the driver pool's slot. KEYS: the drivers on shift, the drivers known, the waiting orders
+    -- and their details. ARGV: 'ON' or 'OFF', then drivers; or 'ENLIST', then drivers: those never
+    -- known before come on shift (the pool named at start), the others keep what was set; or 'READ'
+    -- alone. Returns
+    -- the drivers on shift, then (after a '|') up to 256 waiting orders, oldest first, each as its
+    -- id and details (the id of its ORDER_ACCEPTED, restaurant and customer, space-separated).
+    local onShift, known, waiting, details = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+    for i = 2, #ARGV do
+        if ARGV[1] == 'ENLIST' then
+            if redis.call('SADD', known, ARGV[i]) == 1 then redis.call('SADD', onShift, ARGV[i]) end
+        else
+            redis.call('SADD', known, ARGV[i])
+            if ARGV[1] == 'ON' then redis.call('SADD', onShift, ARGV[i]) else redis.call('SREM', onShift, ARGV[i]) end
+        end
+    end
+    local out = redis.call('SMEMBERS', onShift)
+    out[#out + 1] = '|'
+    for _, order in ipairs(redis.call('ZRANGE', waiting, 0, 255)) do
+        out[#out + 1] = order
+        out[#out + 1] = redis.call('HGET', details, order) or ''
+    end
+    return out
     """#
     /// Lua/update.lua
     static let update = #"""

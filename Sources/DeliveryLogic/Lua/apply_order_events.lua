@@ -1,11 +1,11 @@
 -- KEYS: the partition's stream, then the delivery record of each event's order
 -- (`DeliveryKeys.order`). ARGV per event: the order id, the order status the event announces, its
 -- event id, and for an ACCEPTED order its claimed assignment, driver, restaurant and customer (''
--- otherwise). Each
--- record's `order_status` follows the newest of the events; each ACCEPTED order gets its claimed
--- assignment recorded, with DRIVER_ASSIGNED, once (`auto_assigned`); a CANCELED order's open
--- assignment ends, with DELIVERY_STATUS CANCELED (which frees its driver in the pool). Returns
--- how many were recorded now.
+-- otherwise). Each record's `order_status` follows the newest of the events; each ACCEPTED order
+-- gets its claimed assignment recorded, with DRIVER_ASSIGNED, once (`auto_assigned`); a CANCELED
+-- order's open assignment ends, with DELIVERY_STATUS CANCELED (which frees its driver in the
+-- pool), and so does a claim that comes for an order canceled meanwhile (one that waited for a
+-- driver). Returns how many were recorded now.
 local stream = KEYS[1]
 local recorded = 0
 for i = 2, #KEYS do
@@ -17,11 +17,17 @@ for i = 2, #KEYS do
     end
     local assignment, driver, restaurant, customer = ARGV[a + 4], ARGV[a + 5], ARGV[a + 6], ARGV[a + 7]
     if assignment ~= '' and not redis.call('HGET', key, 'auto_assigned') then
+        local canceled = redis.call('HGET', key, 'order_status') == Status.CANCELED
         redis.call('HSET', key, 'accepted', '1', 'auto_assigned', '1', 'restaurant', restaurant, 'customer', customer,
-            'assignment', assignment, 'driver', driver, 'assignment_status', Stage.ASSIGNED)
-        emit(stream, Kind.DRIVER_ASSIGNED, order, driver, {Field.driver, driver, Field.assignment, assignment,
-            Field.restaurant, restaurant, Field.customer, customer})
-        recorded = recorded + 1
+            'assignment', assignment, 'driver', driver, 'assignment_status', canceled and CANCELED or Stage.ASSIGNED)
+        if canceled then
+            emit(stream, Kind.DELIVERY_STATUS, order, CANCELED, {Field.driver, driver, Field.assignment, assignment,
+                Field.restaurant, restaurant, Field.customer, customer})
+        else
+            emit(stream, Kind.DRIVER_ASSIGNED, order, driver, {Field.driver, driver, Field.assignment, assignment,
+                Field.restaurant, restaurant, Field.customer, customer})
+            recorded = recorded + 1
+        end
     end
     if status == Status.CANCELED then
         local open = redis.call('HMGET', key, 'assignment', 'driver', 'assignment_status', 'restaurant', 'customer')

@@ -5,6 +5,96 @@ import CPlatformProtos
 import ProtobufRuntime
 import RPCCore
 
+/// Whether a driver takes automatic assignments.
+///
+/// `delivery_service.DriverAvailability`: an open enum, so values from newer peers survive.
+public struct DriverAvailability: RawRepresentable, Hashable, Sendable {
+    public var rawValue: Int32
+    public init(rawValue: Int32) { self.rawValue = rawValue }
+    public static let driverAvailabilityUnspecified = DriverAvailability(rawValue: 0)
+    public static let onShift = DriverAvailability(rawValue: 1)
+    public static let offShift = DriverAvailability(rawValue: 2)
+}
+
+/// `delivery_service.SetDriverAvailabilityRequest`
+public struct SetDriverAvailabilityRequest: GRPCMessage, Equatable {
+    public var driverId: String = ""
+    /// ON_SHIFT or OFF_SHIFT.
+    public var status: DriverAvailability = DriverAvailability(rawValue: 0)
+
+    public init() {}
+
+    public init(driverId: String = "", status: DriverAvailability = DriverAvailability(rawValue: 0)) {
+        self.driverId = driverId
+        self.status = status
+    }
+
+    func fill(_ c: inout DeliveryService__SetDriverAvailabilityRequest, arena: CArena) {
+        delivery_service__set_driver_availability_request__init(&c)
+        c.driver_id = arena.cString(driverId)
+        c.status = .init(rawValue: numericCast(status.rawValue))
+    }
+
+    init(_ c: DeliveryService__SetDriverAvailabilityRequest) {
+        driverId = CArena.string(c.driver_id)
+        status = .init(rawValue: numericCast(c.status.rawValue))
+    }
+
+    public func serializedBytes() -> [UInt8] {
+        let arena = CArena()
+        defer { arena.release() }
+        var c = DeliveryService__SetDriverAvailabilityRequest()
+        fill(&c, arena: arena)
+        return CArena.pack(&c, size: delivery_service__set_driver_availability_request__get_packed_size, pack: delivery_service__set_driver_availability_request__pack)
+    }
+
+    public init(serializedBytes bytes: [UInt8]) throws(MessageDecodingError) {
+        self = try CArena.unpack(bytes, unpack: delivery_service__set_driver_availability_request__unpack, free: delivery_service__set_driver_availability_request__free_unpacked) { Self($0) }
+    }
+}
+
+/// `delivery_service.SetDriverAvailabilityResponse`
+public struct SetDriverAvailabilityResponse: GRPCMessage, Equatable {
+    public var driverId: String = ""
+    public var status: DriverAvailability = DriverAvailability(rawValue: 0)
+    /// How many waiting orders were assigned (to the drivers on shift) because this one came on
+    /// shift.
+    public var waitingOrdersAssigned: Int32 = 0
+
+    public init() {}
+
+    public init(driverId: String = "", status: DriverAvailability = DriverAvailability(rawValue: 0), waitingOrdersAssigned: Int32 = 0) {
+        self.driverId = driverId
+        self.status = status
+        self.waitingOrdersAssigned = waitingOrdersAssigned
+    }
+
+    func fill(_ c: inout DeliveryService__SetDriverAvailabilityResponse, arena: CArena) {
+        delivery_service__set_driver_availability_response__init(&c)
+        c.driver_id = arena.cString(driverId)
+        c.status = .init(rawValue: numericCast(status.rawValue))
+        c.waiting_orders_assigned = waitingOrdersAssigned
+    }
+
+    init(_ c: DeliveryService__SetDriverAvailabilityResponse) {
+        driverId = CArena.string(c.driver_id)
+        status = .init(rawValue: numericCast(c.status.rawValue))
+        waitingOrdersAssigned = c.waiting_orders_assigned
+    }
+
+    public func serializedBytes() -> [UInt8] {
+        let arena = CArena()
+        defer { arena.release() }
+        var c = DeliveryService__SetDriverAvailabilityResponse()
+        fill(&c, arena: arena)
+        return CArena.pack(&c, size: delivery_service__set_driver_availability_response__get_packed_size, pack: delivery_service__set_driver_availability_response__pack)
+    }
+
+    public init(serializedBytes bytes: [UInt8]) throws(MessageDecodingError) {
+        self = try CArena.unpack(bytes, unpack: delivery_service__set_driver_availability_response__unpack, free: delivery_service__set_driver_availability_response__free_unpacked) { Self($0) }
+    }
+}
+
 /// `delivery_service.AssignDriverRequest`
 public struct AssignDriverRequest: GRPCMessage, Equatable {
     public var orderId: String = ""
@@ -358,6 +448,7 @@ public enum DeliveryServiceMethods {
     public static let updateDeliveryStatus = MethodDescriptor<UpdateDeliveryStatusRequest, UpdateDeliveryStatusResponse>(service: serviceName, method: "UpdateDeliveryStatus")
     public static let getDriverAssignments = MethodDescriptor<GetDriverAssignmentsRequest, GetDriverAssignmentsResponse>(service: serviceName, method: "GetDriverAssignments")
     public static let watchDriverAssignments = MethodDescriptor<WatchDriverAssignmentsRequest, DriverAssignmentUpdate>(service: serviceName, method: "WatchDriverAssignments", kind: .serverStreaming)
+    public static let setDriverAvailability = MethodDescriptor<SetDriverAvailabilityRequest, SetDriverAvailabilityResponse>(service: serviceName, method: "SetDriverAvailability")
 }
 
 /// Implements `delivery_service.DeliveryService`: one async method per RPC; throw `RPCError` to fail a call.
@@ -368,6 +459,10 @@ public protocol DeliveryServiceProvider: Sendable {
     /// A driver's app: the driver's open assignments first, then every new assignment and every
     /// change of one, as they happen. Runs until the client cancels it.
     func watchDriverAssignments(_ request: WatchDriverAssignmentsRequest, responses: RPCWriter<DriverAssignmentUpdate>, context: ServerContext) async throws
+    /// Puts a driver on shift or off. Automatic assignment picks the least loaded driver on shift;
+    /// with nobody on shift, accepted orders wait, and a driver coming on shift gets them, oldest
+    /// first. A driver going off shift keeps the deliveries already assigned.
+    func setDriverAvailability(_ request: SetDriverAvailabilityRequest, context: ServerContext) async throws -> SetDriverAvailabilityResponse
 }
 
 extension DeliveryServiceProvider {
@@ -378,6 +473,7 @@ extension DeliveryServiceProvider {
             Route(DeliveryServiceMethods.updateDeliveryStatus) { try await self.updateDeliveryStatus($0, context: $1) },
             Route(DeliveryServiceMethods.getDriverAssignments) { try await self.getDriverAssignments($0, context: $1) },
             Route(serverStreaming: DeliveryServiceMethods.watchDriverAssignments) { try await self.watchDriverAssignments($0, responses: $1, context: $2) },
+            Route(DeliveryServiceMethods.setDriverAvailability) { try await self.setDriverAvailability($0, context: $1) },
         ])
     }
 }
@@ -404,5 +500,12 @@ public struct DeliveryServiceClient: Sendable {
     /// change of one, as they happen. Runs until the client cancels it.
     public func watchDriverAssignments<Result: Sendable>(_ request: WatchDriverAssignmentsRequest, options: CallOptions = CallOptions(), onResponse handle: (RPCAsyncSequence<DriverAssignmentUpdate>) async throws -> Result) async throws -> Result {
         try await transport.serverStreaming(DeliveryServiceMethods.watchDriverAssignments, request, options: options, onResponse: handle)
+    }
+
+    /// Puts a driver on shift or off. Automatic assignment picks the least loaded driver on shift;
+    /// with nobody on shift, accepted orders wait, and a driver coming on shift gets them, oldest
+    /// first. A driver going off shift keeps the deliveries already assigned.
+    public func setDriverAvailability(_ request: SetDriverAvailabilityRequest, options: CallOptions = CallOptions()) async throws(RPCError) -> SetDriverAvailabilityResponse {
+        try await transport.call(DeliveryServiceMethods.setDriverAvailability, request, options: options)
     }
 }
