@@ -154,6 +154,7 @@ public struct DeliveryServiceLogic: DeliveryServiceProvider, OrderPartiesLookup 
         case .updated: return UpdateDeliveryStatusResponse(orderId: order, status: stage.rawValue)
         case .noAssignment: throw RPCError(.notFound, "order \(order) has no driver assigned")
         case .delivered: throw RPCError(.failedPrecondition, "order \(order) is already delivered")
+        case .failed: throw RPCError(.failedPrecondition, "the delivery of order \(order) failed: it needs a new assignment (AssignDriver)")
         case .canceled: throw RPCError(.failedPrecondition, "order \(order) was canceled")
         case .behind: throw RPCError(.unavailable, "the delivery service is catching up on events; try again")
         }

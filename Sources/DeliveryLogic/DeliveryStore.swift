@@ -52,6 +52,8 @@ public enum UpdateOutcome: Sendable, Equatable {
     case updated
     case noAssignment
     case delivered
+    /// The current assignment failed: the order needs a new one first.
+    case failed
     case canceled
     case behind
 }
@@ -108,6 +110,7 @@ public struct RedisDeliveryStore: DeliveryStore {
         case ["UPDATED"]: return .updated
         case ["NO_ASSIGNMENT"]: return .noAssignment
         case ["DELIVERED"]: return .delivered
+        case ["FAILED"]: return .failed
         case ["CANCELED"]: return .canceled
         case [PlatformEvents.behind]: return .behind
         default: throw StorageError(.failed, "update answered \(parts)")

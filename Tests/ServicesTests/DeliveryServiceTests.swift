@@ -115,6 +115,10 @@ import Testing
             let id = try await platform.placeAcceptedOrder()
             _ = try await deliveries.updateDeliveryStatus(UpdateDeliveryStatusRequest(orderId: id, status: "FAILED"))
             #expect(try await platform.orderStatus(id) == "DELIVERY_FAILED")
+            // The failed assignment is over: a stage for it is refused until a new assignment.
+            #expect(await statusCode { try await deliveries.updateDeliveryStatus(UpdateDeliveryStatusRequest(orderId: id, status: "PICKED_UP")) }
+                == .failedPrecondition)
+            #expect(try await platform.orderStatus(id) == "DELIVERY_FAILED")
             _ = try await deliveries.assignDriver(AssignDriverRequest(orderId: id, driverId: "frank"))
             #expect(try await platform.orderStatus(id) == "ASSIGNED")
             _ = try await deliveries.updateDeliveryStatus(UpdateDeliveryStatusRequest(orderId: id, status: "DELIVERED"))

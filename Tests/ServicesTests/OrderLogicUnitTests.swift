@@ -135,8 +135,8 @@ final class InMemoryOrderStore: OrderStore {
             guard let order = state.orders[id] else { return .notFound }
             let owner = order.order.restaurant.isEmpty ? order.decidedBy : order.order.restaurant
             if let owner, owner != restaurant { return .otherRestaurant(owner) }
-            if order.kitchen == .ready { return .ready(order.status) }
             guard order.status == .accepted || order.status == .assigned else { return .notPreparing(order.status.rawValue) }
+            if order.kitchen == .ready { return .ready(order.status) }
             state.orders[id]?.kitchen = .ready
             return .ready(order.status)
         }
