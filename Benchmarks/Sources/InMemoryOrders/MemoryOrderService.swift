@@ -93,6 +93,14 @@ public final class MemoryOrderService: OrderServiceProvider {
         throw RPCError(.unimplemented, "the benchmark server serves the peers' three methods only")
     }
 
+    public func recordOrderReady(_ request: RecordOrderReadyRequest, context: ServerContext) async throws -> RecordOrderReadyResponse {
+        throw RPCError(.unimplemented, "the benchmark server serves the peers' three methods only")
+    }
+
+    public func listOrders(_ request: ListOrdersRequest, context: ServerContext) async throws -> ListOrdersResponse {
+        throw RPCError(.unimplemented, "the benchmark server serves the peers' three methods only")
+    }
+
     public func watchOrder(_ request: WatchOrderRequest, responses: RPCWriter<OrderUpdate>, context: ServerContext) async throws {
         let (updates, continuation) = AsyncStream<OrderUpdate>.makeStream(bufferingPolicy: .unbounded)
         // The current state and the registration happen under one lock, so no change can fall

@@ -53,6 +53,16 @@ struct InteropOrderService: OrderServiceProvider {
         return try await orders.recordRestaurantDecision(request, context: context)
     }
 
+    func recordOrderReady(_ request: RecordOrderReadyRequest, context: ServerContext) async throws -> RecordOrderReadyResponse {
+        try await prepare(context)
+        return try await orders.recordOrderReady(request, context: context)
+    }
+
+    func listOrders(_ request: ListOrdersRequest, context: ServerContext) async throws -> ListOrdersResponse {
+        try await prepare(context)
+        return try await orders.listOrders(request, context: context)
+    }
+
     func watchOrder(_ request: WatchOrderRequest, responses: RPCWriter<OrderUpdate>, context: ServerContext) async throws {
         try await prepare(context)
         try await orders.watchOrder(request, responses: responses, context: context)
