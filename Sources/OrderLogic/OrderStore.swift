@@ -221,20 +221,32 @@ public struct RedisOrderStore: OrderStore {
         let reply = try await redis.run(Scripts.get, keys: [keys.partition.stream, keys.order, keys.items, keys.lines],
                                         arguments: [id, consumerGroup, applyingUnapplied ? Scripts.applyUnapplied : ""], change: false)
         if reply.string == Scripts.behind { return .behind }
-        guard let fields = reply.array, fields.count == 17, let status = fields[0].string else { return .notFound }
-        let text = fields.map { $0.string ?? "" }
-        let flatLines = (fields[5].array ?? []).map { $0.string ?? "" }
-        let lines = stride(from: 0, to: flatLines.count - 4, by: 5).map { index in
+        guard let fields = reply.array, fields.count == 5, let status = fields[0].string else { return .notFound }
+        var view = OrderView(status: status, items: (fields[2].array ?? []).compactMap(\.string), totalPrice: fields[1].string.flatMap(Double.init) ?? 0)
+        let present = fields[3].array ?? []
+        guard !present.isEmpty else { return .found(view) }
+        var optional: [String: String] = [:]
+        for index in stride(from: 0, to: present.count - 1, by: 2) {
+            if let name = present[index].string { optional[name] = present[index + 1].string }
+        }
+        let flatLines = (fields[4].array ?? []).map { $0.string ?? "" }
+        view.lines = stride(from: 0, to: flatLines.count - 4, by: 5).map { index in
             let quantity = Int32(flatLines[index + 2]) ?? 0, unit = Int64(flatLines[index + 4]) ?? 0
             return PricedLine(menuItemId: flatLines[index], name: flatLines[index + 1], quantity: quantity, note: flatLines[index + 3],
                               unitPriceCents: unit, lineTotalCents: unit * Int64(quantity))
         }
-        return .found(OrderView(status: status, items: (fields[2].array ?? []).compactMap(\.string),
-                                totalPrice: Double(text[1]) ?? 0, lines: lines, totalCents: Int64(text[3]) ?? 0, currency: text[4],
-                                address: Address(street: text[6], city: text[7], postalCode: text[8], notes: text[9]),
-                                estimatedReadyAtUnixMs: Int64(text[10]) ?? 0, rejectionReason: RejectionReason(rawValue: text[11]),
-                                rejectionMessage: text[12], kitchen: KitchenStatus(rawValue: text[13]), delivery: text[14],
-                                canceledBy: CancelingParty(rawValue: text[15]), cancelReason: text[16]))
+        view.totalCents = optional["total_cents"].flatMap { Int64($0) } ?? 0
+        view.currency = optional["currency"] ?? ""
+        view.address = Address(street: optional["address_street"] ?? "", city: optional["address_city"] ?? "",
+                               postalCode: optional["address_postal_code"] ?? "", notes: optional["address_notes"] ?? "")
+        view.estimatedReadyAtUnixMs = optional["estimated_ready_at"].flatMap { Int64($0) } ?? 0
+        view.rejectionReason = optional["reject_reason"].flatMap(RejectionReason.init(rawValue:))
+        view.rejectionMessage = optional["reject_message"] ?? ""
+        view.kitchen = optional["kitchen_status"].flatMap(KitchenStatus.init(rawValue:))
+        view.delivery = optional["delivery_status"] ?? ""
+        view.canceledBy = optional["canceled_by"].flatMap(CancelingParty.init(rawValue:))
+        view.cancelReason = optional["cancel_reason"] ?? ""
+        return .found(view)
     }
 
     public func cancel(_ id: String, by party: CancelingParty, reason: String, consumerGroup: String,
