@@ -397,6 +397,11 @@ struct OrderKeys {
         lines = order + ":lines"
     }
 
+    /// The order hash's fields that only some orders have (GetOrderStatus reads them when present).
+    static let optionalFields = ["total_cents", "currency", "address_street", "address_city", "address_postal_code", "address_notes",
+                                 "estimated_ready_at", "reject_reason", "reject_message", "kitchen_status", "delivery_status",
+                                 "canceled_by", "cancel_reason"]
+
     /// The number in an order's id (`order_<n>`): what lists order by.
     static func number(of id: String) -> Int64 { Int64(id.dropFirst("order_".count)) ?? 0 }
 
@@ -425,7 +430,8 @@ struct OrderKeys {
 /// The functions the store runs: the service's Lua/*.lua as one library.
 enum Scripts {
     static let library = LuaLibrary(
-        module: "order", helpers: [EventLua.unapplied, OrderLua.applyStage],
+        module: "order", helpers: [EventLua.unapplied, OrderLua.applyStage,
+                                   "local optionalOrderField = {" + OrderKeys.optionalFields.map { "\($0) = true" }.joined(separator: ", ") + "}"],
         functions: ["place": OrderLua.place, "get": OrderLua.get, "claim_request": OrderLua.claimRequest, "ready": OrderLua.ready, "summaries": OrderLua.summaries, "watch_snapshot": OrderLua.watchSnapshot,
                     "cancel": OrderLua.cancel, "decide": OrderLua.decide, "apply_delivery_events": OrderLua.applyDeliveryEvents],
         readOnly: ["watch_snapshot", "summaries"])

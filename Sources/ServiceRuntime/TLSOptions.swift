@@ -6,7 +6,9 @@
 //
 // For a service's own calls to another one, `clientTLS(env:)` reads `<PREFIX>_TLS_CA` (the CA to
 // trust; TLS is on when it is set) and optionally `<PREFIX>_TLS_CERT`/`<PREFIX>_TLS_KEY` (a client
-// certificate, for a server that requires mTLS): the restaurant service's `ORDER_SERVICE_TLS_CA`.
+// certificate, for a server that requires mTLS): the restaurant service's `ORDER_SERVICE_TLS_CA`,
+// the order service's `RESTAURANT_SERVICE_TLS_CA`. `peerChannel` builds the whole channel: the
+// address from a flag or `<PREFIX>_ADDR`, then that TLS.
 import ArgumentParser
 import GRPCHTTP2
 
@@ -34,6 +36,18 @@ public struct TLSOptions: ParsableArguments, Sendable {
         default:
             throw ValidationError("TLS_CERT and TLS_KEY go together (got only \(cert == nil ? "TLS_KEY" : "TLS_CERT"))")
         }
+    }
+
+    /// A channel to another platform service: `host:port` from `flag`, else `<prefix>_ADDR`, else
+    /// `defaultAddress`; TLS as `clientTLS(env: prefix)` says.
+    public static func peerChannel(_ flag: String?, prefix: String, defaultAddress: String) throws -> GRPCChannel {
+        let text = ServiceOptions.setting(flag, env: "\(prefix)_ADDR") ?? defaultAddress
+        guard let address = try? TargetAddress(parsing: text) else {
+            throw ValidationError("\(prefix)_ADDR must be host:port, got \(text)")
+        }
+        var configuration = ClientConfiguration()
+        configuration.tls = try clientTLS(env: prefix)
+        return GRPCChannel(host: address.host, port: address.port, configuration: configuration)
     }
 
     /// A client's TLS from `<prefix>_TLS_CA` (and optional `<prefix>_TLS_CERT`/`<prefix>_TLS_KEY`),

@@ -20,13 +20,8 @@ struct OrderServiceCommand: AsyncParsableCommand {
 
     func run() async throws {
         let logger = try options.bootstrapLogging(label: "order-service")
-        let addressText = ServiceOptions.setting(restaurantServiceAddr, env: "RESTAURANT_SERVICE_ADDR") ?? "localhost:50052"
-        guard let address = try? TargetAddress(parsing: addressText) else {
-            throw ValidationError("RESTAURANT_SERVICE_ADDR must be host:port, got \(addressText)")
-        }
-        var restaurantChannelConfiguration = ClientConfiguration()
-        restaurantChannelConfiguration.tls = try TLSOptions.clientTLS(env: "RESTAURANT_SERVICE")  // RESTAURANT_SERVICE_TLS_CA
-        let restaurantChannel = GRPCChannel(host: address.host, port: address.port, configuration: restaurantChannelConfiguration)
+        // RESTAURANT_SERVICE_ADDR, RESTAURANT_SERVICE_TLS_CA.
+        let restaurantChannel = try TLSOptions.peerChannel(restaurantServiceAddr, prefix: "RESTAURANT_SERVICE", defaultAddress: "localhost:50052")
         let menus = RestaurantMenuCatalog(restaurants: RestaurantServiceClient(transport: restaurantChannel),
                                           token: ServiceOptions.setting(serviceTokenFile, env: "SERVICE_TOKEN_FILE").map(ServiceTokenFile.init),
                                           logger: logger)

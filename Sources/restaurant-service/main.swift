@@ -19,13 +19,8 @@ struct RestaurantServiceCommand: AsyncParsableCommand {
 
     func run() async throws {
         let logger = try options.bootstrapLogging(label: "restaurant-service")
-        let addressText = ServiceOptions.setting(orderServiceAddr, env: "ORDER_SERVICE_ADDR") ?? "localhost:50051"
-        guard let address = try? TargetAddress(parsing: addressText) else {
-            throw ValidationError("ORDER_SERVICE_ADDR must be host:port, got \(addressText)")
-        }
-        var orderChannelConfiguration = ClientConfiguration()
-        orderChannelConfiguration.tls = try TLSOptions.clientTLS(env: "ORDER_SERVICE")  // ORDER_SERVICE_TLS_CA
-        let orderChannel = GRPCChannel(host: address.host, port: address.port, configuration: orderChannelConfiguration)
+        // ORDER_SERVICE_ADDR, ORDER_SERVICE_TLS_CA.
+        let orderChannel = try TLSOptions.peerChannel(orderServiceAddr, prefix: "ORDER_SERVICE", defaultAddress: "localhost:50051")
         let redis = RedisClient(configuration: try options.redisConfiguration())
         let serviceToken = ServiceOptions.setting(serviceTokenFile, env: "SERVICE_TOKEN_FILE").map(ServiceTokenFile.init)
         let logic = RestaurantServiceLogic(redis: redis, orders: OrderServiceClient(transport: orderChannel),

@@ -211,7 +211,7 @@ struct  OrderService__GetOrderStatusResponse
    */
   char *kitchen_status;
   /*
-   * The delivery's stage (ASSIGNED, PICKED_UP, OUT_FOR_DELIVERY, DELIVERED, FAILED, CANCELED);
+   * The delivery's stage (ASSIGNED, PICKED_UP, OUT_FOR_DELIVERY, DELIVERED, FAILED);
    * empty before a driver is assigned. `status` keeps showing the seed's single status.
    */
   char *delivery_status;

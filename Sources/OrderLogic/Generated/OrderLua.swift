@@ -159,21 +159,25 @@ enum OrderLua {
     -- when configured), so what this function wrote without a WAIT is never the only copy.
     local stream, key, itemsKey, linesKey = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
     if ARGV[3] ~= '' and applyNewestUnapplied(stream, ARGV[2], key, ARGV[1]) == BEHIND then return BEHIND end
-    -- The fields only some orders have, returned only when present (most reads are of orders that
-    -- have few of them).
-    local optional = {'total_cents', 'currency', 'address_street', 'address_city', 'address_postal_code', 'address_notes',
-        'estimated_ready_at', 'reject_reason', 'reject_message', 'kitchen_status', 'delivery_status', 'canceled_by', 'cancel_reason'}
-    local fields = redis.call('HMGET', key, 'status', 'total_price', unpack(optional))
-    if not fields[1] then return false end
-    local present = {}
-    for i, name in ipairs(optional) do
-        if fields[i + 2] then
+    -- The fields only some orders have (optionalOrderField, from OrderKeys.optionalFields) are
+    -- returned only when present: most reads are of orders with few of them, and one HGETALL of the
+    -- small hash costs less than asking for each by name.
+    local all = redis.call('HGETALL', key)
+    local status, total, present, priced = nil, '', {}, false
+    for i = 1, #all, 2 do
+        local name = all[i]
+        if name == 'status' then
+            status = all[i + 1]
+        elseif name == 'total_price' then
+            total = all[i + 1]
+        elseif optionalOrderField[name] then
             present[#present + 1] = name
-            present[#present + 1] = fields[i + 2]
+            present[#present + 1] = all[i + 1]
+            if name == 'total_cents' then priced = true end
         end
     end
-    return {fields[1], fields[2] or '', redis.call('LRANGE', itemsKey, 0, -1), present,
-        fields[3] and redis.call('LRANGE', linesKey, 0, -1) or {}}
+    if not status then return false end
+    return {status, total, redis.call('LRANGE', itemsKey, 0, -1), present, priced and redis.call('LRANGE', linesKey, 0, -1) or {}}
     """#
     /// Lua/place.lua
     static let place = #"""

@@ -323,7 +323,7 @@ public struct GetOrderStatusResponse: GRPCMessage, Equatable {
     /// The kitchen's stage: PREPARING once accepted, READY once the restaurant marks it; empty
     /// before acceptance.
     public var kitchenStatus: String = ""
-    /// The delivery's stage (ASSIGNED, PICKED_UP, OUT_FOR_DELIVERY, DELIVERED, FAILED, CANCELED);
+    /// The delivery's stage (ASSIGNED, PICKED_UP, OUT_FOR_DELIVERY, DELIVERED, FAILED);
     /// empty before a driver is assigned. `status` keeps showing the seed's single status.
     public var deliveryStatus: String = ""
     /// CANCELED: who canceled (CUSTOMER, RESTAURANT or OPERATOR) and why.
