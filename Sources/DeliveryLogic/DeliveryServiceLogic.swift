@@ -129,7 +129,11 @@ public struct DeliveryServiceLogic: DeliveryServiceProvider, OrderPartiesLookup 
             outcome = try await stored { () async throws(StorageError) in try await store.assign(order, to: driver, as: assignment) }
         }
         switch outcome {
-        case .assigned: return AssignDriverResponse(assignmentId: assignment, status: DeliveryStatus.assigned.rawValue)
+        case .assigned:
+            // It may have been waiting for a driver on shift: not any more (a claim already on its
+            // way ends as REASSIGNED when it is recorded).
+            try await stored { () async throws(StorageError) in try await store.stopWaiting([order]) }
+            return AssignDriverResponse(assignmentId: assignment, status: DeliveryStatus.assigned.rawValue)
         case .notFound: throw RPCError(.notFound, "order \(order) not found")
         case .notAccepted(let status): throw RPCError(.failedPrecondition, "order \(order) is \(status), not accepted")
         case .delivered: throw RPCError(.failedPrecondition, "order \(order) is already delivered")

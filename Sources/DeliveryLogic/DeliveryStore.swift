@@ -32,6 +32,8 @@ public protocol DeliveryStore: Sendable {
     func setAvailability(_ driver: String, onShift: Bool) async throws(StorageError)
     /// Puts the pool's drivers (DRIVERS) that were never seen before on shift.
     func enlistPool() async throws(StorageError)
+    /// Takes orders off the waiting list (canceled, or given a driver by hand).
+    func stopWaiting(_ orders: [String]) async throws(StorageError)
     /// Gives the waiting orders, oldest first, the least loaded drivers on shift; returns how many
     /// were assigned.
     func assignWaiting() async throws(StorageError) -> Int
@@ -148,14 +150,12 @@ public struct RedisDeliveryStore: DeliveryStore {
             announced.append((event, status, id))
         }
         guard !announced.isEmpty else { return 0 }
-        let canceled = announced.filter { $0.event.kind == .orderCanceled }.map(\.event.orderID)
-        if !canceled.isEmpty {
-            do {
-                _ = try await redis.transaction([["ZREM", DeliveryKeys.waiting] + canceled, ["HDEL", DeliveryKeys.waitingDetails] + canceled])
-            } catch { throw StorageError(error) }
-        }
+        let canceled = Set(announced.filter { $0.event.kind == .orderCanceled }.map(\.event.orderID))
+        if !canceled.isEmpty { try await stopWaiting(Array(canceled)) }
+        // An order canceled in this very batch gets no driver.
         var accepted: [WaitingOrder] = []
-        for item in announced where item.event.kind == .orderAccepted && !accepted.contains(where: { $0.order == item.event.orderID }) {
+        for item in announced where item.event.kind == .orderAccepted && !canceled.contains(item.event.orderID)
+            && !accepted.contains(where: { $0.order == item.event.orderID }) {
             accepted.append(WaitingOrder(order: item.event.orderID, accepted: item.id, restaurant: item.event.restaurantID ?? "",
                                          customer: item.event.customerID ?? ""))
         }
@@ -167,7 +167,7 @@ public struct RedisDeliveryStore: DeliveryStore {
             // Nobody on shift: maybe nobody was ever put on or off shift here (a Redis that lost
             // its data); the pool's drivers start on shift then, as at start.
             if candidates.isEmpty { candidates = try await shift("ENLIST", pool).onShift }
-            (claims, waiting) = try await claim(accepted, candidates: candidates)
+            (claims, waiting) = try await claim(accepted, fromWaiting: false, candidates: candidates)
         }
         var arguments: [String] = []
         for item in announced {
@@ -178,6 +178,8 @@ public struct RedisDeliveryStore: DeliveryStore {
         let recorded = try await redis.run(Scripts.applyOrderEvents,
                                            keys: [partition.stream] + announced.map { DeliveryKeys.order($0.event.orderID) },
                                            arguments: arguments, change: true)
+        // A replayed acceptance of an order that waited: recorded now, so off the list.
+        if waiting > 0, !claims.isEmpty { try await stopWaiting(Array(claims.keys)) }
         // Orders waiting from before while a driver is on shift (a drain that did not finish):
         // they go first.
         let drained = waiting > 0 && !candidates.isEmpty ? try await assignWaiting() : 0
@@ -197,8 +199,9 @@ public struct RedisDeliveryStore: DeliveryStore {
         while true {
             let (candidates, waiting) = try await shift("READ", [])
             guard !candidates.isEmpty, !waiting.isEmpty else { return assigned }
-            let (claims, _) = try await claim(waiting, candidates: candidates)
-            for (partition, orders) in Dictionary(grouping: waiting, by: { OrderPartition(order: $0.order) }) {
+            let (claims, _) = try await claim(waiting, fromWaiting: true, candidates: candidates)
+            let claimed = waiting.filter { claims[$0.order] != nil }
+            for (partition, orders) in Dictionary(grouping: claimed, by: { OrderPartition(order: $0.order) }) {
                 var arguments: [String] = []
                 for order in orders {
                     let claim = claims[order.order]
@@ -210,7 +213,10 @@ public struct RedisDeliveryStore: DeliveryStore {
                                                    arguments: arguments, change: true)
                 assigned += Int(recorded.int ?? 0)
             }
-            if waiting.count < Self.waitingBatch { return assigned }
+            // Recorded: off the waiting list (a crash before this leaves them on it, and the next
+            // round finds their claims and records nothing twice).
+            if !claimed.isEmpty { try await stopWaiting(claimed.map(\.order)) }
+            if waiting.count < Self.waitingBatch || claimed.isEmpty { return assigned }
         }
     }
 
@@ -236,13 +242,21 @@ public struct RedisDeliveryStore: DeliveryStore {
 
     /// Claims the least loaded of `candidates` still on shift for each order (idempotent); an
     /// order waits (no claim) while nobody is. Returns the claims and how many orders wait.
-    private func claim(_ orders: [WaitingOrder], candidates: [String]) async throws(StorageError) -> (claims: [String: Claim], waiting: Int) {
+    public func stopWaiting(_ orders: [String]) async throws(StorageError) {
+        guard !orders.isEmpty else { return }
+        do {
+            _ = try await redis.transaction([["ZREM", DeliveryKeys.waiting] + orders, ["HDEL", DeliveryKeys.waitingDetails] + orders])
+        } catch { throw StorageError(error) }
+    }
+
+    private func claim(_ orders: [WaitingOrder], fromWaiting: Bool,
+                       candidates: [String]) async throws(StorageError) -> (claims: [String: Claim], waiting: Int) {
         let reply = try await redis.run(
             Scripts.claim,
             keys: [DeliveryKeys.claims, DeliveryKeys.assignmentSequence, DeliveryKeys.assignmentOrder, DeliveryKeys.assignmentDriver,
                    DeliveryKeys.assignmentStatus, DeliveryKeys.onShift, DeliveryKeys.waiting, DeliveryKeys.waitingDetails]
                 + candidates.flatMap { [DeliveryKeys.openAssignments(of: $0), DeliveryKeys.assignments(of: $0)] },
-            arguments: [String(candidates.count)] + candidates
+            arguments: [fromWaiting ? "WAITING" : "NEW", String(candidates.count)] + candidates
                 + orders.flatMap { [$0.order, $0.accepted.description, $0.restaurant, $0.customer] },
             change: true).array ?? []
         guard reply.count == 2 * orders.count + 1, let waiting = reply.last?.int else {

@@ -233,7 +233,8 @@ public struct OrderServiceLogic: OrderServiceProvider, OrderPartiesLookup {
         case .canceled:
             logger.info("order canceled", metadata: ["order": "\(id)", "by": "\(party.rawValue)"])
             return CancelOrderResponse(orderId: id, status: OrderStatus.canceled.rawValue)
-        case .notCancelable, .behind: return CancelOrderResponse(orderId: id, status: Self.couldNotCancel)
+        case .notCancelable: return CancelOrderResponse(orderId: id, status: Self.couldNotCancel)
+        case .behind: throw RPCError(.unavailable, "the order service is catching up on events; try again")
         case .notFound: throw RPCError(.notFound, "order \(id) not found")
         }
     }
@@ -347,7 +348,8 @@ public struct OrderServiceLogic: OrderServiceProvider, OrderPartiesLookup {
         switch outcome {
         case .ready(let status):
             return RecordOrderReadyResponse(orderId: id, status: status.rawValue, kitchenStatus: KitchenStatus.ready.rawValue)
-        case .notFound, .behind: throw RPCError(.notFound, "order \(id) not found")
+        case .notFound: throw RPCError(.notFound, "order \(id) not found")
+        case .behind: throw RPCError(.unavailable, "the order service is catching up on events; try again")
         case .otherRestaurant(let other): throw RPCError(.permissionDenied, "order \(id) was placed with restaurant \(other)")
         case .notPreparing(let status): throw RPCError(.failedPrecondition, "order \(id) is \(status): the kitchen does not have it")
         }

@@ -72,7 +72,11 @@ public struct PricedOrder: Sendable, Equatable {
             guard !item.unavailable else {
                 throw RPCError(.failedPrecondition, "menu item \(line.menuItemId) is unavailable at restaurant \(menu.restaurantId)")
             }
-            // At most 100 lines of 99 items of Money.maxItemMinorUnits: far inside Int64.
+            // At most 100 lines of 99 items of Money.maxItemMinorUnits: far inside Int64, for a
+            // menu that keeps to the limit (the restaurant service checks it).
+            guard (0...Money.maxItemMinorUnits).contains(item.priceCents) else {
+                throw RPCError(.failedPrecondition, "menu item \(line.menuItemId) has no valid price at restaurant \(menu.restaurantId)")
+            }
             let lineTotal = item.priceCents * Int64(line.quantity)
             self.lines.append(PricedLine(menuItemId: item.itemId, name: item.name, quantity: line.quantity, note: line.note,
                                          unitPriceCents: item.priceCents, lineTotalCents: lineTotal))

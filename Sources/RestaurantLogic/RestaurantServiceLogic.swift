@@ -88,10 +88,16 @@ public struct RestaurantServiceLogic: RestaurantServiceProvider {
         for index in items.indices {
             try Self.validate(&items[index], currency: currency)
         }
-        try await stored { () async throws(StorageError) in
-            try await menus.update(request.restaurantId, items: items, currency: request.currency.isEmpty ? nil : currency)
+        let outcome = try await stored { () async throws(StorageError) in
+            try await menus.update(request.restaurantId, items: items, setting: request.currency.isEmpty ? nil : currency, pricedIn: currency)
         }
-        return UpdateMenuResponse(status: "SUCCESS")
+        switch outcome {
+        case .updated: return UpdateMenuResponse(status: "SUCCESS")
+        case .currencyChanged:
+            throw RPCError(.aborted, "restaurant \(request.restaurantId)'s currency changed during the update; send it again")
+        case .everyItemNeeded:
+            throw RPCError(.failedPrecondition, "changing the currency of restaurant \(request.restaurantId) needs every item of its menu in the same update, priced in \(currency)")
+        }
     }
 
     /// Checks one item of a menu update and completes its price: the minor units from `price`
@@ -204,15 +210,24 @@ public struct RestaurantServiceLogic: RestaurantServiceProvider {
 
 /// The restaurant service's storage: menus.
 public protocol MenuStore: Sendable {
-    /// Adds or replaces these items of the restaurant's menu (their prices complete), at once;
-    /// new items go last. A `currency` becomes the restaurant's (nil keeps the one it has).
-    func update(_ restaurant: String, items: [MenuItem], currency: String?) async throws(StorageError)
+    /// Adds or replaces these items of the restaurant's menu (their minor units computed in
+    /// `pricedIn`), at once; new items go last. A currency to `set` becomes the restaurant's (nil
+    /// keeps the one it has); changing it needs every item of the menu in the update.
+    func update(_ restaurant: String, items: [MenuItem], setting currency: String?, pricedIn: String) async throws(StorageError) -> MenuUpdate
     /// The restaurant's currency; Money.defaultCurrency when it never named one.
     func currency(of restaurant: String) async throws(StorageError) -> String
     /// The restaurant's menu, items in the order they were first added; no items when it has none.
     func menu(of restaurant: String) async throws(StorageError) -> Menu
     /// Pauses the restaurant, or (nil) opens it.
     func setPause(_ restaurant: String, _ pause: Pause?) async throws(StorageError)
+}
+
+public enum MenuUpdate: Sendable, Equatable {
+    case updated
+    /// The restaurant's currency is not `pricedIn` any more (changed meanwhile): nothing changed.
+    case currencyChanged
+    /// The currency changes, and the update leaves out items of the menu: nothing changed.
+    case everyItemNeeded
 }
 
 /// A restaurant's menu: every price on it is in `currency`; `pause` as last set (it may have
@@ -237,13 +252,20 @@ public struct RedisMenuStore: MenuStore {
 
     public init(redis: RedisClient) { self.redis = redis }
 
-    public func update(_ restaurant: String, items: [MenuItem], currency: String?) async throws(StorageError) {
+    public func update(_ restaurant: String, items: [MenuItem], setting currency: String?,
+                       pricedIn: String) async throws(StorageError) -> MenuUpdate {
         let keys = MenuKeys(restaurant)
         let fields = items.flatMap { item in
             [item.itemId, item.name, "\(item.price)", item.description, "\(item.priceCents)", item.unavailable ? "1" : "0"]
         }
-        _ = try await redis.run(Scripts.updateMenu, keys: [keys.menu, keys.order, keys.profile],
-                                arguments: [currency ?? ""] + fields, change: true)
+        let reply = try await redis.run(Scripts.updateMenu, keys: [keys.menu, keys.order, keys.profile],
+                                        arguments: [currency ?? "", pricedIn, Money.defaultCurrency] + fields, change: true)
+        switch reply.string {
+        case "SUCCESS": return .updated
+        case "CURRENCY_CHANGED": return .currencyChanged
+        case "EVERY_ITEM_NEEDED": return .everyItemNeeded
+        default: throw StorageError(.failed, "update_menu answered \(reply)")
+        }
     }
 
     public func currency(of restaurant: String) async throws(StorageError) -> String {
@@ -261,11 +283,13 @@ public struct RedisMenuStore: MenuStore {
         let pause = flat[1].string == "1" ? Pause(until: flat[2].string.flatMap { Int64($0) } ?? 0) : nil
         let items = stride(from: 3, to: flat.count - 5, by: 6).map { index in
             let price = flat[index + 2].string.flatMap(Double.init) ?? 0
-            // Items stored before prices had minor units: their price, rounded to the minor unit.
-            let cents = flat[index + 4].string.flatMap { Int64($0) }
-                ?? Money.minorUnits(price, currency: currency, limit: .max) ?? 0
+            // Items stored before prices had minor units: their price, rounded to the minor unit; one
+            // above today's limit (the old rules allowed any) cannot be ordered.
+            let stored = flat[index + 4].string.flatMap { Int64($0) }
+            let cents = stored ?? Money.minorUnits(price, currency: currency, limit: Money.maxItemMinorUnits)
             return MenuItem(itemId: flat[index].string ?? "", name: flat[index + 1].string ?? "", price: price,
-                            description: flat[index + 3].string ?? "", priceCents: cents, unavailable: flat[index + 5].string == "1")
+                            description: flat[index + 3].string ?? "", priceCents: cents ?? 0,
+                            unavailable: flat[index + 5].string == "1" || cents == nil)
         }
         return Menu(items: items, currency: currency, pause: pause)
     }

@@ -68,6 +68,10 @@ final class ScriptedDeliveryStore: DeliveryStore {
         try answer("enlist") { _ in }
     }
 
+    func stopWaiting(_ orders: [String]) async throws(StorageError) {
+        try answer("stop waiting \(orders.joined(separator: ","))") { _ in }
+    }
+
     func assignWaiting() async throws(StorageError) -> Int {
         try answer("assign waiting") { state in state.waitingAssigned }
     }

@@ -67,4 +67,20 @@ import Testing
             #expect(try await orders(of: "d1", platform) == [next])
         }
     }
+
+    @Test func aWaitingOrderGivenADriverByHandIsNotAssignedAgain() async throws {
+        try await withPlatform(drivers: ["d1"]) { platform in
+            #expect(try await setShift(platform, "d1", .offShift) == 0)
+            let id = try await platform.placeAcceptedOrder()
+            await eventually("\(id) waits") { try await platform.redis.send(["ZSCORE", DeliveryKeys.waiting, id]).string != nil }
+            // AssignDriver takes an order that waits for a driver on shift.
+            _ = try await platform.deliveries.assignDriver(AssignDriverRequest(orderId: id, driverId: "d7"))
+            #expect(try await platform.orderStatus(id) == "ASSIGNED")
+            #expect(try await setShift(platform, "d1", .onShift) == 0, "it no longer waits")
+            #expect(try await orders(of: "d1", platform).isEmpty)
+            #expect(try await orders(of: "d7", platform) == [id])
+            let load = try await platform.redis.send(["GET", DeliveryKeys.openAssignments(of: "d1")]).string.flatMap { Int($0) } ?? 0
+            #expect(load == 0)
+        }
+    }
 }

@@ -67,6 +67,17 @@ import Testing
             #expect(ramen.totalCents == 2400 && ramen.currency == "JPY")
             #expect(try await platform.orders.getOrderStatus(GetOrderStatusRequest(orderId: ramen.orderId)).totalPrice == 2400)
 
+            // A new currency needs every item of the menu, priced in it; then it is the menu's.
+            let partial = await rpcError {
+                try await restaurants.updateMenu(UpdateMenuRequest(restaurantId: "r1", items: [MenuItem(itemId: "cola", name: "Cola", priceCents: 300)],
+                                                                   currency: "GBP"))
+            }
+            #expect(partial?.code == .failedPrecondition)
+            #expect(try await restaurants.getMenu(GetMenuRequest(restaurantId: "r1")).currency == "EUR")
+            _ = try await restaurants.updateMenu(UpdateMenuRequest(restaurantId: "r1", items: [
+                MenuItem(itemId: "margherita", name: "Margherita", priceCents: 1100), MenuItem(itemId: "cola", name: "Cola", priceCents: 220),
+                MenuItem(itemId: "tiramisu", name: "Tiramisu", priceCents: 500, unavailable: true)], currency: "GBP"))
+            #expect(try await restaurants.getMenu(GetMenuRequest(restaurantId: "r1")).currency == "GBP")
             for bad in [UpdateMenuRequest(restaurantId: "r1", items: [MenuItem(itemId: "x", name: "X", price: 1)], currency: "usd"),
                         UpdateMenuRequest(restaurantId: "r1", items: [MenuItem(itemId: "x", name: "X", price: 1, priceCents: 150)]),
                         UpdateMenuRequest(restaurantId: "r1", items: [MenuItem(itemId: "x", name: "X", priceCents: -1)]),

@@ -17,8 +17,14 @@ final class InMemoryMenuStore: MenuStore {
     let pauses = Mutex<[String: Pause]>([:])
     let failure = Mutex<StorageError?>(nil)
 
-    func update(_ restaurant: String, items: [MenuItem], currency: String?) async throws(StorageError) {
+    func update(_ restaurant: String, items: [MenuItem], setting currency: String?, pricedIn: String) async throws(StorageError) -> MenuUpdate {
         if let failure = failure.withLock({ $0 }) { throw failure }
+        let current = currencies.withLock { $0[restaurant] } ?? Money.defaultCurrency
+        if currency == nil, current != pricedIn { return .currencyChanged }
+        if let currency, currency != current {
+            let given = Set(items.map(\.itemId))
+            guard (menus.withLock { $0[restaurant] } ?? []).allSatisfy({ given.contains($0.itemId) }) else { return .everyItemNeeded }
+        }
         if let currency { currencies.withLock { $0[restaurant] = currency } }
         menus.withLock { menus in
             var menu = menus[restaurant] ?? []
@@ -27,6 +33,7 @@ final class InMemoryMenuStore: MenuStore {
             }
             menus[restaurant] = menu
         }
+        return .updated
     }
 
     func currency(of restaurant: String) async throws(StorageError) -> String {

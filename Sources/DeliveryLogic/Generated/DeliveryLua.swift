@@ -51,7 +51,9 @@ enum DeliveryLua {
     -- gets its claimed assignment recorded, with DRIVER_ASSIGNED, once (`auto_assigned`); a CANCELED
     -- order's open assignment ends, with DELIVERY_STATUS CANCELED (which frees its driver in the
     -- pool), and so does a claim that comes for an order canceled meanwhile (one that waited for a
-    -- driver). Returns how many were recorded now.
+    -- driver); a claim that comes for an order given a driver by hand meanwhile ends as REASSIGNED.
+    -- An ACCEPTED order is marked accepted with or without a claim (AssignDriver needs that of an
+    -- order waiting for a driver). Returns how many were recorded now.
     local stream = KEYS[1]
     local recorded = 0
     for i = 2, #KEYS do
@@ -62,8 +64,17 @@ enum DeliveryLua {
             redis.call('HSET', key, 'order_status', status, 'order_event', event)
         end
         local assignment, driver, restaurant, customer = ARGV[a + 4], ARGV[a + 5], ARGV[a + 6], ARGV[a + 7]
-        if assignment ~= '' and not redis.call('HGET', key, 'auto_assigned') then
-            local canceled = redis.call('HGET', key, 'order_status') == Status.CANCELED
+        if status == Status.ACCEPTED and not redis.call('HGET', key, 'accepted') then
+            redis.call('HSET', key, 'accepted', '1', 'restaurant', restaurant, 'customer', customer)
+        end
+        local current = redis.call('HMGET', key, 'auto_assigned', 'order_status', 'assignment', 'assignment_status')
+        if assignment ~= '' and not current[1] and current[3] and not closed[current[4]] then
+            -- Given a driver by hand while it waited: the claim ends at once, freeing its driver.
+            redis.call('HSET', key, 'auto_assigned', '1')
+            emit(stream, Kind.DELIVERY_STATUS, order, REASSIGNED, {Field.driver, driver, Field.assignment, assignment,
+                Field.restaurant, restaurant, Field.customer, customer})
+        elseif assignment ~= '' and not current[1] then
+            local canceled = current[2] == Status.CANCELED
             redis.call('HSET', key, 'accepted', '1', 'auto_assigned', '1', 'restaurant', restaurant, 'customer', customer,
                 'assignment', assignment, 'driver', driver, 'assignment_status', canceled and CANCELED or Stage.ASSIGNED)
             if canceled then
@@ -143,27 +154,34 @@ enum DeliveryLua {
     -- In the driver pool's slot. KEYS: the claims (order -> assignment), the assignment sequence, the
     -- assignments' order, driver and status hashes, the drivers on shift, the waiting orders (sorted
     -- by acceptance) and their details, then per candidate driver (those on shift a moment ago) its
-    -- open-assignment counter and its assignments (a sorted set by assignment number). ARGV: the
-    -- number of candidates k, the k drivers, then per order its id, the id of its ORDER_ACCEPTED, its
-    -- restaurant and customer. Gives each order that has no claim yet the least loaded candidate
-    -- still on shift and a new assignment; an order claimed before (a replay, another replica, a
-    -- crash before the assignment was recorded) keeps its claim. With nobody on shift the order
-    -- waits (its details kept, for when a driver comes on shift). Returns per order its assignment
-    -- and driver ('' and '' while it waits), then how many orders are waiting.
+    -- open-assignment counter and its assignments (a sorted set by assignment number). ARGV: 'NEW'
+    -- (orders just accepted) or 'WAITING' (orders from the waiting list: only those still on it are
+    -- claimed, so one canceled or assigned by hand meanwhile is left alone), the number of candidates
+    -- k, the k drivers, then per order its id, the id of its ORDER_ACCEPTED, its restaurant and
+    -- customer. Gives each order that has no claim yet the least loaded candidate still on shift and
+    -- a new assignment; an order claimed before (a replay, another replica, a crash before the
+    -- assignment was recorded) keeps its claim. With nobody on shift a new order waits (its details
+    -- kept, for when a driver comes on shift). An order stays on the waiting list until its claim is
+    -- recorded on the order (the caller then takes it off), so a crash in between loses nothing.
+    -- Returns per order its assignment and driver ('' and '' when not claimed), then how many orders
+    -- are waiting.
     local claims, sequence, assignmentOrder, assignmentDriver, assignmentStatus = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
     local onShift, waiting, waitingDetails = KEYS[6], KEYS[7], KEYS[8]
-    local candidates = tonumber(ARGV[1])
+    local fromWaiting, candidates = ARGV[1] == 'WAITING', tonumber(ARGV[2])
     local out = {}
-    for i = 2 + candidates, #ARGV, 4 do
+    for i = 3 + candidates, #ARGV, 4 do
         local order, accepted = ARGV[i], ARGV[i + 1]
         local claimed = redis.call('HGET', claims, order)
-        if claimed then
+        if fromWaiting and not claimed and not redis.call('ZSCORE', waiting, order) then
+            out[#out + 1] = ''
+            out[#out + 1] = ''
+        elseif claimed then
             out[#out + 1] = claimed
             out[#out + 1] = redis.call('HGET', assignmentDriver, claimed)
         else
             local best, bestLoad = nil, nil
             for p = 1, candidates do
-                if redis.call('SISMEMBER', onShift, ARGV[1 + p]) == 1 then
+                if redis.call('SISMEMBER', onShift, ARGV[2 + p]) == 1 then
                     local load = tonumber(redis.call('GET', KEYS[7 + 2 * p]) or '0')
                     if bestLoad == nil or load < bestLoad then best, bestLoad = p, load end
                 end
@@ -171,15 +189,13 @@ enum DeliveryLua {
             if best then
                 local number = redis.call('INCR', sequence)
                 local id = 'assignment_' .. number
-                local driver = ARGV[1 + best]
+                local driver = ARGV[2 + best]
                 redis.call('HSET', assignmentOrder, id, order)
                 redis.call('HSET', assignmentDriver, id, driver)
                 redis.call('HSET', assignmentStatus, id, Stage.ASSIGNED)
                 redis.call('INCR', KEYS[7 + 2 * best])
                 redis.call('ZADD', KEYS[8 + 2 * best], number, id)
                 redis.call('HSET', claims, order, id)
-                redis.call('ZREM', waiting, order)
-                redis.call('HDEL', waitingDetails, order)
                 out[#out + 1] = id
                 out[#out + 1] = driver
             else

@@ -5,7 +5,9 @@
 -- gets its claimed assignment recorded, with DRIVER_ASSIGNED, once (`auto_assigned`); a CANCELED
 -- order's open assignment ends, with DELIVERY_STATUS CANCELED (which frees its driver in the
 -- pool), and so does a claim that comes for an order canceled meanwhile (one that waited for a
--- driver). Returns how many were recorded now.
+-- driver); a claim that comes for an order given a driver by hand meanwhile ends as REASSIGNED.
+-- An ACCEPTED order is marked accepted with or without a claim (AssignDriver needs that of an
+-- order waiting for a driver). Returns how many were recorded now.
 local stream = KEYS[1]
 local recorded = 0
 for i = 2, #KEYS do
@@ -16,8 +18,17 @@ for i = 2, #KEYS do
         redis.call('HSET', key, 'order_status', status, 'order_event', event)
     end
     local assignment, driver, restaurant, customer = ARGV[a + 4], ARGV[a + 5], ARGV[a + 6], ARGV[a + 7]
-    if assignment ~= '' and not redis.call('HGET', key, 'auto_assigned') then
-        local canceled = redis.call('HGET', key, 'order_status') == Status.CANCELED
+    if status == Status.ACCEPTED and not redis.call('HGET', key, 'accepted') then
+        redis.call('HSET', key, 'accepted', '1', 'restaurant', restaurant, 'customer', customer)
+    end
+    local current = redis.call('HMGET', key, 'auto_assigned', 'order_status', 'assignment', 'assignment_status')
+    if assignment ~= '' and not current[1] and current[3] and not closed[current[4]] then
+        -- Given a driver by hand while it waited: the claim ends at once, freeing its driver.
+        redis.call('HSET', key, 'auto_assigned', '1')
+        emit(stream, Kind.DELIVERY_STATUS, order, REASSIGNED, {Field.driver, driver, Field.assignment, assignment,
+            Field.restaurant, restaurant, Field.customer, customer})
+    elseif assignment ~= '' and not current[1] then
+        local canceled = current[2] == Status.CANCELED
         redis.call('HSET', key, 'accepted', '1', 'auto_assigned', '1', 'restaurant', restaurant, 'customer', customer,
             'assignment', assignment, 'driver', driver, 'assignment_status', canceled and CANCELED or Stage.ASSIGNED)
         if canceled then

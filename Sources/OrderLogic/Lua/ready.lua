@@ -1,5 +1,5 @@
 -- KEYS: the order's hash, its partition's stream. ARGV: order id, restaurant id, the order
--- service's consumer group. First applies the order's newest unapplied delivery event (as get
+-- service's consumer group ('' to skip the next step). First applies the order's newest unapplied delivery event (as get
 -- does). Then marks an accepted order's food READY, if the kitchen still has it (the order is
 -- ACCEPTED or ASSIGNED: not picked up, not canceled), with ORDER_READY carrying the order's
 -- status. Only the order's restaurant (or, for an order placed without one, the restaurant that
@@ -8,7 +8,7 @@
 -- {'OTHER_RESTAURANT', its restaurant}, {'NOT_PREPARING', status} or BEHIND.
 local key, stream = KEYS[1], KEYS[2]
 local order, restaurant, group = ARGV[1], ARGV[2], ARGV[3]
-if applyNewestUnapplied(stream, group, key, order) == BEHIND then return BEHIND end
+if group ~= '' and applyNewestUnapplied(stream, group, key, order) == BEHIND then return BEHIND end
 local fields = redis.call('HMGET', key, 'status', 'restaurant_id', 'kitchen_status', 'customer_id', 'decided_by')
 local status = fields[1]
 if not status then return {'NOT_FOUND'} end
