@@ -17,6 +17,8 @@ import Glibc
 public struct ServiceOptions: ParsableArguments, Sendable {
     @Option(help: "Address to listen on (env HOST, default 0.0.0.0).") public var host: String?
     @Option(help: "Port to listen on (env PORT).") public var port: Int?
+    @Option(help: "A second port serving only grpc.health.v1, over h2c and without tokens, for probes that speak neither TLS nor tokens (Kubernetes' gRPC probes; env HEALTH_PORT; default: none).")
+    public var healthPort: Int?
     @Option(help: "Redis host (env REDIS_HOST, default localhost).") public var redisHost: String?
     @Option(help: "Redis port (env REDIS_PORT, default 6379).") public var redisPort: Int?
     @Option(help: "Redis password (env REDIS_PASSWORD).") public var redisPassword: String?
@@ -44,6 +46,16 @@ public struct ServiceOptions: ParsableArguments, Sendable {
         var configuration = ServerConfiguration(host: host, port: port)
         configuration.tls = try tls.serverTLSConfiguration()
         return configuration
+    }
+
+    /// The health-only port's configuration (h2c, the service's host), or nil when HEALTH_PORT
+    /// is not set.
+    public func healthConfiguration() throws -> ServerConfiguration? {
+        guard let text = Self.setting(healthPort.map(String.init), env: "HEALTH_PORT") else { return nil }
+        guard let port = Int(text), (1...65535).contains(port) else {
+            throw ValidationError("HEALTH_PORT must be a port number, got \(text)")
+        }
+        return ServerConfiguration(host: Self.setting(host, env: "HOST") ?? "0.0.0.0", port: port)
     }
 
     /// Single node by default (REDIS_HOST, REDIS_PORT); REDIS_CLUSTER_NODES (a few nodes of a
@@ -115,22 +127,29 @@ public struct ServiceOptions: ParsableArguments, Sendable {
 /// files behind them), until SIGTERM or SIGINT. Then health turns NOT_SERVING (every Watch is
 /// told), `beforeShutdown` runs (end long watches), the server drains gracefully, and `stop` runs.
 public func serve(_ services: [ServiceDefinition], descriptors: [ProtoFileDescriptor],
-                  configuration: ServerConfiguration, interceptors: [any ServerInterceptor] = [], logger: Logger,
+                  configuration: ServerConfiguration, health healthConfiguration: ServerConfiguration? = nil,
+                  interceptors: [any ServerInterceptor] = [], logger: Logger,
                   beforeShutdown: @Sendable () async -> Void = {},
                   stop: @Sendable () async -> Void = {}) async throws {
     let health = HealthService(services: services.map(\.name))
     let reflection = ReflectionService(files: descriptors, served: services.map(\.name))
     let server = GRPCServer(configuration: configuration, services: services + [health.service] + reflection.services,
                             interceptors: interceptors, logger: logger)
-    do {
-        try server.start()
-    } catch {
-        logger.critical("cannot listen", metadata: ["address": "\(configuration.host):\(configuration.port)", "error": "\(error)"])
-        throw ExitCode.failure
+    // The same health statuses on a port of their own: it tells NOT_SERVING at shutdown too.
+    let healthServer = healthConfiguration.map { GRPCServer(configuration: $0, services: [health.service], logger: logger) }
+    for (listener, address) in [(server, configuration), (healthServer, healthConfiguration)] {
+        guard let listener, let address else { continue }
+        do {
+            try listener.start()
+        } catch {
+            logger.critical("cannot listen", metadata: ["address": "\(address.host):\(address.port)", "error": "\(error)"])
+            throw ExitCode.failure
+        }
     }
     await server.runUntilTerminated {
         health.enterShutdown()
         await beforeShutdown()
     }
+    await healthServer?.shutdown(gracePeriod: .zero)
     await stop()
 }

@@ -27,6 +27,7 @@ struct DeliveryServiceCommand: AsyncParsableCommand {
         let configuration = try options.serverConfiguration(defaultPort: 50053)
         let interceptors = try options.authentication.interceptors(parties: logic, logger: logger)
         try await serve([logic.service], descriptors: PlatformProtosDescriptors.all, configuration: configuration,
+                        health: try options.healthConfiguration(),
                         interceptors: interceptors, logger: logger, beforeShutdown: { logic.endWatches() }) {
             await logic.stop()
             redis.close()

@@ -28,6 +28,7 @@ struct RestaurantServiceCommand: AsyncParsableCommand {
         let configuration = try options.serverConfiguration(defaultPort: 50052)
         let interceptors = try options.authentication.interceptors(parties: nil, logger: logger)
         try await serve([logic.service], descriptors: PlatformProtosDescriptors.all, configuration: configuration,
+                        health: try options.healthConfiguration(),
                         interceptors: interceptors, logger: logger, beforeShutdown: { logic.endWatches() }) {
             orderChannel.close()
             redis.close()

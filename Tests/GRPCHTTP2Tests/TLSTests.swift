@@ -274,8 +274,17 @@ extension Harness {
 
     @Test func theClientRefusesAServerThatDoesNotSelectH2() async throws {
         let pki = try TestPKI.get()
-        let (listener, port) = try Socket.listen(host: "127.0.0.1", port: 0)
-        Socket.close(listener)
+        // A free port below the ephemeral range (32768 and up), so that no other test's server,
+        // listening on port 0, can take it between the check and openssl's bind.
+        var port = 0
+        for _ in 0..<100 {
+            let candidate = Int.random(in: 20000..<32000)
+            guard let (listener, _) = try? Socket.listen(host: "127.0.0.1", port: candidate) else { continue }
+            Socket.close(listener)
+            port = candidate
+            break
+        }
+        try #require(port != 0)
         // openssl s_server speaks TLS without ALPN.
         let server = Process()
         server.executableURL = URL(fileURLWithPath: "/usr/bin/openssl")

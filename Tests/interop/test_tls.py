@@ -10,9 +10,11 @@ check with grpcio (`grpc.ssl_channel_credentials`):
 * mTLS: a client certificate from the CA works, none (or another CA's) fails;
 * a plaintext channel to the TLS port fails cleanly (UNAVAILABLE) and the server keeps serving;
 * ALPN h2 is required (Python's ssl module as a bare TLS client);
-* the restaurant service reaches the order service over TLS when ORDER_SERVICE_TLS_CA is set.
+* the restaurant service reaches the order service over TLS when ORDER_SERVICE_TLS_CA is set;
+* HEALTH_PORT serves grpc.health.v1 alone over h2c without tokens (Kubernetes' gRPC probes) while
+  the service port keeps TLS and tokens.
 
-The services run with AUTH=off: these tests are about the transport only. The certificates
+The services run with AUTH=off (but the health-port test): these tests are about the transport. The certificates
 (a test CA, a server certificate for localhost and 127.0.0.1, client certificates) are made with
 the `openssl` command in a temporary directory.
 """
@@ -152,8 +154,8 @@ def start_service(redis, pki):
 
     def start(name="order-service", **env):
         port = free_port()
-        full_env = dict(os.environ, HOST="127.0.0.1", PORT=str(port), REDIS_PORT=str(redis), AUTH="off",
-                        LOG_LEVEL="info", **{k: str(v) for k, v in env.items()})
+        full_env = dict(os.environ, HOST="127.0.0.1", PORT=str(port), REDIS_PORT=str(redis), AUTH="off", LOG_LEVEL="info")
+        full_env.update({k: str(v) for k, v in env.items()})
         process = Process([binary(name, name.upper().replace("-", "_"))], env=full_env, name=name)
         started.append(process)
         wait_for_port(port, process)
@@ -200,6 +202,38 @@ def test_place_and_get_over_tls(tls_order_service, pki, host):
         health = health_pb2_grpc.HealthStub(channel)
         assert health.Check(health_pb2.HealthCheckRequest(service=""), timeout=10).status == \
             health_pb2.HealthCheckResponse.SERVING
+
+
+def test_health_port_serves_health_alone_over_h2c(start_service, pki):
+    # What Kubernetes' native gRPC probes need: the service port speaks TLS and wants tokens, the
+    # health port h2c and none, and serves nothing but grpc.health.v1.
+    health_port = free_port()
+    service = start_service(TLS_CERT=pki.server_cert, TLS_KEY=pki.server_key, AUTH="required",
+                            AUTH_JWT_PUBLIC_KEYS=write_public_key(pki), HEALTH_PORT=health_port)
+    wait_for_port(health_port, service)
+    with grpc.insecure_channel(f"127.0.0.1:{health_port}") as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        for name in ("", "order_service.OrderService"):
+            assert health.Check(health_pb2.HealthCheckRequest(service=name), timeout=10).status == \
+                health_pb2.HealthCheckResponse.SERVING
+        with pytest.raises(grpc.RpcError) as info:
+            pb_grpc.OrderServiceStub(channel).PlaceOrder(pb.PlaceOrderRequest(customer_id="c1", items=["x"], total_price=1),
+                                                         timeout=10)
+        assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    # The service port still wants TLS and a token.
+    with secure_channel(f"127.0.0.1:{service.port}", pki) as channel:
+        with pytest.raises(grpc.RpcError) as info:
+            pb_grpc.OrderServiceStub(channel).GetOrderStatus(pb.GetOrderStatusRequest(order_id="order_1"), timeout=10)
+        assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+def write_public_key(pki) -> pathlib.Path:
+    """An Ed25519 public key for AUTH_JWT_PUBLIC_KEYS (nothing here signs with it)."""
+    key = pki.dir / "signing.key"
+    if not key.exists():
+        openssl("genpkey", "-algorithm", "ed25519", "-out", str(key))
+        openssl("pkey", "-in", str(key), "-pubout", "-out", str(pki.dir / "signing.pub"))
+    return pki.dir / "signing.pub"
 
 
 def test_many_concurrent_calls_over_tls(tls_order_service, pki):
