@@ -83,7 +83,7 @@ let package = Package(
         .executableTarget(name: "test-client", dependencies: [
             "CallerTokens", "GRPCHTTP2", "GRPCProtos", "PlatformProtos", .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
-        .testTarget(name: "PlatformProtosTests", dependencies: ["PlatformProtos", "GRPCProtos"]),
+        .testTarget(name: "PlatformProtosTests", dependencies: ["PlatformProtos", "GRPCProtos", "TestSupport"]),
         .testTarget(name: "ServicesTests", dependencies: [
             "CallerTokens", "COpenSSL", "OrderLogic", "PlatformAuth", "PlatformCommon", "RestaurantLogic", "DeliveryLogic", "GRPCHTTP2",
             "PlatformProtos", "RedisClient", "TestSupport",

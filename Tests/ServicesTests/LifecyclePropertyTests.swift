@@ -15,18 +15,8 @@ import Foundation
 import PlatformCommon
 import PlatformProtos
 import Testing
+import TestSupport
 
-/// SplitMix64: a small seeded generator, so a failing run can be replayed.
-struct SeededGenerator: RandomNumberGenerator {
-    var state: UInt64
-    mutating func next() -> UInt64 {
-        state &+= 0x9e37_79b9_7f4a_7c15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xbf58_476d_1ce4_e5b9
-        z = (z ^ (z >> 27)) &* 0x94d0_49bb_1331_11eb
-        return z ^ (z >> 31)
-    }
-}
 
 @Suite struct LifecyclePropertyTests {
     /// What the test expects of one order.
@@ -44,7 +34,7 @@ struct SeededGenerator: RandomNumberGenerator {
 
     @Test func randomLifecyclesKeepTheInvariants() async throws {
         let seed = ProcessInfo.processInfo.environment["LIFECYCLE_SEED"].flatMap { UInt64($0) } ?? UInt64.random(in: 0..<UInt64.max)
-        var random = SeededGenerator(state: seed)
+        var random = SplitMix64(seed: seed)
         try await withPlatform(drivers: Self.drivers, auth: true) { platform in
             let keys = try #require(platform.keys)
             let tokens = (customer: keys.token("customer", "c1"), restaurant: keys.token("restaurant", "r1"), operator: keys.token("operator", "ops"))
