@@ -20,6 +20,13 @@
 // event (once: `auto_assigned`), in the function that follows the order's announced status. So no order is assigned twice,
 // and none is left unassigned. Manual assignment and stages change the record alone, in one step.
 //
+// Only drivers on shift get automatic assignments (SetDriverAvailability; the DRIVERS pool starts
+// on shift the first time the pool's slot sees it). With nobody on shift an accepted order waits
+// on a list in the pool's slot, oldest first, and leaves it only once its assignment is recorded
+// on the order: a driver coming on shift, a restart, or the next batch that finds someone on
+// shift drains it. A cancel ends the order's open assignment (CANCELED), and a stage or a manual
+// assignment racing a cancel loses: they look through the group's unread events for one.
+//
 // WatchDriverAssignments subscribes to the process's EventHub first, catches up, then reads the
 // driver's assignments with the id of the last event applied to each: the events at or before
 // those are in the snapshot, the later ones are the changes to send.
