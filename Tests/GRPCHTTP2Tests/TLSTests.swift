@@ -9,6 +9,7 @@ import GRPCServices
 import PlatformProtos
 import Synchronization
 import Testing
+import TestSupport
 
 /// A test PKI in a temporary directory: a CA, a server certificate for 127.0.0.1 (IP SAN) and
 /// localhost, a client certificate from the same CA, and a second CA nobody trusts.
@@ -65,17 +66,9 @@ struct TestPKI: Sendable {
     }
 
     static func openssl(_ arguments: [String]) throws {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/openssl")
-        process.arguments = arguments
-        process.standardOutput = FileHandle.nullDevice
-        let errors = Pipe()
-        process.standardError = errors
-        try process.run()
-        let output = errors.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        guard process.terminationStatus == 0 else {
-            throw Failure(description: "openssl \(arguments.joined(separator: " ")) failed: \(String(decoding: output, as: UTF8.self))")
+        let (status, output) = try ChildProcess.run(["/usr/bin/openssl"] + arguments)
+        guard status == 0 else {
+            throw Failure(description: "openssl \(arguments.joined(separator: " ")) failed: \(output)")
         }
     }
 
@@ -331,21 +324,11 @@ extension Harness {
     }
 }
 
-/// Runs `openssl` with `arguments` and closed input on a thread of its own; its exit status and output.
+/// Runs `openssl` with `arguments` and closed input on a thread of its own; its exit status and
+/// output (stdout and stderr). TestSupport's posix_spawn, not Foundation's Process: the latter
+/// crashed in `Process.run` once in CI while other tests started processes.
 func sClient(_ arguments: [String]) async throws -> (status: Int32, output: String) {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: "/usr/bin/openssl")
-    process.arguments = arguments
-    let output = Pipe()
-    process.standardOutput = output
-    process.standardError = output
-    process.standardInput = FileHandle.nullDevice
-    try process.run()
-    return await blocking {
-        let data = output.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return (process.terminationStatus, String(decoding: data, as: UTF8.self))
-    }
+    try await ChildProcess.offload { try ChildProcess.run(["/usr/bin/openssl"] + arguments) }
 }
 
 /// Runs blocking work on a thread of its own, off Swift's cooperative pool (which the servers'

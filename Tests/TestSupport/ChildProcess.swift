@@ -14,9 +14,11 @@ public enum ChildProcess {
     }
 
     /// Starts `arguments[0]` with stdin and stderr on /dev/null and stdout on /dev/null or, with
-    /// `captureOutput`, on a pipe whose read end is returned; no other descriptor is inherited. No signal is blocked in the child
-    /// (it would inherit the mask of a dispatch thread, which blocks SIGTERM).
-    public static func spawn(_ arguments: [String], captureOutput: Bool = false) throws -> (pid: pid_t, output: Int32?) {
+    /// `captureOutput`, on a pipe whose read end is returned (stderr too, with `captureErrors`); no
+    /// other descriptor is inherited. No signal is blocked in the child (it would inherit the mask
+    /// of a dispatch thread, which blocks SIGTERM).
+    public static func spawn(_ arguments: [String], captureOutput: Bool = false,
+                             captureErrors: Bool = false) throws -> (pid: pid_t, output: Int32?) {
         var attributes = posix_spawnattr_t()
         posix_spawnattr_init(&attributes)
         defer { posix_spawnattr_destroy(&attributes) }
@@ -34,10 +36,11 @@ public enum ChildProcess {
         if captureOutput {
             guard pipe(&pipeFDs) == 0 else { throw SpawnError(description: "pipe: errno \(errno)") }
             posix_spawn_file_actions_adddup2(&actions, pipeFDs[1], 1)
+            if captureErrors { posix_spawn_file_actions_adddup2(&actions, pipeFDs[1], 2) }
             posix_spawn_file_actions_addclose(&actions, pipeFDs[0])
             posix_spawn_file_actions_addclose(&actions, pipeFDs[1])
         }
-        for fd in Int32(0)...2 where !(captureOutput && fd == 1) {
+        for fd in Int32(0)...2 where !(captureOutput && (fd == 1 || (fd == 2 && captureErrors))) {
             posix_spawn_file_actions_addopen(&actions, fd, "/dev/null", fd == 0 ? O_RDONLY : O_WRONLY, 0)
         }
         // Nothing else is inherited: a long-lived child (a cluster node, a sentinel) holding a
@@ -79,20 +82,35 @@ public enum ChildProcess {
     /// Runs a command to its end and returns what it printed (stdout), e.g. a `redis-cli` call.
     /// Gives up reading after `timeoutSeconds` of silence.
     public static func output(of arguments: [String], timeoutSeconds: Int32 = 60) throws -> String {
-        let (pid, fd) = try spawn(arguments, captureOutput: true)
-        defer {
-            close(fd!)
-            reap(pid)
-        }
+        try run(arguments, mergingErrors: false, timeoutSeconds: timeoutSeconds).output
+    }
+
+    /// Runs a command to its end: its exit status (-1 when it did not exit normally) and what it
+    /// printed, on stdout and also on stderr with `mergingErrors`. Gives up reading after
+    /// `timeoutSeconds` of silence (and then kills it).
+    public static func run(_ arguments: [String], mergingErrors: Bool = true,
+                           timeoutSeconds: Int32 = 60) throws -> (status: Int32, output: String) {
+        let (pid, fd) = try spawn(arguments, captureOutput: true, captureErrors: mergingErrors)
+        defer { close(fd!) }
         var output: [UInt8] = []
         var buffer = [UInt8](repeating: 0, count: 4096)
         var poller = pollfd(fd: fd!, events: Int16(POLLIN), revents: 0)
-        while poll(&poller, 1, timeoutSeconds * 1000) > 0 {
+        var silent = false
+        while true {
+            guard poll(&poller, 1, timeoutSeconds * 1000) > 0 else {
+                silent = true
+                break
+            }
             let count = read(fd!, &buffer, buffer.count)
             guard count > 0 else { break }
             output += buffer[..<count]
         }
-        return String(decoding: output, as: UTF8.self)
+        if silent { kill(pid, SIGKILL) }  // given up on
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) == -1, errno == EINTR {}
+        // WIFEXITED / WEXITSTATUS, which Swift does not import.
+        let exited = status & 0x7f == 0
+        return (exited ? (status >> 8) & 0xff : -1, String(decoding: output, as: UTF8.self))
     }
 
     /// Runs blocking work (starting a multi-node fixture, polling it) on a thread of its own, so
