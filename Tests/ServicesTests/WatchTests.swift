@@ -36,13 +36,15 @@ final class Watcher<Update: Sendable>: Sendable {
     var failure: RPCError? { if case .failure(let error) = end { error } else { nil } }
 
     /// Waits until at least `count` updates arrived.
+    /// (15 s: a platform's first watch waits for its event hub, which under a loaded parallel run
+    /// has taken more than 5 s.)
     func waitFor(_ count: Int, sourceLocation: SourceLocation = #_sourceLocation) async {
-        await eventually("\(count) updates", sourceLocation: sourceLocation) { self.updates.count >= count }
+        await eventually("\(count) updates", within: .seconds(15), sourceLocation: sourceLocation) { self.updates.count >= count }
     }
 
     /// Waits until the stream has ended.
     func waitForEnd(sourceLocation: SourceLocation = #_sourceLocation) async {
-        await eventually("the stream ended", sourceLocation: sourceLocation) { self.end != nil }
+        await eventually("the stream ended", within: .seconds(15), sourceLocation: sourceLocation) { self.end != nil }
     }
 
     func cancel() async {
@@ -177,7 +179,7 @@ let deliveredJourney = ["PLACED", "ACCEPTED", "ASSIGNED", "PICKED_UP", "OUT_FOR_
             let kitchen = platform.watchRestaurant("r1")
             // The watch shows only what happens after it subscribed: place warm-up orders until one shows.
             let warmups = Mutex<Set<String>>([])
-            await eventually("the kitchen screen is live") {
+            await eventually("the kitchen screen is live", within: .seconds(15)) {
                 let warmup = try await platform.placeOrder(restaurant: "r1")
                 warmups.withLock { _ = $0.insert(warmup) }
                 try await Task.sleep(for: .milliseconds(50))
