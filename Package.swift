@@ -11,6 +11,8 @@
 //   EventLoop        epoll loop thread, sockets, timers: the only place that polls
 //   GRPCHTTP2        gRPC server and client over HTTP/2 on libnghttp2 (no protos of its own)
 //   RedisClient      commands, transactions, scripts and Pub/Sub on hiredis
+//   TraceContext     the W3C trace context, as calls, events and logs carry it
+//   Telemetry        metrics (swift-metrics on swift-prometheus, /metrics), tracing, log format
 //   *Logic           one library per service; the executables are thin mains
 //   test-client      the platform from a user's side: tour, one command per RPC, health, bench
 // The benchmark and interoperability tools are a package of their own, in Benchmarks/.
@@ -39,6 +41,9 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        .package(url: "https://github.com/apple/swift-distributed-tracing", from: "1.7.3"),
     ],
     targets: [
         .systemLibrary(name: "CNGHTTP2", providers: [.apt(["libnghttp2-dev"])]),
@@ -61,20 +66,34 @@ let package = Package(
         .testTarget(name: "GRPCHTTP2Tests", dependencies: ["GRPCHTTP2", "GRPCServices", "PlatformProtos", "TestSupport"]),
         .testTarget(name: "EventLoopTests", dependencies: ["EventLoop"]),
         .target(name: "RedisClient", dependencies: ["CHiredis", "EventLoop"]),
+        .target(name: "TraceContext", dependencies: [.product(name: "Instrumentation", package: "swift-distributed-tracing")]),
+        .target(name: "Telemetry", dependencies: [
+            "EventLoop", "GRPCHTTP2", "RedisClient", "RPCCore", "TraceContext",
+            .product(name: "CoreMetrics", package: "swift-metrics"), .product(name: "Prometheus", package: "swift-prometheus"),
+            .product(name: "Tracing", package: "swift-distributed-tracing"), .product(name: "Logging", package: "swift-log"),
+        ]),
+        .testTarget(name: "TelemetryTests", dependencies: ["Telemetry", "TraceContext", "TestSupport"]),
         .target(name: "TestSupport", dependencies: [], path: "Tests/TestSupport"),
         .testTarget(name: "RedisClientTests", dependencies: ["RedisClient", "TestSupport"]),
         .target(name: "PlatformCommon", dependencies: [
-            "RPCCore", "RedisClient", .product(name: "Logging", package: "swift-log"),
+            "RPCCore", "RedisClient", "TraceContext", .product(name: "Logging", package: "swift-log"),
+            .product(name: "CoreMetrics", package: "swift-metrics"), .product(name: "Tracing", package: "swift-distributed-tracing"),
         ], exclude: ["Lua"]),
         .target(name: "CallerTokens", dependencies: ["COpenSSL", "RPCCore"]),
         .target(name: "PlatformAuth", dependencies: [
             "CallerTokens", "PlatformCommon", "PlatformProtos", "RPCCore", .product(name: "Logging", package: "swift-log"),
         ]),
-        .target(name: "OrderLogic", dependencies: ["PlatformAuth", "PlatformCommon", "PlatformProtos"], exclude: ["Lua"]),
+        .target(name: "OrderLogic", dependencies: [
+            "PlatformAuth", "PlatformCommon", "PlatformProtos", "TraceContext",
+            .product(name: "Instrumentation", package: "swift-distributed-tracing"),
+        ], exclude: ["Lua"]),
         .target(name: "RestaurantLogic", dependencies: ["PlatformAuth", "PlatformCommon", "PlatformProtos"], exclude: ["Lua"]),
-        .target(name: "DeliveryLogic", dependencies: ["PlatformAuth", "PlatformCommon", "PlatformProtos"], exclude: ["Lua"]),
+        .target(name: "DeliveryLogic", dependencies: [
+            "PlatformAuth", "PlatformCommon", "PlatformProtos", "TraceContext", .product(name: "Tracing", package: "swift-distributed-tracing"),
+        ], exclude: ["Lua"]),
         .target(name: "ServiceRuntime", dependencies: [
-            "CallerTokens", "GRPCHTTP2", "GRPCServices", "PlatformAuth", "RedisClient", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            "CallerTokens", "GRPCHTTP2", "GRPCServices", "PlatformAuth", "RedisClient", "Telemetry",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
         .executableTarget(name: "order-service", dependencies: ["OrderLogic", "PlatformProtos", "ServiceRuntime"]),

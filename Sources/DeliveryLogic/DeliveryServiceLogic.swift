@@ -36,6 +36,8 @@ import PlatformCommon
 import PlatformProtos
 import RedisClient
 import Synchronization
+import TraceContext
+import Tracing
 
 /// The DeliveryService implementation; it also tells the access policy who drives an order.
 public struct DeliveryServiceLogic: DeliveryServiceProvider, OrderPartiesLookup {
@@ -59,14 +61,39 @@ public struct DeliveryServiceLogic: DeliveryServiceProvider, OrderPartiesLookup 
         let store = RedisDeliveryStore(redis: redis, pool: drivers.isEmpty ? [Self.defaultDriver] : drivers, consumerGroup: Self.consumerGroup)
         let consumer = EventConsumer(group: Self.consumerGroup, redis: redis, logger: logger) { events, partition throws(RPCError) in
             do throws(StorageError) {
-                let assigned = try await store.applyOrderEvents(events, in: partition)
-                if assigned > 0 { logger.info("drivers assigned automatically", metadata: ["new": "\(assigned)"]) }
+                let applied = try await store.applyOrderEvents(events, in: partition)
+                if applied.recorded > 0 {
+                    BusinessMetrics.automaticAssignments.increment(by: applied.recorded)
+                    Self.logAssignments(applied.claimed, of: events, logger: logger)
+                }
                 try await store.applyAssignmentEvents(events)
             } catch {
                 throw RPCError(storage: error)
             }
         }
         self.init(store: store, events: consumer, consumer: consumer, hub: EventHub(redis: redis, logger: logger), logger: logger)
+    }
+
+    /// One line per order given a driver, in a span of the trace its ORDER_ACCEPTED carried, so
+    /// that following the accept's trace leads here.
+    static func logAssignments(_ assignments: [AutomaticAssignment], of events: [PlatformEvent], logger: Logger) {
+        for assignment in assignments {
+            var context = InstrumentationContext.topLevel
+            context.traceContext = events.last { $0.kind == .orderAccepted && $0.orderID == assignment.order }?.trace
+            withSpan("assign driver", context: context, ofKind: .consumer) { span in
+                if span.isRecording { span.attributes["order"] = assignment.order }
+                logger.info("driver assigned automatically", metadata: [
+                    "order": "\(assignment.order)", "driver": "\(assignment.driver)", "assignment": "\(assignment.assignment)",
+                ])
+            }
+        }
+    }
+
+    /// Brings the service's gauges up to date (before a scrape): the consumer's lag and the
+    /// orders waiting for a driver.
+    public func recordMetrics() async {
+        await consumer?.recordLag()
+        if let waiting = try? await store.waitingCount() { BusinessMetrics.ordersWaitingForDriver.record(waiting) }
     }
 
     /// The service on any store; `events` catches up on the events the store's consumers apply.
@@ -162,7 +189,9 @@ public struct DeliveryServiceLogic: DeliveryServiceProvider, OrderPartiesLookup 
             outcome = try await stored { () async throws(StorageError) in try await store.update(order, to: stage) }
         }
         switch outcome {
-        case .updated: return UpdateDeliveryStatusResponse(orderId: order, status: stage.rawValue)
+        case .updated:
+            if stage == .delivered { BusinessMetrics.ordersDelivered.increment() }
+            return UpdateDeliveryStatusResponse(orderId: order, status: stage.rawValue)
         case .noAssignment: throw RPCError(.notFound, "order \(order) has no driver assigned")
         case .delivered: throw RPCError(.failedPrecondition, "order \(order) is already delivered")
         case .failed: throw RPCError(.failedPrecondition, "the delivery of order \(order) failed: it needs a new assignment (AssignDriver)")

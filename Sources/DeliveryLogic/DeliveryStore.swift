@@ -24,8 +24,10 @@ public protocol DeliveryStore: Sendable {
     /// The driver of the order's current assignment.
     func currentDriver(of order: String) async throws(StorageError) -> String?
     /// Follows the order service's events (of one partition) on the orders, and gives each
-    /// accepted order a driver once. Returns how many assignments were made now.
-    func applyOrderEvents(_ events: [PlatformEvent], in partition: OrderPartition) async throws(StorageError) -> Int
+    /// accepted order a driver once.
+    func applyOrderEvents(_ events: [PlatformEvent], in partition: OrderPartition) async throws(StorageError) -> AppliedOrderEvents
+    /// How many accepted orders wait for a driver on shift.
+    func waitingCount() async throws(StorageError) -> Int
     /// Applies the service's own events (assignments, stages) to the driver pool.
     func applyAssignmentEvents(_ events: [PlatformEvent]) async throws(StorageError)
     /// Puts a driver on shift or off (it keeps its assignments).
@@ -37,6 +39,26 @@ public protocol DeliveryStore: Sendable {
     /// Gives the waiting orders, oldest first, the least loaded drivers on shift; returns how many
     /// were assigned.
     func assignWaiting() async throws(StorageError) -> Int
+}
+
+/// What applying a batch of the order service's events did.
+public struct AppliedOrderEvents: Sendable, Equatable {
+    /// Assignments recorded now (a replayed event records none).
+    public var recorded = 0
+    /// The drivers claimed for the batch's accepted orders (now or by an earlier replay).
+    public var claimed: [AutomaticAssignment] = []
+
+    public init(recorded: Int = 0, claimed: [AutomaticAssignment] = []) {
+        self.recorded = recorded
+        self.claimed = claimed
+    }
+}
+
+/// A driver given to an accepted order by the service.
+public struct AutomaticAssignment: Sendable, Equatable {
+    public var order: String
+    public var driver: String
+    public var assignment: String
 }
 
 public enum AssignOutcome: Sendable, Equatable {
@@ -143,13 +165,13 @@ public struct RedisDeliveryStore: DeliveryStore {
 
     /// Claims in the pool (idempotent per order), then records on the order with its event, once;
     /// an accepted order waits while nobody is on shift, and a canceled one stops waiting.
-    public func applyOrderEvents(_ events: [PlatformEvent], in partition: OrderPartition) async throws(StorageError) -> Int {
+    public func applyOrderEvents(_ events: [PlatformEvent], in partition: OrderPartition) async throws(StorageError) -> AppliedOrderEvents {
         var announced: [(event: PlatformEvent, status: OrderStatus, id: StreamID)] = []
         for event in events where event.kind.isOrderServiceEvent {
             guard let id = event.id, let status = event.announcedStatus else { continue }
             announced.append((event, status, id))
         }
-        guard !announced.isEmpty else { return 0 }
+        guard !announced.isEmpty else { return AppliedOrderEvents() }
         let canceled = Set(announced.filter { $0.event.kind == .orderCanceled }.map(\.event.orderID))
         if !canceled.isEmpty { try await stopWaiting(Array(canceled)) }
         // An order canceled in this very batch gets no driver.
@@ -183,7 +205,14 @@ public struct RedisDeliveryStore: DeliveryStore {
         // Orders waiting from before while a driver is on shift (a drain that did not finish):
         // they go first.
         let drained = waiting > 0 && !candidates.isEmpty ? try await assignWaiting() : 0
-        return Int(recorded.int ?? 0) + drained
+        let claimed = accepted.compactMap { order in
+            claims[order.order].map { AutomaticAssignment(order: order.order, driver: $0.driver, assignment: $0.assignment) }
+        }
+        return AppliedOrderEvents(recorded: Int(recorded.int ?? 0) + drained, claimed: claimed)
+    }
+
+    public func waitingCount() async throws(StorageError) -> Int {
+        do { return Int(try await redis.send(["ZCARD", DeliveryKeys.waiting]).int ?? 0) } catch { throw StorageError(error) }
     }
 
     public func setAvailability(_ driver: String, onShift: Bool) async throws(StorageError) {

@@ -71,16 +71,20 @@ final class ServerCore: Sendable {
     let configuration: ServerConfiguration
     let router: Router
     let logger: Logger
+    /// Told about every call (metrics), through one recorder per loop.
+    let observer: (any ServerCallObserver)?
     let connectionCount = Atomic<Int>(0)
     let shuttingDown: OnceFlag
     /// Open connections per peer address, across every loop.
     private let peers = Mutex<[PeerAddress: Int]>([:])
 
-    init(configuration: ServerConfiguration, router: Router, shuttingDown: OnceFlag, logger: Logger) {
+    init(configuration: ServerConfiguration, router: Router, shuttingDown: OnceFlag, logger: Logger,
+         observer: (any ServerCallObserver)?) {
         self.configuration = configuration
         self.router = router
         self.shuttingDown = shuttingDown
         self.logger = logger
+        self.observer = observer
     }
 
     /// Counts a new connection from `peer`; false when the peer is at its cap.
@@ -120,16 +124,21 @@ public final class GRPCServer: Sendable {
     private let boundPort = Atomic<Int>(0)
     private let listenFD = Atomic<Int32>(-1)
 
-    /// `interceptors` run before every handler (authorization, say), in order.
+    /// `interceptors` run before every handler (authorization, say), in order; `observer` is
+    /// told about every call (metrics).
     public init(configuration: ServerConfiguration, services: [ServiceDefinition],
-                interceptors: [any ServerInterceptor] = [], logger: Logger = Logger(label: "grpc")) {
+                interceptors: [any ServerInterceptor] = [], observer: (any ServerCallObserver)? = nil,
+                logger: Logger = Logger(label: "grpc")) {
         core = ServerCore(configuration: configuration, router: Router(services, interceptors: interceptors),
-                          shuttingDown: OnceFlag(), logger: logger)
+                          shuttingDown: OnceFlag(), logger: logger, observer: observer)
         group = EventLoopGroup(loopCount: configuration.loopCount, name: "grpc")
     }
 
     /// The port actually listened on (useful with port 0).
     public var port: Int { boundPort.load(ordering: .relaxed) }
+
+    /// Connections open now (accepted and not yet closed).
+    public var connectionCount: Int { core.connectionCount.load(ordering: .relaxed) }
 
     /// Binds and starts serving. Throws when the address cannot be bound.
     public func start() throws(SocketError) {
@@ -210,6 +219,8 @@ final class Listener: IOHandler {
     private var accepting = false
     /// This loop's I/O buffers, lent to each of its connections in turn.
     private let buffers = LoopBuffers()
+    /// This loop's share of the observer, shared by its connections.
+    private let recorder: (any ServerCallRecorder)?
     /// Refusals are logged at most once a second (a flood must not flood the log).
     private var lastRefusalLog: ContinuousClock.Instant?
     private var refusedSinceLog = 0
@@ -225,6 +236,7 @@ final class Listener: IOHandler {
         self.loop = loop
         self.fd = fd
         self.core = core
+        recorder = core.observer?.makeRecorder(methods: core.router.methods, loop: loop)
     }
 
     func start() {
@@ -293,7 +305,8 @@ final class Listener: IOHandler {
                 return
             }
         }
-        let connection = ServerConnection(loop: loop, fd: client, buffers: buffers, core: core, tls: session)
+        let connection = ServerConnection(loop: loop, fd: client, buffers: buffers, core: core, tls: session,
+                                          peer: peer.description, recorder: recorder)
         nextSerial += 1
         let serial = nextSerial
         connections[serial] = connection

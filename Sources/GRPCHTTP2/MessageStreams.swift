@@ -65,8 +65,13 @@ final class StreamOutbound: MessageSink {
     private let state = Mutex(State())
     /// Asks the connection's loop to send what is queued (from any thread).
     private let kick: @Sendable () -> Void
+    /// Told on the loop of each message whose last byte was taken for a DATA frame (metrics).
+    private let sent: (@Sendable () -> Void)?
 
-    init(kick: @escaping @Sendable () -> Void) { self.kick = kick }
+    init(kick: @escaping @Sendable () -> Void, sent: (@Sendable () -> Void)? = nil) {
+        self.kick = kick
+        self.sent = sent
+    }
 
     func write(_ message: [UInt8]) async throws(RPCError) {
         let (failure, mustKick, mustWait) = state.withLock { state -> (RPCError?, Bool, Bool) in
@@ -129,8 +134,9 @@ final class StreamOutbound: MessageSink {
 
     /// Copies framed bytes for a DATA frame, on the loop (nghttp2's data provider).
     func read(into destination: UnsafeMutableRawPointer, capacity: Int) -> ReadResult {
-        let (result, writer) = state.withLock { state -> (ReadResult, CheckedContinuation<RPCError?, Never>?) in
+        let (result, writer, messagesDone) = state.withLock { state -> (ReadResult, CheckedContinuation<RPCError?, Never>?, Int) in
             var copied = 0
+            var messagesDone = 0
             while copied < capacity, state.head < state.messages.count {
                 let message = state.messages[state.head]
                 if state.offset < MessageFraming.prefixLength {
@@ -155,6 +161,7 @@ final class StreamOutbound: MessageSink {
                     state.messages[state.head] = []
                     state.head += 1
                     state.offset = 0
+                    messagesDone += 1
                 }
             }
             state.buffered -= copied
@@ -171,14 +178,15 @@ final class StreamOutbound: MessageSink {
                 state.writer = nil
             }
             let drained = state.head == state.messages.count
-            if drained, let end = state.end { return (.ended(copied, end), writer) }
+            if drained, let end = state.end { return (.ended(copied, end), writer, messagesDone) }
             if copied == 0 {
                 state.needsKick = true
-                return (.empty, writer)
+                return (.empty, writer, messagesDone)
             }
-            return (.data(copied), writer)
+            return (.data(copied), writer, messagesDone)
         }
         writer?.resume(returning: nil)
+        if let sent { for _ in 0..<messagesDone { sent() } }
         return result
     }
 }

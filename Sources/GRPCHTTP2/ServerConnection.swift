@@ -14,6 +14,8 @@
 // `StreamOutbound`: headers with the first message (or Trailers-Only when the handler fails
 // before writing any), then DATA as the client's window allows, then the status as trailers.
 // Every failure is answered on its own stream; only HTTP/2 protocol errors end the connection.
+// The loop's `ServerCallRecorder`, if any, hears of each served call's start, messages and end,
+// exactly once each (the end whichever way it comes: a status, a reset, the connection closing).
 // A deadline timer, the client's RST_STREAM or the connection closing cancels the handler's Task
 // and ends its message streams.
 //
@@ -32,6 +34,9 @@ import RPCCore
 
 final class ServerConnection: HTTP2Connection {
     private let core: ServerCore
+    /// The client's address, for `ServerContext.remotePeer`.
+    private let peer: String
+    private let recorder: (any ServerCallRecorder)?
     private var streams: [Int32: RequestStream] = [:]
     private var lastActivity = ContinuousClock.now
     private var idleTimer: TimerID?
@@ -67,6 +72,8 @@ final class ServerConnection: HTTP2Connection {
         var deadlineTimer: TimerID?
         let started = ContinuousClock.now
         var route: Route?
+        /// The recorder heard of the call's end (it hears of a call's start with its route).
+        var endRecorded = false
         /// A streaming call's queues, once its handler started.
         var inbound: StreamInbound?
         var outbound: StreamOutbound?
@@ -80,8 +87,11 @@ final class ServerConnection: HTTP2Connection {
         init(maxMessageSize: Int) { assembler = MessageAssembler(maxMessageSize: maxMessageSize) }
     }
 
-    init(loop: EventLoop, fd: Int32, buffers: LoopBuffers, core: ServerCore, tls: TLSSession?) {
+    init(loop: EventLoop, fd: Int32, buffers: LoopBuffers, core: ServerCore, tls: TLSSession?,
+         peer: String, recorder: (any ServerCallRecorder)?) {
         self.core = core
+        self.peer = peer
+        self.recorder = recorder
         let config = core.configuration
         super.init(loop: loop, fd: fd, buffers: buffers, server: true, tls: tls, settings: [
             (NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, config.maxConcurrentStreams),
@@ -231,6 +241,7 @@ final class ServerConnection: HTTP2Connection {
             return
         }
         stream.route = route
+        recorder?.started(method: route.methodIndex)
         if let timeout = stream.timeout {
             stream.deadlineTimer = loop.schedule(after: timeout) { [weak self] in
                 self?.deadlineExpired(id)
@@ -268,7 +279,10 @@ final class ServerConnection: HTTP2Connection {
             return
         }
         var full = false
-        for message in stream.assembler.takeMessages() where inbound.push(message) { full = true }
+        for message in stream.assembler.takeMessages() {
+            recorder?.received(method: stream.route?.methodIndex ?? 0)
+            if inbound.push(message) { full = true }
+        }
         if full || stream.heldBack > 0 {
             stream.heldBack += bytes.count
         } else {
@@ -317,9 +331,11 @@ final class ServerConnection: HTTP2Connection {
         }
         guard case .unary(let handle) = route.handler else { return }
         stream.dispatched = true
+        recorder?.received(method: route.methodIndex)
         let message = stream.assembler.messages[0]
         let deadline = stream.timeout.map { stream.started + $0 }
-        let context = ServerContext(path: stream.path, requestMetadata: stream.metadata, deadline: deadline)
+        let context = ServerContext(path: stream.path, requestMetadata: stream.metadata, deadline: deadline,
+                                    remotePeer: peer, started: stream.started)
         let connection = LoopBound(self, loop: loop)
         // The handler starts right here on the loop thread and runs until its first suspension:
         // one that never suspends (a cache hit, a validation error) answers without any thread
@@ -352,19 +368,25 @@ final class ServerConnection: HTTP2Connection {
         let inbound = StreamInbound(onCredit: {
             loop.execute { connection.value.releaseHeldBack(id) }
         })
+        let method = route.methodIndex
         let outbound = StreamOutbound(kick: {
             if loop.inEventLoop {
                 connection.value.outboundReady(id)
             } else {
                 loop.execute { connection.value.outboundReady(id) }
             }
+        }, sent: recorder.map { recorder in
+            let recorder = LoopBound(recorder, loop: loop)
+            return { recorder.value.sent(method: method) }
         })
         if !route.kind.clientStreams {
+            recorder?.received(method: method)
             _ = inbound.push(stream.assembler.takeMessages()[0])
             inbound.finish()
         }
         let deadline = stream.timeout.map { stream.started + $0 }
-        let context = ServerContext(path: stream.path, requestMetadata: stream.metadata, deadline: deadline)
+        let context = ServerContext(path: stream.path, requestMetadata: stream.metadata, deadline: deadline,
+                                    remotePeer: peer, started: stream.started)
         stream.inbound = inbound
         stream.outbound = outbound
         stream.context = context
@@ -391,7 +413,7 @@ final class ServerConnection: HTTP2Connection {
         if let timer = stream.deadlineTimer { loop.cancel(timer) }
         stream.inbound?.fail(RPCError(.cancelled, "the call has ended"))
         outbound.finish(.trailers(statusTrailers(status, stream)))
-        log(stream, status)
+        ended(stream, status)
     }
 
     /// Something for a streaming call to send: the headers first, then DATA as the window allows.
@@ -435,7 +457,7 @@ final class ServerConnection: HTTP2Connection {
             submitResponse(stream: id, headers: responseHeaders + statusTrailers(error, stream), body: nil)
             scheduleFlush()
         }
-        log(stream, error)
+        ended(stream, error)
     }
 
     private let responseHeaders: [HeaderField] = [
@@ -475,6 +497,7 @@ final class ServerConnection: HTTP2Connection {
             headers += metadata.headers.wireHeaders
             let trailers = [("grpc-status", "0")] + metadata.trailers.wireHeaders
             submitResponse(stream: id, headers: headers, body: OutgoingBody(message: message, trailers: trailers))
+            if let route = stream.route { recorder?.sent(method: route.methodIndex) }
             status = RPCError(.ok)
         case .failure(var error):
             // A handler cannot fail with OK: a unary success needs a message.
@@ -485,11 +508,14 @@ final class ServerConnection: HTTP2Connection {
             submitResponse(stream: id, headers: headers, body: nil)
             status = error
         }
-        log(stream, status)
+        ended(stream, status)
         scheduleFlush()
     }
 
-    private func log(_ stream: RequestStream, _ status: RPCError) {
+    /// The call has its status: the recorder hears of it (if the call had started), and the
+    /// transport's own log line. Services log each call themselves, with what they know of it.
+    private func ended(_ stream: RequestStream, _ status: RPCError) {
+        recordEnd(stream, status.code)
         switch status.code {
         case .internal, .unknown, .unavailable, .dataLoss:
             // Failures on our side (or a dependency's) are worth an operator's attention.
@@ -500,6 +526,12 @@ final class ServerConnection: HTTP2Connection {
                 "ms": "\((ContinuousClock.now - stream.started).milliseconds)",
             ])
         }
+    }
+
+    private func recordEnd(_ stream: RequestStream, _ code: StatusCode) {
+        guard let recorder, let route = stream.route, !stream.endRecorded else { return }
+        stream.endRecorded = true
+        recorder.finished(method: route.methodIndex, code: code, duration: .now - stream.started)
     }
 
     /// A non-gRPC HTTP answer (405, 415) that still carries a grpc-status for gRPC clients.
@@ -527,7 +559,10 @@ final class ServerConnection: HTTP2Connection {
         guard let stream = streams.removeValue(forKey: id) else { return }
         if let timer = stream.deadlineTimer { loop.cancel(timer) }
         // Closed before we answered: the client reset the stream, so the handler's work is moot.
-        if !stream.responded { stream.task?.cancel() }
+        if !stream.responded {
+            stream.task?.cancel()
+            recordEnd(stream, .cancelled)
+        }
         endQueues(stream, RPCError(.cancelled, "the client cancelled the call"))
         lastActivity = .now
         callEndedSincePing = true
@@ -588,6 +623,7 @@ final class ServerConnection: HTTP2Connection {
         if let closeReason { core.logger.debug("connection closed", metadata: ["reason": "\(closeReason)"]) }
         for stream in streams.values {
             stream.task?.cancel()
+            if !stream.responded { recordEnd(stream, .cancelled) }
             if let timer = stream.deadlineTimer { loop.cancel(timer) }
             endQueues(stream, RPCError(.unavailable, "the connection closed"))
         }

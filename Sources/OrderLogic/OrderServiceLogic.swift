@@ -85,6 +85,11 @@ public struct OrderServiceLogic: OrderServiceProvider, OrderPartiesLookup {
     public func endWatches() { hub.shutdown() }
     public func stop() async { await consumer?.stop() }
 
+    /// Brings the service's gauges up to date (before a scrape): its consumer's lag.
+    public func recordMetrics() async {
+        await consumer?.recordLag()
+    }
+
     public func placeOrder(_ request: PlaceOrderRequest, context: ServerContext) async throws -> PlaceOrderResponse {
         try Self.validate(request)
         let requestKey = request.requestId.isEmpty ? nil : RequestKey(customer: request.customerId, requestID: request.requestId)
@@ -125,7 +130,8 @@ public struct OrderServiceLogic: OrderServiceProvider, OrderPartiesLookup {
             }
             return placed
         }
-        logger.debug("order placed", metadata: ["order": "\(id)"])
+        BusinessMetrics.ordersPlaced.increment()
+        logger.info("order placed", metadata: ["order": "\(id)", "restaurant": "\(request.restaurantId)"])
         return PlaceOrderResponse(orderId: id, status: OrderStatus.placed.rawValue, totalCents: order.priced?.totalCents ?? 0,
                                   currency: order.priced?.currency ?? "")
     }
@@ -227,6 +233,7 @@ public struct OrderServiceLogic: OrderServiceProvider, OrderPartiesLookup {
         }
         switch outcome {
         case .canceled:
+            BusinessMetrics.ordersCanceled.increment()
             logger.info("order canceled", metadata: ["order": "\(id)", "by": "\(party.rawValue)"])
             return CancelOrderResponse(orderId: id, status: OrderStatus.canceled.rawValue)
         case .notCancelable: return CancelOrderResponse(orderId: id, status: Self.couldNotCancel)
@@ -357,8 +364,11 @@ public struct OrderServiceLogic: OrderServiceProvider, OrderPartiesLookup {
         try Identifier.validate(restaurant, field: "restaurant_id")
         let decision = try Self.decision(of: request)
         switch try await stored({ () async throws(StorageError) in try await store.decide(id, restaurant: restaurant, decision: decision) }) {
-        case .decided(let status, let readyAt):
-            logger.info("order decided", metadata: ["order": "\(id)", "decision": "\(status.rawValue)"])
+        case .decided(let status, let readyAt, let repeated):
+            if !repeated {
+                (status == .accepted ? BusinessMetrics.ordersAccepted : BusinessMetrics.ordersRejected).increment()
+                logger.info("order decided", metadata: ["order": "\(id)", "decision": "\(status.rawValue)", "restaurant": "\(restaurant)"])
+            }
             return RecordRestaurantDecisionResponse(orderId: id, status: status.rawValue, estimatedReadyAtUnixMs: readyAt ?? 0)
         case .notFound:
             throw RPCError(.notFound, "order \(id) not found")

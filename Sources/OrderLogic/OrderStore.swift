@@ -7,10 +7,12 @@
 // server against a store in memory (ServicesTests' InMemoryOrderStore), and against Redis by the
 // service tests. `RedisOrderStore` keeps orders as described in OrderServiceLogic: each operation
 // is one function of the service's Lua library (Lua/*.lua), on the keys of OrderKeys.
+import Instrumentation
 import PlatformAuth
 import PlatformCommon
 import PlatformProtos
 import RedisClient
+import TraceContext
 
 /// The order service's storage.
 public protocol OrderStore: Sendable {
@@ -143,9 +145,9 @@ public enum Decision: Sendable, Equatable {
 }
 
 public enum DecisionOutcome: Sendable, Equatable {
-    /// Decided now, or the same decision of the same restaurant before; with the estimated ready
-    /// time when the acceptance gave minutes.
-    case decided(OrderStatus, readyAtUnixMs: Int64?)
+    /// Decided now, or (`repeated`) the same decision of the same restaurant before; with the
+    /// estimated ready time when the acceptance gave minutes.
+    case decided(OrderStatus, readyAtUnixMs: Int64?, repeated: Bool)
     case notFound
     /// The order was placed with this other restaurant.
     case otherRestaurant(String)
@@ -287,11 +289,16 @@ public struct RedisOrderStore: OrderStore {
         case .accept(let minutes): details[0] = "\(minutes ?? 0)"
         case .reject(let reason, let message): details[1...] = [reason.rawValue, message]
         }
+        // The event carries the trace of the call deciding (the task's; see Telemetry's tracing).
+        let trace = InstrumentationContext.current?.traceContext?.traceparent ?? ""
         let reply = try await redis.run(Scripts.decide, keys: [keys.order, keys.partition.stream],
-                                        arguments: [id, restaurant, decision.status.rawValue] + details, change: true)
+                                        arguments: [id, restaurant, decision.status.rawValue] + details + [trace], change: true)
         let parts = (reply.array ?? []).map { $0.string ?? "" }
         switch (parts.first, parts.count) {
-        case ("DECIDED", 3): if let status = OrderStatus(rawValue: parts[1]) { return .decided(status, readyAtUnixMs: Int64(parts[2])) }
+        case ("DECIDED", 3), ("DECIDED", 4):
+            if let status = OrderStatus(rawValue: parts[1]) {
+                return .decided(status, readyAtUnixMs: Int64(parts[2]), repeated: parts.count == 4)
+            }
         case ("NOT_FOUND", 1): return .notFound
         case ("OTHER_RESTAURANT", 2): return .otherRestaurant(parts[1])
         case ("NOT_PLACED", 2): return .notPlaced(parts[1])

@@ -34,6 +34,7 @@
 // GetOrderStatus finds more events unapplied than its read applies itself). Catch-ups of a
 // partition are coalesced: whoever asks while one runs waits for the next, which starts after the
 // request.
+import CoreMetrics
 import Logging
 import RedisClient
 import RPCCore
@@ -133,6 +134,39 @@ public actor EventConsumer: EventCatchUp {
         while !finished.load(ordering: .acquiring), ContinuousClock.now < deadline {
             try? await Task.sleep(for: .milliseconds(10))
         }
+    }
+
+    /// Records the group's lag as gauges (swift-metrics; the service's /metrics shows them):
+    /// `platform_event_consumer_lag_events` (entries not yet delivered to the group, summed over
+    /// the partitions), `platform_event_consumer_lag_seconds` (the age of the oldest of them) and
+    /// `platform_event_pending_entries` (delivered, not yet acknowledged). Every replica reports
+    /// the same group-wide figures; a partition Redis cannot answer for now is left out.
+    public nonisolated func recordLag() async {
+        var (lag, oldest, pending) = (0, Int64.max, 0)
+        let now = unixMilliseconds()
+        for partition in OrderPartition.all {
+            guard let groups = try? await redis.send(["XINFO", "GROUPS", partition.stream]).array else { continue }
+            for entry in groups {
+                guard let fields = entry.array else { continue }
+                var values: [String: RedisReply] = [:]
+                for index in stride(from: 0, to: fields.count - 1, by: 2) {
+                    if let name = fields[index].string { values[name] = fields[index + 1] }
+                }
+                guard values["name"]?.string == group else { continue }
+                pending += Int(values["pending"]?.int ?? 0)
+                let behind = Int(values["lag"]?.int ?? 0)
+                lag += behind
+                guard behind > 0, let delivered = values["last-delivered-id"]?.string,
+                      let next = try? await redis.send(["XRANGE", partition.stream, "(" + delivered, "+", "COUNT", "1"]).array?.first?.array,
+                      let id = next.first?.string.flatMap(StreamID.init) else { continue }
+                oldest = min(oldest, Int64(id.milliseconds))
+            }
+        }
+        let dimensions = [("group", group)]
+        Gauge(label: "platform_event_consumer_lag_events", dimensions: dimensions).record(lag)
+        Gauge(label: "platform_event_consumer_lag_seconds", dimensions: dimensions)
+            .record(oldest == .max ? 0 : Double(max(0, now - oldest)) / 1000)
+        Gauge(label: "platform_event_pending_entries", dimensions: dimensions).record(pending)
     }
 
     /// Applies every event of `partition` (nil: of every partition) written before this call.

@@ -18,8 +18,11 @@
 // `order` and `detail`, then the typed details (customer, restaurant, driver, ...).
 // The entry's id is the event's identity and its time (the id's first part is the Redis server's
 // clock in milliseconds); ids compare within one stream only. ORDER_PLACED goes to the stream
-// only: the channel keeps exactly the seed's messages.
+// only: the channel keeps exactly the seed's messages. An event written while serving a call
+// carries the call's W3C `traceparent`, so the work it causes elsewhere (the delivery service's
+// automatic assignment of an accepted order) continues the same trace.
 import RedisClient
+import TraceContext
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -118,6 +121,9 @@ public struct PlatformEvent: Sendable, Equatable, CustomStringConvertible {
         /// On ORDER_CANCELED: the CancelingParty, and its words.
         case canceledBy = "canceled_by"
         case cancelReason = "cancel_reason"
+        /// The W3C trace context of the call that wrote the event (on ORDER_ACCEPTED and
+        /// ORDER_REJECTED), when it had one.
+        case trace = "traceparent"
     }
 
     public var kind: Kind
@@ -139,6 +145,8 @@ public struct PlatformEvent: Sendable, Equatable, CustomStringConvertible {
     public var reportedStatus: OrderStatus?
     public var canceledBy: CancelingParty?
     public var cancelReason: String?
+    /// The trace of the call that wrote it.
+    public var trace: TraceContext?
 
     public init(_ kind: Kind, orderID: String, detail: String? = nil) {
         self.kind = kind
@@ -171,6 +179,7 @@ public struct PlatformEvent: Sendable, Equatable, CustomStringConvertible {
         reportedStatus = values[.status].flatMap(OrderStatus.init(rawValue:))
         canceledBy = values[.canceledBy].flatMap(CancelingParty.init(rawValue:))
         cancelReason = values[.cancelReason].flatMap { $0.isEmpty ? nil : $0 }
+        trace = values[.trace].flatMap { TraceContext(traceparent: $0) }
     }
 
     public var description: String {

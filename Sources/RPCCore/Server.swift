@@ -5,8 +5,11 @@
 //
 // Interceptors run before every handler of a router, with the decoded request when the call has
 // exactly one (unary and server streaming) and nil otherwise, so a policy such as authorization
-// is enforced in one place for every service. A route is bound to its router's interceptors once,
-// when the router is built: the transport calls the bound handler and knows nothing of them.
+// is enforced in one place for every service. One may also scope the rest of the call (a trace
+// context as a task-local value, so that every log line and outgoing call of the handler carries
+// it). A route is bound to its router's interceptors once, when the router is built: the
+// transport calls the bound handler and knows nothing of them. The router numbers its methods, so
+// that a transport's per-method counters are array slots rather than dictionary entries.
 import Synchronization
 
 /// What a handler knows about its call, and where it puts response metadata.
@@ -17,13 +20,20 @@ public final class ServerContext: Sendable {
     public let requestMetadata: Metadata
     /// When the client stops waiting (from `grpc-timeout`); the handler's task is cancelled then.
     public let deadline: ContinuousClock.Instant?
+    /// The client's address as the transport knows it (an IP address for HTTP/2), for logs.
+    public let remotePeer: String
+    /// When the transport received the call's headers: the call's duration counts from here.
+    public let started: ContinuousClock.Instant
     private let response = Mutex<(headers: Metadata, trailers: Metadata)>((Metadata(), Metadata()))
     private let values = Mutex<[ObjectIdentifier: any Sendable]>([:])
 
-    public init(path: String, requestMetadata: Metadata, deadline: ContinuousClock.Instant?) {
+    public init(path: String, requestMetadata: Metadata, deadline: ContinuousClock.Instant?,
+                remotePeer: String = "", started: ContinuousClock.Instant = .now) {
         self.path = path
         self.requestMetadata = requestMetadata
         self.deadline = deadline
+        self.remotePeer = remotePeer
+        self.started = started
     }
 
     /// Adds a response header; sent with the response if the handler succeeds.
@@ -62,28 +72,48 @@ public protocol ServerInterceptor: Sendable {
     /// The call is over with `status` (OK, the handler's error, or an interceptor's refusal);
     /// `request` as `intercept` saw it, `response` a unary call's response when it succeeded.
     func finished(_ status: RPCError, request: (any GRPCMessage)?, response: (any GRPCMessage)?, context: ServerContext)
+    /// Runs the whole call (every interceptor's `intercept` and `finished`, and the handler)
+    /// inside `call`: where an interceptor binds task-local values for the call's duration.
+    func scope<Result>(_ context: ServerContext, _ call: () async throws -> Result) async throws -> Result
 }
 
 extension ServerInterceptor {
     public func finished(_ status: RPCError, request: (any GRPCMessage)?, response: (any GRPCMessage)?, context: ServerContext) {}
+    public func scope<Result>(_ context: ServerContext, _ call: () async throws -> Result) async throws -> Result {
+        try await call()
+    }
 }
 
 extension [any ServerInterceptor] {
-    /// Runs `body` after every interceptor let the call through, and tells them how it ended.
+    /// Runs `body` after every interceptor let the call through, and tells them how it ended,
+    /// all inside every interceptor's scope.
     func around<Result>(_ request: (any GRPCMessage)?, _ context: ServerContext,
                         _ body: () async throws -> Result) async throws(RPCError) -> Result {
         do {
-            for interceptor in self { try await interceptor.intercept(request, context: context) }
-            let result = try await body()
-            for interceptor in self {
-                interceptor.finished(RPCError(.ok), request: request, response: result as? any GRPCMessage, context: context)
+            return try await scoped(from: startIndex, context) {
+                do {
+                    for interceptor in self { try await interceptor.intercept(request, context: context) }
+                    let result = try await body()
+                    for interceptor in self {
+                        interceptor.finished(RPCError(.ok), request: request, response: result as? any GRPCMessage, context: context)
+                    }
+                    return result
+                } catch {
+                    let status = RPCError(from: error)
+                    for interceptor in self { interceptor.finished(status, request: request, response: nil, context: context) }
+                    throw status
+                }
             }
-            return result
         } catch {
-            let status = RPCError(from: error)
-            for interceptor in self { interceptor.finished(status, request: request, response: nil, context: context) }
-            throw status
+            throw RPCError(from: error)
         }
+    }
+
+    /// `call` inside the scopes of the interceptors from `index` on, the first outermost.
+    private func scoped<Result>(from index: Int, _ context: ServerContext,
+                                _ call: () async throws -> Result) async throws -> Result {
+        guard index < endIndex else { return try await call() }
+        return try await self[index].scope(context) { try await scoped(from: index + 1, context, call) }
     }
 }
 
@@ -102,6 +132,8 @@ public struct Route: Sendable {
 
     public let path: String
     public let kind: RPCKind
+    /// The route's number in its router (0 ..< `Router.methods.count`).
+    public fileprivate(set) var methodIndex = 0
     /// The handler, bound to the interceptors of the router it is in.
     public let handler: Handler
     private let bind: @Sendable ([any ServerInterceptor]) -> Handler
@@ -209,24 +241,28 @@ public struct ServiceDefinition: Sendable {
 /// Finds the route for a `:path`. Built once, read concurrently by every connection.
 public struct Router: Sendable {
     private let routes: [String: Route]
+    /// Every route, numbered: `methods[route.methodIndex]` is `route`.
+    public let methods: [Route]
     /// Names of the registered services (the health service reports each).
     public let serviceNames: [String]
 
     /// `interceptors` run, in order, before every handler of every service.
     public init(_ services: [ServiceDefinition], interceptors: [any ServerInterceptor] = []) {
         var routes: [String: Route] = [:]
+        var methods: [Route] = []
         for service in services {
             for route in service.routes {
                 precondition(routes[route.path] == nil, "\(route.path) registered twice")
-                routes[route.path] = interceptors.isEmpty ? route : route.intercepted(by: interceptors)
+                var bound = interceptors.isEmpty ? route : route.intercepted(by: interceptors)
+                bound.methodIndex = methods.count
+                methods.append(bound)
+                routes[route.path] = bound
             }
         }
         self.routes = routes
+        self.methods = methods
         serviceNames = services.map(\.name)
     }
 
     public func route(for path: String) -> Route? { routes[path] }
-
-    /// Every route, for tools that list what is served.
-    public var allRoutes: [Route] { Array(routes.values) }
 }

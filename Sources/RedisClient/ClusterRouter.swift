@@ -38,12 +38,14 @@ final class ClusterRouter: CommandSink {
     private typealias Outcome = [(result: Result<RedisReply, RedisError>, generation: Int)]
 
     private let topology: ClusterTopology
+    private let recorder: (any RedisRecorder)?
     private var nodes: [RedisEndpoint: ConnectionManager] = [:]
     private var mapVersion = 0
     private var isClosed = false
 
-    init(topology: ClusterTopology) {
+    init(topology: ClusterTopology, recorder: (any RedisRecorder)?) {
         self.topology = topology
+        self.recorder = recorder
     }
 
     /// Nothing to do: a node's connection opens when the first command for it comes.
@@ -115,6 +117,7 @@ final class ClusterRouter: CommandSink {
                 let unsettled = RedisError(.unavailable, endpoint: node.description, detail: message)
                 let giveUp: Outcome = routed.commands.map { _ in (.failure(unsettled), 0) }
                 if let redirect = Redirect(message, from: node) {
+                    recorder?.redirected(ask: redirect.kind == .ask)
                     switch redirect.kind {
                     case .moved:
                         topology.learn(redirect)
@@ -155,7 +158,7 @@ final class ClusterRouter: CommandSink {
 
     private func connection(to node: RedisEndpoint) -> ConnectionManager {
         if let connection = nodes[node] { return connection }
-        let connection = ConnectionManager(configuration: topology.configuration.node(node), loop: topology.loop)
+        let connection = ConnectionManager(configuration: topology.configuration.node(node), loop: topology.loop, recorder: recorder)
         nodes[node] = connection
         return connection
     }

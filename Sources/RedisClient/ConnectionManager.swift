@@ -36,6 +36,8 @@ final class PendingCommand {
     }
 
     private var completion: Completion?
+    /// The recorder to tell of the outcome, the command's name and when it was taken.
+    var observation: (recorder: any RedisRecorder, name: [UInt8], taken: ContinuousClock.Instant)?
     var deadline = ContinuousClock.Instant.now
     var generation = 0
     var repliesBeforeSend: UInt64 = 0
@@ -50,6 +52,14 @@ final class PendingCommand {
     func complete(_ result: Result<RedisReply, RedisError>) {
         guard let completion else { return }
         self.completion = nil
+        if let observation {
+            let outcome: RedisCommandOutcome = switch result {
+            case .success(.error(let message)): .errorReply(message.prefix { $0 != " " })
+            case .success: .reply
+            case .failure(let error): .failure(error.kind)
+            }
+            observation.recorder.completed(observation.name, outcome, duration: .now - observation.taken)
+        }
         switch completion {
         case .caller(let continuation): continuation.resume(returning: result)
         case .handler(let handler): handler(result, self)
@@ -109,6 +119,9 @@ final class ConnectionManager: HiredisConnectionDelegate, CommandSink {
     let configuration: RedisConfiguration
     let loop: EventLoop
     private let target: ConnectionTarget
+    private let recorder: (any RedisRecorder)?
+    /// A connection was ready once: the next ready one is a reconnection.
+    private var wasEverReady = false
     /// The server as "host:port" (or the target's label before the first attempt), for errors.
     private var endpoint: String
     var events = ConnectionEvents()
@@ -127,10 +140,12 @@ final class ConnectionManager: HiredisConnectionDelegate, CommandSink {
     private(set) var generation = 0
     private static let generations = Atomic<Int>(0)
 
-    init(configuration: RedisConfiguration, loop: EventLoop, target: ConnectionTarget = .configured) {
+    init(configuration: RedisConfiguration, loop: EventLoop, target: ConnectionTarget = .configured,
+         recorder: (any RedisRecorder)? = nil) {
         self.configuration = configuration
         self.loop = loop
         self.target = target
+        self.recorder = recorder
         if case .discovered(let label, _, _) = target { endpoint = label } else { endpoint = configuration.endpoint }
         lastFailure = RedisError(.unavailable, endpoint: endpoint, detail: "not connected yet")
     }
@@ -147,6 +162,12 @@ final class ConnectionManager: HiredisConnectionDelegate, CommandSink {
 
     /// Sends commands back to back: nothing else is sent between them (MULTI ... EXEC).
     func send(batch: [[[UInt8]]], _ commands: [PendingCommand], generation required: Int?) {
+        if let recorder {
+            let now = ContinuousClock.now
+            for (arguments, command) in zip(batch, commands) where command.observation == nil {
+                command.observation = (recorder, arguments.first ?? [], now)
+            }
+        }
         switch state {
         case .ready(let connection) where required == nil || required == generation:
             for (arguments, command) in zip(batch, commands) { submit(arguments, command, on: connection) }
@@ -267,6 +288,8 @@ final class ConnectionManager: HiredisConnectionDelegate, CommandSink {
     }
 
     private func becameReady(_ connection: HiredisConnection) {
+        if wasEverReady { recorder?.reconnected() }
+        wasEverReady = true
         state = .ready(connection)
         consecutiveFailures = 0
         generation = Self.generations.add(1, ordering: .relaxed).newValue

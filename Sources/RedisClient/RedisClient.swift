@@ -45,13 +45,16 @@ public final class RedisClient: Sendable {
     private let isClosed = Atomic<Bool>(false)
 
     /// Starts connecting at once. Without `loop`, the client runs (and owns) a loop of its own.
-    public init(configuration: RedisConfiguration = RedisConfiguration(), loop: EventLoop? = nil) {
+    /// `observer` is told about the commands of the shared and the WATCH connections (metrics).
+    public init(configuration: RedisConfiguration = RedisConfiguration(), loop: EventLoop? = nil,
+                observer: (any RedisObserver)? = nil) {
         self.configuration = configuration
         self.loop = loop ?? EventLoop(name: "redis-\(configuration.endpoint)")
         ownsLoop = loop == nil
         discovery = Discovery(configuration: configuration, loop: self.loop)
-        commands = LoopBound(discovery.makeSink(), loop: self.loop)
-        watchConnection = LoopBound(discovery.makeSink(), loop: self.loop)
+        let recorder = observer?.makeRecorder(loop: self.loop)
+        commands = LoopBound(discovery.makeSink(recorder: recorder), loop: self.loop)
+        watchConnection = LoopBound(discovery.makeSink(recorder: recorder), loop: self.loop)
         transactionGate = LoopBound(TransactionGate(), loop: self.loop)
         let commands = self.commands
         self.loop.execute { commands.value.start() }
@@ -373,26 +376,27 @@ private enum Discovery: @unchecked Sendable {
         }
     }
 
-    /// A new pipelined connection for commands (in a cluster, a router with one per master).
-    func makeSink() -> any CommandSink {
+    /// A new pipelined connection for commands (in a cluster, a router with one per master),
+    /// telling `recorder` about them.
+    func makeSink(recorder: (any RedisRecorder)? = nil) -> any CommandSink {
         switch self {
-        case .cluster(let topology): ClusterRouter(topology: topology)
-        default: makeSubscriptionConnection()
+        case .cluster(let topology): ClusterRouter(topology: topology, recorder: recorder)
+        default: makeSubscriptionConnection(recorder: recorder)
         }
     }
 
     /// A new single connection: in a cluster to any node (for Pub/Sub, which is cluster-wide),
     /// with Sentinel to the master.
-    func makeSubscriptionConnection() -> ConnectionManager {
+    func makeSubscriptionConnection(recorder: (any RedisRecorder)? = nil) -> ConnectionManager {
         switch self {
         case .standalone(let configuration, let loop):
-            ConnectionManager(configuration: configuration, loop: loop)
+            ConnectionManager(configuration: configuration, loop: loop, recorder: recorder)
         case .cluster(let topology):
             ConnectionManager(configuration: topology.configuration, loop: topology.loop, target: .discovered(
-                label: topology.configuration.endpoint, mustBeMaster: false, find: topology.nodeForSubscription))
+                label: topology.configuration.endpoint, mustBeMaster: false, find: topology.nodeForSubscription), recorder: recorder)
         case .sentinel(let resolver, let configuration, let loop):
             ConnectionManager(configuration: configuration, loop: loop, target: .discovered(
-                label: configuration.endpoint, mustBeMaster: true, find: resolver.findMaster))
+                label: configuration.endpoint, mustBeMaster: true, find: resolver.findMaster), recorder: recorder)
         }
     }
 

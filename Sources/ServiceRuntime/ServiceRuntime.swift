@@ -1,14 +1,17 @@
-// What the three service executables share: their common flags and environment variables, logging
-// set-up, the Redis client, and serving until SIGTERM/SIGINT with a graceful shutdown. Each
-// executable is then a thin main that builds its service's logic and hands it over.
+// What the three service executables share: their common flags and environment variables, the
+// telemetry set-up (TelemetryOptions), the Redis client, and serving until SIGTERM/SIGINT with a
+// graceful shutdown. Each executable is then a thin main that builds its service's logic and
+// hands it over.
 //
 // Configuration precedence: a flag wins over its environment variable, which wins over the default.
 import ArgumentParser
 import GRPCHTTP2
 import GRPCServices
 import Logging
+import PlatformAuth
 import RedisClient
 import RPCCore
+import Telemetry
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -22,8 +25,7 @@ public struct ServiceOptions: ParsableArguments, Sendable {
     @Option(help: "Redis host (env REDIS_HOST, default localhost).") public var redisHost: String?
     @Option(help: "Redis port (env REDIS_PORT, default 6379).") public var redisPort: Int?
     @Option(help: "Redis password (env REDIS_PASSWORD).") public var redisPassword: String?
-    @Option(help: "trace, debug, info, notice, warning, error or critical (env LOG_LEVEL, default info).")
-    public var logLevel: String?
+    @OptionGroup public var telemetry: TelemetryOptions
     @OptionGroup public var authentication: AuthOptions
     @OptionGroup public var tls: TLSOptions
 
@@ -108,33 +110,24 @@ public struct ServiceOptions: ParsableArguments, Sendable {
         return configuration
     }
 
-    /// Sets up swift-log on standard error at the configured level and returns the service's logger.
-    public func bootstrapLogging(label: String) throws -> Logger {
-        let text = Self.setting(logLevel, env: "LOG_LEVEL") ?? "info"
-        guard let level = Logger.Level(rawValue: text.lowercased()) else {
-            throw ValidationError("LOG_LEVEL must be one of \(Logger.Level.allCases.map(\.rawValue).joined(separator: ", "))")
-        }
-        LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = level
-            return handler
-        }
-        return Logger(label: label)
-    }
 }
 
 /// Serves `services`, with grpc.health.v1 and server reflection (from `descriptors`, the .proto
-/// files behind them), until SIGTERM or SIGINT. Then health turns NOT_SERVING (every Watch is
-/// told), `beforeShutdown` runs (end long watches), the server drains gracefully, and `stop` runs.
+/// files behind them), until SIGTERM or SIGINT, every call traced, logged and (with metrics on)
+/// counted, and /metrics on its port. Then health turns NOT_SERVING (every Watch is told),
+/// `beforeShutdown` runs (end long watches), the server drains gracefully, and `stop` runs.
 public func serve(_ services: [ServiceDefinition], descriptors: [ProtoFileDescriptor],
                   configuration: ServerConfiguration, health healthConfiguration: ServerConfiguration? = nil,
-                  interceptors: [any ServerInterceptor] = [], logger: Logger,
+                  interceptors: [any ServerInterceptor] = [], telemetry: ServiceTelemetry,
                   beforeShutdown: @Sendable () async -> Void = {},
                   stop: @Sendable () async -> Void = {}) async throws {
+    let logger = telemetry.logger
     let health = HealthService(services: services.map(\.name))
     let reflection = ReflectionService(files: descriptors, served: services.map(\.name))
+    let callTelemetry = CallTelemetry(tracer: telemetry.tracer, logger: logger) { $0[CallerKey.self]?.description }
     let server = GRPCServer(configuration: configuration, services: services + [health.service] + reflection.services,
-                            interceptors: interceptors, logger: logger)
+                            interceptors: [callTelemetry] + interceptors, observer: telemetry.metrics.map(GRPCServerMetrics.init),
+                            logger: logger)
     // The same health statuses on a port of their own: it tells NOT_SERVING at shutdown too.
     let healthServer = healthConfiguration.map { GRPCServer(configuration: $0, services: [health.service], logger: logger) }
     for (listener, address) in [(server, configuration), (healthServer, healthConfiguration)] {
@@ -146,10 +139,24 @@ public func serve(_ services: [ServiceDefinition], descriptors: [ProtoFileDescri
             throw ExitCode.failure
         }
     }
+    var metricsEndpoint: MetricsEndpoint?
+    if let metrics = telemetry.metrics, let address = telemetry.metricsAddress {
+        metrics.addGauge("grpc_server_connections", help: "Connections open to the service port.") { Double(server.connectionCount) }
+        do {
+            metricsEndpoint = try MetricsEndpoint(host: address.host, port: address.port, metrics: metrics)
+            logger.info("metrics", metadata: ["address": "\(address.host):\(metricsEndpoint?.port ?? address.port)", "path": "/metrics"])
+        } catch {
+            logger.critical("cannot listen", metadata: ["address": "\(address.host):\(address.port)", "error": "\(error)"])
+            throw ExitCode.failure
+        }
+    }
     await server.runUntilTerminated {
         health.enterShutdown()
         await beforeShutdown()
     }
     await healthServer?.shutdown(gracePeriod: .zero)
+    // Once the server has drained, so that a scrape until then still sees the last calls.
+    metricsEndpoint?.close()
     await stop()
+    await telemetry.exporter?.shutdown()
 }

@@ -15,20 +15,22 @@ struct DeliveryServiceCommand: AsyncParsableCommand {
     var drivers: String?
 
     func run() async throws {
-        let logger = try options.bootstrapLogging(label: "delivery-service")
+        let telemetry = try options.bootstrapTelemetry(label: "delivery-service", metricsPort: 9453)
+        let logger = telemetry.logger
         let pool = (ServiceOptions.setting(drivers, env: "DRIVERS") ?? "")
             .split(separator: ",").map { String($0.filter { $0 != " " }) }.filter { !$0.isEmpty }
         if let bad = pool.first(where: { !Identifier.isValid($0) }) {
             throw ValidationError("DRIVERS: \(bad) is not a valid driver id")
         }
-        let redis = RedisClient(configuration: try options.redisConfiguration())
+        let redis = RedisClient(configuration: try options.redisConfiguration(), observer: telemetry.redisObserver)
         let logic = DeliveryServiceLogic(redis: redis, drivers: pool, logger: logger)
         await logic.start()
+        telemetry.addCollector { await logic.recordMetrics() }
         let configuration = try options.serverConfiguration(defaultPort: 50053)
         let interceptors = try options.authentication.interceptors(parties: logic, logger: logger)
         try await serve([logic.service], descriptors: PlatformProtosDescriptors.all, configuration: configuration,
                         health: try options.healthConfiguration(),
-                        interceptors: interceptors, logger: logger, beforeShutdown: { logic.endWatches() }) {
+                        interceptors: interceptors, telemetry: telemetry, beforeShutdown: { logic.endWatches() }) {
             await logic.stop()
             redis.close()
         }

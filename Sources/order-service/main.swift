@@ -19,20 +19,23 @@ struct OrderServiceCommand: AsyncParsableCommand {
     var serviceTokenFile: String?
 
     func run() async throws {
-        let logger = try options.bootstrapLogging(label: "order-service")
+        let telemetry = try options.bootstrapTelemetry(label: "order-service", metricsPort: 9451)
+        let logger = telemetry.logger
         // RESTAURANT_SERVICE_ADDR, RESTAURANT_SERVICE_TLS_CA.
         let restaurantChannel = try TLSOptions.peerChannel(restaurantServiceAddr, prefix: "RESTAURANT_SERVICE", defaultAddress: "localhost:50052")
-        let menus = RestaurantMenuCatalog(restaurants: RestaurantServiceClient(transport: restaurantChannel),
+        let restaurants = telemetry.instrument(restaurantChannel, methods: [RestaurantServiceMethods.getMenu.path])
+        let menus = RestaurantMenuCatalog(restaurants: RestaurantServiceClient(transport: restaurants),
                                           token: ServiceOptions.setting(serviceTokenFile, env: "SERVICE_TOKEN_FILE").map(ServiceTokenFile.init),
                                           logger: logger)
-        let redis = RedisClient(configuration: try options.redisConfiguration())
+        let redis = RedisClient(configuration: try options.redisConfiguration(), observer: telemetry.redisObserver)
         let logic = OrderServiceLogic(redis: redis, menus: menus, logger: logger)
         await logic.start()
+        telemetry.addCollector { await logic.recordMetrics() }
         let configuration = try options.serverConfiguration(defaultPort: 50051)
         let interceptors = try options.authentication.interceptors(parties: logic, logger: logger)
         try await serve([logic.service], descriptors: PlatformProtosDescriptors.all, configuration: configuration,
                         health: try options.healthConfiguration(),
-                        interceptors: interceptors, logger: logger, beforeShutdown: { logic.endWatches() }) {
+                        interceptors: interceptors, telemetry: telemetry, beforeShutdown: { logic.endWatches() }) {
             await logic.stop()
             restaurantChannel.close()
             redis.close()

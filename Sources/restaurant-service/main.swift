@@ -18,18 +18,21 @@ struct RestaurantServiceCommand: AsyncParsableCommand {
     var serviceTokenFile: String?
 
     func run() async throws {
-        let logger = try options.bootstrapLogging(label: "restaurant-service")
+        let telemetry = try options.bootstrapTelemetry(label: "restaurant-service", metricsPort: 9452)
+        let logger = telemetry.logger
         // ORDER_SERVICE_ADDR, ORDER_SERVICE_TLS_CA.
         let orderChannel = try TLSOptions.peerChannel(orderServiceAddr, prefix: "ORDER_SERVICE", defaultAddress: "localhost:50051")
-        let redis = RedisClient(configuration: try options.redisConfiguration())
+        let orders = telemetry.instrument(orderChannel, methods: [OrderServiceMethods.recordRestaurantDecision.path,
+                                                                  OrderServiceMethods.recordOrderReady.path])
+        let redis = RedisClient(configuration: try options.redisConfiguration(), observer: telemetry.redisObserver)
         let serviceToken = ServiceOptions.setting(serviceTokenFile, env: "SERVICE_TOKEN_FILE").map(ServiceTokenFile.init)
-        let logic = RestaurantServiceLogic(redis: redis, orders: OrderServiceClient(transport: orderChannel),
+        let logic = RestaurantServiceLogic(redis: redis, orders: OrderServiceClient(transport: orders),
                                            serviceToken: serviceToken, logger: logger)
         let configuration = try options.serverConfiguration(defaultPort: 50052)
         let interceptors = try options.authentication.interceptors(parties: nil, logger: logger)
         try await serve([logic.service], descriptors: PlatformProtosDescriptors.all, configuration: configuration,
                         health: try options.healthConfiguration(),
-                        interceptors: interceptors, logger: logger, beforeShutdown: { logic.endWatches() }) {
+                        interceptors: interceptors, telemetry: telemetry, beforeShutdown: { logic.endWatches() }) {
             orderChannel.close()
             redis.close()
         }

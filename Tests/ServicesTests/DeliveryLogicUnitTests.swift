@@ -76,7 +76,10 @@ final class ScriptedDeliveryStore: DeliveryStore {
         try answer("assign waiting") { state in state.waitingAssigned }
     }
 
-    func applyOrderEvents(_ events: [PlatformEvent], in partition: OrderPartition) async throws(StorageError) -> Int { 0 }
+    func applyOrderEvents(_ events: [PlatformEvent], in partition: OrderPartition) async throws(StorageError) -> AppliedOrderEvents {
+        AppliedOrderEvents()
+    }
+    func waitingCount() async throws(StorageError) -> Int { 0 }
     func applyAssignmentEvents(_ events: [PlatformEvent]) async throws(StorageError) {}
 }
 

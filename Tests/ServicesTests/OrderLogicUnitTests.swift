@@ -152,9 +152,11 @@ final class InMemoryOrderStore: OrderStore {
                 state.orders[id]?.decidedBy = restaurant
                 if decision.status == .accepted { state.orders[id]?.kitchen = .preparing }
                 if case .accept(let minutes?) = decision { state.orders[id]?.readyAt = Self.clock + Int64(minutes) * 60_000 }
-                return .decided(decision.status, readyAtUnixMs: state.orders[id]?.readyAt)
+                return .decided(decision.status, readyAtUnixMs: state.orders[id]?.readyAt, repeated: false)
             }
-            if order.decision?.status == decision.status, order.decidedBy == restaurant { return .decided(decision.status, readyAtUnixMs: order.readyAt) }
+            if order.decision?.status == decision.status, order.decidedBy == restaurant {
+                return .decided(decision.status, readyAtUnixMs: order.readyAt, repeated: true)
+            }
             return .notPlaced(order.status.rawValue)
         }
     }

@@ -111,10 +111,11 @@ enum OrderLua {
     static let decide = #"""
     -- KEYS: the order's hash, its partition's stream. ARGV: order id, restaurant id, ACCEPTED or
     -- REJECTED, the kitchen's minutes ('0': none; with ACCEPTED), the rejection reason and message
-    -- (with REJECTED). Records the decision of the order's restaurant on a PLACED order, with the
-    -- estimated ready time (the server's clock plus the minutes) or the reason, on the order and on
-    -- its event; the same decision again answers the same. Returns {'DECIDED', decision, estimated
-    -- ready time in ms or ''}, {'NOT_FOUND'}, {'OTHER_RESTAURANT', its restaurant} or {'NOT_PLACED',
+    -- (with REJECTED), the caller's traceparent ('' when none). Records the decision of the order's
+    -- restaurant on a PLACED order, with the estimated ready time (the server's clock plus the
+    -- minutes) or the reason, on the order and on its event (with the trace); the same decision
+    -- again answers the same, marked REPEATED. Returns {'DECIDED', decision, estimated ready time in
+    -- ms or ''[, 'REPEATED']}, {'NOT_FOUND'}, {'OTHER_RESTAURANT', its restaurant} or {'NOT_PLACED',
     -- its status}.
     local key, stream = KEYS[1], KEYS[2]
     local fields = redis.call('HMGET', key, 'status', 'restaurant_id', 'decision', 'decided_by', 'customer_id',
@@ -136,6 +137,7 @@ enum OrderLua {
             details[#details + 1], details[#details + 2] = Field.reason, ARGV[5]
             change = {'reject_reason', ARGV[5], 'reject_message', ARGV[6]}
         end
+        if ARGV[7] ~= '' then details[#details + 1], details[#details + 2] = Field.trace, ARGV[7] end
         local kind = ARGV[3] == Status.ACCEPTED and Kind.ORDER_ACCEPTED or Kind.ORDER_REJECTED
         local event = emit(stream, kind, ARGV[1], nil, details)
         if ARGV[3] == Status.ACCEPTED then
@@ -144,7 +146,7 @@ enum OrderLua {
         redis.call('HSET', key, 'status', ARGV[3], 'decision', ARGV[3], 'decided_by', ARGV[2], 'last_event', event, unpack(change))
         return {'DECIDED', ARGV[3], readyAt}
     end
-    if fields[3] == ARGV[3] and fields[4] == ARGV[2] then return {'DECIDED', ARGV[3], fields[6] or ''} end
+    if fields[3] == ARGV[3] and fields[4] == ARGV[2] then return {'DECIDED', ARGV[3], fields[6] or '', 'REPEATED'} end
     return {'NOT_PLACED', status}
     """#
     /// Lua/get.lua

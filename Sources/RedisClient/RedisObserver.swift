@@ -1,0 +1,32 @@
+// What the client tells an observer (metrics) about its commands: each command's outcome and
+// time, reconnections, and a cluster's redirects.
+//
+// As the gRPC server does it, the observer makes one recorder for the client's loop, and the
+// client calls it on that loop only, so a recorder counts in plain memory. A command is timed
+// from when its connection takes it to its reply (or failure). The blocking reads of a
+// `RedisBlockingConnection` and subscriptions are not told: their time is a wait, not a latency.
+import EventLoop
+
+/// Watches a client's commands; given to `RedisClient(observer:)`.
+public protocol RedisObserver: Sendable {
+    /// The recorder for the client running on `loop`, which calls it on that loop only.
+    func makeRecorder(loop: EventLoop) -> any RedisRecorder
+}
+
+/// How a command ended, as a recorder is told.
+public enum RedisCommandOutcome: Sendable {
+    case reply
+    /// An error reply; its first word (ERR, NOSCRIPT, BUSYGROUP...).
+    case errorReply(Substring)
+    case failure(RedisError.Kind)
+}
+
+/// A client's commands, on its loop's thread only.
+public protocol RedisRecorder: AnyObject {
+    /// A command (`name`: its first argument, e.g. FCALL) ended after `duration`.
+    func completed(_ name: [UInt8], _ outcome: RedisCommandOutcome, duration: Duration)
+    /// A connection that had worked is working again.
+    func reconnected()
+    /// A cluster node sent a command elsewhere (MOVED, or ASK when `ask`).
+    func redirected(ask: Bool)
+}

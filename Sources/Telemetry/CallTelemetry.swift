@@ -1,0 +1,92 @@
+// What every served call gets beyond metrics: a server span around the whole call, and one log
+// line when it ends.
+//
+// The span continues the caller's trace (`traceparent`, `tracestate` in the request metadata) or
+// starts one, and its context is the task-local context while the call runs, so that everything
+// the handler logs, calls or appends carries the trace. The log line, at `info` (at `error` for
+// the codes that mean our side or a dependency failed, with the status message as the cause),
+// has the method, code, duration, peer, caller identity (when an interceptor established one)
+// and, from the task's context, the trace id. It must be the first interceptor, so that the
+// others' refusals are logged and traced too.
+import Instrumentation
+import Logging
+import RPCCore
+import TraceContext
+import Tracing
+
+/// The tracing and logging interceptor; first in the list.
+public struct CallTelemetry: ServerInterceptor {
+    private let tracer: PlatformTracer
+    private let logger: Logger
+    private let caller: @Sendable (ServerContext) -> String?
+
+    /// `caller` names who called, once authentication has run (nil: unknown, or anonymous).
+    public init(tracer: PlatformTracer, logger: Logger, caller: @escaping @Sendable (ServerContext) -> String? = { _ in nil }) {
+        self.tracer = tracer
+        self.logger = logger
+        self.caller = caller
+    }
+
+    public func intercept(_ request: (any GRPCMessage)?, context: ServerContext) async throws(RPCError) {}
+
+    public func scope<Result>(_ context: ServerContext, _ call: () async throws -> Result) async throws -> Result {
+        var parent = InstrumentationContext.topLevel
+        tracer.extract(context.requestMetadata, into: &parent, using: MetadataExtractor())
+        let span = tracer.startSpan(context.path, context: parent, ofKind: .server)
+        defer { span.end() }
+        return try await InstrumentationContext.$current.withValue(span.context) {
+            do {
+                let result = try await call()
+                if span.isRecording { label(span, context, .ok) }
+                return result
+            } catch {
+                if span.isRecording {
+                    let status = RPCError(from: error)
+                    label(span, context, status.code)
+                    span.setStatus(SpanStatus(code: .error, message: status.message))
+                }
+                throw error
+            }
+        }
+    }
+
+    public func finished(_ status: RPCError, request: (any GRPCMessage)?, response: (any GRPCMessage)?, context: ServerContext) {
+        let level: Logger.Level = switch status.code {
+        case .internal, .unknown, .unavailable, .dataLoss: .error
+        default: .info
+        }
+        logger.log(level: level, "rpc", metadata: callMetadata(status, context))
+    }
+
+    private func callMetadata(_ status: RPCError, _ context: ServerContext) -> Logger.Metadata {
+        var metadata: Logger.Metadata = [
+            "method": .string(context.path),
+            "code": .string(status.code.description),
+            "duration_ms": .stringConvertible((ContinuousClock.now - context.started).logMilliseconds),
+            "peer": .string(context.remotePeer),
+        ]
+        if let caller = caller(context) { metadata["caller"] = .string(caller) }
+        if status.code != .ok, !status.message.isEmpty { metadata["error"] = .string(status.message) }
+        return metadata
+    }
+
+    /// OpenTelemetry's RPC attributes.
+    private func label(_ span: PlatformSpan, _ context: ServerContext, _ code: StatusCode) {
+        let parts = context.path.split(separator: "/")
+        span.updateAttributes { attributes in
+            attributes["rpc.system"] = "grpc"
+            attributes["rpc.service"] = parts.first.map(String.init) ?? ""
+            attributes["rpc.method"] = parts.count > 1 ? String(parts[1]) : ""
+            attributes["rpc.grpc.status_code"] = Int64(code.rawValue)
+            attributes["net.peer.ip"] = context.remotePeer
+        }
+    }
+}
+
+extension Duration {
+    /// Milliseconds with microsecond precision, for log lines.
+    var logMilliseconds: Double {
+        let (seconds, attoseconds) = components
+        return (Double(seconds) * 1_000_000 + Double(attoseconds / 1_000_000_000_000)) / 1000
+    }
+}

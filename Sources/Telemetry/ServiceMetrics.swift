@@ -1,0 +1,154 @@
+// A service's metrics: one swift-prometheus registry, with swift-metrics bootstrapped onto it so
+// that any module's `Counter(label:)` (the business counters of the service logic) lands there
+// too, and the collectors that bring figures up to date just before each scrape.
+//
+// Two kinds of figure feed the registry. Counts the request path makes (calls, messages, Redis
+// commands) are kept by loop-confined recorders in plain memory, since that path must take no
+// lock and allocate nothing; a collector hops onto each loop when scraped, takes what was counted
+// since the last scrape and adds it to the registry's counters and histograms. Figures that
+// are read rather than counted (memory, connections, consumer lag) are read by a collector then.
+// Collectors run one after another, each bounded, so a scrape always answers.
+import CoreMetrics
+import EventLoop
+import Prometheus
+import Synchronization
+
+/// The registry a service's /metrics shows, and what refreshes it.
+public final class ServiceMetrics: Sendable {
+    public let registry = PrometheusCollectorRegistry()
+    private let collectors = Mutex<[@Sendable () async -> Void]>([])
+
+    public init() {}
+
+    /// Points swift-metrics (`Counter`, `Gauge`, `Timer` of any module) at this registry. Once
+    /// per process, before the first such metric is made.
+    public func bootstrapMetricsSystem() {
+        MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
+    }
+
+    /// Runs `collect` before every scrape (it updates gauges, folds in loop counts).
+    public func addCollector(_ collect: @escaping @Sendable () async -> Void) {
+        collectors.withLock { $0.append(collect) }
+    }
+
+    /// A gauge set from `read` at each scrape.
+    public func addGauge(_ name: String, help: String, _ read: @escaping @Sendable () -> Double) {
+        let gauge = gauge(name, help)
+        addCollector { gauge.set(read()) }
+    }
+
+    /// The text exposition, every collector run first.
+    public func exposition() async -> [UInt8] {
+        for collect in collectors.withLock({ $0 }) { await collect() }
+        return registry.emitToBuffer()
+    }
+
+    /// A counter of this registry, with its help text.
+    func counter(_ name: String, _ help: String, _ labels: [(String, String)] = []) -> Prometheus.Counter {
+        registry.makeCounter(descriptor: MetricNameDescriptor(metricName: name, unitName: "", helpText: help), labels: labels)
+    }
+
+    /// A gauge of this registry, with its help text.
+    func gauge(_ name: String, _ help: String, _ labels: [(String, String)] = []) -> Prometheus.Gauge {
+        registry.makeGauge(descriptor: MetricNameDescriptor(metricName: name, unitName: "", helpText: help), labels: labels)
+    }
+
+    /// A histogram of durations of this registry, in seconds.
+    func histogram(_ name: String, _ help: String, _ labels: [(String, String)] = [], buckets: LatencyBuckets) -> DurationHistogram {
+        registry.makeDurationHistogram(descriptor: MetricNameDescriptor(metricName: name, unitName: "", helpText: help),
+                                       labels: labels, buckets: buckets.bounds)
+    }
+}
+
+/// Histogram bucket bounds for latencies. Our calls take tens of microseconds to milliseconds,
+/// so the buckets start at 100 µs, below Prometheus' default 5 ms, and end at 10 s.
+public struct LatencyBuckets: Sendable {
+    public let bounds: [Duration]
+    let nanoseconds: [Int64]
+
+    public init(_ bounds: [Duration]) {
+        self.bounds = bounds
+        nanoseconds = bounds.map { Int64($0.components.seconds) * 1_000_000_000 + $0.components.attoseconds / 1_000_000_000 }
+    }
+
+    public static let calls = LatencyBuckets([.microseconds(100), .microseconds(250), .microseconds(500), .milliseconds(1),
+                                              .microseconds(2500), .milliseconds(5), .milliseconds(10), .milliseconds(25),
+                                              .milliseconds(50), .milliseconds(100), .milliseconds(250), .milliseconds(500),
+                                              .seconds(1), .milliseconds(2500), .seconds(5), .seconds(10)])
+
+    /// The bucket a duration falls in (`bounds.count` for above the last bound).
+    func index(of nanoseconds: Int64) -> Int {
+        var index = 0
+        while index < self.nanoseconds.count, nanoseconds > self.nanoseconds[index] { index += 1 }
+        return index
+    }
+}
+
+/// Observations of one histogram per slot (a method, say), kept where they happen: per bucket, a
+/// count and a sum, so that folding them into a registry histogram later is exact.
+struct HistogramTally: Sendable {
+    let buckets: LatencyBuckets
+    private(set) var counts: [Int]
+    private(set) var sums: [Int64]
+    private var width: Int { buckets.nanoseconds.count + 1 }
+
+    init(slots: Int, buckets: LatencyBuckets) {
+        self.buckets = buckets
+        counts = Array(repeating: 0, count: slots * (buckets.nanoseconds.count + 1))
+        sums = counts.map(Int64.init)
+    }
+
+    mutating func record(slot: Int, _ duration: Duration) {
+        let (seconds, attoseconds) = duration.components
+        let nanoseconds = max(0, seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
+        let cell = slot * width + buckets.index(of: nanoseconds)
+        counts[cell] += 1
+        sums[cell] += nanoseconds
+    }
+
+    /// Adds slot `slot`'s observations to `histogram`. The registry's histogram records single
+    /// values, so each bucket's observations are replayed as values inside that bucket whose sum
+    /// is theirs: buckets, count and sum come out exactly as if recorded one by one.
+    func fold(slot: Int, into histogram: DurationHistogram) {
+        for bucket in 0..<width {
+            let count = counts[slot * width + bucket]
+            guard count > 0 else { continue }
+            let sum = sums[slot * width + bucket]
+            let quotient = sum / Int64(count)
+            let remainder = Int(sum % Int64(count))
+            // `remainder` values one above the mean's floor, the rest at it: both are within the
+            // bucket's range, since its observations' minimum and maximum bracket them.
+            for index in 0..<count {
+                histogram.record(.nanoseconds(quotient + (index < remainder ? 1 : 0)))
+            }
+        }
+    }
+}
+
+/// Loop-confined recorders, and how to read them all from a scrape.
+final class LoopRecorders<Recorder: AnyObject>: Sendable {
+    private let recorders = Mutex<[LoopBound<Recorder>]>([])
+
+    func add(_ recorder: Recorder, loop: EventLoop) {
+        recorders.withLock { $0.append(LoopBound(recorder, loop: loop)) }
+    }
+
+    /// `take` run on each recorder's loop, one loop after another; the results in order.
+    func take<Taken: Sendable>(_ take: @escaping @Sendable (Recorder) -> Taken) async -> [Taken] {
+        var results: [Taken] = []
+        for bound in recorders.withLock({ $0 }) {
+            results.append(await withCheckedContinuation { continuation in
+                bound.loop.execute { continuation.resume(returning: take(bound.value)) }
+            })
+        }
+        return results
+    }
+}
+
+/// `grpc_code` label values: the Go names of the codes (`codes.Code.String()`), which every
+/// gRPC dashboard and alert expects.
+enum StatusCodeLabel {
+    static let names = ["OK", "Canceled", "Unknown", "InvalidArgument", "DeadlineExceeded", "NotFound", "AlreadyExists",
+                        "PermissionDenied", "ResourceExhausted", "FailedPrecondition", "Aborted", "OutOfRange",
+                        "Unimplemented", "Internal", "Unavailable", "DataLoss", "Unauthenticated"]
+}

@@ -1,0 +1,134 @@
+// W3C Trace Context (https://www.w3.org/TR/trace-context/): the `traceparent` value
+// `00-<trace id: 32 hex>-<parent span id: 16 hex>-<flags: 2 hex>` and the opaque `tracestate`
+// that travels with it, as a value in swift-distributed-tracing's `InstrumentationContext`.
+//
+// It is a module of its own, below everything that carries a trace (the services put it in their
+// events, the telemetry layer reads and writes it on calls), so that the carriers share one
+// definition without depending on the tracer. New ids come from a counter run through
+// SplitMix64's finaliser, seeded once from the system's random source: unique within the process,
+// unpredictable across processes, and one atomic increment each, without a lock or a system call
+// on the request path.
+import Instrumentation
+import Synchronization
+
+/// One span's place in a trace, as `traceparent` and `tracestate` carry it.
+public struct TraceContext: Sendable, Hashable {
+    /// 128 bits, never all zero.
+    public let traceID: (high: UInt64, low: UInt64)
+    /// The span this context names (the parent of spans started from it), never zero.
+    public let spanID: UInt64
+    /// The `sampled` flag: the caller records this trace.
+    public let sampled: Bool
+    /// The vendors' opaque `tracestate`, passed on unchanged.
+    public let traceState: String?
+
+    public init(traceID: (high: UInt64, low: UInt64), spanID: UInt64, sampled: Bool, traceState: String? = nil) {
+        self.traceID = traceID
+        self.spanID = spanID
+        self.sampled = sampled
+        self.traceState = traceState
+    }
+
+    /// Parses a `traceparent` header value (and `tracestate`); nil when it is not a valid
+    /// version-00 value, or names the invalid all-zero trace or span. A later version is read
+    /// by its first four fields, as the specification asks.
+    public init?(traceparent: String, traceState: String? = nil) {
+        let utf8 = Array(traceparent.utf8)
+        guard utf8.count >= 55, utf8[2] == UInt8(ascii: "-"), utf8[35] == UInt8(ascii: "-"), utf8[52] == UInt8(ascii: "-"),
+              let version = Self.hex(utf8[0..<2]), version != 0xff,
+              let high = Self.hex(utf8[3..<19]), let low = Self.hex(utf8[19..<35]),
+              let span = Self.hex(utf8[36..<52]), let flags = Self.hex(utf8[53..<55]),
+              high | low != 0, span != 0 else { return nil }
+        guard utf8.count == 55 || (version > 0 && utf8[55] == UInt8(ascii: "-")) else { return nil }
+        self.init(traceID: (high, low), spanID: span, sampled: flags & 1 == 1,
+                  traceState: traceState.flatMap { $0.isEmpty ? nil : $0 })
+    }
+
+    /// A new trace's first context (sampled).
+    public static func newTrace() -> TraceContext {
+        var high = IDSource.next()
+        if high == 0 { high = 1 }
+        return TraceContext(traceID: (high, IDSource.next()), spanID: IDSource.nextSpan(), sampled: true)
+    }
+
+    /// The context of a new span in the same trace: this one's child.
+    public func child() -> TraceContext {
+        TraceContext(traceID: traceID, spanID: IDSource.nextSpan(), sampled: sampled, traceState: traceState)
+    }
+
+    /// The `traceparent` value naming this span.
+    public var traceparent: String {
+        "00-\(traceIDHex)-\(Self.hex(spanID))-\(sampled ? "01" : "00")"
+    }
+
+    /// The trace id as 32 lower-case hex digits (as logs and trace back ends show it).
+    public var traceIDHex: String { Self.hex(traceID.high) + Self.hex(traceID.low) }
+
+    /// The span id as 16 lower-case hex digits.
+    public var spanIDHex: String { Self.hex(spanID) }
+
+    public static func == (lhs: TraceContext, rhs: TraceContext) -> Bool {
+        lhs.traceID == rhs.traceID && lhs.spanID == rhs.spanID && lhs.sampled == rhs.sampled && lhs.traceState == rhs.traceState
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(traceID.high)
+        hasher.combine(traceID.low)
+        hasher.combine(spanID)
+    }
+
+    static func hex(_ value: UInt64) -> String {
+        let digits = Array("0123456789abcdef".utf8)
+        return String(unsafeUninitializedCapacity: 16) { buffer in
+            for index in 0..<16 { buffer[index] = digits[Int((value >> UInt64(60 - 4 * index)) & 0xf)] }
+            return 16
+        }
+    }
+
+    /// Lower-case hex digits only, as the specification requires.
+    private static func hex(_ digits: ArraySlice<UInt8>) -> UInt64? {
+        var value: UInt64 = 0
+        for digit in digits {
+            switch digit {
+            case UInt8(ascii: "0")...UInt8(ascii: "9"): value = value << 4 | UInt64(digit - UInt8(ascii: "0"))
+            case UInt8(ascii: "a")...UInt8(ascii: "f"): value = value << 4 | UInt64(digit - UInt8(ascii: "a") + 10)
+            default: return nil
+            }
+        }
+        return value
+    }
+}
+
+/// Where new trace and span ids come from.
+enum IDSource {
+    private static let seed: UInt64 = .random(in: .min ... .max)
+    private static let counter = Atomic<UInt64>(0)
+
+    static func next() -> UInt64 {
+        // SplitMix64: a Weyl sequence through a finaliser, a bijection, so ids never repeat
+        // before 2^64 draws.
+        var z = seed &+ counter.add(1, ordering: .relaxed).newValue &* 0x9E37_79B9_7F4A_7C15
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+
+    static func nextSpan() -> UInt64 {
+        let id = next()
+        return id == 0 ? 1 : id
+    }
+}
+
+/// The trace context's slot in `InstrumentationContext`.
+public enum TraceContextKey: InstrumentationContextKey {
+    public typealias Value = TraceContext
+    public static var nameOverride: String? { "trace-context" }
+}
+
+extension InstrumentationContext {
+    /// The current span's trace context, if any.
+    public var traceContext: TraceContext? {
+        get { self[TraceContextKey.self] }
+        set { self[TraceContextKey.self] = newValue }
+    }
+}
