@@ -72,7 +72,11 @@ let package = Package(
             .product(name: "CoreMetrics", package: "swift-metrics"), .product(name: "Prometheus", package: "swift-prometheus"),
             .product(name: "Tracing", package: "swift-distributed-tracing"), .product(name: "Logging", package: "swift-log"),
         ]),
-        .testTarget(name: "TelemetryTests", dependencies: ["Telemetry", "TraceContext", "TestSupport"]),
+        .testTarget(name: "TelemetryTests", dependencies: [
+            "EventLoop", "GRPCHTTP2", "GRPCProtos", "GRPCServices", "RedisClient", "RPCCore", "Telemetry", "TestSupport", "TraceContext",
+            .product(name: "Logging", package: "swift-log"), .product(name: "Prometheus", package: "swift-prometheus"),
+            .product(name: "Tracing", package: "swift-distributed-tracing"),
+        ]),
         .target(name: "TestSupport", dependencies: [], path: "Tests/TestSupport"),
         .testTarget(name: "RedisClientTests", dependencies: ["RedisClient", "TestSupport"]),
         .target(name: "PlatformCommon", dependencies: [

@@ -15,6 +15,7 @@ import os
 import pathlib
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -28,6 +29,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 PROTOS = ROOT / "Protos"
 BENCH_PROTOS = ROOT / "Benchmarks" / "Protos"
 DEFAULT_SERVER = ROOT / "Benchmarks" / ".build" / "debug" / "grpc-interop-server"
+SERVICES_BIN = ROOT / ".build" / "debug"
 START_TIMEOUT_S = 20.0
 
 
@@ -195,3 +197,68 @@ def pb():
         health = health_pb2
         health_grpc = health_pb2_grpc
     return Modules
+
+
+# The platform's own services (test_tls, test_operations): built by `swift build`.
+
+def binary(name: str, env: str) -> pathlib.Path:
+    path = pathlib.Path(os.environ.get(env, SERVICES_BIN / name))
+    if not path.is_file() or not os.access(path, os.X_OK):
+        pytest.fail(f"{name} not found at {path}: run `swift build` first (or set {env})", pytrace=False)
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Process:
+    """A child process with its output in a log file; stopped with SIGTERM, then SIGKILL."""
+
+    def __init__(self, args, env=None, name="process"):
+        self.log = tempfile.NamedTemporaryFile(prefix=f"tls-{name}-", suffix=".log", delete=False)
+        self.proc = subprocess.Popen([str(a) for a in args], stdout=self.log, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, env=env)
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def read_log(self) -> str:
+        return pathlib.Path(self.log.name).read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.alive():
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self.log.close()
+
+
+def wait_for_port(port: int, process: Process) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if not process.alive():
+            raise RuntimeError(f"exited at start; log:\n{process.read_log()}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on {port} after {START_TIMEOUT_S}s; log:\n{process.read_log()}")
+
+
+@pytest.fixture(scope="module")
+def redis():
+    if shutil.which("redis-server") is None:
+        pytest.fail("redis-server is not installed (scripts/install-deps)", pytrace=False)
+    port = free_port()
+    process = Process(["redis-server", "--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+                      name="redis")
+    wait_for_port(port, process)
+    yield port
+    process.stop()
