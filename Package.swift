@@ -37,6 +37,7 @@ let package = Package(
         .library(name: "PlatformProtos", targets: ["PlatformProtos"]),
         .library(name: "CallerTokens", targets: ["CallerTokens"]),
         .library(name: "PlatformAuth", targets: ["PlatformAuth"]),
+        .library(name: "Telemetry", targets: ["Telemetry"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -81,16 +82,13 @@ let package = Package(
         .testTarget(name: "RedisClientTests", dependencies: ["RedisClient", "TestSupport"]),
         .target(name: "PlatformCommon", dependencies: [
             "RPCCore", "RedisClient", "TraceContext", .product(name: "Logging", package: "swift-log"),
-            .product(name: "CoreMetrics", package: "swift-metrics"), .product(name: "Tracing", package: "swift-distributed-tracing"),
+            .product(name: "CoreMetrics", package: "swift-metrics"),
         ], exclude: ["Lua"]),
         .target(name: "CallerTokens", dependencies: ["COpenSSL", "RPCCore"]),
         .target(name: "PlatformAuth", dependencies: [
             "CallerTokens", "PlatformCommon", "PlatformProtos", "RPCCore", .product(name: "Logging", package: "swift-log"),
         ]),
-        .target(name: "OrderLogic", dependencies: [
-            "PlatformAuth", "PlatformCommon", "PlatformProtos", "TraceContext",
-            .product(name: "Instrumentation", package: "swift-distributed-tracing"),
-        ], exclude: ["Lua"]),
+        .target(name: "OrderLogic", dependencies: ["PlatformAuth", "PlatformCommon", "PlatformProtos", "TraceContext"], exclude: ["Lua"]),
         .target(name: "RestaurantLogic", dependencies: ["PlatformAuth", "PlatformCommon", "PlatformProtos"], exclude: ["Lua"]),
         .target(name: "DeliveryLogic", dependencies: [
             "PlatformAuth", "PlatformCommon", "PlatformProtos", "TraceContext", .product(name: "Tracing", package: "swift-distributed-tracing"),

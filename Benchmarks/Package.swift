@@ -13,6 +13,7 @@
 //   codec-bench, platform-bench, redis-bench   codecs, the running platform, the Redis client
 //   watch-bench          WatchOrder fan-out: memory per watcher, change-to-update latency
 //   auth-bench           CPU per call of the access policy
+//   telemetry-bench      CPU per call of metrics, tracing and the call log
 import PackageDescription
 
 let package = Package(
@@ -53,6 +54,12 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .executableTarget(name: "redis-bench", dependencies: [.product(name: "RedisClient", package: "food-platform")]),
+        .executableTarget(name: "telemetry-bench", dependencies: [
+            .product(name: "EventLoop", package: "food-platform"), .product(name: "GRPCHTTP2", package: "food-platform"),
+            .product(name: "RedisClient", package: "food-platform"), .product(name: "RPCCore", package: "food-platform"),
+            .product(name: "Telemetry", package: "food-platform"),
+            .product(name: "ArgumentParser", package: "swift-argument-parser"), .product(name: "Logging", package: "swift-log"),
+        ]),
         .executableTarget(name: "watch-bench", dependencies: [
             .product(name: "EventLoop", package: "food-platform"), .product(name: "GRPCHTTP2", package: "food-platform"),
             .product(name: "PlatformProtos", package: "food-platform"),

@@ -280,7 +280,7 @@ final class ServerConnection: HTTP2Connection {
         }
         var full = false
         for message in stream.assembler.takeMessages() {
-            recorder?.received(method: stream.route?.methodIndex ?? 0)
+            if let route = stream.route { recorder?.received(method: route.methodIndex) }
             if inbound.push(message) { full = true }
         }
         if full || stream.heldBack > 0 {
@@ -513,19 +513,13 @@ final class ServerConnection: HTTP2Connection {
     }
 
     /// The call has its status: the recorder hears of it (if the call had started), and the
-    /// transport's own log line. Services log each call themselves, with what they know of it.
+    /// transport's own trace line, at debug: a service logs each call itself, with what it knows
+    /// of the call (Telemetry's CallTelemetry), at the level the outcome deserves.
     private func ended(_ stream: RequestStream, _ status: RPCError) {
         recordEnd(stream, status.code)
-        switch status.code {
-        case .internal, .unknown, .unavailable, .dataLoss:
-            // Failures on our side (or a dependency's) are worth an operator's attention.
-            core.logger.error("rpc failed", metadata: ["path": "\(stream.path)", "status": "\(status)"])
-        default:
-            core.logger.debug("rpc", metadata: [
-                "path": "\(stream.path)", "status": "\(status.code)",
-                "ms": "\((ContinuousClock.now - stream.started).milliseconds)",
-            ])
-        }
+        core.logger.debug("rpc", metadata: [
+            "path": "\(stream.path)", "status": "\(status)", "ms": "\((ContinuousClock.now - stream.started).milliseconds)",
+        ])
     }
 
     private func recordEnd(_ stream: RequestStream, _ code: StatusCode) {

@@ -7,7 +7,6 @@
 // server against a store in memory (ServicesTests' InMemoryOrderStore), and against Redis by the
 // service tests. `RedisOrderStore` keeps orders as described in OrderServiceLogic: each operation
 // is one function of the service's Lua library (Lua/*.lua), on the keys of OrderKeys.
-import Instrumentation
 import PlatformAuth
 import PlatformCommon
 import PlatformProtos
@@ -290,7 +289,7 @@ public struct RedisOrderStore: OrderStore {
         case .reject(let reason, let message): details[1...] = [reason.rawValue, message]
         }
         // The event carries the trace of the call deciding (the task's; see Telemetry's tracing).
-        let trace = InstrumentationContext.current?.traceContext?.traceparent ?? ""
+        let trace = TraceContext.active?.traceparent ?? ""
         let reply = try await redis.run(Scripts.decide, keys: [keys.order, keys.partition.stream],
                                         arguments: [id, restaurant, decision.status.rawValue] + details + [trace], change: true)
         let parts = (reply.array ?? []).map { $0.string ?? "" }

@@ -69,8 +69,9 @@ public protocol ServerInterceptor: Sendable {
     /// `request` is the decoded request of a unary or server-streaming call, nil for client and
     /// bidirectional streaming (whose requests the handler reads).
     func intercept(_ request: (any GRPCMessage)?, context: ServerContext) async throws(RPCError)
-    /// The call is over with `status` (OK, the handler's error, or an interceptor's refusal);
-    /// `request` as `intercept` saw it, `response` a unary call's response when it succeeded.
+    /// The call is over with `status` (OK, the handler's error, an interceptor's refusal, or a
+    /// request that could not be decoded, when `intercept` never ran); `request` as `intercept`
+    /// saw it, `response` a unary call's response when it succeeded.
     func finished(_ status: RPCError, request: (any GRPCMessage)?, response: (any GRPCMessage)?, context: ServerContext)
     /// Runs the whole call (every interceptor's `intercept` and `finished`, and the handler)
     /// inside `call`: where an interceptor binds task-local values for the call's duration.
@@ -107,6 +108,12 @@ extension [any ServerInterceptor] {
         } catch {
             throw RPCError(from: error)
         }
+    }
+
+    /// The call failed before the interceptors could see it (its request did not decode).
+    func failedBeforeIntercepting(_ status: RPCError, _ context: ServerContext) -> RPCError {
+        for interceptor in self { interceptor.finished(status, request: nil, response: nil, context: context) }
+        return status
     }
 
     /// `call` inside the scopes of the interceptors from `index` on, the first outermost.
@@ -164,7 +171,7 @@ public struct Route: Sendable {
                     request = try Request(serializedBytes: bytes)
                 } catch {
                     // As grpc-go and grpc-java do: a request we cannot parse is INTERNAL.
-                    throw RPCError(.internal, "\(error)")
+                    throw interceptors.failedBeforeIntercepting(RPCError(.internal, "\(error)"), context)
                 }
                 if !interceptors.isEmpty {
                     return try await interceptors.around(request, context) { try await handler(request, context) }.serializedBytes()
@@ -184,7 +191,12 @@ public struct Route: Sendable {
         _ handler: @escaping @Sendable (Request, RPCWriter<Response>, ServerContext) async throws -> Void
     ) {
         self.init(method, expecting: .serverStreaming) { requests, responses, context, interceptors in
-            let request = try await RPCAsyncSequence<Request>(requests).single(path: method.path)
+            let request: Request
+            do {
+                request = try await RPCAsyncSequence<Request>(requests).single(path: method.path)
+            } catch {
+                throw interceptors.failedBeforeIntercepting(RPCError(from: error), context)
+            }
             try await interceptors.around(request, context) { try await handler(request, RPCWriter(responses), context) }
         }
     }

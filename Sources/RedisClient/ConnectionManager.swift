@@ -36,8 +36,8 @@ final class PendingCommand {
     }
 
     private var completion: Completion?
-    /// The recorder to tell of the outcome, the command's name and when it was taken.
-    var observation: (recorder: any RedisRecorder, name: [UInt8], taken: ContinuousClock.Instant)?
+    /// The recorder to tell of the outcome, the command's name and when it was sent.
+    var observation: (recorder: any RedisRecorder, name: [UInt8], sent: ContinuousClock.Instant)?
     var deadline = ContinuousClock.Instant.now
     var generation = 0
     var repliesBeforeSend: UInt64 = 0
@@ -58,7 +58,7 @@ final class PendingCommand {
             case .success: .reply
             case .failure(let error): .failure(error.kind)
             }
-            observation.recorder.completed(observation.name, outcome, duration: .now - observation.taken)
+            observation.recorder.completed(observation.name, outcome, duration: .now - observation.sent)
         }
         switch completion {
         case .caller(let continuation): continuation.resume(returning: result)
@@ -162,12 +162,6 @@ final class ConnectionManager: HiredisConnectionDelegate, CommandSink {
 
     /// Sends commands back to back: nothing else is sent between them (MULTI ... EXEC).
     func send(batch: [[[UInt8]]], _ commands: [PendingCommand], generation required: Int?) {
-        if let recorder {
-            let now = ContinuousClock.now
-            for (arguments, command) in zip(batch, commands) where command.observation == nil {
-                command.observation = (recorder, arguments.first ?? [], now)
-            }
-        }
         switch state {
         case .ready(let connection) where required == nil || required == generation:
             for (arguments, command) in zip(batch, commands) { submit(arguments, command, on: connection) }
@@ -176,14 +170,14 @@ final class ConnectionManager: HiredisConnectionDelegate, CommandSink {
                 waiting.append(contentsOf: zip(batch, commands).map { ($0, $1) })
                 start()
             } else {
-                fail(commands, with: required == nil ? lastFailure : connectionReset)
+                fail(batch, commands, with: required == nil ? lastFailure : connectionReset)
             }
         case .ready:
-            fail(commands, with: connectionReset)
+            fail(batch, commands, with: connectionReset)
         case .waitingToRetry:
-            fail(commands, with: lastFailure)
+            fail(batch, commands, with: lastFailure)
         case .closed:
-            fail(commands, with: RedisError(.unavailable, endpoint: endpoint, detail: "client closed"))
+            fail(batch, commands, with: RedisError(.unavailable, endpoint: endpoint, detail: "client closed"))
         }
     }
 
@@ -340,17 +334,23 @@ final class ConnectionManager: HiredisConnectionDelegate, CommandSink {
     private func failWaiting(with error: RedisError) {
         let queued = waiting
         waiting = []
-        for (_, command) in queued { command.complete(.failure(error)) }
+        fail(queued.map(\.arguments), queued.map(\.command), with: error)
     }
 
-    private func fail(_ commands: [PendingCommand], with error: RedisError) {
-        for command in commands { command.complete(.failure(error)) }
+    /// Fails commands that were never sent (the recorder hears of them, without a latency).
+    private func fail(_ batch: [[[UInt8]]], _ commands: [PendingCommand], with error: RedisError) {
+        for (arguments, command) in zip(batch, commands) {
+            recorder?.completed(arguments.first ?? [], .failure(error.kind), duration: nil)
+            command.complete(.failure(error))
+        }
     }
 
     // MARK: - Replies and timeouts
 
     private func submit(_ arguments: [[UInt8]], _ command: PendingCommand, on connection: HiredisConnection) {
-        command.deadline = .now + configuration.commandTimeout
+        let now = ContinuousClock.now
+        command.deadline = now + configuration.commandTimeout
+        if let recorder, command.observation == nil { command.observation = (recorder, arguments.first ?? [], now) }
         command.generation = generation
         command.repliesBeforeSend = repliesReceived
         command.wasWritten = connection.send(arguments, for: command)

@@ -3,7 +3,8 @@
 //
 // As the gRPC server does it, the observer makes one recorder for the client's loop, and the
 // client calls it on that loop only, so a recorder counts in plain memory. A command is timed
-// from when its connection takes it to its reply (or failure). The blocking reads of a
+// from when its connection sends it to its reply (or failure); one failed without being sent
+// (Redis is down: the client fails fast) is told without a time. The blocking reads of a
 // `RedisBlockingConnection` and subscriptions are not told: their time is a wait, not a latency.
 import EventLoop
 
@@ -23,8 +24,9 @@ public enum RedisCommandOutcome: Sendable {
 
 /// A client's commands, on its loop's thread only.
 public protocol RedisRecorder: AnyObject {
-    /// A command (`name`: its first argument, e.g. FCALL) ended after `duration`.
-    func completed(_ name: [UInt8], _ outcome: RedisCommandOutcome, duration: Duration)
+    /// A command (`name`: its first argument, e.g. FCALL) ended after `duration` (nil: it was
+    /// never sent).
+    func completed(_ name: [UInt8], _ outcome: RedisCommandOutcome, duration: Duration?)
     /// A connection that had worked is working again.
     func reconnected()
     /// A cluster node sent a command elsewhere (MOVED, or ASK when `ask`).

@@ -2,12 +2,14 @@
 // line when it ends.
 //
 // The span continues the caller's trace (`traceparent`, `tracestate` in the request metadata) or
-// starts one, and its context is the task-local context while the call runs, so that everything
-// the handler logs, calls or appends carries the trace. The log line, at `info` (at `error` for
+// starts one, and its trace context is the task's while the call runs, so that everything the
+// handler logs, calls or appends carries the trace. When spans are not recorded, only that
+// context is bound (Tracing.swift says why). The log line, at `info` (at `error` for
 // the codes that mean our side or a dependency failed, with the status message as the cause),
 // has the method, code, duration, peer, caller identity (when an interceptor established one)
-// and, from the task's context, the trace id. It must be the first interceptor, so that the
-// others' refusals are logged and traced too.
+// and, from the task's context, the trace id; a health check that succeeds logs at `debug`, or the
+// probes of every orchestrator would fill the log. It must be the first interceptor, so that
+// the others' refusals are logged and traced too.
 import Instrumentation
 import Logging
 import RPCCore
@@ -30,30 +32,40 @@ public struct CallTelemetry: ServerInterceptor {
     public func intercept(_ request: (any GRPCMessage)?, context: ServerContext) async throws(RPCError) {}
 
     public func scope<Result>(_ context: ServerContext, _ call: () async throws -> Result) async throws -> Result {
+        let caller = context.requestMetadata["traceparent"].flatMap {
+            TraceContext(traceparent: $0, traceState: context.requestMetadata["tracestate"])
+        }
+        guard tracer.isRecording else {
+            return try await TraceContext.$current.withValue(caller?.child() ?? .newTrace(), operation: call)
+        }
         var parent = InstrumentationContext.topLevel
-        tracer.extract(context.requestMetadata, into: &parent, using: MetadataExtractor())
+        parent.traceContext = caller
         let span = tracer.startSpan(context.path, context: parent, ofKind: .server)
         defer { span.end() }
-        return try await InstrumentationContext.$current.withValue(span.context) {
-            do {
-                let result = try await call()
-                if span.isRecording { label(span, context, .ok) }
-                return result
-            } catch {
-                if span.isRecording {
+        return try await TraceContext.$current.withValue(span.context.traceContext) {
+            try await InstrumentationContext.$current.withValue(span.context) {
+                do {
+                    let result = try await call()
+                    label(span, context, .ok)
+                    return result
+                } catch {
                     let status = RPCError(from: error)
                     label(span, context, status.code)
                     span.setStatus(SpanStatus(code: .error, message: status.message))
+                    throw error
                 }
-                throw error
             }
         }
     }
 
     public func finished(_ status: RPCError, request: (any GRPCMessage)?, response: (any GRPCMessage)?, context: ServerContext) {
-        let level: Logger.Level = switch status.code {
-        case .internal, .unknown, .unavailable, .dataLoss: .error
-        default: .info
+        let level: Logger.Level
+        switch status.code {
+        case .internal, .unknown, .unavailable, .dataLoss: level = .error
+        // Most calls, when only trouble is logged: nothing more to decide.
+        case _ where logger.logLevel > .info: return
+        case .ok where context.path.hasPrefix("/grpc.health.v1.Health/"): level = .debug
+        default: level = .info
         }
         logger.log(level: level, "rpc", metadata: callMetadata(status, context))
     }

@@ -15,6 +15,7 @@ import Instrumentation
 import Prometheus
 import RPCCore
 import Synchronization
+import TraceContext
 import Tracing
 
 /// The labels of one method: `/pkg.Service/Method` split, and its kind.
@@ -35,7 +36,7 @@ struct MethodSeries: Sendable {
     let handled: [Prometheus.Counter]
     let received: Prometheus.Counter
     let sent: Prometheus.Counter
-    let handling: DurationHistogram
+    let handling: ValueHistogram
 
     init(_ metrics: ServiceMetrics, side: String, _ method: MethodLabels) {
         let party = side == "server" ? "the server" : "the client"
@@ -115,9 +116,10 @@ public final class GRPCServerMetrics: ServerCallObserver {
         }
     }
 
-    /// Counts in plain memory; its loop's thread only.
+    /// Counts in plain memory; its loop's thread only (so the exclusivity checks Swift would make
+    /// on every access, a measurable share of a call's cost, are left out).
     final class Recorder: ServerCallRecorder {
-        private var counts: Counts
+        @exclusivity(unchecked) private var counts: Counts
         private let methods: Int
 
         init(methods: Int) {
@@ -166,10 +168,15 @@ public struct InstrumentedClientTransport<Base: ClientTransport>: ClientTranspor
 
     public func unary(path: String, request: [UInt8], options: CallOptions) async throws(RPCError) -> UnaryResponse {
         let method = series[path] ?? unknown
-        let span = tracer.startSpan(path, context: InstrumentationContext.current ?? .topLevel, ofKind: .client)
-        defer { span.end() }
         var options = options
-        tracer.inject(span.context, into: &options.metadata, using: MetadataInjector())
+        var span: PlatformSpan?
+        if tracer.isRecording {
+            var parent = InstrumentationContext.current ?? .topLevel
+            parent.traceContext = TraceContext.active
+            span = tracer.startSpan(path, context: parent, ofKind: .client)
+        }
+        defer { span?.end() }
+        if let trace = span?.context.traceContext ?? TraceContext.active { options.metadata.addTrace(trace) }
         let started = ContinuousClock.now
         method?.started.increment()
         method?.sent.increment()
@@ -177,12 +184,12 @@ public struct InstrumentedClientTransport<Base: ClientTransport>: ClientTranspor
             let response = try await base.unary(path: path, request: request, options: options)
             method?.received.increment()
             method?.handled[StatusCode.ok.rawValue].increment()
-            method?.handling.record(.now - started)
+            method?.handling.record(seconds(.now - started))
             return response
         } catch {
             method?.handled[error.code.rawValue].increment()
-            method?.handling.record(.now - started)
-            if span.isRecording { span.setStatus(SpanStatus(code: .error, message: error.message)) }
+            method?.handling.record(seconds(.now - started))
+            span?.setStatus(SpanStatus(code: .error, message: error.message))
             throw error
         }
     }
@@ -191,7 +198,13 @@ public struct InstrumentedClientTransport<Base: ClientTransport>: ClientTranspor
     public func withStream<Result: Sendable>(path: String, options: CallOptions,
                                              _ body: (any ClientStream) async throws -> Result) async throws -> Result {
         var options = options
-        tracer.inject(InstrumentationContext.current ?? .topLevel, into: &options.metadata, using: MetadataInjector())
+        if let trace = TraceContext.active { options.metadata.addTrace(trace) }
         return try await base.withStream(path: path, options: options, body)
     }
+}
+
+/// A duration in seconds, as the histograms take it.
+func seconds(_ duration: Duration) -> Double {
+    let (seconds, attoseconds) = duration.components
+    return Double(seconds) + Double(attoseconds) / 1e18
 }

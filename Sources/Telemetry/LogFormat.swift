@@ -41,7 +41,7 @@ public enum LogFormat: String, Sendable, CaseIterable {
 extension Logger.MetadataProvider {
     /// `trace_id` and `span_id` of the current task's trace context, when it has one.
     public static let traceContext = Logger.MetadataProvider {
-        guard let trace = InstrumentationContext.current?.traceContext else { return [:] }
+        guard let trace = TraceContext.active else { return [:] }
         return ["trace_id": .string(trace.traceIDHex), "span_id": .string(trace.spanIDHex)]
     }
 }

@@ -12,7 +12,7 @@ import Synchronization
 public final class RedisMetrics: RedisObserver {
     private let metrics: ServiceMetrics
     private let recorders = LoopRecorders<Recorder>()
-    private let latency: DurationHistogram
+    private let latency: ValueHistogram
     private let reconnects: Prometheus.Counter
     private let moved: Prometheus.Counter
     private let asked: Prometheus.Counter
@@ -76,21 +76,22 @@ public final class RedisMetrics: RedisObserver {
         var asked = 0
     }
 
-    /// Counts in plain memory; its loop's thread only.
+    /// Counts in plain memory; its loop's thread only (without exclusivity checks, as the gRPC
+    /// server's recorder).
     final class Recorder: RedisRecorder {
         /// Slots by name, and each slot's count since the last take.
-        private var commandSlots: [[UInt8]: Int] = [:]
-        private var commandNames: [String] = []
-        private var commandCounts: [Int] = []
-        private var errorSlots: [String: Int] = [:]
-        private var errorKinds: [String] = []
-        private var errorCounts: [Int] = []
-        private var latency = HistogramTally(slots: 1, buckets: .calls)
+        @exclusivity(unchecked) private var commandSlots: [[UInt8]: Int] = [:]
+        @exclusivity(unchecked) private var commandNames: [String] = []
+        @exclusivity(unchecked) private var commandCounts: [Int] = []
+        @exclusivity(unchecked) private var errorSlots: [String: Int] = [:]
+        @exclusivity(unchecked) private var errorKinds: [String] = []
+        @exclusivity(unchecked) private var errorCounts: [Int] = []
+        @exclusivity(unchecked) private var latency = HistogramTally(slots: 1, buckets: .calls)
         private var reconnects = 0
         private var moved = 0
         private var asked = 0
 
-        func completed(_ name: [UInt8], _ outcome: RedisCommandOutcome, duration: Duration) {
+        func completed(_ name: [UInt8], _ outcome: RedisCommandOutcome, duration: Duration?) {
             let slot: Int
             if let known = commandSlots[name] {
                 slot = known
@@ -100,7 +101,7 @@ public final class RedisMetrics: RedisObserver {
                 commandSlots[name] = slot
             }
             commandCounts[slot] += 1
-            latency.record(slot: 0, duration)
+            if let duration { latency.record(slot: 0, duration) }
             switch outcome {
             case .reply: break
             case .errorReply(let word): countError(String(word))

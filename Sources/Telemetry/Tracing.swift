@@ -1,16 +1,18 @@
 // Distributed tracing on swift-distributed-tracing's API, with W3C Trace Context on the wire.
 //
 // Every served call runs in a server span (CallTelemetry starts it): the caller's `traceparent`
-// makes it a child of the caller's span, and without one it starts a trace. The span's context
-// is the task-local `InstrumentationContext.current` for the whole call, so that the call's log
-// lines carry its trace id (LogFormat's metadata provider), its calls to another service carry
+// makes it a child of the caller's span, and without one it starts a trace. The span's trace
+// context is the task's (`TraceContext.active`) for the whole call, so that the call's log lines
+// carry its trace id (LogFormat's metadata provider), its calls to another service carry
 // `traceparent` (InstrumentedClientTransport injects it), and the events it appends carry it too
 // (the delivery service's automatic assignment then continues the accept's trace).
 //
 // Propagation always happens: it is an id in a header and a field. Recording does not, unless an
-// exporter is configured (OTEL_EXPORTER_OTLP_ENDPOINT): without one, a span is a value holding
-// its context and nothing else, so a call pays for two ids and a task-local, and nothing is
-// timed, kept or sent. With one, spans end into the exporter's batch.
+// exporter is configured (OTEL_EXPORTER_OTLP_ENDPOINT). Without one, a served call binds its
+// trace context alone, as one task-local value (`TraceContext.current`), and never builds
+// swift-distributed-tracing's context, whose dictionary costs far more than the ids (measured:
+// BENCHMARKS.md "Metrics on and off"); a span started through the API is a value holding its
+// context and nothing else. With an exporter, spans are timed and end into its batch.
 import Instrumentation
 import RPCCore
 import Synchronization
@@ -44,6 +46,9 @@ public struct PlatformTracer: Tracer {
 
     public init(exporter: (any SpanExporter)?) { self.exporter = exporter }
 
+    /// Whether spans are recorded (an exporter takes them).
+    public var isRecording: Bool { exporter != nil }
+
     public func startSpan<Instant: TracerInstant>(
         _ operationName: String, context: @autoclosure () -> InstrumentationContext, ofKind kind: SpanKind,
         at instant: @autoclosure () -> Instant, function: String, file fileID: String, line: UInt
@@ -72,8 +77,19 @@ public struct PlatformTracer: Tracer {
     public func inject<Carrier, Inject: Injector>(_ context: InstrumentationContext, into carrier: inout Carrier,
                                                   using injector: Inject) where Inject.Carrier == Carrier {
         guard let trace = context.traceContext else { return }
-        injector.inject(trace.traceparent, forKey: "traceparent", into: &carrier)
-        if let state = trace.traceState { injector.inject(state, forKey: "tracestate", into: &carrier) }
+        for (name, value) in Self.headers(naming: trace) { injector.inject(value, forKey: name, into: &carrier) }
+    }
+
+    /// `traceparent`, and `tracestate` when the trace has one.
+    static func headers(naming trace: TraceContext) -> [(String, String)] {
+        [("traceparent", trace.traceparent)] + (trace.traceState.map { [("tracestate", $0)] } ?? [])
+    }
+}
+
+extension Metadata {
+    /// Adds the headers that carry `trace` to the callee.
+    mutating func addTrace(_ trace: TraceContext) {
+        for (name, value) in PlatformTracer.headers(naming: trace) { add(name, value) }
     }
 }
 

@@ -2,6 +2,12 @@
 // `00-<trace id: 32 hex>-<parent span id: 16 hex>-<flags: 2 hex>` and the opaque `tracestate`
 // that travels with it, as a value in swift-distributed-tracing's `InstrumentationContext`.
 //
+// The work a task does has one current trace context, `TraceContext.active`: the task-local
+// `TraceContext.current` that a served call binds (one value, no allocation: the per-call path
+// when no span is recorded), else the one in swift-distributed-tracing's task-local context
+// (inside `withSpan`). Whatever carries the trace on (log lines, calls to other services,
+// events) reads `active`, so it does not matter which of the two set it.
+//
 // It is a module of its own, below everything that carries a trace (the services put it in their
 // events, the telemetry layer reads and writes it on calls), so that the carriers share one
 // definition without depending on the tracer. New ids come from a counter run through
@@ -33,15 +39,27 @@ public struct TraceContext: Sendable, Hashable {
     /// version-00 value, or names the invalid all-zero trace or span. A later version is read
     /// by its first four fields, as the specification asks.
     public init?(traceparent: String, traceState: String? = nil) {
-        let utf8 = Array(traceparent.utf8)
-        guard utf8.count >= 55, utf8[2] == UInt8(ascii: "-"), utf8[35] == UInt8(ascii: "-"), utf8[52] == UInt8(ascii: "-"),
-              let version = Self.hex(utf8[0..<2]), version != 0xff,
-              let high = Self.hex(utf8[3..<19]), let low = Self.hex(utf8[19..<35]),
-              let span = Self.hex(utf8[36..<52]), let flags = Self.hex(utf8[53..<55]),
-              high | low != 0, span != 0 else { return nil }
-        guard utf8.count == 55 || (version > 0 && utf8[55] == UInt8(ascii: "-")) else { return nil }
+        var text = traceparent
+        let fields = text.withUTF8 { utf8 -> (UInt64, UInt64, UInt64, UInt64)? in
+            guard utf8.count >= 55, utf8[2] == UInt8(ascii: "-"), utf8[35] == UInt8(ascii: "-"), utf8[52] == UInt8(ascii: "-"),
+                  let version = Self.hex(utf8[0..<2]), version != 0xff,
+                  let high = Self.hex(utf8[3..<19]), let low = Self.hex(utf8[19..<35]),
+                  let span = Self.hex(utf8[36..<52]), let flags = Self.hex(utf8[53..<55]),
+                  high | low != 0, span != 0,
+                  utf8.count == 55 || (version > 0 && utf8[55] == UInt8(ascii: "-")) else { return nil }
+            return (high, low, span, flags)
+        }
+        guard let (high, low, span, flags) = fields else { return nil }
         self.init(traceID: (high, low), spanID: span, sampled: flags & 1 == 1,
                   traceState: traceState.flatMap { $0.isEmpty ? nil : $0 })
+    }
+
+    /// The trace context a served call binds for its task (and the tasks it starts).
+    @TaskLocal public static var current: TraceContext?
+
+    /// The current work's trace context: `current`, else swift-distributed-tracing's.
+    public static var active: TraceContext? {
+        current ?? InstrumentationContext.current?.traceContext
     }
 
     /// A new trace's first context (sampled).
@@ -86,7 +104,7 @@ public struct TraceContext: Sendable, Hashable {
     }
 
     /// Lower-case hex digits only, as the specification requires.
-    private static func hex(_ digits: ArraySlice<UInt8>) -> UInt64? {
+    private static func hex(_ digits: Slice<UnsafeBufferPointer<UInt8>>) -> UInt64? {
         var value: UInt64 = 0
         for digit in digits {
             switch digit {

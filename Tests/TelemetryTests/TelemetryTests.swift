@@ -169,16 +169,16 @@ final class CollectedLines: Sendable {
 
     @Test func foldingLoopCountsIsExact() {
         let registry = PrometheusCollectorRegistry()
-        let direct = registry.makeDurationHistogram(
-            descriptor: MetricNameDescriptor(metricName: "direct", unitName: "", helpText: "x"), buckets: LatencyBuckets.calls.bounds)
-        let folded = registry.makeDurationHistogram(
-            descriptor: MetricNameDescriptor(metricName: "folded", unitName: "", helpText: "x"), buckets: LatencyBuckets.calls.bounds)
+        let direct = registry.makeValueHistogram(
+            descriptor: MetricNameDescriptor(metricName: "direct", unitName: "", helpText: "x"), buckets: LatencyBuckets.calls.seconds)
+        let folded = registry.makeValueHistogram(
+            descriptor: MetricNameDescriptor(metricName: "folded", unitName: "", helpText: "x"), buckets: LatencyBuckets.calls.seconds)
         var tally = HistogramTally(slots: 2, buckets: .calls)
         var random = SplitMix64(seed: 7)
         for _ in 0..<5000 {
             // From 1 µs to about 30 s, spread over every bucket, on the bounds too.
             let nanoseconds = random.next() % 4 == 0 ? 250_000 : Int64(pow(10, 3 + Double(random.next() % 10_000) / 1500))
-            direct.record(.nanoseconds(nanoseconds))
+            direct.record(Double(nanoseconds) / 1e9)
             tally.record(slot: 1, .nanoseconds(nanoseconds))
         }
         tally.fold(slot: 1, into: folded)
@@ -186,8 +186,11 @@ final class CollectedLines: Sendable {
         let lines = text.split(separator: "\n").filter { !$0.hasPrefix("#") }
         let directLines = lines.filter { $0.hasPrefix("direct") }.map { $0.dropFirst("direct".count) }
         let foldedLines = lines.filter { $0.hasPrefix("folded") }.map { $0.dropFirst("folded".count) }
-        #expect(directLines.count == LatencyBuckets.calls.bounds.count + 3)
-        #expect(directLines == foldedLines)
+        #expect(directLines.count == LatencyBuckets.calls.seconds.count + 3)
+        // Every bucket and the count exactly; the sum to within the rounding of doubles.
+        #expect(directLines.filter { !$0.hasPrefix("_sum") } == foldedLines.filter { !$0.hasPrefix("_sum") })
+        let sums = [directLines, foldedLines].map { lines in Double(lines.first { $0.hasPrefix("_sum") }!.split(separator: " ")[1])! }
+        #expect(abs(sums[0] - sums[1]) <= sums[0] * 1e-9)
     }
 
     @Test func clientMetricsCountCallsByCode() async throws {
@@ -307,13 +310,16 @@ final class CollectedLines: Sendable {
 }
 
 @Suite struct TracingAndLogTests {
+    /// A unary method of health's messages that is not health's (whose successes log at debug).
+    static let probe = MethodDescriptor<HealthCheckRequest, HealthCheckResponse>(service: "probe.Probe", method: "Check")
+
     @Test func aCallContinuesTheCallersTraceAndLogsOneLine() async throws {
         let spans = CollectedSpans()
         let lines = CollectedLines()
         let tracer = PlatformTracer(exporter: spans)
         let seen = Mutex<[TraceContext?]>([])
         let service = ServiceDefinition(name: "probe.Probe", routes: [
-            Route(HealthMethods.check) { (request: HealthCheckRequest, _: ServerContext) in
+            Route(Self.probe) { (request: HealthCheckRequest, _: ServerContext) in
                 seen.withLock { $0.append(InstrumentationContext.current?.traceContext) }
                 lines.logger("handler").info("inside", metadata: ["order": "order_1"])
                 guard request.service.isEmpty else { throw RPCError(.notFound, "no \(request.service)") }
@@ -321,14 +327,21 @@ final class CollectedLines: Sendable {
             },
         ])
         let server = GRPCServer(configuration: ServerConfiguration(host: "127.0.0.1", port: 0, loopCount: 1),
-                                services: [service], interceptors: [CallTelemetry(tracer: tracer, logger: lines.logger("calls"))])
+                                services: [service, HealthService(services: []).service],
+                                interceptors: [CallTelemetry(tracer: tracer, logger: lines.logger("calls"))])
         try server.start()
         let channel = GRPCChannel(host: "127.0.0.1", port: server.port)
         let caller = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
         var metadata = Metadata()
         metadata.add("traceparent", caller)
-        _ = try await channel.call(HealthMethods.check, HealthCheckRequest(), options: CallOptions(metadata: metadata))
-        await #expect(throws: RPCError.self) { try await channel.call(HealthMethods.check, HealthCheckRequest(service: "x")) }
+        _ = try await channel.call(Self.probe, HealthCheckRequest(), options: CallOptions(metadata: metadata))
+        await #expect(throws: RPCError.self) { try await channel.call(Self.probe, HealthCheckRequest(service: "x")) }
+        // A request that does not decode never reaches the handler, and is logged all the same.
+        await #expect(throws: RPCError.self) {
+            try await channel.unary(path: Self.probe.path, request: [0xFF, 0xFF, 0xFF], options: CallOptions())
+        }
+        // A health check that succeeds is logged at debug (probes come every few seconds).
+        _ = try await HealthClient(transport: channel).check(HealthCheckRequest())
         channel.close()
         await server.shutdown(gracePeriod: .milliseconds(200))
 
@@ -338,29 +351,32 @@ final class CollectedLines: Sendable {
         #expect(contexts[0]?.traceIDHex == "0af7651916cd43dd8448eb211c80319c")
         #expect(contexts[0]?.spanIDHex != "b7ad6b7169203331")
         #expect(contexts[1].map { $0.traceIDHex != "0af7651916cd43dd8448eb211c80319c" } == true)
-        let finished = spans.all
+        let finished = spans.all.filter { $0.name == Self.probe.path }
         #expect(finished.count == 2)
         #expect(finished.first?.parentSpanID == TraceContext(traceparent: caller)?.spanID)
         #expect(finished.first?.kind == .server)
         #expect(finished.first.map { $0.context == contexts[0] } == true)
         #expect(finished.last?.parentSpanID == nil)
         #expect(finished.last?.status?.isError == true)
-        #expect(finished.allSatisfy { $0.name == HealthMethods.check.path && $0.endNanosecondsSinceEpoch >= $0.startNanosecondsSinceEpoch })
+        #expect(finished.allSatisfy { $0.endNanosecondsSinceEpoch >= $0.startNanosecondsSinceEpoch })
 
         // The handler's line and the call's line carry the trace; the call's has the outcome.
         let objects = lines.objects
         let inside = objects.filter { $0["message"] as? String == "inside" }
-        let calls = objects.filter { $0["message"] as? String == "rpc" }
-        #expect(inside.count == 2 && calls.count == 2)
+        let calls = objects.filter { $0["message"] as? String == "rpc" && $0["method"] as? String == Self.probe.path }
+        let health = objects.filter { $0["message"] as? String == "rpc" && $0["method"] as? String == HealthMethods.check.path }
+        #expect(health.count == 1 && health.first?["level"] as? String == "debug")
+        #expect(inside.count == 2 && calls.count == 3)
         #expect(inside.first?["trace_id"] as? String == "0af7651916cd43dd8448eb211c80319c")
         #expect(inside.first?["order"] as? String == "order_1")
         #expect(calls.first?["trace_id"] as? String == "0af7651916cd43dd8448eb211c80319c")
-        #expect(calls.first?["method"] as? String == HealthMethods.check.path)
         #expect(calls.first?["code"] as? String == "OK")
         #expect(calls.first?["peer"] as? String == "127.0.0.1")
         #expect(calls.first?["level"] as? String == "info")
-        #expect(calls.last?["code"] as? String == "NOT_FOUND")
-        #expect(calls.last?["error"] as? String == "no x")
+        #expect(calls[1]["code"] as? String == "NOT_FOUND")
+        #expect(calls[1]["error"] as? String == "no x")
+        #expect(calls.last?["code"] as? String == "INTERNAL")
+        #expect(calls.last?["level"] as? String == "error")
         #expect(calls.allSatisfy { Double($0["duration_ms"] as? String ?? "") != nil })
     }
 
@@ -369,7 +385,7 @@ final class CollectedLines: Sendable {
         let tracer = PlatformTracer(exporter: spans)
         let received = Mutex<[String?]>([])
         let service = ServiceDefinition(name: "probe.Probe", routes: [
-            Route(HealthMethods.check) { (_: HealthCheckRequest, context: ServerContext) in
+            Route(Self.probe) { (_: HealthCheckRequest, context: ServerContext) in
                 received.withLock { $0.append(context.requestMetadata["traceparent"]) }
                 return HealthCheckResponse(status: .serving)
             },
@@ -381,7 +397,7 @@ final class CollectedLines: Sendable {
         var parent = InstrumentationContext.topLevel
         parent.traceContext = TraceContext(traceparent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
         try await InstrumentationContext.$current.withValue(parent) {
-            _ = try await HealthClient(transport: transport).check(HealthCheckRequest())
+            _ = try await transport.call(Self.probe, HealthCheckRequest())
         }
         channel.close()
         await server.shutdown(gracePeriod: .milliseconds(200))
