@@ -33,5 +33,5 @@ RUN apt-get update \
 COPY --from=build /out/ /usr/local/bin/
 COPY scripts/dev-credentials /usr/local/bin/dev-credentials
 USER 10001:10001
-EXPOSE 50051 50052 50053
+EXPOSE 50051 50052 50053 9451 9452 9453
 CMD ["order-service"]

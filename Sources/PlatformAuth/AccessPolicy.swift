@@ -126,14 +126,15 @@ public struct AccessPolicy: ServerInterceptor {
         }
     }
 
-    public func finished(_ status: RPCError, request: (any GRPCMessage)?, response: (any GRPCMessage)?, context: ServerContext) {
+    public func finished(_ status: RPCError, request: (any GRPCMessage)?, response: @autoclosure () -> (any GRPCMessage)?,
+                         context: ServerContext) {
         guard let method = Self.methods[context.path], method.audited else { return }
         let caller = context.caller
         logger.info("audit", metadata: [
             "rpc": "\(context.path)",
             "role": "\(caller?.role.rawValue ?? "none")",
             "sub": "\(caller?.subject ?? "")",
-            "order": "\(method.auditedOrder(request, response) ?? "")",
+            "order": "\(method.auditedOrder(request, response()) ?? "")",
             "outcome": "\(status.code)",
         ])
     }

@@ -71,15 +71,18 @@ public protocol ServerInterceptor: Sendable {
     func intercept(_ request: (any GRPCMessage)?, context: ServerContext) async throws(RPCError)
     /// The call is over with `status` (OK, the handler's error, an interceptor's refusal, or a
     /// request that could not be decoded, when `intercept` never ran); `request` as `intercept`
-    /// saw it, `response` a unary call's response when it succeeded.
-    func finished(_ status: RPCError, request: (any GRPCMessage)?, response: (any GRPCMessage)?, context: ServerContext)
+    /// saw it, `response` a unary call's response when it succeeded (made only when asked for:
+    /// boxing it costs a call that no interceptor reads it for).
+    func finished(_ status: RPCError, request: (any GRPCMessage)?, response: @autoclosure () -> (any GRPCMessage)?,
+                  context: ServerContext)
     /// Runs the whole call (every interceptor's `intercept` and `finished`, and the handler)
     /// inside `call`: where an interceptor binds task-local values for the call's duration.
     func scope<Result>(_ context: ServerContext, _ call: () async throws -> Result) async throws -> Result
 }
 
 extension ServerInterceptor {
-    public func finished(_ status: RPCError, request: (any GRPCMessage)?, response: (any GRPCMessage)?, context: ServerContext) {}
+    public func finished(_ status: RPCError, request: (any GRPCMessage)?, response: @autoclosure () -> (any GRPCMessage)?,
+                         context: ServerContext) {}
     public func scope<Result>(_ context: ServerContext, _ call: () async throws -> Result) async throws -> Result {
         try await call()
     }

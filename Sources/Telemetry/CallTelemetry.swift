@@ -58,7 +58,8 @@ public struct CallTelemetry: ServerInterceptor {
         }
     }
 
-    public func finished(_ status: RPCError, request: (any GRPCMessage)?, response: (any GRPCMessage)?, context: ServerContext) {
+    public func finished(_ status: RPCError, request: (any GRPCMessage)?, response: @autoclosure () -> (any GRPCMessage)?,
+                         context: ServerContext) {
         let level: Logger.Level
         switch status.code {
         case .internal, .unknown, .unavailable, .dataLoss: level = .error

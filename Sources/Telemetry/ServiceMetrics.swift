@@ -7,7 +7,9 @@
 // lock and allocate nothing; a collector hops onto each loop when scraped, takes what was counted
 // since the last scrape and adds it to the registry's counters and histograms. Figures that
 // are read rather than counted (memory, connections, consumer lag) are read by a collector then.
-// Collectors run one after another, each bounded, so a scrape always answers.
+// Collectors run one after another, each for at most `collectorLimit`: one that takes longer
+// (Redis slow to answer the lag queries) finishes in the background, its figures a scrape late,
+// so a scrape always answers well within Prometheus' default 10 s timeout.
 import CoreMetrics
 import EventLoop
 import Prometheus
@@ -17,6 +19,8 @@ import Synchronization
 public final class ServiceMetrics: Sendable {
     public let registry = PrometheusCollectorRegistry()
     private let collectors = Mutex<[@Sendable () async -> Void]>([])
+    /// How long a scrape waits for one collector.
+    static let collectorLimit: Duration = .seconds(1)
 
     public init() {}
 
@@ -39,8 +43,24 @@ public final class ServiceMetrics: Sendable {
 
     /// The text exposition, every collector run first.
     public func exposition() async -> [UInt8] {
-        for collect in collectors.withLock({ $0 }) { await collect() }
+        for collect in collectors.withLock({ $0 }) { await Self.run(collect, within: Self.collectorLimit) }
         return registry.emitToBuffer()
+    }
+
+    /// Runs `collect`, waiting for it at most `limit`.
+    private static func run(_ collect: @escaping @Sendable () async -> Void, within limit: Duration) async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let waiting = Mutex<CheckedContinuation<Void, Never>?>(continuation)
+            let resume: @Sendable () -> Void = { waiting.withLock { $0.take() }?.resume() }
+            Task {
+                await collect()
+                resume()
+            }
+            Task {
+                try? await Task.sleep(for: limit)
+                resume()
+            }
+        }
     }
 
     /// A counter of this registry, with its help text.

@@ -244,6 +244,16 @@ final class CollectedLines: Sendable {
         redis.close()
     }
 
+    @Test func aSlowCollectorDoesNotHoldTheScrape() async {
+        let metrics = ServiceMetrics()
+        metrics.addGauge("quick", help: "Read at once.") { 7 }
+        metrics.addCollector { try? await Task.sleep(for: .seconds(30)) }
+        let started = ContinuousClock.now
+        let text = String(decoding: await metrics.exposition(), as: UTF8.self)
+        #expect(ContinuousClock.now - started < .seconds(5))
+        #expect(value(in: text, "quick") == 7)
+    }
+
     @Test func processMetricsDescribeThisProcess() async {
         let metrics = ServiceMetrics()
         addProcessMetrics(to: metrics)

@@ -8,7 +8,9 @@
 // - tracing and the call log: CallTelemetry's scope (read `traceparent`, start the span, bind
 //   the task-local context) and its log line, with and without an incoming `traceparent`, with
 //   no exporter and the log at `warning` (as the benchmarks run), then at `info` into a handler
-//   that drops the line.
+//   that drops the line; and a route's whole handler with CallTelemetry as its interceptor
+//   against the same route without interceptors (what the services paid before telemetry,
+//   with AUTH=off).
 // The recorders run on their loop thread, as in the server.
 //
 // usage: telemetry-bench [--count 1000000]
@@ -86,6 +88,14 @@ struct TelemetryBench: AsyncParsableCommand {
                 }
             }
             report("tracing and the call log, \(name)", cpuNanoseconds() - start, count)
+        }
+        let intercepted = route.intercepted(by: [CallTelemetry(tracer: tracer, logger: quiet)])
+        for (name, handler) in [("without interceptors", route.handler), ("with CallTelemetry, log at warning", intercepted.handler)] {
+            guard case .unary(let handle) = handler else { continue }
+            let context = ServerContext(path: route.path, requestMetadata: Metadata(), deadline: nil)
+            let start = cpuNanoseconds()
+            for _ in 0..<count { _ = try await handle([], context) }
+            report("a unary route's handler \(name)", cpuNanoseconds() - start, count)
         }
         loop.shutdownGracefully()
     }
