@@ -96,6 +96,7 @@ let package = Package(
         .target(name: "ServiceRuntime", dependencies: [
             "CallerTokens", "GRPCHTTP2", "GRPCServices", "PlatformAuth", "RedisClient", "Telemetry",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Instrumentation", package: "swift-distributed-tracing"),
             .product(name: "Logging", package: "swift-log"),
         ]),
         .executableTarget(name: "order-service", dependencies: ["OrderLogic", "PlatformProtos", "ServiceRuntime"]),

@@ -82,9 +82,12 @@ public struct DeliveryServiceLogic: DeliveryServiceProvider, OrderPartiesLookup 
             context.traceContext = events.last { $0.kind == .orderAccepted && $0.orderID == assignment.order }?.trace
             withSpan("assign driver", context: context, ofKind: .consumer) { span in
                 if span.isRecording { span.attributes["order"] = assignment.order }
-                logger.info("driver assigned automatically", metadata: [
-                    "order": "\(assignment.order)", "driver": "\(assignment.driver)", "assignment": "\(assignment.assignment)",
-                ])
+                // Bound as the task's own, over whatever trace the applying task inherited.
+                TraceContext.$current.withValue(span.context.traceContext) {
+                    logger.info("driver assigned automatically", metadata: [
+                        "order": "\(assignment.order)", "driver": "\(assignment.driver)", "assignment": "\(assignment.assignment)",
+                    ])
+                }
             }
         }
     }
@@ -115,7 +118,10 @@ public struct DeliveryServiceLogic: DeliveryServiceProvider, OrderPartiesLookup 
                     do throws(StorageError) {
                         try await store.enlistPool()
                         let assigned = try await store.assignWaiting()
-                        if assigned > 0 { logger.info("waiting orders assigned", metadata: ["orders": "\(assigned)"]) }
+                        if assigned > 0 {
+                            BusinessMetrics.automaticAssignments.increment(by: assigned)
+                            logger.info("waiting orders assigned", metadata: ["orders": "\(assigned)"])
+                        }
                         return
                     } catch {
                         logger.error("could not put the drivers on shift; trying again", metadata: ["error": "\(error)"])
@@ -139,6 +145,7 @@ public struct DeliveryServiceLogic: DeliveryServiceProvider, OrderPartiesLookup 
         try await stored { () async throws(StorageError) in try await store.setAvailability(driver, onShift: onShift) }
         logger.info("driver shift", metadata: ["driver": "\(driver)", "on_shift": "\(onShift)"])
         let assigned = onShift ? try await stored { () async throws(StorageError) in try await store.assignWaiting() } : 0
+        if assigned > 0 { BusinessMetrics.automaticAssignments.increment(by: assigned) }
         return SetDriverAvailabilityResponse(driverId: driver, status: request.status, waitingOrdersAssigned: Int32(assigned))
     }
     /// Ends the watches (the server is about to drain).

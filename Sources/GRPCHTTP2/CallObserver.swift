@@ -3,7 +3,8 @@
 //
 // The observer makes one recorder per event loop when the server starts, and each loop's
 // connections tell only their own loop's recorder, from that loop's thread. A recorder can
-// therefore count in plain memory: no lock, no atomic, no allocation on the request path. Methods
+// therefore count in plain memory: no lock, no atomic, and no allocation for a unary call (a
+// streaming call's transport makes one small closure that tells of its sent messages). Methods
 // are the router's numbers (`Route.methodIndex`), so a recorder counts into array slots. How the
 // counts leave the loop (an exporter hopping onto it when scraped) is the observer's business:
 // the transport knows nothing of metrics.

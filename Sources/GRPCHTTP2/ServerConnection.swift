@@ -512,13 +512,16 @@ final class ServerConnection: HTTP2Connection {
         scheduleFlush()
     }
 
-    /// The call has its status: the recorder hears of it (if the call had started), and the
-    /// transport's own trace line, at debug: a service logs each call itself, with what it knows
-    /// of the call (Telemetry's CallTelemetry), at the level the outcome deserves.
+    /// The call has its status: the recorder hears of it (if the call had started), and the log.
+    /// A call whose handler ran is the service's to log (its interceptors know more of it: the
+    /// caller, the trace), so the transport notes it at debug only; one refused before any
+    /// handler ran (an unknown method, a malformed or oversized request) only the transport saw,
+    /// and it logs it at info.
     private func ended(_ stream: RequestStream, _ status: RPCError) {
         recordEnd(stream, status.code)
-        core.logger.debug("rpc", metadata: [
-            "path": "\(stream.path)", "status": "\(status)", "ms": "\((ContinuousClock.now - stream.started).milliseconds)",
+        core.logger.log(level: stream.dispatched ? .debug : .info, "rpc", metadata: [
+            "method": "\(stream.path)", "code": "\(status.code)", "error": "\(status.message)", "peer": "\(peer)",
+            "duration_ms": "\((ContinuousClock.now - stream.started).milliseconds)",
         ])
     }
 

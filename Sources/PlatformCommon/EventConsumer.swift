@@ -140,12 +140,21 @@ public actor EventConsumer: EventCatchUp {
     /// `platform_event_consumer_lag_events` (entries not yet delivered to the group, summed over
     /// the partitions), `platform_event_consumer_lag_seconds` (the age of the oldest of them) and
     /// `platform_event_pending_entries` (delivered, not yet acknowledged). Every replica reports
-    /// the same group-wide figures; a partition Redis cannot answer for now is left out.
+    /// the same group-wide figures. When Redis cannot answer for every partition, or cannot tell
+    /// a lag (XINFO reports none after entries were deleted), the gauges keep their last values:
+    /// a stale figure, never a made-up zero.
     public nonisolated func recordLag() async {
         var (lag, oldest, pending) = (0, Int64.max, 0)
+        var lagKnown = true
         let now = unixMilliseconds()
         for partition in OrderPartition.all {
-            guard let groups = try? await redis.send(["XINFO", "GROUPS", partition.stream]).array else { continue }
+            let groups: [RedisReply]
+            do {
+                groups = try await redis.send(["XINFO", "GROUPS", partition.stream]).array ?? []
+            } catch {
+                logger.debug("cannot read the consumer group's lag", metadata: ["partition": "\(partition)", "error": "\(error)"])
+                return
+            }
             for entry in groups {
                 guard let fields = entry.array else { continue }
                 var values: [String: RedisReply] = [:]
@@ -154,19 +163,26 @@ public actor EventConsumer: EventCatchUp {
                 }
                 guard values["name"]?.string == group else { continue }
                 pending += Int(values["pending"]?.int ?? 0)
-                let behind = Int(values["lag"]?.int ?? 0)
+                guard let behind = values["lag"]?.int.map(Int.init) else {
+                    lagKnown = false
+                    continue
+                }
                 lag += behind
-                guard behind > 0, let delivered = values["last-delivered-id"]?.string,
-                      let next = try? await redis.send(["XRANGE", partition.stream, "(" + delivered, "+", "COUNT", "1"]).array?.first?.array,
-                      let id = next.first?.string.flatMap(StreamID.init) else { continue }
-                oldest = min(oldest, Int64(id.milliseconds))
+                guard behind > 0, let delivered = values["last-delivered-id"]?.string else { continue }
+                do {
+                    let next = try await redis.send(["XRANGE", partition.stream, "(" + delivered, "+", "COUNT", "1"]).array?.first?.array
+                    if let id = next?.first?.string.flatMap(StreamID.init) { oldest = min(oldest, Int64(id.milliseconds)) }
+                } catch {
+                    return
+                }
             }
         }
         let dimensions = [("group", group)]
+        Gauge(label: "platform_event_pending_entries", dimensions: dimensions).record(pending)
+        guard lagKnown else { return }
         Gauge(label: "platform_event_consumer_lag_events", dimensions: dimensions).record(lag)
         Gauge(label: "platform_event_consumer_lag_seconds", dimensions: dimensions)
             .record(oldest == .max ? 0 : Double(max(0, now - oldest)) / 1000)
-        Gauge(label: "platform_event_pending_entries", dimensions: dimensions).record(pending)
     }
 
     /// Applies every event of `partition` (nil: of every partition) written before this call.
@@ -192,7 +208,9 @@ public actor EventConsumer: EventCatchUp {
         let ticket = catchUps[index].requested
         if !catchUps[index].working {
             catchUps[index].working = true
-            Task { await self.work(partition) }
+            // Detached: the work serves every caller waiting on it, so it must not run in
+            // (and log under) the trace of the one who happened to start it.
+            Task.detached { await self.work(partition) }
         }
         let result = await withCheckedContinuation { continuation in
             catchUps[index].waiters.append((ticket, continuation))

@@ -113,8 +113,8 @@ public struct ServiceOptions: ParsableArguments, Sendable {
 }
 
 /// Serves `services`, with grpc.health.v1 and server reflection (from `descriptors`, the .proto
-/// files behind them), until SIGTERM or SIGINT, every call traced, logged and (with metrics on)
-/// counted, and /metrics on its port. Then health turns NOT_SERVING (every Watch is told),
+/// files behind them), until SIGTERM or SIGINT, every call logged (and, once its request
+/// decoded, traced) and with metrics on counted, and /metrics on its port. Then health turns NOT_SERVING (every Watch is told),
 /// `beforeShutdown` runs (end long watches), the server drains gracefully, and `stop` runs.
 public func serve(_ services: [ServiceDefinition], descriptors: [ProtoFileDescriptor],
                   configuration: ServerConfiguration, health healthConfiguration: ServerConfiguration? = nil,
@@ -155,7 +155,8 @@ public func serve(_ services: [ServiceDefinition], descriptors: [ProtoFileDescri
         await beforeShutdown()
     }
     await healthServer?.shutdown(gracePeriod: .zero)
-    // Once the server has drained, so that a scrape until then still sees the last calls.
+    // Once the server has stopped, so that scrapes during the drain see its last calls. (One in
+    // the moment between the server's loops stopping and this waits out its collector limit.)
     metricsEndpoint?.close()
     await stop()
     await telemetry.exporter?.shutdown()

@@ -12,11 +12,9 @@ import ArgumentParser
 import GRPCHTTP2
 import Instrumentation
 import Logging
-import PlatformAuth
 import RedisClient
 import RPCCore
 import Telemetry
-import Tracing
 
 /// The telemetry flags every service takes.
 public struct TelemetryOptions: ParsableArguments, Sendable {
@@ -34,12 +32,11 @@ public struct ServiceTelemetry: Sendable {
     public let logger: Logger
     /// Nil when metrics are off.
     public let metrics: ServiceMetrics?
+    /// The Redis client's observer (nil when metrics are off).
+    public let redisObserver: (any RedisObserver)?
     public let tracer: PlatformTracer
     let exporter: OTLPExporter?
     let metricsAddress: (host: String, port: Int)?
-
-    /// The Redis client's observer (nil when metrics are off).
-    public var redisObserver: (any RedisObserver)? { metrics.map(RedisMetrics.init) }
 
     /// `channel` carrying the trace, and counted as `grpc_client_*` for `methods`.
     public func instrument(_ channel: GRPCChannel, methods: [String]) -> any ClientTransport {
@@ -91,7 +88,7 @@ extension ServiceOptions {
         }
         let tracer = PlatformTracer(exporter: exporter)
         InstrumentationSystem.bootstrap(tracer)
-        return ServiceTelemetry(logger: logger, metrics: metrics, tracer: tracer, exporter: exporter,
+        return ServiceTelemetry(logger: logger, metrics: metrics, redisObserver: metrics.map(RedisMetrics.init), tracer: tracer, exporter: exporter,
                                 metricsAddress: port == 0 ? nil : (Self.setting(host, env: "HOST") ?? "0.0.0.0", port))
     }
 }

@@ -36,7 +36,9 @@ public struct CallTelemetry: ServerInterceptor {
             TraceContext(traceparent: $0, traceState: context.requestMetadata["tracestate"])
         }
         guard tracer.isRecording else {
-            return try await TraceContext.$current.withValue(caller?.child() ?? .newTrace(), operation: call)
+            // No span of ours: the caller's context goes on unchanged, so that spans downstream
+            // name a parent some service did export.
+            return try await TraceContext.$current.withValue(caller ?? .newTrace(), operation: call)
         }
         var parent = InstrumentationContext.topLevel
         parent.traceContext = caller

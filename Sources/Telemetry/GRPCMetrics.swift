@@ -176,7 +176,9 @@ public struct InstrumentedClientTransport<Base: ClientTransport>: ClientTranspor
             span = tracer.startSpan(path, context: parent, ofKind: .client)
         }
         defer { span?.end() }
-        if let trace = span?.context.traceContext ?? TraceContext.active { options.metadata.addTrace(trace) }
+        if let trace = span?.context.traceContext ?? TraceContext.active, options.metadata["traceparent"] == nil {
+            options.metadata.addTrace(trace)
+        }
         let started = ContinuousClock.now
         method?.started.increment()
         method?.sent.increment()
@@ -198,7 +200,7 @@ public struct InstrumentedClientTransport<Base: ClientTransport>: ClientTranspor
     public func withStream<Result: Sendable>(path: String, options: CallOptions,
                                              _ body: (any ClientStream) async throws -> Result) async throws -> Result {
         var options = options
-        if let trace = TraceContext.active { options.metadata.addTrace(trace) }
+        if let trace = TraceContext.active, options.metadata["traceparent"] == nil { options.metadata.addTrace(trace) }
         return try await base.withStream(path: path, options: options, body)
     }
 }

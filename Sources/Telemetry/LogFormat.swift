@@ -4,8 +4,9 @@
 // customer's accept can be followed from service to service in any log store.
 //
 // A JSON line: {"time": RFC 3339 UTC with milliseconds, "level", "logger", "message", then the
-// metadata (the provider's and the line's; strings, arrays and objects as JSON)}. Each line is
-// one write(2), so lines of concurrent tasks never interleave.
+// metadata (the provider's and the line's; strings, arrays and objects as JSON)}. Each line goes
+// out in one write(2) call (a second only when the first was cut short), so lines of concurrent
+// tasks do not interleave (on a pipe, up to PIPE_BUF, 4 KiB, is atomic; longer lines can).
 import Instrumentation
 import Logging
 import TraceContext

@@ -4,8 +4,10 @@
 //
 // It runs on an event loop of its own, so a scrape never takes a gRPC loop's time beyond the
 // moment its recorders are read. Bounds against a client that misbehaves: the request head
-// must fit in 8 KiB and arrive within 5 s, at most 64 connections are open at once (more are
-// closed as accepted), and a connection that has not been answered within 10 s is closed.
+// must fit in 8 KiB, at most 64 connections are open at once (more are closed as accepted), and
+// a connection that has not been answered and written within 10 s is closed. While the answer is
+// being made the socket is not watched at all (the loop is level-triggered: a peer that closed
+// early would otherwise wake it without end); out of descriptors, accepting pauses 100 ms.
 import EventLoop
 #if canImport(Glibc)
 import Glibc
@@ -44,6 +46,7 @@ final class MetricsListener: IOHandler {
     let loop: EventLoop
     let metrics: ServiceMetrics
     private var connections: [Int32: MetricsConnection] = [:]
+    private var closed = false
 
     init(fd: Int32, loop: EventLoop, metrics: ServiceMetrics) {
         self.fd = fd
@@ -51,23 +54,36 @@ final class MetricsListener: IOHandler {
         self.metrics = metrics
     }
 
-    func start() { loop.register(fd, for: .read, handler: self) }
+    func start() {
+        guard !closed else { return }
+        loop.register(fd, for: .read, handler: self)
+    }
 
     func handleIO(_ events: IOEvents) {
-        while case .connection(let client) = Socket.accept(fd) {
-            guard connections.count < Self.maxConnections else {
-                Socket.close(client)
-                continue
+        while true {
+            switch Socket.accept(fd) {
+            case .connection(let client):
+                guard connections.count < Self.maxConnections else {
+                    Socket.close(client)
+                    continue
+                }
+                let connection = MetricsConnection(fd: client, listener: self)
+                connections[client] = connection
+                connection.start()
+            case .outOfDescriptors:
+                loop.deregister(fd)
+                loop.schedule(after: .milliseconds(100)) { [weak self] in self?.start() }
+                return
+            case .none:
+                return
             }
-            let connection = MetricsConnection(fd: client, listener: self)
-            connections[client] = connection
-            connection.start()
         }
     }
 
     func forget(_ client: Int32) { connections[client] = nil }
 
     func close() {
+        closed = true
         loop.deregister(fd)
         Socket.close(fd)
         for connection in connections.values { connection.close() }
@@ -84,6 +100,8 @@ final class MetricsConnection: IOHandler {
     private var written = 0
     private var answering = false
     private var closed = false
+    /// Whether the loop watches the socket (not while the answer is being made).
+    private var watched = false
     private var timer: TimerID?
 
     init(fd: Int32, listener: MetricsListener) {
@@ -93,6 +111,7 @@ final class MetricsConnection: IOHandler {
 
     func start() {
         listener.loop.register(fd, for: .read, handler: self)
+        watched = true
         timer = listener.loop.schedule(after: .seconds(10)) { [weak self] in self?.close() }
     }
 
@@ -130,6 +149,8 @@ final class MetricsConnection: IOHandler {
         let metrics = listener.metrics
         let this = LoopBound(self, loop: listener.loop)
         let headOnly = method == "HEAD"
+        listener.loop.deregister(fd)
+        watched = false
         Task {
             let exposition = await metrics.exposition()
             this.loop.execute {
@@ -154,7 +175,12 @@ final class MetricsConnection: IOHandler {
             case .transferred(let count):
                 written += count
             case .wouldBlock:
-                listener.loop.modify(fd, for: [.read, .write])
+                if watched {
+                    listener.loop.modify(fd, for: .write)
+                } else {
+                    listener.loop.register(fd, for: .write, handler: self)
+                    watched = true
+                }
                 return
             case .closed, .failed:
                 return close()
@@ -167,7 +193,7 @@ final class MetricsConnection: IOHandler {
         guard !closed else { return }
         closed = true
         if let timer { listener.loop.cancel(timer) }
-        listener.loop.deregister(fd)
+        if watched { listener.loop.deregister(fd) }
         Socket.close(fd)
         listener.forget(fd)
     }

@@ -68,11 +68,22 @@ public final class OTLPExporter: SpanExporter {
         loop.execute { [self] in sendBatch() }
     }
 
-    /// Stops the loop after a last send of what is queued (best effort, bounded by the send's
-    /// own timeout).
+    /// Sends what is queued, waiting for a send in flight first, then stops the loop: at most
+    /// about 6 s (a send's own 5 s timeout, and a last one).
     public func shutdown() async {
-        flush()
-        try? await Task.sleep(for: .milliseconds(200))
+        let deadline = ContinuousClock.now + .seconds(6)
+        while ContinuousClock.now < deadline {
+            let sender = self.sender
+            let queued = queue.withLock { !$0.spans.isEmpty }
+            let busy = await withCheckedContinuation { continuation in
+                loop.execute { [self] in
+                    if !sender.value.busy { sendBatch() }
+                    continuation.resume(returning: sender.value.busy)
+                }
+            }
+            if !busy && !queued { break }
+            try? await Task.sleep(for: .milliseconds(20))
+        }
         loop.shutdownGracefully()
     }
 

@@ -92,16 +92,20 @@ public final class RedisMetrics: RedisObserver {
         private var asked = 0
 
         func completed(_ name: [UInt8], _ outcome: RedisCommandOutcome, duration: Duration?) {
-            let slot: Int
-            if let known = commandSlots[name] {
-                slot = known
-            } else {
-                slot = Self.intern(commandNames.count < RedisMetrics.distinctLimit ? String(decoding: name, as: UTF8.self).uppercased() : "other",
-                                   &commandNames, &commandCounts)
-                commandSlots[name] = slot
+            // A command never sent is an error, not a command.
+            if let duration {
+                let slot: Int
+                if let known = commandSlots[name] {
+                    slot = known
+                } else if commandNames.count < RedisMetrics.distinctLimit {
+                    slot = Self.intern(String(decoding: name, as: UTF8.self).uppercased(), &commandNames, &commandCounts)
+                    commandSlots[name] = slot
+                } else {
+                    slot = Self.intern("other", &commandNames, &commandCounts)
+                }
+                commandCounts[slot] += 1
+                latency.record(slot: 0, duration)
             }
-            commandCounts[slot] += 1
-            if let duration { latency.record(slot: 0, duration) }
             switch outcome {
             case .reply: break
             case .errorReply(let word): countError(String(word))
@@ -116,9 +120,11 @@ public final class RedisMetrics: RedisObserver {
             let slot: Int
             if let known = errorSlots[kind] {
                 slot = known
-            } else {
-                slot = Self.intern(errorKinds.count < RedisMetrics.distinctLimit ? kind : "other", &errorKinds, &errorCounts)
+            } else if errorKinds.count < RedisMetrics.distinctLimit {
+                slot = Self.intern(kind, &errorKinds, &errorCounts)
                 errorSlots[kind] = slot
+            } else {
+                slot = Self.intern("other", &errorKinds, &errorCounts)
             }
             errorCounts[slot] += 1
         }

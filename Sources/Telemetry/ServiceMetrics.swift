@@ -52,12 +52,13 @@ public final class ServiceMetrics: Sendable {
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
             let waiting = Mutex<CheckedContinuation<Void, Never>?>(continuation)
             let resume: @Sendable () -> Void = { waiting.withLock { $0.take() }?.resume() }
-            Task {
-                await collect()
+            let timer = Task {
+                try? await Task.sleep(for: limit)
                 resume()
             }
             Task {
-                try? await Task.sleep(for: limit)
+                await collect()
+                timer.cancel()
                 resume()
             }
         }

@@ -167,6 +167,42 @@ final class CollectedLines: Sendable {
         await observed.stop()
     }
 
+    @Test func callsTheTransportEndsAreCountedOnceAndUnknownMethodsNot() async throws {
+        let metrics = ServiceMetrics()
+        var configuration = ServerConfiguration(host: "127.0.0.1", port: 0, loopCount: 1)
+        configuration.maxMessageSize = 64
+        let health = HealthService(services: ["svc"])
+        let server = GRPCServer(configuration: configuration, services: [health.service], observer: GRPCServerMetrics(metrics))
+        try server.start()
+        let channel = GRPCChannel(host: "127.0.0.1", port: server.port)
+        let client = HealthClient(transport: channel)
+        let unknown = await #expect(throws: RPCError.self) {
+            try await channel.unary(path: "/grpc.health.v1.Health/Nope", request: [], options: CallOptions())
+        }
+        #expect(unknown?.code == .unimplemented)
+        let large = await #expect(throws: RPCError.self) {
+            try await client.check(HealthCheckRequest(service: String(repeating: "s", count: 200)))
+        }
+        #expect(large?.code == .resourceExhausted)
+        let late = await #expect(throws: RPCError.self) {
+            try await client.watch(HealthCheckRequest(service: "svc"), options: CallOptions(timeout: .milliseconds(200))) { responses in
+                for try await _ in responses {}
+            }
+        }
+        #expect(late?.code == .deadlineExceeded)
+        let text = String(decoding: await metrics.exposition(), as: UTF8.self)
+        let check = Self.check, watch = Self.watch
+        #expect(!text.contains("Nope"))
+        #expect(value(in: text, "grpc_server_started_total{\(check)}") == 1)
+        #expect(value(in: text, "grpc_server_handled_total{\(check),grpc_code=\"ResourceExhausted\"}") == 1)
+        #expect(value(in: text, "grpc_server_msg_received_total{\(check)}") == 0)
+        #expect(value(in: text, "grpc_server_started_total{\(watch)}") == 1)
+        #expect(value(in: text, "grpc_server_handled_total{\(watch),grpc_code=\"DeadlineExceeded\"}") == 1)
+        #expect(value(in: text, "grpc_server_handling_seconds_count{\(watch)}") == 1)
+        channel.close()
+        await server.shutdown(gracePeriod: .milliseconds(200))
+    }
+
     @Test func foldingLoopCountsIsExact() {
         let registry = PrometheusCollectorRegistry()
         let direct = registry.makeValueHistogram(
