@@ -9,7 +9,9 @@
 // has the method, code, duration, peer, caller identity (when an interceptor established one)
 // and, from the task's context, the trace id; a health check that succeeds logs at `debug`, or the
 // probes of every orchestrator would fill the log. It must be the first interceptor, so that
-// the others' refusals are logged and traced too.
+// the others' refusals are logged and traced too. The line tells how the handler ended: when the
+// transport answered first (the deadline passed, the client reset the stream), the client saw
+// that answer, which `grpc_server_handled_total` counts.
 import Instrumentation
 import Logging
 import RPCCore
