@@ -77,13 +77,17 @@ public protocol ServerInterceptor: Sendable {
                   context: ServerContext)
     /// Runs the whole call (every interceptor's `intercept` and `finished`, and the handler)
     /// inside `call`: where an interceptor binds task-local values for the call's duration.
-    nonisolated(nonsending) func scope<Result>(_ context: ServerContext, _ call: nonisolated(nonsending) () async throws -> Result) async throws -> Result
+    /// Scopes run on their caller's executor (`nonisolated(nonsending)`): a switch of executor
+    /// per scope cost a third of an intercepted call (BENCHMARKS.md, "Operations").
+    nonisolated(nonsending) func scope<Result>(_ context: ServerContext,
+                                               _ call: nonisolated(nonsending) () async throws -> Result) async throws -> Result
 }
 
 extension ServerInterceptor {
     public func finished(_ status: RPCError, request: (any GRPCMessage)?, response: @autoclosure () -> (any GRPCMessage)?,
                          context: ServerContext) {}
-    nonisolated(nonsending) public func scope<Result>(_ context: ServerContext, _ call: nonisolated(nonsending) () async throws -> Result) async throws -> Result {
+    nonisolated(nonsending) public func scope<Result>(_ context: ServerContext,
+                                                      _ call: nonisolated(nonsending) () async throws -> Result) async throws -> Result {
         try await call()
     }
 }
@@ -92,7 +96,7 @@ extension [any ServerInterceptor] {
     /// Runs `body` after every interceptor let the call through, and tells them how it ended,
     /// all inside every interceptor's scope.
     nonisolated(nonsending) func around<Result>(_ request: (any GRPCMessage)?, _ context: ServerContext,
-                        _ body: nonisolated(nonsending) () async throws -> Result) async throws(RPCError) -> Result {
+                                                _ body: nonisolated(nonsending) () async throws -> Result) async throws(RPCError) -> Result {
         do {
             return try await scoped(from: startIndex, context) {
                 do {
@@ -121,7 +125,7 @@ extension [any ServerInterceptor] {
 
     /// `call` inside the scopes of the interceptors from `index` on, the first outermost.
     nonisolated(nonsending) private func scoped<Result>(from index: Int, _ context: ServerContext,
-                                _ call: nonisolated(nonsending) () async throws -> Result) async throws -> Result {
+                                                        _ call: nonisolated(nonsending) () async throws -> Result) async throws -> Result {
         guard index < endIndex else { return try await call() }
         return try await self[index].scope(context) { try await scoped(from: index + 1, context, call) }
     }

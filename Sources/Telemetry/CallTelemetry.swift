@@ -33,7 +33,8 @@ public struct CallTelemetry: ServerInterceptor {
 
     public func intercept(_ request: (any GRPCMessage)?, context: ServerContext) async throws(RPCError) {}
 
-    nonisolated(nonsending) public func scope<Result>(_ context: ServerContext, _ call: nonisolated(nonsending) () async throws -> Result) async throws -> Result {
+    nonisolated(nonsending) public func scope<Result>(_ context: ServerContext,
+                                                      _ call: nonisolated(nonsending) () async throws -> Result) async throws -> Result {
         let caller = context.requestMetadata["traceparent"].flatMap {
             TraceContext(traceparent: $0, traceState: context.requestMetadata["tracestate"])
         }

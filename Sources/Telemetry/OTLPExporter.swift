@@ -2,9 +2,10 @@
 // specification: POST <endpoint>/v1/traces, Content-Type application/json, ids as hex), which
 // every OpenTelemetry Collector and most trace back ends accept.
 //
-// We do not depend on swift-otel: on these 2-core machines its build (with SwiftNIO, gRPC and
-// its protobuf stack) took about 7 minutes of a clean build, against seconds for this file, and
-// our services need only its trace export. Spans are batched in memory (at most
+// We do not depend on swift-otel: on these 2-core machines a clean build of a package using it
+// took 10 min 45 s (it brings SwiftNIO, swift-nio-ssl with BoringSSL, swift-crypto and gRPC;
+// BENCHMARKS.md "swift-otel"), against seconds for this file, and our services need only its
+// trace export. Spans are batched in memory (at most
 // `maxQueued`; past that new ones are dropped and counted in the log) and sent once a second,
 // one request at a time, from an event loop of its own, so exporting never blocks a call. Only
 // http:// endpoints are supported (a collector beside the service, as a sidecar or a node agent,
