@@ -109,13 +109,13 @@ public struct ServiceOptions: ParsableArguments, Sendable {
         }
         return configuration
     }
-
 }
 
 /// Serves `services`, with grpc.health.v1 and server reflection (from `descriptors`, the .proto
 /// files behind them), until SIGTERM or SIGINT, every call logged (and, once its request
-/// decoded, traced) and with metrics on counted, and /metrics on its port. Then health turns NOT_SERVING (every Watch is told),
-/// `beforeShutdown` runs (end long watches), the server drains gracefully, and `stop` runs.
+/// decoded, traced) and with metrics on counted, and /metrics on its port. Then health turns
+/// NOT_SERVING (every Watch is told), `beforeShutdown` runs (end long watches), the server
+/// drains gracefully, and `stop` runs.
 public func serve(_ services: [ServiceDefinition], descriptors: [ProtoFileDescriptor],
                   configuration: ServerConfiguration, health healthConfiguration: ServerConfiguration? = nil,
                   interceptors: [any ServerInterceptor] = [], telemetry: ServiceTelemetry,
@@ -130,21 +130,22 @@ public func serve(_ services: [ServiceDefinition], descriptors: [ProtoFileDescri
                             logger: logger)
     // The same health statuses on a port of their own: it tells NOT_SERVING at shutdown too.
     let healthServer = healthConfiguration.map { GRPCServer(configuration: $0, services: [health.service], logger: logger) }
-    for (listener, address) in [(server, configuration), (healthServer, healthConfiguration)] {
-        guard let listener, let address else { continue }
-        do {
-            try listener.start()
-        } catch {
-            logger.critical("cannot listen", metadata: ["address": "\(address.host):\(address.port)", "error": "\(error)"])
-            throw ExitCode.failure
-        }
-    }
+    // The metrics port first: a service that cannot be watched stops before it serves.
     var metricsEndpoint: MetricsEndpoint?
     if let metrics = telemetry.metrics, let address = telemetry.metricsAddress {
         metrics.addGauge("grpc_server_connections", help: "Connections open to the service port.") { Double(server.connectionCount) }
         do {
             metricsEndpoint = try MetricsEndpoint(host: address.host, port: address.port, metrics: metrics)
             logger.info("metrics", metadata: ["address": "\(address.host):\(metricsEndpoint?.port ?? address.port)", "path": "/metrics"])
+        } catch {
+            logger.critical("cannot listen", metadata: ["address": "\(address.host):\(address.port)", "error": "\(error)"])
+            throw ExitCode.failure
+        }
+    }
+    for (listener, address) in [(server, configuration), (healthServer, healthConfiguration)] {
+        guard let listener, let address else { continue }
+        do {
+            try listener.start()
         } catch {
             logger.critical("cannot listen", metadata: ["address": "\(address.host):\(address.port)", "error": "\(error)"])
             throw ExitCode.failure
