@@ -126,6 +126,21 @@ public enum Socket {
         return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ? .wouldBlock : .failed(errno)
     }
 
+    /// Reads what is available (up to `limit` bytes) onto the end of `bytes`.
+    public static func read(_ fd: Int32, appendingTo bytes: inout [UInt8], limit: Int = 4096) -> IOResult {
+        let start = bytes.count
+        bytes.append(contentsOf: repeatElement(0, count: limit))
+        let result = bytes.withUnsafeMutableBytes { read(fd, into: UnsafeMutableRawBufferPointer(rebasing: $0[start...])) }
+        let kept = if case .transferred(let count) = result { count } else { 0 }
+        bytes.removeLast(limit - kept)
+        return result
+    }
+
+    /// Writes `bytes` from `offset` on, as much as the socket takes now.
+    public static func write(_ fd: Int32, _ bytes: [UInt8], from offset: Int) -> IOResult {
+        bytes.withUnsafeBytes { write(fd, from: UnsafeRawBufferPointer(rebasing: $0[offset...])) }
+    }
+
     public static func close(_ fd: Int32) {
         _ = Glibc.close(fd)
     }

@@ -207,6 +207,5 @@ public struct InstrumentedClientTransport<Base: ClientTransport>: ClientTranspor
 
 /// A duration in seconds, as the histograms take it.
 func seconds(_ duration: Duration) -> Double {
-    let (seconds, attoseconds) = duration.components
-    return Double(seconds) + Double(attoseconds) / 1e18
+    Double(duration.nanoseconds) / 1e9
 }

@@ -7,6 +7,7 @@
 // metadata (the provider's and the line's; strings, arrays and objects as JSON)}. Each line goes
 // out in one write(2) call (a second only when the first was cut short), so lines of concurrent
 // tasks do not interleave (on a pipe, up to PIPE_BUF, 4 KiB, is atomic; longer lines can).
+import EventLoop
 import Instrumentation
 import Logging
 import TraceContext
@@ -87,17 +88,7 @@ public struct JSONLogHandler: LogHandler {
         write(line)
     }
 
-    public static let standardError: @Sendable (String) -> Void = { line in
-        var line = line
-        line.withUTF8 { bytes in
-            var offset = 0
-            while offset < bytes.count {
-                let written = Glibc.write(STDERR_FILENO, bytes.baseAddress! + offset, bytes.count - offset)
-                if written <= 0 { break }
-                offset += written
-            }
-        }
-    }
+    public static let standardError: @Sendable (String) -> Void = { SystemFiles.writeStandardError($0) }
 
     static func append(_ value: Logger.Metadata.Value, to line: inout String) {
         switch value {

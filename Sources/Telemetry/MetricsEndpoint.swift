@@ -118,11 +118,9 @@ final class MetricsConnection: IOHandler {
     func handleIO(_ events: IOEvents) {
         if events.contains(.write) { flush() }
         guard !answering, !closed else { return }
-        var chunk = [UInt8](repeating: 0, count: 4096)
         while !answering, !closed {
-            switch chunk.withUnsafeMutableBytes({ Socket.read(fd, into: $0) }) {
-            case .transferred(let count):
-                head += chunk[..<count]
+            switch Socket.read(fd, appendingTo: &head) {
+            case .transferred:
                 requestReadIfComplete()
             case .wouldBlock:
                 return
@@ -170,8 +168,7 @@ final class MetricsConnection: IOHandler {
 
     private func flush() {
         while written < response.count, !closed {
-            let result = response.withUnsafeBytes { Socket.write(fd, from: UnsafeRawBufferPointer(rebasing: $0[written...])) }
-            switch result {
+            switch Socket.write(fd, response, from: written) {
             case .transferred(let count):
                 written += count
             case .wouldBlock:

@@ -148,18 +148,17 @@ final class OTLPSender: IOHandler {
             connected = true
         }
         while written < request.count {
-            switch request.withUnsafeBytes({ Socket.write(fd, from: UnsafeRawBufferPointer(rebasing: $0[written...])) }) {
+            switch Socket.write(fd, request, from: written) {
             case .transferred(let count): written += count
             case .wouldBlock: return
             case .closed, .failed: return finish(failure: "connection lost while sending")
             }
         }
         loop.modify(fd, for: .read)
-        var chunk = [UInt8](repeating: 0, count: 4096)
         while true {
-            switch chunk.withUnsafeMutableBytes({ Socket.read(fd, into: $0) }) {
-            case .transferred(let count):
-                response += chunk[..<count]
+            switch Socket.read(fd, appendingTo: &response) {
+            case .transferred:
+                break
             case .wouldBlock:
                 return
             case .closed:

@@ -5,6 +5,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import EventLoop
 import Prometheus
 import Synchronization
 
@@ -73,29 +74,11 @@ enum ProcessFigures {
     }
 
     static func openFileDescriptors() -> Int {
-        guard let directory = opendir("/proc/self/fd") else { return 0 }
-        defer { closedir(directory) }
-        var count = 0
-        while let entry = readdir(directory) {
-            let isDot = withUnsafeBytes(of: entry.pointee.d_name) { name in name[0] == UInt8(ascii: ".") }
-            if !isDot { count += 1 }
-        }
-        // The directory being read has a descriptor of its own.
-        return max(0, count - 1)
+        // Less the descriptor that reads the directory.
+        max(0, (SystemFiles.entryCount(of: "/proc/self/fd") ?? 1) - 1)
     }
 
-    /// A small /proc file read whole (their size is 0 to stat, so read until the end).
     static func contents(of path: String) -> String? {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { return nil }
-        defer { close(fd) }
-        var bytes: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: 4096)
-        while true {
-            let count = chunk.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
-            if count <= 0 { break }
-            bytes += chunk[..<count]
-        }
-        return String(decoding: bytes, as: UTF8.self)
+        SystemFiles.contents(of: path).map { String(decoding: $0, as: UTF8.self) }
     }
 }

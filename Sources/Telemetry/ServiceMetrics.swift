@@ -121,8 +121,7 @@ struct HistogramTally: Sendable {
     }
 
     mutating func record(slot: Int, _ duration: Duration) {
-        let (seconds, attoseconds) = duration.components
-        let nanoseconds = max(0, seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
+        let nanoseconds = Int64(clamping: duration.nanoseconds)
         let cell = slot * width + buckets.index(of: nanoseconds)
         counts[cell] += 1
         sums[cell] += nanoseconds

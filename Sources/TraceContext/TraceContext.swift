@@ -12,8 +12,8 @@
 // events, the telemetry layer reads and writes it on calls), so that the carriers share one
 // definition without depending on the tracer. New ids come from a counter run through
 // SplitMix64's finaliser, seeded once from the system's random source: unique within the process,
-// unpredictable across processes, and one atomic increment each, without a lock or a system call
-// on the request path.
+// unpredictable across processes, and one atomic increment for a new trace's three words, without
+// a lock or a system call on the request path.
 import Instrumentation
 import Synchronization
 
@@ -64,14 +64,16 @@ public struct TraceContext: Sendable, Hashable {
 
     /// A new trace's first context (sampled).
     public static func newTrace() -> TraceContext {
-        var high = IDSource.next()
-        if high == 0 { high = 1 }
-        return TraceContext(traceID: (high, IDSource.next()), spanID: IDSource.nextSpan(), sampled: true)
+        let first = IDSource.reserve(3)
+        let (high, low, span) = (IDSource.id(first), IDSource.id(first + 1), IDSource.id(first + 2))
+        // The trace is never all zero and the span never zero, as the specification requires.
+        return TraceContext(traceID: (high == 0 ? 1 : high, low), spanID: span == 0 ? 1 : span, sampled: true)
     }
 
     /// The context of a new span in the same trace: this one's child.
     public func child() -> TraceContext {
-        TraceContext(traceID: traceID, spanID: IDSource.nextSpan(), sampled: sampled, traceState: traceState)
+        let span = IDSource.id(IDSource.reserve(1))
+        return TraceContext(traceID: traceID, spanID: span == 0 ? 1 : span, sampled: sampled, traceState: traceState)
     }
 
     /// The `traceparent` value naming this span.
@@ -97,10 +99,7 @@ public struct TraceContext: Sendable, Hashable {
 
     static func hex(_ value: UInt64) -> String {
         let digits = Array("0123456789abcdef".utf8)
-        return String(unsafeUninitializedCapacity: 16) { buffer in
-            for index in 0..<16 { buffer[index] = digits[Int((value >> UInt64(60 - 4 * index)) & 0xf)] }
-            return 16
-        }
+        return String(decoding: (0..<16).map { digits[Int((value >> UInt64(60 - 4 * $0)) & 0xf)] }, as: UTF8.self)
     }
 
     /// Lower-case hex digits only, as the specification requires.
@@ -122,18 +121,18 @@ enum IDSource {
     private static let seed: UInt64 = .random(in: .min ... .max)
     private static let counter = Atomic<UInt64>(0)
 
-    static func next() -> UInt64 {
-        // SplitMix64: a Weyl sequence through a finaliser, a bijection, so ids never repeat
-        // before 2^64 draws.
-        var z = seed &+ counter.add(1, ordering: .relaxed).newValue &* 0x9E37_79B9_7F4A_7C15
+    /// The first of `count` fresh sequence numbers, for one atomic increment.
+    static func reserve(_ count: UInt64) -> UInt64 {
+        counter.add(count, ordering: .relaxed).newValue - count + 1
+    }
+
+    /// The id of sequence number `n`. SplitMix64: a Weyl sequence through a finaliser, a
+    /// bijection, so ids never repeat before 2^64 draws.
+    static func id(_ n: UInt64) -> UInt64 {
+        var z = seed &+ n &* 0x9E37_79B9_7F4A_7C15
         z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
         z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
         return z ^ (z >> 31)
-    }
-
-    static func nextSpan() -> UInt64 {
-        let id = next()
-        return id == 0 ? 1 : id
     }
 }
 
