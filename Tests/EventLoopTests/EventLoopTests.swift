@@ -1,4 +1,5 @@
 import EventLoop
+import Foundation
 import Synchronization
 import Testing
 
@@ -54,6 +55,30 @@ import Testing
         let (listener, port) = try Socket.listen(host: "127.0.0.1", port: 0)
         defer { Socket.close(listener) }
         #expect(throws: SocketError.self) { try Socket.listen(host: "127.0.0.1", port: port) }
+    }
+
+    /// Thousands of entries, so readdir refills its buffer many times and records of every
+    /// length end it: each is counted once, only "." and ".." are left out, and no read strays
+    /// past a record (the process metrics count /proc/self/fd this way at every scrape).
+    @Test func entryCountCountsEveryEntryButDotAndDotDot() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("entries-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let names = [".hidden", "..x", "a"] + (0..<3_000).map { String(repeating: "n", count: 1 + $0 % 200) + String($0) }
+        for name in names {
+            #expect(FileManager.default.createFile(atPath: directory.appendingPathComponent(name).path, contents: nil))
+        }
+        #expect(SystemFiles.entryCount(of: directory.path) == names.count)
+        #expect(SystemFiles.entryCount(of: directory.appendingPathComponent("missing").path) == nil)
+    }
+
+    @Test func contentsReadsAFileToItsEnd() throws {
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("contents-\(UUID().uuidString)")
+        let bytes = (0..<10_000).map { UInt8(truncatingIfNeeded: $0 * 7) }
+        try Data(bytes).write(to: file)
+        defer { try? FileManager.default.removeItem(at: file) }
+        #expect(SystemFiles.contents(of: file.path) == bytes)
+        #expect(SystemFiles.contents(of: file.path + "-missing") == nil)
     }
 }
 

@@ -279,15 +279,16 @@ final class CollectedLines: Sendable {
         #expect(value(in: text, "redis_reconnects_total") == 0)
         #expect(value(in: text, #"redis_cluster_redirects_total{type="moved"}"#) == 0)
         // Redis restarts: the connection is made again, and counted (after the client's backoff,
-        // which a loaded machine's slow restart can stretch).
+        // which a loaded machine's slow restart can stretch). At least once: the immediate first
+        // attempt can still land in the dying server's listen backlog, connect, and be reset.
         server.kill()
         try server.start()
         let reconnected = await eventually(within: .seconds(20)) {
             _ = try? await redis.send(["PING"])
             text = String(decoding: await metrics.exposition(), as: UTF8.self)
-            return value(in: text, "redis_reconnects_total") == 1
+            return (value(in: text, "redis_reconnects_total") ?? 0) >= 1
         }
-        #expect(reconnected)
+        #expect(reconnected, "redis_reconnects_total is \(String(describing: value(in: text, "redis_reconnects_total")))")
         redis.close()
     }
 
