@@ -70,7 +70,8 @@ public final class EventLoop: @unchecked Sendable {
     }
 
     deinit {
-        close(epollFD)
+        // The epoll instance went with the thread (end of `run`); the eventfd stays until now,
+        // because `execute` may still be called (and wake) after shutdown.
         close(wakeFD)
     }
 
@@ -183,6 +184,9 @@ public final class EventLoop: @unchecked Sendable {
         }
         handlers.removeAll()
         timers.removeAll()
+        // Only this thread uses the epoll instance, so it can go now rather than when the last
+        // reference to the loop does.
+        close(epollFD)
     }
 
     /// Runs what other threads queued; returns true when the loop should stop.
