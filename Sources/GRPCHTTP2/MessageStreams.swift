@@ -11,6 +11,12 @@
 // found the queue empty and deferred), so a burst of writes costs one wake-up, and a handler that
 // runs on the loop thread writes without any.
 //
+// A server's handler may hand its responses over and return (`handOver`): the queue then is the
+// call's whole state, with no task behind it. Its owner `send`s without waiting; past the limit
+// it chose the call is ended with RESOURCE_EXHAUSTED (the queue dropped), so a client that reads
+// nothing still costs bounded memory. The connection ends the call when told to (`finish`), and
+// `ended` runs the owner's `whenEnded` actions once, with the final status, however it ended.
+//
 // `StreamInbound` holds the peer's messages until the task takes them. The connection consumes
 // received bytes from the HTTP/2 stream window only while the queue is below `highWater`; beyond
 // it the bytes are held back, the peer's window closes, and once the task has drained the queue
@@ -28,7 +34,7 @@ enum StreamBuffering {
 }
 
 /// Messages queued for sending on one stream, and how the stream ends.
-final class StreamOutbound: MessageSink {
+final class StreamOutbound: MessageSink, HandedOverSink {
     /// How the sending side ends once the queue is empty.
     enum End: Sendable {
         /// DATA carries END_STREAM (a client's half-close).
@@ -60,6 +66,11 @@ final class StreamOutbound: MessageSink {
         var needsKick = true
         /// True once any message was queued (the response then cannot be Trailers-Only).
         var wroteAny = false
+        /// Set by `handOver`: the most bytes `send` lets wait.
+        var handOverLimit: Int?
+        /// The call's final status, once `ended` ran.
+        var finalStatus: RPCError?
+        var endActions: [@Sendable (RPCError) -> Void] = []
     }
 
     private let state = Mutex(State())
@@ -67,11 +78,69 @@ final class StreamOutbound: MessageSink {
     private let kick: @Sendable () -> Void
     /// Told on the loop of each message whose last byte was taken for a DATA frame (metrics).
     private let sent: (@Sendable () -> Void)?
+    /// Asks the connection to end a handed-over call: with its status after what is queued, or
+    /// (`dropQueued`) at once.
+    private let endCall: (@Sendable (_ status: RPCError, _ dropQueued: Bool) -> Void)?
 
-    init(kick: @escaping @Sendable () -> Void, sent: (@Sendable () -> Void)? = nil) {
+    init(kick: @escaping @Sendable () -> Void, sent: (@Sendable () -> Void)? = nil,
+         endCall: (@Sendable (_ status: RPCError, _ dropQueued: Bool) -> Void)? = nil) {
         self.kick = kick
         self.sent = sent
+        self.endCall = endCall
     }
+
+    // MARK: - Handed over
+
+    func handOver(bufferLimit: Int) -> any HandedOverSink {
+        precondition(endCall != nil, "only a server's responses can be handed over")
+        state.withLock { $0.handOverLimit = bufferLimit }
+        return self
+    }
+
+    var handedOver: (any HandedOverSink)? {
+        state.withLock { $0.handOverLimit } == nil ? nil : self
+    }
+
+    func send(_ message: [UInt8]) -> Bool {
+        let (accepted, mustKick, overflowed) = state.withLock { state -> (Bool, Bool, Bool) in
+            guard state.failure == nil, state.end == nil, let limit = state.handOverLimit else { return (false, false, false) }
+            if state.buffered + message.count + MessageFraming.prefixLength > limit { return (false, false, true) }
+            state.messages.append(message)
+            state.buffered += message.count + MessageFraming.prefixLength
+            state.wroteAny = true
+            let mustKick = state.needsKick
+            state.needsKick = false
+            return (true, mustKick, false)
+        }
+        if mustKick { kick() }
+        if overflowed { endCall?(RPCError(.resourceExhausted, "the client is not reading its responses"), true) }
+        return accepted
+    }
+
+    func finish(_ status: RPCError) {
+        endCall?(status, false)
+    }
+
+    func whenEnded(_ action: @escaping @Sendable (RPCError) -> Void) {
+        let final = state.withLock { state -> RPCError? in
+            if state.finalStatus == nil { state.endActions.append(action) }
+            return state.finalStatus
+        }
+        if let final { action(final) }
+    }
+
+    /// The call is over with `status`: the `whenEnded` actions run, once.
+    func ended(_ status: RPCError) {
+        let actions = state.withLock { state -> [@Sendable (RPCError) -> Void] in
+            guard state.finalStatus == nil else { return [] }
+            state.finalStatus = status
+            defer { state.endActions = [] }
+            return state.endActions
+        }
+        for action in actions { action(status) }
+    }
+
+    // MARK: - Writing
 
     func write(_ message: [UInt8]) async throws(RPCError) {
         let (failure, mustKick, mustWait) = state.withLock { state -> (RPCError?, Bool, Bool) in
@@ -114,6 +183,7 @@ final class StreamOutbound: MessageSink {
     /// The call is over: drop what is queued, make writers throw `error`; with `end`, the stream
     /// still ends that way (a status after the response headers).
     func fail(_ error: RPCError, end: End? = nil) {
+        defer { ended(error) }
         let writer = state.withLock { state -> CheckedContinuation<RPCError?, Never>? in
             if state.failure == nil { state.failure = error }
             state.messages = []

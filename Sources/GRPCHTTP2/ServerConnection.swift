@@ -378,6 +378,12 @@ final class ServerConnection: HTTP2Connection {
         }, sent: recorder.map { recorder in
             let recorder = LoopBound(recorder, loop: loop)
             return { recorder.value.sent(method: method) }
+        }, endCall: { status, dropQueued in
+            if loop.inEventLoop {
+                connection.value.handedOverCallEnded(id, status, dropQueued: dropQueued)
+            } else {
+                loop.execute { connection.value.handedOverCallEnded(id, status, dropQueued: dropQueued) }
+            }
         })
         if !route.kind.clientStreams {
             recorder?.received(method: method)
@@ -394,6 +400,12 @@ final class ServerConnection: HTTP2Connection {
             let status: RPCError
             do throws(RPCError) {
                 try await handle(inbound, outbound, context)
+                // Handed over: the call goes on without this task, until its owner ends it; the
+                // stream lets go of the task, whose memory (its frames' slabs) goes with it.
+                if outbound.handedOver != nil {
+                    connection.loop.execute { connection.value.streams[id]?.task = nil }
+                    return
+                }
                 status = RPCError(.ok)
             } catch {
                 status = error
@@ -406,14 +418,23 @@ final class ServerConnection: HTTP2Connection {
         }
     }
 
-    /// The handler returned (OK) or threw: its status follows what it wrote.
+    /// The handler returned (OK) or threw, or the owner of its handed-over responses finished:
+    /// the status follows what was written.
     private func streamingHandlerFinished(_ id: Int32, _ status: RPCError) {
         guard let stream = streams[id], !stream.responded, let outbound = stream.outbound else { return }
         stream.responded = true
         if let timer = stream.deadlineTimer { loop.cancel(timer) }
         stream.inbound?.fail(RPCError(.cancelled, "the call has ended"))
         outbound.finish(.trailers(statusTrailers(status, stream)))
+        outbound.ended(status)
         ended(stream, status)
+    }
+
+    /// The owner of a handed-over call ends it: after what it queued, or at once when it let too
+    /// much pile up.
+    private func handedOverCallEnded(_ id: Int32, _ status: RPCError, dropQueued: Bool) {
+        guard dropQueued else { return streamingHandlerFinished(id, status) }
+        if let stream = streams[id] { fail(id, stream, status) }
     }
 
     /// Something for a streaming call to send: the headers first, then DATA as the window allows.

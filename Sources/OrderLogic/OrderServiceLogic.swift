@@ -20,11 +20,11 @@
 // has not acknowledged yet (in the same round trip), so a client that just updated a delivery
 // reads the stage it set without a separate read of the stream.
 //
-// WatchOrder subscribes to the process's EventHub first, then catches up and reads the order
-// with its `last_event`: every event the subscription delivers with a later id is a change the
+// WatchOrder follows the order on the process's EventHub first, then catches up and reads the
+// order with its `last_event`: every event the hub hands over with a later id is a change the
 // snapshot does not show yet, and applying it with the same rules as the projection
 // (`OrderStatus.after`) gives the next update. So no change between the snapshot and the stream
-// is missed or repeated.
+// is missed or repeated. After the snapshot the call is an OrderWatch, with no task of its own.
 import Logging
 import PlatformAuth
 import PlatformCommon
@@ -409,37 +409,25 @@ public struct OrderServiceLogic: OrderServiceProvider, OrderPartiesLookup {
     public func watchOrder(_ request: WatchOrderRequest, responses: RPCWriter<OrderUpdate>, context: ServerContext) async throws {
         let id = request.orderId
         try Identifier.validate(id, field: "order_id")
-        // Subscribe before reading: whatever happens after the snapshot is then on the subscription.
-        let subscription = try await hub.subscribe(.order(id))
-        defer { subscription.cancel() }
+        // Follow before reading: whatever happens after the snapshot then reaches the watch.
+        let watch = OrderWatch()
+        let registration = try await hub.follow(.order(id), with: watch)
         try await events.catchUp(OrderPartition(order: id))
         guard let snapshot = try await stored({ () async throws(StorageError) in try await store.snapshot(id) }) else {
             throw RPCError(.notFound, "order \(id) not found")
         }
-        var current = OrderUpdate(
+        let update = OrderUpdate(
             orderId: id, status: snapshot.status.rawValue, driverId: snapshot.driver,
             updatedAtUnixMs: Int64(snapshot.lastEvent.milliseconds), restaurantId: snapshot.restaurant,
             customerId: snapshot.customer, final: snapshot.status.isFinal, estimatedReadyAtUnixMs: snapshot.estimatedReadyAtUnixMs,
             rejectReason: snapshot.rejectionReason?.rawValue ?? "", kitchenStatus: snapshot.kitchen?.rawValue ?? "",
             deliveryStatus: snapshot.delivery, cancelReason: snapshot.cancelReason)
-        try await responses.write(current)
-        var state = snapshot.progress
-        guard !state.status.isFinal else { return }
-        for try await event in subscription {
-            guard let eventID = event.id, eventID > snapshot.lastEvent, let next = state.after(event) else { continue }
-            state = next
-            current.status = next.status.rawValue
-            current.kitchenStatus = next.kitchen?.rawValue ?? ""
-            current.deliveryStatus = next.delivery ?? ""
-            if let driver = event.driverID, event.kind != .orderCanceled { current.driverId = driver }
-            if let readyAt = event.readyAtUnixMs { current.estimatedReadyAtUnixMs = readyAt }
-            if let reason = event.rejectionReason { current.rejectReason = reason.rawValue }
-            if let reason = event.cancelReason { current.cancelReason = reason }
-            current.updatedAtUnixMs = Int64(eventID.milliseconds)
-            current.final = next.status.isFinal
-            try await responses.write(current)
-            if next.status.isFinal { return }
-        }
+        try await responses.write(update)
+        // A final order ends the call here (the registration goes with this frame); any other is
+        // the watch's from now on, with no task waiting for its next change.
+        guard !snapshot.status.isFinal else { return }
+        watch.start(progress: snapshot.progress, update: update, snapshotEvent: snapshot.lastEvent,
+                    responses: responses.handOver(), registration: registration)
     }
 
     public func parties(ofOrder orderID: String, for caller: Caller) async throws(RPCError) -> OrderParties? {

@@ -15,6 +15,10 @@
 //
 // A subscription buffers at most `bufferLimit` events; a watcher that falls that far behind (its
 // client stopped reading) is ended with RESOURCE_EXHAUSTED instead of growing without bound.
+// A watcher that should cost no task while it waits `follow`s instead: the hub hands each event
+// to its `EventFollower` right after dispatching (outside the lock, from the partition's reader,
+// so an order's events arrive one at a time and in stream order), and the follower bounds what
+// it keeps itself.
 // After Redis errors the reader retries from the same position, so a blip loses nothing.
 import Logging
 import RedisClient
@@ -33,9 +37,21 @@ public final class EventHub: Sendable {
     /// Events a subscription may hold unread before it is ended.
     public static let bufferLimit = 1024
 
-    private struct Subscriber {
-        let continuation: AsyncStream<PlatformEvent>.Continuation
-        let ending: EventSubscription.Ending
+    /// How a subscriber takes its events.
+    private enum Subscriber {
+        case sequence(AsyncStream<PlatformEvent>.Continuation, EventSubscription.Ending)
+        case follower(any EventFollower)
+
+        /// Ends it with `error`: no more events.
+        func end(_ error: RPCError) {
+            switch self {
+            case .sequence(let continuation, let ending):
+                ending.set(error)
+                continuation.finish()
+            case .follower(let follower):
+                follower.hubEnded(error)
+            }
+        }
     }
 
     private struct State {
@@ -62,6 +78,20 @@ public final class EventHub: Sendable {
 
     /// Follows `topic` from now on. Throws UNAVAILABLE when Redis cannot be read.
     public func subscribe(_ topic: Topic) async throws(RPCError) -> EventSubscription {
+        let (events, continuation) = AsyncStream<PlatformEvent>.makeStream(bufferingPolicy: .bufferingOldest(Self.bufferLimit))
+        let ending = EventSubscription.Ending()
+        let registration = HubRegistration(onCancel: try await add(.sequence(continuation, ending), to: topic))
+        return EventSubscription(events: events, ending: ending, registration: registration)
+    }
+
+    /// Hands `topic`'s events to `follower` from now on, until the returned registration is
+    /// cancelled (or released). Throws UNAVAILABLE when Redis cannot be read.
+    public func follow(_ topic: Topic, with follower: any EventFollower) async throws(RPCError) -> HubRegistration {
+        HubRegistration(onCancel: try await add(.follower(follower), to: topic))
+    }
+
+    /// Registers `subscriber` once the readers have their positions; returns what forgets it.
+    private func add(_ subscriber: Subscriber, to topic: Topic) async throws(RPCError) -> @Sendable () -> Void {
         startReaderIfNeeded()
         let failure = await withCheckedContinuation { (continuation: CheckedContinuation<RPCError?, Never>) in
             let ready = state.withLock { state -> RPCError?? in
@@ -73,16 +103,14 @@ public final class EventHub: Sendable {
             if let ready { continuation.resume(returning: ready) }
         }
         if let failure { throw failure }
-        let (events, continuation) = AsyncStream<PlatformEvent>.makeStream(bufferingPolicy: .bufferingOldest(Self.bufferLimit))
-        let ending = EventSubscription.Ending()
         let id = state.withLock { state -> Int? in
             guard !state.stopped else { return nil }
             state.nextID += 1
-            state.subscribers[topic, default: [:]][state.nextID] = Subscriber(continuation: continuation, ending: ending)
+            state.subscribers[topic, default: [:]][state.nextID] = subscriber
             return state.nextID
         }
         guard let id else { throw RPCError(.unavailable, "the server is shutting down") }
-        return EventSubscription(events: events, ending: ending) { [weak self] in
+        return { [weak self] in
             self?.state.withLock { state in
                 state.subscribers[topic]?[id] = nil
                 if state.subscribers[topic]?.isEmpty == true { state.subscribers[topic] = nil }
@@ -100,10 +128,7 @@ public final class EventHub: Sendable {
             }
             return (state.subscribers.values.flatMap(\.values), state.readyWaiters)
         }
-        for subscriber in subscribers {
-            subscriber.ending.set(RPCError(.unavailable, "the server is shutting down"))
-            subscriber.continuation.finish()
-        }
+        for subscriber in subscribers { subscriber.end(RPCError(.unavailable, "the server is shutting down")) }
         for waiter in waiters { waiter.resume(returning: RPCError(.unavailable, "the server is shutting down")) }
         readers.withLock { $0.forEach { $0.cancel() } }
     }
@@ -182,23 +207,29 @@ public final class EventHub: Sendable {
 
     private func dispatch(_ entries: [(StreamID, PlatformEvent?)], in partition: OrderPartition) {
         guard let last = entries.last?.0 else { return }
-        let overflowed = state.withLock { state -> [Subscriber] in
+        let (overflowed, followed) = state.withLock { state -> ([Subscriber], [(any EventFollower, PlatformEvent)]) in
             state.positions[partition.index] = last
             var overflowed: [Subscriber] = []
+            var followed: [(any EventFollower, PlatformEvent)] = []
             for case let (_, event?) in entries {
                 for topic in Self.topics(of: event) {
                     guard let subscribers = state.subscribers[topic] else { continue }
                     for subscriber in subscribers.values {
-                        if case .dropped = subscriber.continuation.yield(event) { overflowed.append(subscriber) }
+                        switch subscriber {
+                        case .sequence(let continuation, _):
+                            if case .dropped = continuation.yield(event) { overflowed.append(subscriber) }
+                        case .follower(let follower):
+                            followed.append((follower, event))
+                        }
                     }
                 }
             }
-            return overflowed
+            return (overflowed, followed)
         }
         for subscriber in overflowed {
-            subscriber.ending.set(RPCError(.resourceExhausted, "the watcher fell more than \(Self.bufferLimit) events behind"))
-            subscriber.continuation.finish()
+            subscriber.end(RPCError(.resourceExhausted, "the watcher fell more than \(Self.bufferLimit) events behind"))
         }
+        for (follower, event) in followed { follower.receive(event) }
     }
 
     private static func topics(of event: PlatformEvent) -> [Topic] {
@@ -207,6 +238,29 @@ public final class EventHub: Sendable {
         if let driver = event.driverID { topics.append(.driver(driver)) }
         if let previous = event.previousDriverID, previous != event.driverID { topics.append(.driver(previous)) }
         return topics
+    }
+}
+
+/// Takes a followed topic's events as the hub dispatches them (`EventHub.follow`): in stream
+/// order for an order's topic, from its partition's reader; a topic that spans partitions (a
+/// restaurant, a driver) may be handed events by several readers at once.
+public protocol EventFollower: AnyObject, Sendable {
+    func receive(_ event: PlatformEvent)
+    /// The hub stopped (the server is going away): no more events.
+    func hubEnded(_ error: RPCError)
+}
+
+/// A subscriber's place in the hub: `cancel` (or releasing it) takes it out.
+public final class HubRegistration: Sendable {
+    private let onCancel: @Sendable () -> Void
+    private let cancelled = Atomic<Bool>(false)
+
+    init(onCancel: @escaping @Sendable () -> Void) { self.onCancel = onCancel }
+
+    deinit { cancel() }
+
+    public func cancel() {
+        if !cancelled.exchange(true, ordering: .relaxed) { onCancel() }
     }
 }
 
@@ -225,21 +279,16 @@ public final class EventSubscription: AsyncSequence, Sendable {
 
     private let events: AsyncStream<PlatformEvent>
     private let ending: Ending
-    private let onCancel: @Sendable () -> Void
-    private let cancelled = Atomic<Bool>(false)
+    private let registration: HubRegistration
 
-    init(events: AsyncStream<PlatformEvent>, ending: Ending, onCancel: @escaping @Sendable () -> Void) {
+    init(events: AsyncStream<PlatformEvent>, ending: Ending, registration: HubRegistration) {
         self.events = events
         self.ending = ending
-        self.onCancel = onCancel
+        self.registration = registration
     }
 
-    deinit { cancel() }
-
-    /// Stops following; the hub forgets the subscription.
-    public func cancel() {
-        if !cancelled.exchange(true, ordering: .relaxed) { onCancel() }
-    }
+    /// Stops following; the hub forgets the subscription (as it does when this is released).
+    public func cancel() { registration.cancel() }
 
     public func makeAsyncIterator() -> AsyncIterator {
         AsyncIterator(events: events.makeAsyncIterator(), ending: ending)

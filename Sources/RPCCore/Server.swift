@@ -94,14 +94,22 @@ extension ServerInterceptor {
 
 extension [any ServerInterceptor] {
     /// Runs `body` after every interceptor let the call through, and tells them how it ended,
-    /// all inside every interceptor's scope.
+    /// all inside every interceptor's scope. When the handler handed its `responses` over, the
+    /// call has not ended with it: they hear of the end when it comes.
     nonisolated(nonsending) func around<Result>(_ request: (any GRPCMessage)?, _ context: ServerContext,
+                                                responses: (any MessageSink)? = nil,
                                                 _ body: nonisolated(nonsending) () async throws -> Result) async throws(RPCError) -> Result {
         do {
             return try await scoped(from: startIndex, context) {
                 do {
                     for interceptor in self { try await interceptor.intercept(request, context: context) }
                     let result = try await body()
+                    if let handedOver = responses?.handedOver {
+                        handedOver.whenEnded { status in
+                            for interceptor in self { interceptor.finished(status, request: request, response: nil, context: context) }
+                        }
+                        return result
+                    }
                     for interceptor in self {
                         interceptor.finished(RPCError(.ok), request: request, response: result as? any GRPCMessage, context: context)
                     }
@@ -204,7 +212,9 @@ public struct Route: Sendable {
             } catch {
                 throw interceptors.failedBeforeIntercepting(RPCError(from: error), context)
             }
-            try await interceptors.around(request, context) { try await handler(request, RPCWriter(responses), context) }
+            try await interceptors.around(request, context, responses: responses) {
+                try await handler(request, RPCWriter(responses), context)
+            }
         }
     }
 

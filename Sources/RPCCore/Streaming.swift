@@ -11,6 +11,25 @@
 public protocol MessageSink: Sendable {
     /// Queues one message; suspends while the stream is full. Throws once the call has ended.
     func write(_ message: [UInt8]) async throws(RPCError)
+    /// A server's responses only: keeps the call open after its handler returns, its further
+    /// responses sent through what this returns. At most `bufferLimit` bytes may wait unsent; a
+    /// client that lets more pile up has its call ended with RESOURCE_EXHAUSTED.
+    func handOver(bufferLimit: Int) -> any HandedOverSink
+    /// What `handOver` returned, once it was called.
+    var handedOver: (any HandedOverSink)? { get }
+}
+
+/// A streaming call's responses once its handler has handed them over and returned: a call that
+/// mostly waits (a watch) then holds no suspended task, only what it needs to go on. Nothing
+/// here waits; the call ends with `finish`, or by itself (the client cancels, the deadline
+/// passes, the connection closes, too much waits unsent), and `whenEnded` hears of either.
+public protocol HandedOverSink: Sendable {
+    /// Queues one message at once; false when the call is over (nothing was queued).
+    @discardableResult func send(_ message: [UInt8]) -> Bool
+    /// Ends the call with `status` once what is queued has gone out.
+    func finish(_ status: RPCError)
+    /// Runs `action` once, with the call's final status, however it ends; at once if it has.
+    func whenEnded(_ action: @escaping @Sendable (RPCError) -> Void)
 }
 
 /// Where one side of a call reads the peer's serialized messages, in order.
@@ -35,6 +54,29 @@ public struct RPCWriter<Message: GRPCMessage>: Sendable {
     public func write(contentsOf messages: some Sequence<Message>) async throws(RPCError) {
         for message in messages { try await write(message) }
     }
+
+    /// Lets the handler return while the call goes on: the rest of the responses are sent
+    /// through the returned writer, which ends the call (see `HandedOverSink`). Server
+    /// streaming handlers only; the interceptors hear of the call's end when it comes.
+    public func handOver(bufferLimit: Int = 256 * 1024) -> HandedOverWriter<Message> {
+        HandedOverWriter(sink: sink.handOver(bufferLimit: bufferLimit))
+    }
+}
+
+/// Typed responses of a call its handler handed over (`RPCWriter.handOver`).
+public struct HandedOverWriter<Message: GRPCMessage>: Sendable {
+    let sink: any HandedOverSink
+
+    /// Queues one response at once; false when the call is over.
+    @discardableResult public func send(_ message: Message) -> Bool {
+        sink.send(message.serializedBytes())
+    }
+
+    /// Ends the call, with OK unless told otherwise, once the queued responses have gone out.
+    public func finish(_ status: RPCError = RPCError(.ok)) { sink.finish(status) }
+
+    /// Runs `action` once, with the final status, however the call ends.
+    public func whenEnded(_ action: @escaping @Sendable (RPCError) -> Void) { sink.whenEnded(action) }
 }
 
 /// The typed messages of a stream, in order: a handler's requests, a client's responses. A

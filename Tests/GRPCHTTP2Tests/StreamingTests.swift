@@ -15,6 +15,22 @@ final class Probe: Sendable {
     let reads = Atomic<Int>(0)
     let cancelled = Atomic<Bool>(false)
     let mayRead = Atomic<Bool>(false)
+    /// The HandOver handler's writer, once it returned.
+    let handedOver = Mutex<HandedOverWriter<OrderUpdate>?>(nil)
+    /// The final status `whenEnded` gave the HandOver handler.
+    let endStatus = Mutex<RPCError?>(nil)
+    /// What the interceptor's `finished` heard, in order.
+    let finished = Mutex<[RPCError]>([])
+}
+
+/// Tells the probe each status `finished` reports.
+struct FinishRecorder: ServerInterceptor {
+    let probe: Probe
+    func intercept(_ request: (any GRPCMessage)?, context: ServerContext) async throws(RPCError) {}
+    func finished(_ status: RPCError, request: (any GRPCMessage)?, response: @autoclosure () -> (any GRPCMessage)?,
+                  context: ServerContext) {
+        probe.finished.withLock { $0.append(status) }
+    }
 }
 
 /// A streaming test service: requests and responses are OrderUpdates, whose
@@ -25,6 +41,7 @@ enum StreamTest {
     static let count = MethodDescriptor<Message, Message>(service: name, method: "Count", kind: .serverStreaming)
     static let failAfter = MethodDescriptor<Message, Message>(service: name, method: "FailAfter", kind: .serverStreaming)
     static let forever = MethodDescriptor<Message, Message>(service: name, method: "Forever", kind: .serverStreaming)
+    static let handOver = MethodDescriptor<Message, Message>(service: name, method: "HandOver", kind: .serverStreaming)
     static let sum = MethodDescriptor<Message, Message>(service: name, method: "Sum", kind: .clientStreaming)
     static let slowSum = MethodDescriptor<Message, Message>(service: name, method: "SlowSum", kind: .clientStreaming)
     static let echo = MethodDescriptor<Message, Message>(service: name, method: "Echo", kind: .bidirectionalStreaming)
@@ -55,6 +72,14 @@ enum StreamTest {
                     throw error
                 }
             },
+            // Sends "started", hands its responses over (a buffer limit of `updatedAtUnixMs`
+            // bytes, when set) to the probe, which the test then drives, and returns.
+            Route(serverStreaming: handOver) { request, responses, _ in
+                try await responses.write(Message(status: "started"))
+                let writer = request.updatedAtUnixMs > 0 ? responses.handOver(bufferLimit: Int(request.updatedAtUnixMs)) : responses.handOver()
+                writer.whenEnded { status in probe.endStatus.withLock { $0 = status } }
+                probe.handedOver.withLock { $0 = writer }
+            }.intercepted(by: [FinishRecorder(probe: probe)]),
             Route(clientStreaming: sum) { requests, _ in
                 var total: Int64 = 0
                 var count = 0
@@ -206,6 +231,79 @@ extension Harness {
         #expect(sawFirst)
         #expect(error?.code == .deadlineExceeded)
         try await eventually { probe.cancelled.load(ordering: .relaxed) }
+        await harness.stop()
+    }
+
+    /// A handler that handed its responses over has returned, and the call goes on: what the
+    /// new owner sends arrives, its `finish` sets the status, and only then do the interceptors
+    /// hear that the call ended.
+    @Test func aHandedOverCallGoesOnAfterItsHandlerReturned() async throws {
+        let probe = Probe()
+        let harness = try Harness(probe: probe)
+        let received = Mutex<[String]>([])
+        let call = Task {
+            try await harness.channel.serverStreaming(StreamTest.handOver, OrderUpdate()) { responses in
+                for try await message in responses { received.withLock { $0.append(message.status) } }
+            }
+        }
+        try await eventually { probe.handedOver.withLock { $0 } != nil }
+        let writer = try #require(probe.handedOver.withLock { $0 })
+        try await eventually { received.withLock { $0 } == ["started"] }
+        #expect(probe.finished.withLock { $0 }.isEmpty)
+        for index in 0..<3 { #expect(writer.send(OrderUpdate(status: "later \(index)"))) }
+        writer.finish()
+        try await call.value
+        #expect(received.withLock { $0 } == ["started", "later 0", "later 1", "later 2"])
+        try await eventually { probe.endStatus.withLock { $0 } != nil }
+        #expect(probe.endStatus.withLock { $0 }?.code == .ok)
+        #expect(probe.finished.withLock { $0 }.map(\.code) == [.ok])
+        #expect(!writer.send(OrderUpdate(status: "too late")))
+        await harness.stop()
+    }
+
+    @Test func aHandedOverCallHearsTheClientCancel() async throws {
+        let probe = Probe()
+        let harness = try Harness(probe: probe)
+        let started = Atomic<Bool>(false)
+        let call = Task {
+            try await harness.channel.serverStreaming(StreamTest.handOver, OrderUpdate()) { responses in
+                for try await _ in responses { started.store(true, ordering: .relaxed) }
+            }
+        }
+        try await eventually { started.load(ordering: .relaxed) && probe.handedOver.withLock { $0 } != nil }
+        call.cancel()
+        _ = await call.result
+        try await eventually { probe.endStatus.withLock { $0 } != nil }
+        #expect(probe.endStatus.withLock { $0 }?.code == .cancelled)
+        #expect(probe.finished.withLock { $0 }.map(\.code) == [.cancelled])
+        #expect(probe.handedOver.withLock { $0 }?.send(OrderUpdate(status: "nobody listens")) == false)
+        await harness.stop()
+    }
+
+    /// Sending never waits, so a client that reads nothing must not make the queue grow: past the
+    /// owner's limit the call ends with RESOURCE_EXHAUSTED, and the client learns it.
+    @Test func aClientThatDoesNotReadEndsAHandedOverCall() async throws {
+        let probe = Probe()
+        let harness = try Harness(probe: probe)
+        let limit = 64 * 1024
+        let error = await #expect(throws: RPCError.self) {
+            try await harness.channel.serverStreaming(StreamTest.handOver, OrderUpdate(updatedAtUnixMs: Int64(limit))) { responses in
+                var iterator = responses.makeAsyncIterator()
+                _ = try await iterator.next()
+                try await eventually { probe.handedOver.withLock { $0 } != nil }
+                let writer = try #require(probe.handedOver.withLock { $0 })
+                let padding = String(repeating: "p", count: 16 * 1024)
+                var accepted = 0
+                // The windows on the way take some; then the queue fills to its limit.
+                while accepted < 1_000, writer.send(OrderUpdate(driverId: padding)) { accepted += 1 }
+                #expect(accepted < 1_000, "a client that reads nothing was sent \(accepted) messages of 16 KiB")
+                try await eventually { probe.endStatus.withLock { $0 } != nil }
+                while try await iterator.next() != nil {}
+            }
+        }
+        #expect(error?.code == .resourceExhausted)
+        #expect(probe.endStatus.withLock { $0 }?.code == .resourceExhausted)
+        #expect(probe.finished.withLock { $0 }.map(\.code) == [.resourceExhausted])
         await harness.stop()
     }
 

@@ -116,7 +116,11 @@ final class Platform: Sendable {
         let redis = nodeRedis()
         let logic = OrderServiceLogic(redis: redis, menus: menuCatalog, logger: quietLogger)
         await logic.start()
-        return try ServiceNode(service: logic.service, redis: redis, interceptors: policy(parties: logic)) { await logic.stop() }
+        // As order-service's main does before it drains: the watches end first.
+        return try ServiceNode(service: logic.service, redis: redis, interceptors: policy(parties: logic)) {
+            logic.endWatches()
+            await logic.stop()
+        }
     }
 
     /// A new RestaurantService instance reaching the order service at `orderPort`.

@@ -110,6 +110,22 @@ let deliveredJourney = ["PLACED", "ACCEPTED", "ASSIGNED", "PICKED_UP", "OUT_FOR_
         }
     }
 
+    /// A watch waits without a task of its own (the call is handed over to an OrderWatch): when
+    /// the service goes away it still ends, with UNAVAILABLE, so the client knows to reconnect.
+    @Test func watchersOfAServiceGoingAwayEndWithUnavailable() async throws {
+        try await withPlatform(drivers: ["d1"]) { platform in
+            let id = try await platform.placeOrder(restaurant: "r1")
+            let watchers = [platform.watchOrder(id), platform.watchOrder(id)]
+            for watcher in watchers { await watcher.waitFor(1) }
+            await platform.stopOrderService()
+            for watcher in watchers {
+                await watcher.waitForEnd()
+                #expect(watcher.failure?.code == .unavailable)
+                #expect(watcher.updates.map(\.status) == ["PLACED"])
+            }
+        }
+    }
+
     @Test func aWatcherThatReconnectsMissesNothing() async throws {
         try await withPlatform(drivers: ["d1"]) { platform in
             let id = try await platform.placeAcceptedOrder(restaurant: "r1")
