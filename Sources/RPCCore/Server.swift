@@ -235,7 +235,9 @@ public struct Route: Sendable {
         _ handler: @escaping @Sendable (RPCAsyncSequence<Request>, RPCWriter<Response>, ServerContext) async throws -> Void
     ) {
         self.init(method, expecting: .bidirectionalStreaming) { requests, responses, context, interceptors in
-            try await interceptors.around(nil, context) { try await handler(RPCAsyncSequence(requests), RPCWriter(responses), context) }
+            try await interceptors.around(nil, context, responses: responses) {
+                try await handler(RPCAsyncSequence(requests), RPCWriter(responses), context)
+            }
         }
     }
 

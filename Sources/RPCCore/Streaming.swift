@@ -56,8 +56,9 @@ public struct RPCWriter<Message: GRPCMessage>: Sendable {
     }
 
     /// Lets the handler return while the call goes on: the rest of the responses are sent
-    /// through the returned writer, which ends the call (see `HandedOverSink`). Server
-    /// streaming handlers only; the interceptors hear of the call's end when it comes.
+    /// through the returned writer, which ends the call (see `HandedOverSink`). A server's
+    /// handlers only (a client's requests cannot be handed over); its interceptors hear of the
+    /// call's end when it comes.
     public func handOver(bufferLimit: Int = 256 * 1024) -> HandedOverWriter<Message> {
         HandedOverWriter(sink: sink.handOver(bufferLimit: bufferLimit))
     }
