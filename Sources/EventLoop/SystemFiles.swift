@@ -26,13 +26,13 @@ public enum SystemFiles {
     /// /proc/self/fd the descriptor reading it counts too); nil when it cannot be read.
     public static func entryCount(of path: String) -> Int? {
         guard let directory = opendir(path) else { return nil }
-        // d_name is declared as 256 bytes, but a record is only as long as its name: the first
-        // byte is read where it lies, since copying the field (`entry.pointee.d_name`) reads up to
-        // 255 bytes past the record and, for the last one of the buffer, past its mapping.
+        // d_name is declared as 256 bytes, but a record is only as long as its name: its bytes
+        // are read where they lie, one by one up to the NUL, since copying the field
+        // (`entry.pointee.d_name`) reads up to 255 bytes past the record and, for the last one of
+        // the buffer, past its mapping.
         let nameOffset = MemoryLayout<dirent>.offset(of: \dirent.d_name)!
         var count = 0
         while let entry = readdir(directory) {
-            // Byte by byte up to the name's NUL, so nothing past the record is read.
             let name = UnsafeRawPointer(entry) + nameOffset
             let dot = UInt8(ascii: ".")
             let isDotOrDotDot = name.load(as: UInt8.self) == dot
