@@ -105,9 +105,7 @@ extension [any ServerInterceptor] {
                     for interceptor in self { try await interceptor.intercept(request, context: context) }
                     let result = try await body()
                     if let handedOver = responses?.handedOver {
-                        handedOver.whenEnded { status in
-                            for interceptor in self { interceptor.finished(status, request: request, response: nil, context: context) }
-                        }
+                        handedOver.whenEnded { status in tellFinished(status, request: request, context) }
                         return result
                     }
                     for interceptor in self {
@@ -116,7 +114,7 @@ extension [any ServerInterceptor] {
                     return result
                 } catch {
                     let status = RPCError(from: error)
-                    for interceptor in self { interceptor.finished(status, request: request, response: nil, context: context) }
+                    tellFinished(status, request: request, context)
                     throw status
                 }
             }
@@ -127,8 +125,13 @@ extension [any ServerInterceptor] {
 
     /// The call failed before the interceptors could see it (its request did not decode).
     func failedBeforeIntercepting(_ status: RPCError, _ context: ServerContext) -> RPCError {
-        for interceptor in self { interceptor.finished(status, request: nil, response: nil, context: context) }
+        tellFinished(status, request: nil, context)
         return status
+    }
+
+    /// Every interceptor hears that the call ended with `status` (and no response).
+    private func tellFinished(_ status: RPCError, request: (any GRPCMessage)?, _ context: ServerContext) {
+        for interceptor in self { interceptor.finished(status, request: request, response: nil, context: context) }
     }
 
     /// `call` inside the scopes of the interceptors from `index` on, the first outermost.
