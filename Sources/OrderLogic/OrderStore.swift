@@ -219,8 +219,11 @@ public struct RedisOrderStore: OrderStore {
 
     public func read(_ id: String, consumerGroup: String, applyingUnapplied: Bool) async throws(StorageError) -> OrderRead {
         let keys = OrderKeys(id)
-        let reply = try await redis.run(Scripts.get, keys: [keys.partition.stream, keys.order, keys.items, keys.lines],
-                                        arguments: [id, consumerGroup, applyingUnapplied ? Scripts.applyUnapplied : ""], change: false)
+        // Through the cache: GetOrderStatus is what customers poll. Only an order's view is kept
+        // (not BEHIND, not an unknown id).
+        let reply = try await redis.read(Scripts.get, keys: [keys.partition.stream, keys.order, keys.items, keys.lines],
+                                         arguments: [id, consumerGroup, applyingUnapplied ? Scripts.applyUnapplied : ""],
+                                         cachingReplyIf: { $0.array != nil })
         if reply.string == Scripts.behind { return .behind }
         guard let fields = reply.array, fields.count == 5, let status = fields[0].string else { return .notFound }
         var view = OrderView(status: status, items: (fields[2].array ?? []).compactMap(\.string), totalPrice: fields[1].string.flatMap(Double.init) ?? 0)

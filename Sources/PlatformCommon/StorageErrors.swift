@@ -56,6 +56,19 @@ extension RedisClient {
         }
     }
 
+    /// Runs a function that reads through the client's cache (`call(...cachingReplyIf:)`):
+    /// answered from this process while nothing it read has changed, never older than a write
+    /// that finished before the call. `keep` says which replies may be kept.
+    public func read(_ function: LuaFunction, keys: [String], arguments: [String],
+                     cachingReplyIf keep: @escaping @Sendable (RedisReply) -> Bool) async throws(StorageError) -> RedisReply {
+        do {
+            return try await call(function: function.name, library: function.library.code, keys: keys, arguments: arguments,
+                                  cachingReplyIf: keep)
+        } catch {
+            throw StorageError(error)
+        }
+    }
+
     /// Runs a function that reads, a failure as the status a client should see.
     public func script(_ function: LuaFunction, keys: [String], arguments: [String] = []) async throws(RPCError) -> RedisReply {
         do throws(StorageError) {

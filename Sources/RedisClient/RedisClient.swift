@@ -24,6 +24,11 @@
 // each connect; in a cluster, a `ClusterRouter` holding one manager per master, all routers of a
 // client sharing one slot map (`ClusterTopology`). The rest of this file does not know which.
 //
+// Cached reads: `call(function:...cachingReplyIf:)` goes through a `ReadCache` (ReadCache.swift)
+// when the configuration gives it room and the deployment is a single server; it answers from
+// this process while Redis has not told it that a key the function read changed, and never with
+// anything older than a write that finished before the read arrived.
+//
 // WAIT: a write made with `waitForReplicas` is followed by `WAIT n timeout` in the same batch,
 // so the two are sent back to back on the one connection (the same node) and WAIT counts the
 // replicas that have that write.
@@ -41,6 +46,7 @@ public final class RedisClient: Sendable {
     private let commands: LoopBound<any CommandSink>
     private let watchConnection: LoopBound<any CommandSink>
     private let transactionGate: LoopBound<TransactionGate>
+    private let readCache: LoopBound<ReadCache>?
     /// Set by `close()`: an owned loop stops, and work queued on a stopped loop never runs.
     private let isClosed = Atomic<Bool>(false)
 
@@ -56,6 +62,11 @@ public final class RedisClient: Sendable {
         commands = LoopBound(discovery.makeSink(recorder: recorder), loop: self.loop)
         watchConnection = LoopBound(discovery.makeSink(recorder: recorder), loop: self.loop)
         transactionGate = LoopBound(TransactionGate(), loop: self.loop)
+        if configuration.readCacheCapacity > 0, case .standalone = configuration.deployment {
+            readCache = LoopBound(ReadCache(configuration: configuration, loop: self.loop, recorder: recorder), loop: self.loop)
+        } else {
+            readCache = nil
+        }
         let commands = self.commands
         self.loop.execute { commands.value.start() }
     }
@@ -64,10 +75,11 @@ public final class RedisClient: Sendable {
     /// client except subscriptions (close those yourself) and stops the client's own loop.
     public func close() {
         guard !isClosed.exchange(true, ordering: .acquiringAndReleasing) else { return }
-        let (commands, watchConnection, discovery) = (self.commands, self.watchConnection, self.discovery)
+        let (commands, watchConnection, discovery, readCache) = (self.commands, self.watchConnection, self.discovery, self.readCache)
         loop.execute {
             commands.value.close()
             watchConnection.value.close()
+            readCache?.value.close()
             discovery.close()
         }
         if ownsLoop, !loop.inEventLoop { loop.shutdownGracefully() }
@@ -224,6 +236,24 @@ public final class RedisClient: Sendable {
             let load = Self.argv(["FUNCTION", "LOAD", "REPLACE", library])
             return try await send(batch: [load, call], waitingForReplicas: waitForReplicas)
         }
+    }
+
+    /// `call` for a function that reads (it may write only what it answers anyway, as a
+    /// read-your-writes read does), answered from the client's cache when it has a reply none of
+    /// whose keys changed since (`configuration.readCacheCapacity`; standalone only). A cached
+    /// answer is never older than a write that finished before this call began, whoever made
+    /// it. A reply is kept only if `keep` says so: not a "look again later" answer. Without a
+    /// cache (or while it reconnects) this is a plain `call`.
+    public func call(function: String, library: String, keys: [String], arguments: [String],
+                     cachingReplyIf keep: @escaping @Sendable (RedisReply) -> Bool) async throws(RedisError) -> RedisReply {
+        if let readCache, !isClosed.load(ordering: .acquiring) {
+            let read = CachedCall(function: function, keys: keys, arguments: arguments)
+            let answer = await withUnsafeContinuation { continuation in
+                readCache.loop.execute { readCache.value.read(CacheRead(call: read, keep: keep, answer: continuation)) }
+            }
+            if case .answered(let result) = answer { return try checked(result) }
+        }
+        return try await call(function: function, library: library, keys: keys, arguments: arguments)
     }
 
     // MARK: - Pub/Sub

@@ -29,6 +29,10 @@ public struct RedisConfiguration: Sendable, Equatable {
     /// How long WAIT waits for those acknowledgements; keep it well below `commandTimeout`,
     /// which bounds the reply of the WAIT too.
     public var waitTimeout: Duration
+    /// How many replies of read functions (`RedisClient.call(...cachingReplyIf:)`) the client
+    /// keeps, invalidated by Redis as their keys change; 0 turns the cache off. Used on a
+    /// standalone deployment only.
+    public var readCacheCapacity: Int
 
     public init(
         host: String = "localhost",
@@ -41,13 +45,15 @@ public struct RedisConfiguration: Sendable, Equatable {
         reconnectMaximumDelay: Duration = .seconds(2),
         deployment: RedisDeployment = .standalone,
         waitReplicas: Int = 0,
-        waitTimeout: Duration = .seconds(1)
+        waitTimeout: Duration = .seconds(1),
+        readCacheCapacity: Int = 0
     ) {
         self.host = host
         self.port = port
         self.deployment = deployment
         self.waitReplicas = waitReplicas
         self.waitTimeout = waitTimeout
+        self.readCacheCapacity = readCacheCapacity
         self.password = password
         self.database = database
         self.connectTimeout = connectTimeout

@@ -1,5 +1,5 @@
 // What the client tells an observer (metrics) about its commands: each command's outcome and
-// time, reconnections, and a cluster's redirects.
+// time, reconnections, a cluster's redirects, and how its read cache answers.
 //
 // As the gRPC server does it, the observer makes one recorder for the client's loop, and the
 // client calls it on that loop only, so a recorder counts in plain memory. A command is timed
@@ -31,4 +31,6 @@ public protocol RedisRecorder: AnyObject {
     func reconnected()
     /// A cluster node sent a command elsewhere (MOVED, or ASK when `ask`).
     func redirected(ask: Bool)
+    /// A read through the client's cache was answered from it (`hit`) or had to run.
+    func cacheRead(hit: Bool)
 }

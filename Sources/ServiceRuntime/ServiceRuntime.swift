@@ -31,6 +31,10 @@ public struct ServiceOptions: ParsableArguments, Sendable {
 
     public init() {}
 
+    /// Replies the read cache of a single Redis node keeps unless REDIS_CACHE_ENTRIES says
+    /// otherwise: one order's view is a few hundred bytes, so about 5 MB.
+    public static let defaultReadCacheCapacity = 10_000
+
     /// A flag, else the environment variable, else nil.
     public static func setting(_ flag: String?, env name: String) -> String? {
         if let flag { return flag }
@@ -63,7 +67,8 @@ public struct ServiceOptions: ParsableArguments, Sendable {
     /// Single node by default (REDIS_HOST, REDIS_PORT); REDIS_CLUSTER_NODES (a few nodes of a
     /// Redis Cluster; the rest are discovered) or REDIS_SENTINELS with REDIS_SENTINEL_MASTER
     /// (a Sentinel-watched master); REDIS_WAIT_REPLICAS (with REDIS_WAIT_TIMEOUT_MS) makes
-    /// every change wait for that many replicas. README "Redis deployments" says what each
+    /// every change wait for that many replicas; REDIS_CACHE_ENTRIES (10,000; 0 turns it off)
+    /// sizes the read cache of a single node. README "Redis deployments" says what each
     /// guarantees.
     public func redisConfiguration() throws -> RedisConfiguration {
         let portText = Self.setting(redisPort.map(String.init), env: "REDIS_PORT")
@@ -71,7 +76,8 @@ public struct ServiceOptions: ParsableArguments, Sendable {
             throw ValidationError("REDIS_PORT must be a port number, got \(portText ?? "")")
         }
         var configuration = RedisConfiguration(host: Self.setting(redisHost, env: "REDIS_HOST") ?? "localhost", port: port,
-                                               password: Self.setting(redisPassword, env: "REDIS_PASSWORD"))
+                                               password: Self.setting(redisPassword, env: "REDIS_PASSWORD"),
+                                               readCacheCapacity: Self.defaultReadCacheCapacity)
         let clusterNodes = Self.setting(nil, env: "REDIS_CLUSTER_NODES")
         if let clusterNodes {
             guard Self.setting(nil, env: "REDIS_SENTINELS") == nil else {
@@ -98,6 +104,12 @@ public struct ServiceOptions: ParsableArguments, Sendable {
                 throw ValidationError("REDIS_WAIT_REPLICAS must be a number of replicas, got \(text)")
             }
             configuration.waitReplicas = replicas
+        }
+        if let text = Self.setting(nil, env: "REDIS_CACHE_ENTRIES") {
+            guard let entries = Int(text), entries >= 0 else {
+                throw ValidationError("REDIS_CACHE_ENTRIES must be a number of entries (0 turns the cache off), got \(text)")
+            }
+            configuration.readCacheCapacity = entries
         }
         if let text = Self.setting(nil, env: "REDIS_WAIT_TIMEOUT_MS") {
             // Below the command timeout, or a slow WAIT would time out the shared connection.

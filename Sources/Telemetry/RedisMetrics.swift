@@ -1,5 +1,5 @@
-// Redis metrics: commands by name, errors by kind, one latency histogram, reconnections and a
-// cluster's redirects. The client's recorder counts on the client's loop in plain memory; a
+// Redis metrics: commands by name, errors by kind, one latency histogram, reconnections, a
+// cluster's redirects and the read cache's hits and misses. The client's recorder counts on the client's loop in plain memory; a
 // scrape folds its counts in. Command names and error kinds are interned into slots as they
 // are first met, up to a bound (more fall under "other"), so neither a typo nor a hostile reply
 // can grow the series without end.
@@ -16,6 +16,8 @@ public final class RedisMetrics: RedisObserver {
     private let reconnects: Prometheus.Counter
     private let moved: Prometheus.Counter
     private let asked: Prometheus.Counter
+    private let cacheHits: Prometheus.Counter
+    private let cacheMisses: Prometheus.Counter
     /// Registry series by label value, made as values are first folded in.
     private let commandSeries = Mutex<[String: Prometheus.Counter]>([:])
     private let errorSeries = Mutex<[String: Prometheus.Counter]>([:])
@@ -30,6 +32,9 @@ public final class RedisMetrics: RedisObserver {
         let redirectHelp = "Commands a Redis Cluster node redirected (MOVED: the slot moved; ASK: it is migrating)."
         moved = metrics.counter("redis_cluster_redirects_total", redirectHelp, [("type", "moved")])
         asked = metrics.counter("redis_cluster_redirects_total", redirectHelp, [("type", "ask")])
+        let cacheHelp = "Reads through the Redis client's cache: answered from it (hit) or run on Redis (miss)."
+        cacheHits = metrics.counter("redis_cache_reads_total", cacheHelp, [("outcome", "hit")])
+        cacheMisses = metrics.counter("redis_cache_reads_total", cacheHelp, [("outcome", "miss")])
         metrics.addCollector { [self] in
             for counts in await recorders.take({ $0.take() }) { fold(counts) }
         }
@@ -55,6 +60,8 @@ public final class RedisMetrics: RedisObserver {
         if counts.reconnects > 0 { reconnects.increment(by: Int64(counts.reconnects)) }
         if counts.moved > 0 { moved.increment(by: Int64(counts.moved)) }
         if counts.asked > 0 { asked.increment(by: Int64(counts.asked)) }
+        if counts.cacheHits > 0 { cacheHits.increment(by: Int64(counts.cacheHits)) }
+        if counts.cacheMisses > 0 { cacheMisses.increment(by: Int64(counts.cacheMisses)) }
     }
 
     private func series(_ value: String, in cache: borrowing Mutex<[String: Prometheus.Counter]>, _ name: String, _ help: String,
@@ -74,6 +81,8 @@ public final class RedisMetrics: RedisObserver {
         var reconnects = 0
         var moved = 0
         var asked = 0
+        var cacheHits = 0
+        var cacheMisses = 0
     }
 
     /// Counts in plain memory; its loop's thread only (without exclusivity checks, as the gRPC
@@ -90,6 +99,8 @@ public final class RedisMetrics: RedisObserver {
         private var reconnects = 0
         private var moved = 0
         private var asked = 0
+        private var cacheHits = 0
+        private var cacheMisses = 0
 
         func completed(_ name: [UInt8], _ outcome: RedisCommandOutcome, duration: Duration?) {
             // A command never sent is an error, not a command.
@@ -115,6 +126,7 @@ public final class RedisMetrics: RedisObserver {
 
         func reconnected() { reconnects += 1 }
         func redirected(ask: Bool) { if ask { asked += 1 } else { moved += 1 } }
+        func cacheRead(hit: Bool) { if hit { cacheHits += 1 } else { cacheMisses += 1 } }
 
         private func countError(_ kind: String) {
             let slot: Int
@@ -152,10 +164,11 @@ public final class RedisMetrics: RedisObserver {
                 for index in commandCounts.indices { commandCounts[index] = 0 }
                 for index in errorCounts.indices { errorCounts[index] = 0 }
                 latency = HistogramTally(slots: 1, buckets: .calls)
-                (reconnects, moved, asked) = (0, 0, 0)
+                (reconnects, moved, asked, cacheHits, cacheMisses) = (0, 0, 0, 0, 0)
             }
             return Counts(commands: Array(zip(commandNames, commandCounts)), errors: Array(zip(errorKinds, errorCounts)),
-                          latency: latency, reconnects: reconnects, moved: moved, asked: asked)
+                          latency: latency, reconnects: reconnects, moved: moved, asked: asked,
+                          cacheHits: cacheHits, cacheMisses: cacheMisses)
         }
     }
 }

@@ -109,6 +109,33 @@ import Testing
         }
     }
 
+    /// Customers poll GetOrderStatus, which the order service answers from its read cache: a
+    /// stage set through the delivery service a moment ago still shows at once, though the
+    /// order was polled (and cached) just before.
+    @Test func aPolledStatusShowsEachStageAtOnce() async throws {
+        try await withPlatform { platform in
+            let (orders, deliveries) = (platform.orders, platform.deliveries)
+            let ids = [try await platform.placeAcceptedOrder(), try await platform.placeAcceptedOrder()]
+            func fcalls() async throws -> Int {
+                let stats = try await platform.redis.send(["INFO", "commandstats"]).string ?? ""
+                let line = stats.split(whereSeparator: \.isNewline).first { $0.hasPrefix("cmdstat_fcall:") } ?? ""
+                return Int(line.split(separator: "=")[1].prefix { $0.isNumber }) ?? 0
+            }
+            var polls = 0, functionRuns = 0
+            for stage in ["PICKED_UP", "OUT_FOR_DELIVERY", "DELIVERED"] {
+                for id in ids {
+                    let before = try await fcalls()
+                    for _ in 0..<10 { _ = try await orders.getOrderStatus(GetOrderStatusRequest(orderId: id)) }
+                    (polls, functionRuns) = (polls + 10, functionRuns + (try await fcalls()) - before)
+                    _ = try await deliveries.updateDeliveryStatus(UpdateDeliveryStatusRequest(orderId: id, status: stage))
+                    #expect(try await platform.orderStatus(id) == stage, "\(id) after \(stage)")
+                }
+            }
+            // Most polls were answered without running the get function.
+            #expect(functionRuns < polls / 2, "\(functionRuns) function calls for \(polls) polls")
+        }
+    }
+
     @Test func failedDeliveryShowsAsDeliveryFailedAndCanBeRetried() async throws {
         try await withPlatform { platform in
             let deliveries = platform.deliveries

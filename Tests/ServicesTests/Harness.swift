@@ -88,8 +88,10 @@ final class Platform: Sendable {
     /// installs the access policy on every service, as `AUTH=required` does.
     init(drivers: [String] = [], auth: Bool = false, redis configuration: RedisConfiguration? = nil, waitReplicas: Int = 0) async throws {
         redisServer = try RedisServer()
+        // The read cache on, as the services run by default (smaller, so evictions happen too).
         redisConfiguration = configuration ?? RedisConfiguration(host: redisServer.host, port: redisServer.port,
-                                                                 waitReplicas: waitReplicas, waitTimeout: .milliseconds(100))
+                                                                 waitReplicas: waitReplicas, waitTimeout: .milliseconds(100),
+                                                                 readCacheCapacity: 1_000)
         redis = RedisClient(configuration: redisConfiguration)
         self.drivers = drivers
         keys = auth ? try TestKeys() : nil

@@ -292,6 +292,25 @@ final class CollectedLines: Sendable {
         redis.close()
     }
 
+    @Test func redisMetricsCountCacheHitsAndMisses() async throws {
+        let server = try RedisServer()
+        let metrics = ServiceMetrics()
+        let redis = RedisClient(configuration: RedisConfiguration(host: server.host, port: server.port, readCacheCapacity: 10),
+                                observer: RedisMetrics(metrics))
+        defer { redis.close() }
+        let library = "#!lua name=metricstest\nredis.register_function('read', function(keys) return {redis.call('GET', keys[1])} end)"
+        _ = try await redis.send(["SET", "cached", "1"])
+        var text = ""
+        // The first reads connect the cache; then each is a hit.
+        let hit = await eventually {
+            _ = try? await redis.call(function: "read", library: library, keys: ["cached"], arguments: [], cachingReplyIf: { _ in true })
+            text = String(decoding: await metrics.exposition(), as: UTF8.self)
+            return (value(in: text, #"redis_cache_reads_total{outcome="hit"}"#) ?? 0) >= 1
+        }
+        #expect(hit, "\(text)")
+        #expect((value(in: text, #"redis_cache_reads_total{outcome="miss"}"#) ?? 0) >= 1)
+    }
+
     @Test func aSlowCollectorDoesNotHoldTheScrape() async {
         let metrics = ServiceMetrics()
         metrics.addGauge("quick", help: "Read at once.") { 7 }
