@@ -291,7 +291,8 @@ def test_the_exposition_has_every_series_an_operator_expects(platform, journey):
     # The order service talks to Redis on every call.
     text = exposition(platform, "order")
     for name in ["redis_commands_total", "redis_command_duration_seconds_bucket", "redis_reconnects_total",
-                 "redis_cluster_redirects_total", "process_resident_memory_bytes", "process_cpu_seconds_total",
+                 "redis_cluster_redirects_total", "redis_cache_reads_total", "process_resident_memory_bytes",
+                 "process_cpu_seconds_total",
                  "process_open_fds", "process_max_fds", "process_start_time_seconds", "grpc_server_connections"]:
         assert f"\n{name}" in text, name
     with pytest.raises(urllib.error.HTTPError) as answer:
@@ -337,3 +338,10 @@ def test_every_log_line_is_one_json_object(platform, journey):
             assert {"time", "level", "logger", "message"} <= line.keys(), line
         calls = [line for line in lines if line["message"] == "rpc"]
         assert calls and all({"method", "code", "duration_ms", "peer", "trace_id"} <= line.keys() for line in calls), name
+
+
+def test_a_bad_read_cache_size_stops_the_service_with_a_clear_message():
+    env = dict(os.environ, HOST="127.0.0.1", PORT=str(free_port()), AUTH="off", METRICS_PORT="0", REDIS_CACHE_ENTRIES="-1")
+    result = subprocess.run([str(binary("order-service", "ORDER_SERVICE"))], env=env, capture_output=True, text=True, timeout=WAIT_S)
+    assert result.returncode != 0
+    assert "REDIS_CACHE_ENTRIES must be a number of entries (0 turns the cache off), got -1" in result.stderr
