@@ -167,6 +167,19 @@ public final class RedisServer: @unchecked Sendable {
         return Int(UInt16(bigEndian: address.sin_port))
     }
 
+    /// Binds `port` of 127.0.0.1 without listening, so that until the returned descriptor is
+    /// closed no other test can take the port and connecting to it is refused; nil if it is
+    /// taken already.
+    public static func holdPort(_ port: Int) -> Int32? {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { return nil }
+        guard bind(fd, port: port) else {
+            close(fd)
+            return nil
+        }
+        return fd
+    }
+
     /// Whether `port` of 127.0.0.1 can be bound right now.
     static func isFree(_ port: Int) -> Bool {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
