@@ -11,11 +11,12 @@ import PlatformAuth
 import PlatformProtos
 import Testing
 
-/// Call options carrying `token` (nil: none).
+/// Call options carrying `token` (nil: none). The deadline only keeps a broken test from
+/// hanging: a loaded machine running the suites in parallel has stalled calls for 5 s.
 func bearer(_ token: String?) -> CallOptions {
     var metadata = Metadata()
     if let token { metadata.add("authorization", "Bearer \(token)") }
-    return CallOptions(timeout: .seconds(5), metadata: metadata)
+    return CallOptions(timeout: .seconds(30), metadata: metadata)
 }
 
 /// The status `body` failed with (nil if it succeeded), and its message.

@@ -284,8 +284,9 @@ func withPlatform(drivers: [String] = [], auth: Bool = false, redis: RedisConfig
 }
 
 /// Polls `condition` every 20 ms until it holds; records an issue if it does not within `timeout`.
-/// Errors thrown by `condition` count as "not yet" (e.g. Redis still coming back).
-func eventually(_ what: String, within timeout: Duration = .seconds(5),
+/// Errors thrown by `condition` count as "not yet" (e.g. Redis still coming back). The default
+/// is generous: under the parallel suites a loaded machine has stalled the platform for seconds.
+func eventually(_ what: String, within timeout: Duration = .seconds(15),
                 sourceLocation: SourceLocation = #_sourceLocation, _ condition: () async throws -> Bool) async {
     let deadline = ContinuousClock.now + timeout
     while true {
