@@ -6,7 +6,7 @@ import TestSupport
 
 @Suite struct CommandTests {
     @Test func everyReplyType() async throws {
-        let server = try RedisServer()
+        let server = try await RedisServer.started()
         let client = makeClient(server)
         defer { client.close() }
 
@@ -32,7 +32,7 @@ import TestSupport
     }
 
     @Test func binaryPayloadsWithNULBytesRoundTrip() async throws {
-        let server = try RedisServer()
+        let server = try await RedisServer.started()
         let client = makeClient(server)
         defer { client.close() }
         let key: [UInt8] = Array("bin:".utf8) + [0, 1, 0]
@@ -43,7 +43,7 @@ import TestSupport
     }
 
     @Test func tenThousandConcurrentCommandsAreAnsweredInOrderPerCaller() async throws {
-        let server = try RedisServer()
+        let server = try await RedisServer.started()
         let client = makeClient(server)
         defer { client.close() }
         try await withThrowingTaskGroup(of: Void.self) { group in
@@ -73,7 +73,7 @@ import TestSupport
     }
 
     @Test func multiExecIsAtomicAndKeepsErrorsAsValues() async throws {
-        let server = try RedisServer()
+        let server = try await RedisServer.started()
         let client = makeClient(server)
         defer { client.close() }
         let results = try await client.transaction([["INCR", "tx:n"], ["INCR", "tx:n"], ["GET", "tx:n"]])
@@ -100,7 +100,7 @@ import TestSupport
     }
 
     @Test func watchConflictGivesNilAndCheckAndSetRetries() async throws {
-        let server = try RedisServer()
+        let server = try await RedisServer.started()
         let client = makeClient(server)
         let other = makeClient(server)
         defer { client.close(); other.close() }
@@ -144,7 +144,7 @@ import TestSupport
     }
 
     @Test func functionsAreLoadedOnFirstUseAndAgainAfterAFlush() async throws {
-        let server = try RedisServer()
+        let server = try await RedisServer.started()
         let client = makeClient(server)
         defer { client.close() }
         let library = """
@@ -170,7 +170,7 @@ import TestSupport
     }
 
     @Test func slowCommandTimesOutAndTheClientRecovers() async throws {
-        let server = try RedisServer()
+        let server = try await RedisServer.started()
         let client = makeClient(server, commandTimeout: .milliseconds(300))
         defer { client.close() }
         _ = try await client.send(["PING"])
@@ -183,7 +183,7 @@ import TestSupport
 
 @Suite struct LifecycleTests {
     @Test func aClosedClientFailsAtOnce() async throws {
-        let server = try RedisServer()
+        let server = try await RedisServer.started()
         let client = makeClient(server)
         #expect(try await client.send(["PING"]) == .status("PONG"))
         client.close()

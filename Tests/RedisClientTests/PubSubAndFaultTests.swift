@@ -5,7 +5,7 @@ import TestSupport
 
 @Suite struct PubSubTests {
     @Test func publishedMessagesReachEverySubscriber() async throws {
-        let server = try RedisServer()
+        let server = try await RedisServer.started()
         let client = makeClient(server)
         defer { client.close() }
         let first = try await client.subscribe(to: ["ps:a", "ps:b"])
@@ -26,7 +26,7 @@ import TestSupport
     }
 
     @Test func closingUnsubscribes() async throws {
-        let server = try RedisServer()
+        let server = try await RedisServer.started()
         let client = makeClient(server)
         defer { client.close() }
         let subscription = try await client.subscribe(to: ["unsub:c"])
@@ -44,7 +44,7 @@ import TestSupport
     }
 
     @Test func cancellingTheIteratingTaskUnsubscribes() async throws {
-        let server = try RedisServer()
+        let server = try await RedisServer.started()
         let client = makeClient(server)
         defer { client.close() }
         let subscription = try await client.subscribe(to: ["cancel:c"])
@@ -63,7 +63,7 @@ import TestSupport
 
 @Suite struct FaultTests {
     @Test func restartedServer_commandsFailFastThenRecover_subscriberResubscribes() async throws {
-        let server = try RedisServer()
+        let server = try await RedisServer.started()
         let client = makeClient(server)
         defer { client.close() }
         _ = try await client.send(["SET", "fault:k", "before"])
@@ -81,7 +81,7 @@ import TestSupport
         }
         #expect(await events.wait { $0.contains { if case .connectionLost = $0 { true } else { false } } })
 
-        try server.start()
+        try await server.relaunch()
         let recovered = await eventually { () throws(RedisError) in try await client.send(["SET", "fault:k", "after"]) }
         #expect(try recovered.get() == .status("OK"))
         #expect(await events.wait { $0.contains(.resubscribed) })
@@ -106,7 +106,7 @@ import TestSupport
     }
 
     @Test func wrongPasswordIsAnAuthenticationError() async throws {
-        let server = try RedisServer(password: "s3cret")
+        let server = try await RedisServer.started(password: "s3cret")
         let wrong = makeClient(server, password: "wrong")
         defer { wrong.close() }
         let failure = await error { () throws(RedisError) in try await wrong.send(["PING"]) }
@@ -127,12 +127,12 @@ import TestSupport
     }
 
     @Test func passwordAndDatabaseAreRestoredOnReconnect() async throws {
-        let server = try RedisServer(password: "pw")
+        let server = try await RedisServer.started(password: "pw")
         let client = RedisClient(configuration: RedisConfiguration(host: server.host, port: server.port, password: "pw", database: 3))
         defer { client.close() }
         _ = try await client.send(["SET", "db:k", "in three"])
         server.stop()
-        try server.start()
+        try await server.relaunch()
         let recovered = await eventually { () throws(RedisError) in try await client.send(["CLIENT", "INFO"]) }
         #expect(try recovered.get().string?.contains("db=3") == true)
     }

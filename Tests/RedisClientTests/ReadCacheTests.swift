@@ -54,15 +54,9 @@ private final class RaceProgress: Sendable {
     init(keys: Int) { written = Mutex(Array(repeating: 0, count: keys)) }
 }
 
-/// A fresh server, started off Swift's pool (its start waits for the server to answer, which
-/// would hold one of the pool's threads while other suites run).
-private func startedServer() async throws -> RedisServer {
-    try await ChildProcess.offload { try RedisServer() }
-}
-
 @Suite(.serialized) struct ReadCacheTests {
     @Test func repeatedReadsAreAnsweredFromTheCacheUntilAKeyChanges() async throws {
-        let server = try await startedServer()
+        let server = try await RedisServer.started()
         let client = cachingClient(server)
         let writer = makeClient(server)
         defer { client.close(); writer.close() }
@@ -80,7 +74,7 @@ private func startedServer() async throws -> RedisServer {
     }
 
     @Test func aReadAfterAnotherClientsWriteAlwaysSeesIt() async throws {
-        let server = try await startedServer()
+        let server = try await RedisServer.started()
         let client = cachingClient(server)
         let writer = makeClient(server)
         defer { client.close(); writer.close() }
@@ -97,7 +91,7 @@ private func startedServer() async throws -> RedisServer {
     }
 
     @Test func concurrentReadersNeverSeeAValueOlderThanAFinishedWrite() async throws {
-        let server = try await startedServer()
+        let server = try await RedisServer.started()
         let client = cachingClient(server, capacity: 3)
         let writer = makeClient(server)
         defer { client.close(); writer.close() }
@@ -137,7 +131,7 @@ private func startedServer() async throws -> RedisServer {
     }
 
     @Test func repliesTheCallerDoesNotKeepRunEveryTime() async throws {
-        let server = try await startedServer()
+        let server = try await RedisServer.started()
         let client = cachingClient(server)
         defer { client.close() }
         #expect(try await untilCached(client, "kept:a"))
@@ -151,7 +145,7 @@ private func startedServer() async throws -> RedisServer {
     }
 
     @Test func aServerThatRefusesTrackingIsReadUncached() async throws {
-        let server = try await startedServer()
+        let server = try await RedisServer.started()
         let writer = makeClient(server)
         defer { writer.close() }
         _ = try await writer.send(["ACL", "SETUSER", "default", "-client|tracking"])
@@ -167,7 +161,7 @@ private func startedServer() async throws -> RedisServer {
     }
 
     @Test func aFlushEmptiesTheCache() async throws {
-        let server = try await startedServer()
+        let server = try await RedisServer.started()
         let client = cachingClient(server)
         let writer = makeClient(server)
         defer { client.close(); writer.close() }
@@ -178,14 +172,14 @@ private func startedServer() async throws -> RedisServer {
     }
 
     @Test func aRestartedServerNeverAnswersFromTheOldCache() async throws {
-        let server = try await startedServer()
+        let server = try await RedisServer.started()
         let client = cachingClient(server)
         let writer = makeClient(server)
         defer { client.close(); writer.close() }
         _ = try await writer.send(["HSET", "restart:a", "f", "before"])
         #expect(try await untilCached(client, "restart:a"))
         server.kill()
-        try await ChildProcess.offload { try server.start() }
+        try await server.relaunch()
         // The new server has no data until this write; the function is loaded again on use.
         let rewritten = await eventually { () throws(RedisError) in try await writer.send(["HSET", "restart:a", "f", "after"]) }
         #expect((try? rewritten.get()) != nil)

@@ -119,7 +119,7 @@ import Testing
             func fcalls() async throws -> Int {
                 let stats = try await platform.redis.send(["INFO", "commandstats"]).string ?? ""
                 let line = stats.split(whereSeparator: \.isNewline).first { $0.hasPrefix("cmdstat_fcall:") } ?? ""
-                return Int(line.split(separator: "=")[1].prefix { $0.isNumber }) ?? 0
+                return line.split(separator: "=").dropFirst().first.flatMap { Int($0.prefix { $0.isNumber }) } ?? 0
             }
             var polls = 0, functionRuns = 0
             for stage in ["PICKED_UP", "OUT_FOR_DELIVERY", "DELIVERED"] {

@@ -224,7 +224,7 @@ import Testing
             platform.redisServer.kill()
             try await platform.startDeliveryService()
             #expect(await statusCode { try await platform.deliveries.getDriverAssignments(GetDriverAssignmentsRequest(driverId: "driver_auto")) } == .unavailable)
-            try platform.redisServer.start()
+            try await platform.redisServer.relaunch()
             try await expectOneAssignmentEach(ids, on: platform)
         }
     }
@@ -263,7 +263,7 @@ import Testing
             #expect(await statusCode { try await deliveries.updateDeliveryStatus(UpdateDeliveryStatusRequest(orderId: id, status: "PICKED_UP")) } == .unavailable)
             #expect(await statusCode { try await deliveries.getDriverAssignments(GetDriverAssignmentsRequest(driverId: "d1")) } == .unavailable)
 
-            try platform.redisServer.start()  // empty: the fixture persists nothing
+            try await platform.redisServer.relaunch()  // empty: the fixture persists nothing
             await eventually("order service back") { try await orders.placeOrder(PlaceOrderRequest(customerId: "c", items: ["x"], totalPrice: 1)).status == "PLACED" }
             await eventually("restaurant service back") { try await restaurants.updateMenu(UpdateMenuRequest(restaurantId: "r1", items: [MenuItem(itemId: "i", name: "I", price: 1)])).status == "SUCCESS" }
             await eventually("delivery service back") { try await deliveries.getDriverAssignments(GetDriverAssignmentsRequest(driverId: "d1")).assignments.isEmpty }

@@ -87,7 +87,7 @@ final class Platform: Sendable {
     /// Starts Redis and the three services; `drivers` is the delivery service's pool; `auth`
     /// installs the access policy on every service, as `AUTH=required` does.
     init(drivers: [String] = [], auth: Bool = false, redis configuration: RedisConfiguration? = nil, waitReplicas: Int = 0) async throws {
-        redisServer = try RedisServer()
+        redisServer = try await RedisServer.started()
         // The read cache on, as the services run by default (smaller, so evictions happen too).
         redisConfiguration = configuration ?? RedisConfiguration(host: redisServer.host, port: redisServer.port,
                                                                  waitReplicas: waitReplicas, waitTimeout: .milliseconds(100),

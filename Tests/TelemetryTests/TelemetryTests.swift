@@ -259,7 +259,7 @@ final class CollectedLines: Sendable {
     }
 
     @Test func redisMetricsCountCommandsErrorsAndLatency() async throws {
-        let server = try RedisServer()
+        let server = try await RedisServer.started()
         let metrics = ServiceMetrics()
         let redis = RedisClient(configuration: RedisConfiguration(host: server.host, port: server.port), observer: RedisMetrics(metrics))
         for index in 0..<4 { _ = try await redis.send(["SET", "key\(index)", "value"]) }
@@ -282,7 +282,7 @@ final class CollectedLines: Sendable {
         // which a loaded machine's slow restart can stretch). At least once: the immediate first
         // attempt can still land in the dying server's listen backlog, connect, and be reset.
         server.kill()
-        try server.start()
+        try await server.relaunch()
         let reconnected = await eventually(within: .seconds(20)) {
             _ = try? await redis.send(["PING"])
             text = String(decoding: await metrics.exposition(), as: UTF8.self)
@@ -293,7 +293,7 @@ final class CollectedLines: Sendable {
     }
 
     @Test func redisMetricsCountCacheHitsAndMisses() async throws {
-        let server = try RedisServer()
+        let server = try await RedisServer.started()
         let metrics = ServiceMetrics()
         let redis = RedisClient(configuration: RedisConfiguration(host: server.host, port: server.port, readCacheCapacity: 10),
                                 observer: RedisMetrics(metrics))

@@ -50,6 +50,18 @@ public final class RedisServer: @unchecked Sendable {
         throw lastError
     }
 
+    /// `init`, off Swift's cooperative pool: a start waits for the server to answer, and a pool
+    /// thread held that long stalls every other test of the process (the pool has a thread per
+    /// core, two here).
+    public static func started(password: String? = nil) async throws -> RedisServer {
+        try await ChildProcess.offload { try RedisServer(password: password) }
+    }
+
+    /// `start()` again after a stop, off the pool.
+    public func relaunch() async throws {
+        try await ChildProcess.offload { try self.start() }
+    }
+
     deinit {
         stop()
         try? FileManager.default.removeItem(at: directory)
