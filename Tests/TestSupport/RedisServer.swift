@@ -137,7 +137,15 @@ public final class RedisServer: @unchecked Sendable {
             if waitpid(pid, &status, WNOHANG) == pid {
                 throw Failure.didNotStart("exited with status \(status) on port \(port)")
             }
-            if answersPing(port: port) { return pid }
+            if answersPing(port: port) {
+                // Ours, or another test's server that picked the same free port a moment
+                // before (ours then fails to bind and exits): two tests must not share one.
+                let password = arguments.firstIndex(of: "--requirepass").map { arguments[$0 + 1] }
+                if answeringProcess(port: port, password: password) == pid { return pid }
+                Glibc.kill(pid, SIGKILL)
+                ChildProcess.reap(pid)
+                throw Failure.didNotStart("port \(port) is served by another redis-server")
+            }
             usleep(20_000)
         }
         Glibc.kill(pid, SIGKILL)
@@ -163,6 +171,40 @@ public final class RedisServer: @unchecked Sendable {
         var buffer = [UInt8](repeating: 0, count: 64)
         let count = recv(fd, &buffer, buffer.count, 0)
         return count > 0 && (buffer[0] == UInt8(ascii: "+") || buffer[0] == UInt8(ascii: "-"))
+    }
+
+    /// The `process_id` INFO reports on `port` (after AUTH when `password` is set); nil if it
+    /// cannot be read.
+    private static func answeringProcess(port: Int, password: String?) -> pid_t? {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var timeout = timeval(tv_sec: 2, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        var address = loopback(port: port)
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard connected == 0 else { return nil }
+        func command(_ parts: [String]) -> String {
+            "*\(parts.count)\r\n" + parts.map { "$\($0.utf8.count)\r\n\($0)\r\n" }.joined()
+        }
+        let request = Array(((password.map { command(["AUTH", $0]) } ?? "") + command(["INFO", "server"])).utf8)
+        guard send(fd, request, request.count, Int32(MSG_NOSIGNAL)) == request.count else { return nil }
+        var received: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        while received.count < 65_536 {
+            let count = recv(fd, &buffer, buffer.count, 0)
+            guard count > 0 else { return nil }
+            received += buffer[0..<count]
+            let text = String(decoding: received, as: UTF8.self)
+            if let line = text.split(whereSeparator: \.isNewline).first(where: { $0.hasPrefix("process_id:") }),
+               text.contains("process_id:\(line.dropFirst("process_id:".count))\r\n") {
+                return pid_t(line.dropFirst("process_id:".count))
+            }
+        }
+        return nil
     }
 
     /// A port nobody listens on right now (bind port 0, read it, close).
