@@ -179,8 +179,8 @@ final class ReadCache {
         for key in call.keys { watched[key, default: (0, 0)].fills += 1 }
         let epochs = call.keys.map { watched[$0]!.epoch }
         let (flushes, generation) = (self.flushes, reads.generation)
-        let arguments = (["FCALL", call.function, String(call.keys.count)] + call.keys + call.arguments).map { Array($0.utf8) }
-        reads.send(arguments, PendingCommand(.handler { [unowned self] result, _ in
+        let command = RedisClient.functionCall(call.function, keys: call.keys, arguments: call.arguments)
+        reads.send(command, PendingCommand(.handler { [unowned self] result, _ in
             var unchanged = flushes == self.flushes && generation == reads.generation && isReady
             for (key, epoch) in zip(call.keys, epochs) {
                 let state = watched[key]!
@@ -229,9 +229,7 @@ final class ReadCache {
 
     // MARK: - The two connections
 
-    private static let subscribe = argv(["SUBSCRIBE", invalidationChannel])
-
-    private static func argv(_ arguments: [String]) -> [[UInt8]] { arguments.map { Array($0.utf8) } }
+    private static let subscribe = RedisClient.argv(["SUBSCRIBE", invalidationChannel])
 
     /// The `run_id` of an INFO server reply: which server process a connection reached.
     private static func runID(_ result: Result<RedisReply, RedisError>) -> String? {
@@ -242,10 +240,10 @@ final class ReadCache {
     /// Learns the listener's client id and server, then subscribes.
     private func listenerReady() {
         var id: Int64?
-        listener.send(Self.argv(["CLIENT", "ID"]), PendingCommand(.handler { result, _ in
+        listener.send(RedisClient.argv(["CLIENT", "ID"]), PendingCommand(.handler { result, _ in
             if case .success(.integer(let value)) = result { id = value }
         }))
-        listener.send(Self.argv(["INFO", "server"]), PendingCommand(.handler { [unowned self] result, command in
+        listener.send(RedisClient.argv(["INFO", "server"]), PendingCommand(.handler { [unowned self] result, command in
             guard command.generation == listener.generation, let id, let server = Self.runID(result) else { return }
             (listenerID, listenerServer) = (id, server)
             subscribing = true
@@ -297,7 +295,7 @@ final class ReadCache {
                 break  // the connection went; its ready event tries again
             }
         })
-        reads.send(batch: [Self.argv(["INFO", "server"]), Self.argv(["CLIENT", "TRACKING", "on", "REDIRECT", String(listenerID)])],
+        reads.send(batch: [RedisClient.argv(["INFO", "server"]), RedisClient.argv(["CLIENT", "TRACKING", "on", "REDIRECT", String(listenerID)])],
                    [identify, track], generation: generation)
     }
 

@@ -228,7 +228,7 @@ public final class RedisClient: Sendable {
     /// `waitForReplicas` as `send(_:waitForReplicas:)`.
     public func call(function: String, library: String, keys: [String], arguments: [String],
                      waitForReplicas: Bool = false) async throws(RedisError) -> RedisReply {
-        let call = Self.argv(["FCALL", function, String(keys.count)] + keys + arguments)
+        let call = Self.functionCall(function, keys: keys, arguments: arguments)
         do {
             return try await send(call, waitingForReplicas: waitForReplicas)
         } catch {
@@ -316,7 +316,12 @@ public final class RedisClient: Sendable {
         }
     }
 
-    private static func argv(_ arguments: [String]) -> [[UInt8]] {
+    /// FCALL of `function` with its keys and arguments, as argv.
+    static func functionCall(_ function: String, keys: [String], arguments: [String]) -> [[UInt8]] {
+        argv(["FCALL", function, String(keys.count)] + keys + arguments)
+    }
+
+    static func argv(_ arguments: [String]) -> [[UInt8]] {
         arguments.map { Array($0.utf8) }
     }
 

@@ -153,19 +153,29 @@ public final class RedisServer: @unchecked Sendable {
         throw Failure.didNotStart("no answer to PING on port \(port) within 10 s")
     }
 
-    /// Connects, sends PING and reads one reply line, with short blocking timeouts.
-    private static func answersPing(port: Int) -> Bool {
+    /// A socket connected to `port` of 127.0.0.1 whose sends and receives block at most
+    /// `timeout` microseconds; nil if it cannot connect. Close it when done.
+    private static func connectedSocket(port: Int, timeout microseconds: Int) -> Int32? {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { return false }
-        defer { close(fd) }
-        var timeout = timeval(tv_sec: 0, tv_usec: 500_000)
+        guard fd >= 0 else { return nil }
+        var timeout = timeval(tv_sec: microseconds / 1_000_000, tv_usec: microseconds % 1_000_000)
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
         setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
         var address = loopback(port: port)
         let connected = withUnsafePointer(to: &address) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
         }
-        guard connected == 0 else { return false }
+        guard connected == 0 else {
+            close(fd)
+            return nil
+        }
+        return fd
+    }
+
+    /// Connects, sends PING and reads one reply line, with short blocking timeouts.
+    private static func answersPing(port: Int) -> Bool {
+        guard let fd = connectedSocket(port: port, timeout: 500_000) else { return false }
+        defer { close(fd) }
         let ping = Array("*1\r\n$4\r\nPING\r\n".utf8)
         guard send(fd, ping, ping.count, Int32(MSG_NOSIGNAL)) == ping.count else { return false }
         var buffer = [UInt8](repeating: 0, count: 64)
@@ -176,17 +186,8 @@ public final class RedisServer: @unchecked Sendable {
     /// The `process_id` INFO reports on `port` (after AUTH when `password` is set); nil if it
     /// cannot be read.
     private static func answeringProcess(port: Int, password: String?) -> pid_t? {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { return nil }
+        guard let fd = connectedSocket(port: port, timeout: 2_000_000) else { return nil }
         defer { close(fd) }
-        var timeout = timeval(tv_sec: 2, tv_usec: 0)
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-        var address = loopback(port: port)
-        let connected = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-        }
-        guard connected == 0 else { return nil }
         func command(_ parts: [String]) -> String {
             "*\(parts.count)\r\n" + parts.map { "$\($0.utf8.count)\r\n\($0)\r\n" }.joined()
         }
@@ -198,10 +199,10 @@ public final class RedisServer: @unchecked Sendable {
             let count = recv(fd, &buffer, buffer.count, 0)
             guard count > 0 else { return nil }
             received += buffer[0..<count]
+            // The line counts once its end has arrived.
             let text = String(decoding: received, as: UTF8.self)
-            if let line = text.split(whereSeparator: \.isNewline).first(where: { $0.hasPrefix("process_id:") }),
-               text.contains("process_id:\(line.dropFirst("process_id:".count))\r\n") {
-                return pid_t(line.dropFirst("process_id:".count))
+            if let start = text.range(of: "\r\nprocess_id:")?.upperBound, let end = text[start...].range(of: "\r\n") {
+                return pid_t(text[start..<end.lowerBound])
             }
         }
         return nil
